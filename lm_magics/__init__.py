@@ -1,0 +1,37 @@
+"""lm_magics: train a small, fast word-level LSTM language model on your own text, in a notebook.
+
+    import lm_magics as lm
+    model = lm.train(text, seed=0)
+    model.next_words("the cat", k=5)
+
+In IPython / Jupyter: ``%load_ext lm_magics``, then ``%%lm_train``, ``%lm_complete``, ... (``%lm_train?``).
+"""
+
+from .api import LanguageModel, load, train
+from .config import GenerateConfig, TrainConfig
+from .engine.data import files
+from .engine.training import EpochInfo, StepInfo, StopTraining, TrainReport
+from .errors import ConfigError, DataError, LMError, ModelFileError, ModelNotFoundError
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "train", "load", "files", "LanguageModel",
+    "TrainConfig", "GenerateConfig", "TrainReport", "StepInfo", "EpochInfo", "StopTraining",
+    "LMError", "ConfigError", "DataError", "ModelFileError", "ModelNotFoundError",
+    "load_ipython_extension", "unload_ipython_extension",
+    "__version__",
+]
+
+
+def load_ipython_extension(ipython) -> None:
+    """``%load_ext lm_magics``: register the magics (models already in the session are kept)."""
+    from .magics import load_ipython_extension as _load
+
+    _load(ipython)
+
+
+def unload_ipython_extension(ipython) -> None:
+    from .magics import unload_ipython_extension as _unload
+
+    _unload(ipython)

@@ -1,0 +1,340 @@
+"""The public Python API: ``train``, ``load`` and ``LanguageModel``.
+
+Magics, widgets and the CLI are thin layers over exactly these calls::
+
+    import lm_magics as lm
+    model = lm.train(text, epochs=5, seed=0)
+    model.next_words("the cat", k=5)        # [(word, probability), ...]
+    model.generate("the cat", n_words=20, temperature=0.8, seed=0)
+    model.save("cats.lm"); lm.load("cats.lm")
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from typing import Any, Callable, Iterable, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+
+from .config import GenerateConfig, TrainConfig
+from .engine import persistence
+from .engine.data import DataStats, prepare, rows_of
+from .engine.inference import Predictor
+from .engine.model import LSTMLanguageModel
+from .engine.tokenizer import Tokenizer
+from .engine.training import (EpochInfo, StepInfo, TrainReport, auto_config, clone_model, fit,
+                              resolve_device)
+from .errors import ConfigError, DataError
+
+__all__ = ["LanguageModel", "train", "load"]
+
+
+class LanguageModel:
+    """A trained word-level LSTM language model with its tokenizer, settings and training record."""
+
+    def __init__(self, net: LSTMLanguageModel, tokenizer: Tokenizer, config: TrainConfig,
+                 meta: Optional[dict] = None, report: Optional[TrainReport] = None):
+        self.net, self.tokenizer, self.config = net.eval(), tokenizer, config
+        self.meta = dict(meta or {})
+        self.report = report
+        self._predictor = Predictor(self.net, tokenizer)
+
+    # --------------------------------------------------------------------------- predictions
+
+    def next_words(self, prefix: str = "", k: int = 5, *, include_special: bool = False,
+                   startswith: Optional[str] = None) -> List[Tuple[str, float]]:
+        """The k most likely next words after prefix, as (word, probability), most likely first.
+
+        Unseen words in the prefix count as <unk>; an empty prefix asks for the first word of a text.
+        ``startswith`` keeps only words beginning with it (completing a half-typed word).
+
+        >>> model.next_words("the cat", k=3)            # doctest: +SKIP
+        [('sat', 0.31), ('is', 0.12), ('was', 0.08)]
+        """
+        _check_text(prefix, "prefix")
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+            raise ConfigError(f"k must be a whole number of at least 1, got {k!r}.")
+        return self._predictor.next_words(prefix, int(k), include_special, startswith)
+
+    def generate(self, prefix: str = "", n_words: int = 20, temperature: float = 1.0, top_k: int = 0,
+                 top_p: float = 1.0, beam: int = 1, seed: Optional[int] = None, *,
+                 stop_at_eos: bool = False, include_prefix: bool = False) -> str:
+        """Continue prefix by n_words tokens; returns the continuation (or prefix + continuation).
+
+        temperature 0 is greedy; top_k / top_p restrict sampling; beam > 1 returns the most likely
+        continuation by beam search. A seed makes sampling repeatable.
+        """
+        _check_text(prefix, "prefix")
+        cfg = GenerateConfig(n_words=n_words, temperature=temperature, top_k=top_k, top_p=top_p, beam=beam,
+                             seed=seed)
+        return self.generate_with(prefix, cfg, stop_at_eos=stop_at_eos, include_prefix=include_prefix)
+
+    def generate_with(self, prefix: str, cfg: GenerateConfig, *, stop_at_eos: bool = False,
+                      include_prefix: bool = False) -> str:
+        ids = self._predictor.generate(prefix, cfg, stop_at_eos=stop_at_eos)
+        if stop_at_eos and ids and ids[-1] == self.tokenizer.eos_id:
+            ids = ids[:-1]
+        text = self.tokenizer.decode(ids)
+        if include_prefix and prefix:
+            return self.tokenizer.join(self.tokenizer.tokenize(prefix) + self.tokenizer.tokenize(text)) \
+                if text else prefix
+        return text
+
+    def iter_generate(self, prefix: str, cfg: GenerateConfig, stop_at_eos: bool = True):
+        """Yield the generated tokens one at a time (for streaming into a chat bubble)."""
+        for i in self._predictor.generate(prefix, cfg, stop_at_eos=stop_at_eos):
+            if i == self.tokenizer.eos_id:
+                return
+            yield self.tokenizer.itos[i]
+
+    def surprisal(self, text: str) -> List[Tuple[str, float]]:
+        """Per-token surprisal in bits, -log2 p(token | everything before it), for a line of text."""
+        _check_text(text, "text")
+        nll = self._predictor.row_nll([" ".join(text.splitlines())])[0]
+        toks = [self.tokenizer.itos[i] for i in self.tokenizer.encode_line(" ".join(text.splitlines()), eos=False)]
+        shown = self.tokenizer.tokenize(" ".join(text.splitlines()))
+        # Show the words as written (an <unk> keeps its spelling); score them as the model saw them.
+        words = shown if len(shown) == len(toks) else toks
+        return [(w, float(b) / math.log(2)) for w, b in zip(words, nll[:-1])]
+
+    def score(self, texts: Any) -> Any:
+        """Per-text perplexity: a numpy array, or a Series aligned to the input's index for a Series.
+        Missing values (None/NaN) get NaN. Each text is scored on its own, from the start of text."""
+        nll = self._row_nll(texts)
+        ppl = np.array([np.exp(v.mean()) if v is not None else np.nan for v in nll], dtype=np.float64)
+        return _like(texts, ppl, "perplexity")
+
+    def bits_per_word(self, texts: Any) -> Any:
+        """Per-text mean surprisal in bits per token (log2 of the perplexity)."""
+        nll = self._row_nll(texts)
+        bits = np.array([v.mean() / math.log(2) if v is not None else np.nan for v in nll], dtype=np.float64)
+        return _like(texts, bits, "bits_per_word")
+
+    def perplexity(self, texts: Any) -> float:
+        """Perplexity of all texts together (total surprisal over all tokens); a str counts line by line."""
+        if isinstance(texts, str):
+            texts = texts.splitlines()
+        nll = [v for v in self._row_nll(texts) if v is not None]
+        n = sum(len(v) for v in nll)
+        if n == 0:
+            raise DataError("No text to score: every value is missing.")
+        return float(math.exp(sum(float(v.sum()) for v in nll) / n))
+
+    def _row_nll(self, texts: Any) -> List[Optional[np.ndarray]]:
+        if isinstance(texts, str):
+            texts = [texts]
+        stats = DataStats()
+        values = _values_with_missing(texts, stats)
+        return self._predictor.row_nll(values)
+
+    # --------------------------------------------------------------------------- info & files
+
+    @property
+    def interrupted(self) -> bool:
+        """True when the last training run was interrupted (the best model so far was kept)."""
+        return bool(self.report and self.report.interrupted)
+
+    @property
+    def vocab(self) -> List[str]:
+        return list(self.tokenizer.itos)
+
+    @property
+    def info(self) -> dict:
+        """Vocabulary size, parameters, tokens seen, validation perplexity and the settings."""
+        h = self.net.hparams()
+        return {
+            "vocab_size": len(self.tokenizer), "parameters": self.net.num_parameters(),
+            "embed_dim": h["embed_dim"], "hidden_dim": h["hidden_dim"], "num_layers": h["num_layers"],
+            "softmax": "adaptive" if h["adaptive"] else "full", "tie_weights": h["tie_weights"],
+            "level": self.tokenizer.level, "lowercase": self.tokenizer.lowercase,
+            **{k: self.meta.get(k) for k in ("rows", "tokens", "tokens_seen", "val_ppl", "epochs_trained",
+                                            "elapsed", "seed", "fingerprint", "trained_at", "runs")},
+        }
+
+    def save(self, path: Union[str, "os.PathLike[str]"]) -> None:
+        """Write the model to one file (atomically: an existing file is replaced whole or not at all)."""
+        sd = {k: v.detach().cpu().contiguous() for k, v in self.net.state_dict().items()}
+        persistence.write_checkpoint(path, {
+            "hparams": self.net.hparams(), "config": self.config.to_dict(),
+            "tokenizer": self.tokenizer.to_dict(), "state_dict": sd, "meta": _plain(self.meta)})
+
+    def to(self, device: Union[str, torch.device]) -> "LanguageModel":
+        self.net.to(resolve_device(str(device)))
+        self._predictor = Predictor(self.net, self.tokenizer)
+        return self
+
+    def __repr__(self) -> str:
+        from .display import model_text
+
+        return model_text(self)
+
+    def _repr_html_(self) -> str:
+        from .display import model_html
+
+        return model_html(self)
+
+
+# ---------------------------------------------------------------------------------------------- train
+
+def train(data: Any, *, val_data: Any = None, init: Optional[LanguageModel] = None,
+          config: Optional[TrainConfig] = None,
+          on_step: Optional[Callable[[StepInfo], None]] = None,
+          on_epoch: Optional[Callable[[EpochInfo], None]] = None,
+          **options: Any) -> LanguageModel:
+    """Train a language model on text and return it.
+
+    Parameters
+    ----------
+    data : str, list of str, pandas/polars Series, pathlib.Path or lm.files(...)
+        The text. A str is split into lines; each line, list item or Series value is one row.
+    val_data : same kinds, optional
+        Validation text; by default about ``val_fraction`` of the rows are held out (seeded).
+    init : LanguageModel, optional
+        Continue training this model: its vocabulary and settings are kept (new words become <unk>,
+        counted in the summary) unless overridden here. ``init`` itself is never modified.
+    config : TrainConfig, optional
+        Base settings; ``options`` (any TrainConfig field, e.g. ``epochs=5, hidden_dim=256``) override it.
+    on_step, on_epoch : callables, optional
+        Progress callbacks receiving StepInfo / EpochInfo; raising StopTraining ends training early.
+
+    Returns the trained LanguageModel; ``model.report`` tells what happened. A KeyboardInterrupt
+    keeps the best model so far and sets ``model.interrupted``.
+
+    >>> model = lm.train("the cat sat on the mat.\\nthe dog sat on the log.", epochs=2, seed=0)  # doctest: +SKIP
+    """
+    t_start = time.perf_counter()
+    if init is not None and not isinstance(init, LanguageModel):
+        raise ConfigError(f"init must be a LanguageModel (from lm.train or lm.load), got {type(init).__name__}.")
+    if init is not None:
+        # Keep the model's settings; the data-sized ones (batch, epochs) are chosen afresh for the new text.
+        base = (config or init.config).to_dict()
+        base.update(batch_size=None, epochs=None, max_steps=None, max_time=None)
+        cfg = TrainConfig.from_dict(base, **options)
+        tokenizer = Tokenizer.from_dict(init.tokenizer.to_dict())  # fitted: the vocabulary is kept
+    else:
+        cfg = (config or TrainConfig()).replace(**options)
+        tokenizer = Tokenizer(cfg.level, cfg.lowercase, cfg.min_freq, cfg.max_vocab)
+    corpus = prepare(data, tokenizer, val_source=val_data, val_fraction=cfg.val_fraction, seed=cfg.seed)
+    notes = list(corpus.stats.notes)
+    if corpus.train.size - corpus.stats.train_rows <= 0 and corpus.train.size < 2:
+        raise DataError("Too little text to train on; give at least a sentence or two.")
+
+    if init is not None:
+        net = clone_model(init.net)
+        h = net.hparams()
+        cfg = cfg.replace(embed_dim=h["embed_dim"], hidden_dim=h["hidden_dim"], num_layers=h["num_layers"])
+        cfg, why = auto_config(cfg, corpus.stats.train_tokens)
+        net.drop.p = cfg.dropout
+        net.lstm.dropout = cfg.dropout if net.num_layers > 1 else 0.0
+        unk = corpus.stats.unk_tokens
+        notes.append(f"continued from a model trained on {init.meta.get('tokens_seen', 0):,} tokens; kept its "
+                     f"vocabulary of {len(tokenizer):,} words"
+                     + (f" ({unk:,} new-word tokens became <unk>)" if unk else ""))
+    else:
+        cfg, why = auto_config(cfg, corpus.stats.train_tokens)
+        V = len(tokenizer)
+        adaptive = cfg.softmax == "adaptive" or (cfg.softmax == "auto" and V >= cfg.adaptive_threshold)
+        if adaptive and V < 4:
+            adaptive = False
+        torch.manual_seed(cfg.seed)
+        net = LSTMLanguageModel(V, cfg.embed_dim, cfg.hidden_dim, cfg.num_layers, cfg.dropout,
+                                cfg.tie_weights, adaptive)
+        if adaptive:
+            why.append(f"adaptive softmax: {V:,} words >= adaptive_threshold {cfg.adaptive_threshold:,}")
+    # Windows longer than the data make no sense: shorten and say so.
+    rows_per_stream = corpus.train.size // cfg.batch_size
+    if rows_per_stream < 2:
+        cfg = cfg.replace(batch_size=max(1, corpus.train.size // 2))
+        rows_per_stream = corpus.train.size // cfg.batch_size
+        notes.append(f"batch_size lowered to {cfg.batch_size} to fit {corpus.train.size} training tokens")
+    if cfg.seq_len > rows_per_stream - 1:
+        new_len = max(1, rows_per_stream - 1)
+        notes.append(f"seq_len {cfg.seq_len} is longer than the data allows; using {new_len}")
+        cfg = cfg.replace(seq_len=new_len)
+
+    report = TrainReport(config=cfg, notes=why + notes)
+    report = fit(net, corpus, cfg, on_step=on_step, on_epoch=on_epoch, report=report)
+    prev = init.meta if init is not None else {}
+    meta = {
+        "rows": corpus.stats.rows, "missing": corpus.stats.missing, "tokens": corpus.stats.train_tokens,
+        "val_tokens": corpus.stats.val_tokens, "unk_tokens": corpus.stats.unk_tokens,
+        "tokens_seen": int(prev.get("tokens_seen", 0)) + report.tokens_seen,
+        "epochs_trained": int(prev.get("epochs_trained", 0)) + len(report.history),
+        "val_ppl": report.best_val_ppl, "seed": cfg.seed, "fingerprint": corpus.fingerprint,
+        "elapsed": round(time.perf_counter() - t_start, 3), "train_elapsed": round(report.elapsed, 3),
+        "trained_at": time.strftime("%Y-%m-%dT%H:%M:%S"), "runs": int(prev.get("runs", 0)) + 1,
+        "interrupted": report.interrupted, "precision": report.precision,
+        "history": [[e.epoch, e.train_loss, e.val_ppl] for e in report.history],
+    }
+    return LanguageModel(net, tokenizer, cfg, meta, report)
+
+
+# ---------------------------------------------------------------------------------------------- load
+
+def load(path: Union[str, "os.PathLike[str]"], device: str = "cpu") -> LanguageModel:
+    """Load a model saved with ``model.save(path)``. Never runs code from the file."""
+    from .errors import ModelFileError
+
+    ckpt = persistence.read_checkpoint(path)
+    try:
+        tok = Tokenizer.from_dict(ckpt["tokenizer"])
+        h = ckpt["hparams"]
+        net = LSTMLanguageModel(h["vocab_size"], h["embed_dim"], h["hidden_dim"], h["num_layers"],
+                                h["dropout"], h["tie_weights"], h["adaptive"], h.get("cutoffs") or None)
+        net.load_state_dict(ckpt["state_dict"])
+        cfg = TrainConfig.from_dict(ckpt["config"])
+        if len(tok) != h["vocab_size"]:
+            raise ValueError("vocabulary and weights disagree")
+    except Exception as exc:
+        raise ModelFileError(f"'{path}' is damaged: {str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__}"
+                             f". Save the model again.") from None
+    model = LanguageModel(net, tok, cfg, ckpt["meta"])
+    return model.to(device) if device != "cpu" else model
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+
+def _check_text(s: Any, what: str) -> None:
+    if not isinstance(s, str):
+        raise DataError(f"{what} must be text (str), got {type(s).__name__}.")
+
+
+def _values_with_missing(texts: Any, stats: DataStats) -> List[Optional[str]]:
+    """Rows of a scoring input with missing values kept in place as None (to align the output)."""
+    from .engine.data import _is_missing, _series_values
+
+    vals = _series_values(texts)
+    if vals is None:
+        if hasattr(texts, "columns"):
+            raise DataError("Got a whole DataFrame; pass one text column, e.g. df['text'].")
+        if isinstance(texts, bytes) or not isinstance(texts, Iterable):
+            raise DataError(f"Cannot score a {type(texts).__name__}; pass a str, a list of str or a Series.")
+        vals = list(texts)
+    return [None if _is_missing(v) else (v if isinstance(v, str) else str(v)) for v in vals]
+
+
+def _like(texts: Any, values: np.ndarray, name: str) -> Any:
+    """Return values as a Series with the input's index when the input is a pandas Series."""
+    if type(texts).__module__.startswith("pandas") and hasattr(texts, "index"):
+        import pandas as pd
+
+        return pd.Series(values, index=texts.index, name=name)
+    return values
+
+
+def _plain(obj: Any) -> Any:
+    """Meta as plain containers only (weights_only loading accepts nothing else)."""
+    if isinstance(obj, dict):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (np.floating,)):
+        return float(obj)
+    if obj is None or isinstance(obj, (str, int, float, bool)):
+        return obj
+    return str(obj)

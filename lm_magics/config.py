@@ -1,0 +1,226 @@
+"""The one place where options are named, documented and checked.
+
+``TrainConfig`` and ``GenerateConfig`` are the contract shared by the Python API (keywords), the magics
+(``--flags``), the CLI and model files (checkpoint keys). Front-ends generate their flags from the
+fields below, so a new option appears everywhere at once.
+
+Options left at ``None`` are chosen from the data by :func:`lm_magics.engine.training.auto_config`
+("defaults that fit the data"); the training summary shows what was chosen and why.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import math
+from dataclasses import MISSING, asdict, dataclass, field, fields, replace
+from typing import Any, Iterator, Optional
+
+from .errors import ConfigError
+
+__all__ = ["TrainConfig", "GenerateConfig", "option_specs", "OptionSpec", "add_arguments"]
+
+
+def _opt(default: Any, help: str, *, choices: tuple | None = None, min: float | None = None,
+         max: float | None = None, positive: bool = False) -> Any:
+    return field(default=default, metadata={"help": help, "choices": choices, "min": min, "max": max,
+                                            "positive": positive})
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that decides how a model is built and trained. ``None`` means "choose from the data"."""
+
+    # -- tokenizer
+    level: str = _opt("word", "tokens: 'word' (words, numbers, punctuation), 'whitespace' (text is "
+                      "already tokenized: split on spaces) or 'char'", choices=("word", "whitespace", "char"))
+    lowercase: bool = _opt(False, "lowercase the text before building the vocabulary")
+    min_freq: int = _opt(1, "words seen fewer times than this become <unk>", min=1)
+    max_vocab: int = _opt(50_000, "keep at most this many most frequent words (the rest become <unk>)", min=3)
+    # -- model (None: sized from the number of training tokens, see auto_config)
+    embed_dim: Optional[int] = _opt(None, "word embedding size (default: from data size)", positive=True)
+    hidden_dim: Optional[int] = _opt(None, "LSTM hidden size (default: from data size)", positive=True)
+    num_layers: Optional[int] = _opt(None, "stacked LSTM layers (default: from data size)", positive=True)
+    dropout: Optional[float] = _opt(None, "dropout between layers (default: from data size)", min=0.0, max=0.95)
+    tie_weights: bool = _opt(True, "share input embedding and output weights (full softmax only)")
+    softmax: str = _opt("auto", "output layer: 'full', 'adaptive' (fast for big vocabularies) or 'auto' "
+                        "(adaptive from adaptive_threshold words on)", choices=("auto", "full", "adaptive"))
+    adaptive_threshold: int = _opt(8_000, "vocabulary size from which softmax='auto' is adaptive", min=3)
+    # -- optimisation
+    seq_len: int = _opt(35, "tokens per truncated-BPTT window", positive=True)
+    batch_size: Optional[int] = _opt(None, "parallel token streams per step (default: from data size)",
+                                     positive=True)
+    epochs: Optional[int] = _opt(None, "passes over the training data (default: from data size)", positive=True)
+    max_steps: Optional[int] = _opt(None, "stop after this many optimizer steps in all", positive=True)
+    max_time: Optional[float] = _opt(None, "stop after this many seconds of training", positive=True)
+    lr: float = _opt(3e-3, "peak learning rate (AdamW; sgd wants about 20)", positive=True)
+    optimizer: str = _opt("adamw", "optimizer: 'adamw' (sparse-aware, fused) or 'sgd'", choices=("adamw", "sgd"))
+    weight_decay: float = _opt(0.01, "AdamW weight decay on dense weight matrices", min=0.0)
+    grad_clip: float = _opt(1.0, "clip the gradient norm to this (0: no clipping)", min=0.0)
+    schedule: str = _opt("cosine", "learning-rate schedule after warm-up: 'cosine' or 'constant'",
+                         choices=("cosine", "constant"))
+    patience: int = _opt(3, "stop after this many epochs without a better validation perplexity", min=1)
+    val_fraction: float = _opt(0.1, "share of rows (or lines) held out for validation", min=0.0, max=0.5)
+    precision: str = _opt("auto", "'auto' (bf16 where the hardware has it), 'bf16' or 'fp32'",
+                          choices=("auto", "bf16", "fp32"))
+    seed: int = _opt(0, "random seed: same seed, same data, same CPU -> same model", min=0)
+    device: str = _opt("auto", "'auto' (cuda, then mps, then cpu), 'cpu', 'cuda', 'cuda:1', 'mps'")
+    threads: Optional[int] = _opt(None, "CPU threads for torch (default: torch's own choice)", positive=True)
+
+    def __post_init__(self) -> None:
+        _check(self)
+
+    def replace(self, **changes: Any) -> "TrainConfig":
+        return replace(self, **_checked_names(type(self), changes))
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict, **overrides: Any) -> "TrainConfig":
+        known = {f.name for f in fields(cls)}
+        base = {k: v for k, v in d.items() if k in known}  # tolerate keys from other versions
+        base.update(_checked_names(cls, overrides))
+        return cls(**base)
+
+
+@dataclass(frozen=True)
+class GenerateConfig:
+    """How text is generated from a prefix."""
+
+    n_words: int = _opt(20, "number of tokens to generate", positive=True)
+    temperature: float = _opt(1.0, "sampling temperature: <1 safer, >1 wilder, 0 = always the top word", min=0.0)
+    top_k: int = _opt(0, "sample only among the k most likely words (0: all)", min=0)
+    top_p: float = _opt(1.0, "sample only among the most likely words whose probabilities add up to p",
+                        min=0.0, max=1.0)
+    beam: int = _opt(1, "beam search width (1: sampling; >1: the most likely continuation)", positive=True)
+    seed: Optional[int] = _opt(None, "random seed for sampling (default: fresh randomness)", min=0)
+
+    def __post_init__(self) -> None:
+        _check(self)
+        if self.top_p == 0:
+            raise ConfigError("top_p must be above 0 (1.0 keeps every word); try --top-p 0.9.")
+
+    def replace(self, **changes: Any) -> "GenerateConfig":
+        return replace(self, **_checked_names(type(self), changes))
+
+
+# ---------------------------------------------------------------------------------------------- checks
+
+def _checked_names(cls: type, kw: dict) -> dict:
+    known = [f.name for f in fields(cls)]
+    for name in kw:
+        if name not in known:
+            near = difflib.get_close_matches(name, known, n=1)
+            hint = f" Did you mean '{near[0]}'?" if near else f" Known options: {', '.join(known)}."
+            raise ConfigError(f"Unknown option '{name}'.{hint}")
+    return kw
+
+
+def _check(cfg: Any) -> None:
+    """Validate types and ranges of every field; raise ConfigError with a one-line fix."""
+    for f in fields(cfg):
+        v = getattr(cfg, f.name)
+        m = f.metadata
+        typ = _base_type(f.type)
+        if v is None:
+            if "Optional" in str(f.type):
+                continue
+            raise ConfigError(f"{f.name} needs a value.")
+        if typ is bool:
+            if not isinstance(v, bool):
+                raise ConfigError(f"{f.name} must be True or False, got {v!r}.")
+            continue
+        if typ in (int, float):
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                raise ConfigError(f"{f.name} must be a number, got {v!r}.")
+            if typ is int and not float(v).is_integer():
+                raise ConfigError(f"{f.name} must be a whole number, got {v!r}.")
+            if not math.isfinite(v):
+                raise ConfigError(f"{f.name} must be a finite number, got {v!r}.")
+            if m.get("positive") and v <= 0:
+                raise ConfigError(f"{f.name} must be above 0, got {v!r}.")
+            if m.get("min") is not None and v < m["min"]:
+                raise ConfigError(f"{f.name} must be at least {m['min']}, got {v!r}.")
+            if m.get("max") is not None and v > m["max"]:
+                raise ConfigError(f"{f.name} must be at most {m['max']}, got {v!r}.")
+            if typ is int and not isinstance(v, int):
+                object.__setattr__(cfg, f.name, int(v))
+        if typ is str:
+            if not isinstance(v, str):
+                raise ConfigError(f"{f.name} must be text, got {v!r}.")
+            if m.get("choices") and v not in m["choices"]:
+                raise ConfigError(f"{f.name} must be one of {', '.join(m['choices'])}; got {v!r}.")
+
+
+def _base_type(annotation: Any) -> type:
+    s = str(annotation)
+    for t in (bool, int, float, str):
+        if t.__name__ in s:
+            return t
+    return object
+
+
+# --------------------------------------------------------------------------- flags for magics and CLI
+
+@dataclass(frozen=True)
+class OptionSpec:
+    name: str        # field name: keyword and checkpoint key
+    flag: str        # --flag-name for magics and CLI
+    type: type
+    default: Any
+    help: str
+    choices: Optional[tuple]
+
+
+def option_specs(cls: type) -> Iterator[OptionSpec]:
+    """The options of a config class, in declaration order, as front-ends need them."""
+    for f in fields(cls):
+        default = f.default if f.default is not MISSING else None
+        yield OptionSpec(f.name, "--" + f.name.replace("_", "-"), _base_type(f.type), default,
+                         f.metadata.get("help", ""), f.metadata.get("choices"))
+
+
+def _bool_arg(text: str) -> bool:
+    t = text.strip().lower()
+    if t in ("1", "true", "yes", "on"):
+        return True
+    if t in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def _typed(typ: type) -> Any:
+    def convert(text: str) -> Any:
+        try:
+            return typ(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {'a whole number' if typ is int else 'a number'}, "
+                                             f"got {text!r}") from None
+    convert.__name__ = typ.__name__
+    return convert
+
+
+def add_arguments(parser: argparse.ArgumentParser, cls: type, *, skip: tuple = (),
+                  short: dict | None = None) -> None:
+    """Add one ``--flag`` per config field to an argparse parser (defaults None = "not given")."""
+    short = short or {}
+    for spec in option_specs(cls):
+        if spec.name in skip:
+            continue
+        names = [spec.flag] + ([short[spec.name]] if spec.name in short else [])
+        shown = "from data" if spec.default is None else spec.default
+        kw: dict = dict(dest=spec.name, default=None, help=f"{spec.help} [default: {shown}]")
+        if spec.type is bool:
+            kw.update(type=_bool_arg, metavar="BOOL")
+        elif spec.choices:
+            kw.update(choices=spec.choices)
+        elif spec.type in (int, float):
+            kw.update(type=_typed(spec.type), metavar=spec.type.__name__.upper())
+        parser.add_argument(*names, **kw)
+
+
+def given(namespace: argparse.Namespace, cls: type) -> dict:
+    """The config options the user actually gave on a command line."""
+    return {s.name: getattr(namespace, s.name) for s in option_specs(cls)
+            if getattr(namespace, s.name, None) is not None}

@@ -1,0 +1,205 @@
+"""Result objects: what a magic returns and a notebook shows.
+
+Each has a deterministic text ``__repr__`` (terminal IPython, nbval, logs) and a ``_repr_html_`` for
+notebooks. They hold plain data a user can keep (``x = %lm_complete the cat``; ``x.words``).
+Pure string building: no IPython import.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, List, Optional, Sequence, Tuple
+
+if TYPE_CHECKING:
+    from .api import LanguageModel
+
+__all__ = ["Completions", "Generation", "TrainSummary", "model_text", "model_html", "sparkline_svg"]
+
+_CSS = "font-family:var(--jp-ui-font-family,sans-serif);font-size:13px;border-collapse:collapse"
+_BAR = "#4c8bf5"
+
+
+def _e(s: object) -> str:
+    return html.escape(str(s), quote=True)
+
+
+def _fmt_ppl(v: Optional[float]) -> str:
+    return "n/a" if v is None or not math.isfinite(v) else f"{v:,.1f}"
+
+
+def _fmt_int(v: Optional[int]) -> str:
+    return "n/a" if v is None else f"{int(v):,}"
+
+
+def sparkline_svg(values: Sequence[float], width: int = 220, height: int = 48, label: str = "") -> str:
+    """A tiny line chart (inline SVG) of values, e.g. the training loss curve."""
+    vals = [v for v in values if v is not None and math.isfinite(v)]
+    if len(vals) < 2:
+        return ""
+    lo, hi = min(vals), max(vals)
+    span = (hi - lo) or 1.0
+    pts = " ".join(f"{i * (width - 4) / (len(vals) - 1) + 2:.1f},{height - 4 - (v - lo) / span * (height - 8) + 2:.1f}"
+                   for i, v in enumerate(vals))
+    return (f'<svg class="lm-curve" width="{width}" height="{height}" role="img" aria-label="{_e(label)}">'
+            f'<polyline fill="none" stroke="{_BAR}" stroke-width="1.5" points="{pts}"/>'
+            f'<text x="2" y="10" font-size="9" fill="#666">{hi:.2f}</text>'
+            f'<text x="2" y="{height - 2}" font-size="9" fill="#666">{lo:.2f}</text></svg>')
+
+
+# ------------------------------------------------------------------------------------------ completions
+
+@dataclass
+class Completions:
+    """Next-word predictions: ``x.words``, ``x.probs``, iterable as (word, prob) pairs."""
+
+    prefix: str
+    pairs: List[Tuple[str, float]]
+    model_name: str = ""
+
+    @property
+    def words(self) -> List[str]:
+        return [w for w, _ in self.pairs]
+
+    @property
+    def probs(self) -> List[float]:
+        return [p for _, p in self.pairs]
+
+    def __iter__(self):
+        return iter(self.pairs)
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __getitem__(self, i):
+        return self.pairs[i]
+
+    def __repr__(self) -> str:
+        head = f"Next words after {self.prefix!r}" + (f" ({self.model_name})" if self.model_name else "") + ":"
+        if not self.pairs:
+            return head + "\n  (no candidates)"
+        width = max(len(w) for w in self.words)
+        top = max(self.probs) or 1.0
+        lines = [f"  {i + 1:>2}. {w:<{width}}  {p:6.1%}  {'█' * max(1, round(20 * p / top))}"
+                 for i, (w, p) in enumerate(self.pairs)]
+        return "\n".join([head] + lines)
+
+    def _repr_html_(self) -> str:
+        top = max(self.probs, default=1.0) or 1.0
+        rows = "".join(
+            f"<tr><td style='color:#888;padding:1px 6px'>{i + 1}</td>"
+            f"<td style='padding:1px 8px;font-weight:600'>{_e(w)}</td>"
+            f"<td style='padding:1px 6px;text-align:right'>{p:.1%}</td>"
+            f"<td style='padding:1px 6px'><div style='background:{_BAR};height:10px;width:{max(2, round(160 * p / top))}px'>"
+            f"</div></td></tr>" for i, (w, p) in enumerate(self.pairs))
+        cap = f"Next words after <code>{_e(self.prefix)}</code>" + (f" · {_e(self.model_name)}" if self.model_name else "")
+        return (f"<table class='lm-completions' style='{_CSS}'><caption style='text-align:left'>{cap}</caption>"
+                f"{rows}</table>")
+
+
+@dataclass
+class Generation:
+    """Generated text: ``x.text`` (the continuation) and ``x.prefix``."""
+
+    prefix: str
+    text: str
+    model_name: str = ""
+    settings: dict = field(default_factory=dict)
+
+    def __str__(self) -> str:
+        return f"{self.prefix} {self.text}".strip() if self.prefix else self.text
+
+    def __repr__(self) -> str:
+        return str(self)
+
+    def _repr_html_(self) -> str:
+        return (f"<div class='lm-generation' style='font-family:var(--jp-content-font-family,serif);"
+                f"white-space:pre-wrap'><span style='color:#888'>{_e(self.prefix)}</span> "
+                f"<b>{_e(self.text)}</b></div>")
+
+
+# ------------------------------------------------------------------------------------------ models
+
+def _model_facts(model: "LanguageModel") -> List[Tuple[str, str]]:
+    i = model.info
+    return [
+        ("vocabulary", f"{i['vocab_size']:,} {i['level']} tokens" + (" (lowercased)" if i["lowercase"] else "")),
+        ("network", f"LSTM {i['num_layers']}x{i['hidden_dim']}, embedding {i['embed_dim']}, {i['softmax']} softmax"
+                    + (", tied" if i["tie_weights"] else "")),
+        ("parameters", f"{i['parameters']:,}"),
+        ("trained on", f"{_fmt_int(i['rows'])} rows, {_fmt_int(i['tokens'])} tokens; seen {_fmt_int(i['tokens_seen'])}"),
+        ("validation perplexity", _fmt_ppl(i["val_ppl"])),
+    ]
+
+
+def model_text(model: "LanguageModel") -> str:
+    return "LanguageModel(\n" + "\n".join(f"  {k}: {v}" for k, v in _model_facts(model)) + "\n)"
+
+
+def model_html(model: "LanguageModel") -> str:
+    rows = "".join(f"<tr><th style='text-align:left;padding:1px 8px'>{_e(k)}</th><td>{_e(v)}</td></tr>"
+                   for k, v in _model_facts(model))
+    return f"<table class='lm-model' style='{_CSS}'><caption style='text-align:left'><b>LanguageModel</b></caption>{rows}</table>"
+
+
+@dataclass
+class TrainSummary:
+    """What ``%%lm_train`` shows: data, vocabulary, size, validation perplexity, time, curve, samples."""
+
+    name: str
+    model: "LanguageModel"
+    samples: List[Tuple[str, List[Tuple[str, float]]]] = field(default_factory=list)
+
+    @property
+    def report(self):
+        return self.model.report
+
+    @property
+    def val_ppl(self) -> Optional[float]:
+        return self.model.meta.get("val_ppl")
+
+    @property
+    def interrupted(self) -> bool:
+        return self.model.interrupted
+
+    def _facts(self) -> List[Tuple[str, str]]:
+        r, m = self.report, self.model.meta
+        facts = [("model", self.name)] + _model_facts(self.model)
+        if r is not None:
+            facts += [
+                ("epochs", f"{len(r.history)} ({r.stop_reason}), {r.steps:,} steps, best epoch {r.best_epoch or 'n/a'}"),
+                ("time", f"{r.elapsed:.1f} s training, {r.tokens_per_s:,.0f} tokens/s, {r.precision} on {r.device}"),
+            ]
+        facts.append(("data", f"{_fmt_int(m.get('rows'))} rows ({_fmt_int(m.get('missing'))} missing), "
+                              f"{_fmt_int(m.get('tokens'))} training / {_fmt_int(m.get('val_tokens'))} validation tokens"))
+        return facts
+
+    def _notes(self) -> List[str]:
+        notes = list(self.report.notes) if self.report else []
+        if self.interrupted:
+            notes.insert(0, "Training was interrupted: the best model so far is kept and registered.")
+        return notes
+
+    def __repr__(self) -> str:
+        lines = [f"Trained '{self.name}'" + (" (interrupted)" if self.interrupted else "")]
+        lines += [f"  {k}: {v}" for k, v in self._facts()]
+        lines += [f"  note: {n}" for n in self._notes()]
+        for prefix, pairs in self.samples:
+            lines.append(f"  after {prefix!r}: " + ", ".join(f"{w} {p:.0%}" for w, p in pairs))
+        return "\n".join(lines)
+
+    def _repr_html_(self) -> str:
+        rows = "".join(f"<tr><th style='text-align:left;padding:1px 8px'>{_e(k)}</th><td>{_e(v)}</td></tr>"
+                       for k, v in self._facts())
+        notes = "".join(f"<li>{_e(n)}</li>" for n in self._notes())
+        samples = "".join(f"<li><code>{_e(p)}</code> → " + ", ".join(f"<b>{_e(w)}</b> {q:.0%}" for w, q in pairs)
+                          + "</li>" for p, pairs in self.samples)
+        curve = sparkline_svg(self.report.losses if self.report else [], label="training loss")
+        return (f"<div class='lm-train-summary' style='{_CSS}'><b>Trained '{_e(self.name)}'</b>"
+                f"{' <span style=color:#c60>(interrupted)</span>' if self.interrupted else ''}"
+                f"<div style='display:flex;gap:16px;align-items:flex-start'><table>{rows}</table>"
+                f"<div>{curve}<div style='color:#888;font-size:11px'>training loss per step</div></div></div>"
+                + (f"<ul style='margin:4px 0'>{notes}</ul>" if notes else "")
+                + (f"<div>Sample next words:</div><ul style='margin:4px 0'>{samples}</ul>" if samples else "")
+                + "</div>")

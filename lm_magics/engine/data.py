@@ -1,0 +1,303 @@
+"""Text sources -> rows -> token-id streams -> batches for truncated BPTT.
+
+A *source* is a ``str`` (one row per line), a list/tuple/iterable of ``str`` (one row each), a pandas or
+polars Series (one row per value), or files (``pathlib.Path``, or :func:`files` for globs; one row per
+line, read as a stream). Missing values (None, NaN, pd.NA) are skipped and counted.
+
+Rows are split into training and validation rows by a seeded draw (about ``val_fraction`` of the rows),
+so the split is the same on every run. Token ids are kept as a compact int32 numpy array.
+"""
+
+from __future__ import annotations
+
+import glob
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Iterator, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+
+from ..errors import DataError
+from .tokenizer import Tokenizer
+
+__all__ = ["Files", "files", "rows_of", "DataStats", "Corpus", "prepare", "batchify", "windows"]
+
+# Rows drawn for validation come in blocks drawn from one generator, so streaming sources get the same
+# split as in-memory ones without knowing their length up front.
+_SPLIT_BLOCK = 4096
+# Below these a held-out split by rows would be meaningless; see prepare().
+_MIN_VAL_TOKENS = 20
+_MIN_SPLIT_ROWS = 10
+
+
+@dataclass(frozen=True)
+class Files:
+    """One or more text files (glob patterns allowed), read line by line: ``lm.train(lm.files("*.txt"))``."""
+
+    patterns: Tuple[str, ...]
+    encoding: str = "utf-8"
+
+    def paths(self) -> List[Path]:
+        out: List[Path] = []
+        for pat in self.patterns:
+            pat = os.path.expanduser(str(pat))
+            hits = sorted(glob.glob(pat)) if glob.has_magic(pat) else [pat]
+            if not hits:
+                raise DataError(f"No file matches '{pat}'. Check the pattern (and the working directory "
+                                f"{os.getcwd()}).")
+            for h in hits:
+                p = Path(h)
+                if not p.exists():
+                    raise DataError(f"File not found: '{h}'. Check the path (working directory {os.getcwd()}).")
+                if p.is_dir():
+                    raise DataError(f"'{h}' is a directory; give the files in it, e.g. '{h}/*.txt'.")
+                if not os.access(p, os.R_OK):
+                    raise DataError(f"No permission to read '{h}'. Fix its permissions or copy it somewhere readable.")
+                out.append(p)
+        return out
+
+    def __iter__(self) -> Iterator[str]:
+        for p in self.paths():
+            # errors="replace": one bad byte must not cost a whole corpus; counted as U+FFFD in the text.
+            with open(p, encoding=self.encoding, errors="replace", newline=None) as fh:
+                for line in fh:
+                    yield line
+
+
+def files(*patterns: "str | os.PathLike", encoding: str = "utf-8") -> Files:
+    """Mark paths (or glob patterns) as files to read, as opposed to text: ``lm.files("notes/*.md")``."""
+    if not patterns:
+        raise DataError("files() needs at least one path or glob pattern.")
+    return Files(tuple(str(p) for p in patterns), encoding)
+
+
+@dataclass
+class DataStats:
+    """What a source held: the training summary reports it."""
+
+    rows: int = 0            # rows (lines, values) used
+    missing: int = 0         # None / NaN values skipped
+    converted: int = 0       # non-text values turned into text with str()
+    train_rows: int = 0
+    val_rows: int = 0
+    train_tokens: int = 0
+    val_tokens: int = 0
+    unk_tokens: int = 0      # training tokens outside the vocabulary
+    notes: List[str] = field(default_factory=list)
+
+
+def _is_missing(v: object) -> bool:
+    if v is None:
+        return True
+    if isinstance(v, float):
+        return math.isnan(v)
+    try:  # pandas.NA, numpy.nan wrapped in other types, NaT
+        return bool(v != v)
+    except Exception:
+        return False
+
+
+def _series_values(s: object) -> Optional[Iterable]:
+    """Values of a pandas/polars Series (or None if s is not one), rejecting non-text columns."""
+    mod = type(s).__module__
+    if not (mod.startswith("pandas") or mod.startswith("polars")) or not hasattr(s, "dtype"):
+        return None
+    dtype = str(s.dtype)
+    if hasattr(s, "to_list") and mod.startswith("polars"):
+        if dtype.startswith(("Int", "UInt", "Float", "Boolean")):
+            raise DataError(f"The column holds {dtype} values, not text; pick a text column or convert it "
+                            f"with .cast(str).")
+        return s.to_list()
+    kind = getattr(s.dtype, "kind", "O")
+    if kind in "iufcbmM":
+        name = getattr(s, "name", None)
+        raise DataError(f"Column {name!r} holds {dtype} values, not text; pick a text column or convert it "
+                        f"with .astype(str).")
+    return s.tolist() if dtype != "category" else s.astype(object).tolist()
+
+
+def rows_of(source: object, stats: Optional[DataStats] = None) -> Callable[[], Iterator[str]]:
+    """Return a function that yields the rows of ``source`` afresh each time (sources are read twice:
+    once to build the vocabulary, once to encode). One-shot iterators are materialized first."""
+    stats = stats if stats is not None else DataStats()
+    if isinstance(source, (Files, Path)):
+        src = source if isinstance(source, Files) else files(source)
+        src.paths()  # fail early with a clear message
+        return lambda: iter(src)
+    if isinstance(source, str):
+        text = source
+        return lambda: iter(text.splitlines())
+    if isinstance(source, bytes):
+        raise DataError("Got bytes, not text: decode them first, e.g. data.decode('utf-8', errors='replace').")
+    values = _series_values(source)
+    if values is None:
+        if hasattr(source, "columns"):
+            raise DataError("Got a whole DataFrame; pass one text column, e.g. df['text'].")
+        if not isinstance(source, Iterable):
+            raise DataError(f"Cannot read text from a {type(source).__name__}; pass a str, a list of str, "
+                            f"a pandas Series or lm.files('path').")
+        values = source if isinstance(source, (list, tuple)) else list(source)
+    rows: List[str] = []
+    for v in values:
+        if isinstance(v, str):
+            rows.append(v)
+        elif _is_missing(v):
+            stats.missing += 1
+        elif isinstance(v, bytes):
+            rows.append(v.decode("utf-8", errors="replace"))
+            stats.converted += 1
+        else:
+            rows.append(str(v))
+            stats.converted += 1
+    return lambda: iter(rows)
+
+
+@dataclass
+class Corpus:
+    """Token ids ready to train on, the tokenizer that made them, and what the source held."""
+
+    train: np.ndarray            # (N,) int32, rows concatenated, each ending in <eos>
+    val: np.ndarray              # (M,) int32, may be empty
+    tokenizer: Tokenizer
+    stats: DataStats
+    fingerprint: str = ""        # hash of the training ids: recorded in the model file
+
+
+def _fingerprint(ids: np.ndarray) -> str:
+    import hashlib
+
+    return hashlib.blake2b(np.ascontiguousarray(ids).view(np.uint8), digest_size=12).hexdigest()
+
+
+def prepare(source: object, tokenizer: Tokenizer, *, val_source: object = None, val_fraction: float = 0.1,
+            seed: int = 0) -> Corpus:
+    """Tokenize a source into training and validation ids.
+
+    If ``tokenizer`` has no vocabulary yet it is built from the training rows. With ``val_source`` given,
+    all of ``source`` trains and ``val_source`` validates; otherwise about ``val_fraction`` of the rows
+    (seeded) validate. Inputs too small for that fall back, and the fallback is written to
+    ``stats.notes``.
+    """
+    stats = DataStats()
+    rows = rows_of(source, stats)
+
+    def split_rows() -> Iterator[Tuple[bool, str]]:
+        """(is_val, row) for every row, the same on every call."""
+        if val_source is not None or val_fraction <= 0:
+            for r in rows():
+                yield False, r
+            return
+        rng = np.random.default_rng(seed)
+        mask: np.ndarray = np.zeros(0, bool)
+        for i, r in enumerate(rows()):
+            j = i % _SPLIT_BLOCK
+            if j == 0:
+                mask = rng.random(_SPLIT_BLOCK) < val_fraction
+            yield bool(mask[j]), r
+
+    fit_vocab = not tokenizer.fitted
+    if fit_vocab:
+        counter = tokenizer.count(r for v, r in split_rows() if not v)
+        if not counter:
+            # Every row may have landed in validation (a handful of rows): count them all instead.
+            counter = tokenizer.count(r for _, r in split_rows())
+        tokenizer.build(counter)
+
+    # Blank rows are kept as a lone <eos>: in line-oriented text they separate paragraphs (WikiText's
+    # convention, kept so perplexities compare with the textbook model's).
+    train_parts: List[List[int]] = []
+    val_parts: List[List[int]] = []
+    for is_val, r in split_rows():
+        stats.rows += 1
+        ids = tokenizer.encode_line(r)
+        (val_parts if is_val else train_parts).append(ids)
+    stats.train_rows, stats.val_rows = len(train_parts), len(val_parts)
+
+    train = _concat(train_parts)
+    val = _concat(val_parts)
+    if val_source is not None:
+        vstats = DataStats()
+        val = _concat([tokenizer.encode_line(r) for r in rows_of(val_source, vstats)()])
+        stats.val_rows = vstats.rows if vstats.rows else sum(1 for _ in rows_of(val_source)())
+        stats.missing += vstats.missing
+
+    real_tokens = int(train.size - stats.train_rows + val.size - stats.val_rows)  # without <eos>
+    if stats.rows == 0 or real_tokens <= 0:
+        extra = f" ({stats.missing} missing values skipped)" if stats.missing else ""
+        raise DataError(f"No text to train on{extra}. Give at least a sentence or two of text.")
+
+    if val_source is None and val_fraction > 0 and (
+            stats.rows < _MIN_SPLIT_ROWS or val.size < _MIN_VAL_TOKENS or train.size < 2 * _MIN_VAL_TOKENS):
+        # Too few rows for a row split: hold out the last val_fraction of the token stream instead, or,
+        # for a few dozen tokens, validate on the training text itself.
+        allids = _concat([train, val]) if val.size else train
+        n_val = int(round(allids.size * val_fraction))
+        if n_val >= _MIN_VAL_TOKENS and allids.size - n_val >= 2 * _MIN_VAL_TOKENS:
+            train, val = allids[:-n_val], allids[-n_val:]
+            stats.notes.append(f"only {stats.rows} row(s): validating on the last {n_val} tokens instead of "
+                               f"held-out rows")
+        else:
+            train, val = allids, allids
+            stats.notes.append(f"only {allids.size} tokens: validation perplexity is measured on the "
+                               f"training text (add more text for a held-out estimate)")
+        stats.train_rows, stats.val_rows = stats.rows, 0
+    stats.train_tokens, stats.val_tokens = int(train.size), int(val.size)
+    stats.unk_tokens = int(np.count_nonzero(train == tokenizer.unk_id))
+    if stats.missing:
+        stats.notes.append(f"skipped {stats.missing} missing value(s)")
+    if stats.converted:
+        stats.notes.append(f"turned {stats.converted} non-text value(s) into text")
+    return Corpus(train, val, tokenizer, stats, _fingerprint(train))
+
+
+def _concat(parts: Sequence) -> np.ndarray:
+    if not parts:
+        return np.zeros(0, np.int32)
+    if isinstance(parts[0], np.ndarray):
+        return np.concatenate(parts).astype(np.int32, copy=False)
+    flat: List[int] = []
+    for p in parts:
+        flat.extend(p)
+    return np.asarray(flat, dtype=np.int32)
+
+
+# ------------------------------------------------------------------------------------------ batches
+
+def batchify(ids: np.ndarray, batch_size: int) -> torch.Tensor:
+    """Lay a token stream out as ``batch_size`` parallel streams, one per column.
+
+    The stream ``a b c d e f g h i j k l m n o p q r s t u v w x`` with batch_size 4 becomes::
+
+                  col 0  col 1  col 2  col 3
+        row 0  [    a      g      m      s   ]
+        row 1  [    b      h      n      t   ]
+        row 2  [    c      i      o      u   ]
+        row 3  [    d      j      p      v   ]
+        row 4  [    e      k      q      w   ]
+        row 5  [    f      l      r      x   ]
+
+    Each column is contiguous text, so the LSTM state at the end of one window is the right start for the
+    next window of the same column. Leftover tokens (fewer than batch_size) are dropped.
+    Returns a (rows, batch_size) int64 tensor.
+    """
+    n = ids.size // batch_size
+    if n < 2:
+        raise DataError(f"{ids.size} tokens cannot fill {batch_size} streams; use a smaller batch_size.")
+    cols = torch.from_numpy(np.ascontiguousarray(ids[: n * batch_size], dtype=np.int64)).view(batch_size, n)
+    return cols.t().contiguous()  # (n, B)
+
+
+def windows(data: torch.Tensor, seq_len: int) -> Iterator[Tuple[torch.Tensor, torch.Tensor]]:
+    """Truncated-BPTT windows over batchified data: inputs rows i..i+T-1, targets one row later::
+
+        x = data[i   : i+T]      (T, B)
+        y = data[i+1 : i+T+1]    (T, B)   the next token of every input position
+
+    The last window is shorter when the rows do not divide evenly.
+    """
+    for i in range(0, data.size(0) - 1, seq_len):
+        t = min(seq_len, data.size(0) - 1 - i)
+        yield data[i: i + t], data[i + 1: i + 1 + t]

@@ -1,0 +1,236 @@
+"""Using a trained network: next-word distributions, generation (sampling and beam search), scoring.
+
+Everything here runs under ``torch.inference_mode`` with the network in eval mode. A context always
+starts with ``<eos>``: training rows end with it, so "just after <eos>" is what the model knows as
+"start of text" (an empty prefix asks exactly that).
+
+The prefix cache makes type-ahead cheap: it keeps the LSTM state at the end of each recent call
+(checkpoints), so a prefix that extends, or shortens back to, a cached one costs only the new tokens.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+import threading
+from typing import List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+
+from ..config import GenerateConfig
+from .model import LSTMLanguageModel, State
+from .tokenizer import SPECIALS, Tokenizer
+
+__all__ = ["Predictor"]
+
+_MAX_CHECKPOINTS = 64
+_SCORE_BATCH_TOKENS = 16_384   # tokens per scoring batch (rows x padded length)
+
+
+class Predictor:
+    """Inference over one (network, tokenizer) pair. Thread-safe; one per LanguageModel."""
+
+    def __init__(self, net: LSTMLanguageModel, tokenizer: Tokenizer):
+        self.net, self.tok = net.eval(), tokenizer
+        self.device = next(net.parameters()).device
+        self._lock = threading.RLock()
+        self._checkpoints: List[Tuple[Tuple[int, ...], State]] = []   # (context ids, state after them)
+        self._last: Optional[Tuple[Tuple[int, ...], torch.Tensor]] = None  # (ids, log-probs after them)
+        self._special_ids = torch.tensor([tokenizer.stoi[s] for s in SPECIALS])
+        self._sorted_vocab: Optional[Tuple[List[str], np.ndarray]] = None
+
+    # ------------------------------------------------------------------------------ context state
+
+    def context_ids(self, prefix: str) -> List[int]:
+        """<eos> + the prefix's ids (unseen words -> <unk>, lines separated by <eos>)."""
+        ids = [self.tok.eos_id]
+        if prefix.strip():
+            ids.extend(self.tok.encode(prefix))
+        return ids
+
+    def _run(self, ids: Sequence[int], state: Optional[State]) -> Tuple[torch.Tensor, State]:
+        x = torch.tensor(ids, dtype=torch.long, device=self.device).view(-1, 1)   # (T, 1)
+        feats, state = self.net.features(x, state)                                 # (T, 1, D)
+        return feats[-1, 0], state
+
+    def log_probs_after(self, ids: Sequence[int]) -> torch.Tensor:
+        """Log-probabilities (V,) of the next token after context ids, using the checkpoint cache."""
+        key = tuple(ids)
+        with self._lock, torch.inference_mode():
+            if self._last is not None and self._last[0] == key:
+                return self._last[1]
+            # Longest cached context that is a prefix of this one (type-ahead extends, backspace shrinks).
+            best_len, state = 0, None
+            for ck_ids, ck_state in self._checkpoints:
+                n = len(ck_ids)
+                if best_len < n <= len(key) and key[:n] == ck_ids:
+                    best_len, state = n, ck_state
+            if best_len == len(key):  # an exact checkpoint: only the output layer is needed
+                feats = state[0][-1, 0]
+                if self.net.proj is not None:
+                    feats = self.net.proj(feats)
+            else:
+                feats, state = self._run(key[best_len:], state)
+                self._checkpoints.append((key, state))
+                if len(self._checkpoints) > _MAX_CHECKPOINTS:
+                    self._checkpoints.pop(0)
+            lp = self.net.log_probs(feats.unsqueeze(0))[0]
+            self._last = (key, lp)
+            return lp
+
+    def clear_cache(self) -> None:
+        with self._lock:
+            self._checkpoints.clear()
+            self._last = None
+
+    # ------------------------------------------------------------------------------ next words
+
+    def _ids_starting_with(self, stem: str) -> torch.Tensor:
+        """Vocabulary ids of words that start with stem (binary search in a sorted copy)."""
+        if self._sorted_vocab is None:
+            order = sorted(range(len(self.tok.itos)), key=self.tok.itos.__getitem__)
+            self._sorted_vocab = ([self.tok.itos[i] for i in order], np.asarray(order))
+        words, order = self._sorted_vocab
+        lo = bisect.bisect_left(words, stem)
+        hi = bisect.bisect_left(words, stem + "\U0010ffff")
+        return torch.from_numpy(order[lo:hi])
+
+    def next_words(self, prefix: str, k: int = 5, include_special: bool = False,
+                   startswith: Optional[str] = None) -> List[Tuple[str, float]]:
+        """Top-k next tokens after prefix as (token, probability), most likely first."""
+        lp = self.log_probs_after(self.context_ids(prefix))
+        if startswith:
+            ids = self._ids_starting_with(self.tok._prep(startswith))
+            if not include_special:
+                ids = ids[~torch.isin(ids, self._special_ids)]
+            if ids.numel() == 0:
+                return []
+            vals, idx = torch.topk(lp[ids], min(k, ids.numel()))
+            idx = ids[idx]
+        else:
+            if not include_special:
+                lp = lp.clone()
+                lp[self._special_ids] = -math.inf
+            n = len(self.tok) - (0 if include_special else len(SPECIALS))
+            vals, idx = torch.topk(lp, max(0, min(k, n)))
+        itos = self.tok.itos
+        return [(itos[i], p) for i, p in zip(idx.tolist(), vals.exp().tolist())]
+
+    # ------------------------------------------------------------------------------ generation
+
+    def generate(self, prefix: str, cfg: GenerateConfig, stop_at_eos: bool = False) -> List[int]:
+        """Ids of cfg.n_words new tokens after prefix (sampling, greedy at temperature 0, or beam)."""
+        if cfg.beam > 1:
+            return self._beam(prefix, cfg, stop_at_eos)
+        gen = torch.Generator(device="cpu")
+        gen.manual_seed(cfg.seed if cfg.seed is not None else int(torch.seed() % 2**63))
+        ids = self.context_ids(prefix)
+        out: List[int] = []
+        unk, eos = self.tok.unk_id, self.tok.eos_id
+        with self._lock, torch.inference_mode():
+            lp = self.log_probs_after(ids)
+            state = self._state_for(ids)
+            for _ in range(cfg.n_words):
+                nxt = _pick(lp, cfg, gen, unk)
+                out.append(nxt)
+                if stop_at_eos and nxt == eos:
+                    break
+                feats, state = self._run([nxt], state)
+                lp = self.net.log_probs(feats.unsqueeze(0))[0]
+        return out
+
+    def _state_for(self, ids: Sequence[int]) -> State:
+        for ck_ids, ck_state in self._checkpoints:
+            if ck_ids == tuple(ids):
+                return ck_state
+        return self._run(ids, None)[1]
+
+    def _beam(self, prefix: str, cfg: GenerateConfig, stop_at_eos: bool) -> List[int]:
+        """Beam search: keep the cfg.beam most likely continuations, return the best one."""
+        ids = self.context_ids(prefix)
+        unk, eos = self.tok.unk_id, self.tok.eos_id
+        with self._lock, torch.inference_mode():
+            lp = self.log_probs_after(ids).clone()
+            h, c = self._state_for(ids)
+            beams: List[List[int]] = [[]]
+            scores = torch.zeros(1)
+            done: List[Tuple[float, List[int]]] = []
+            for _ in range(cfg.n_words):
+                lp = lp.view(len(beams), -1).clone()
+                lp[:, unk] = -math.inf
+                total = (scores.unsqueeze(1) + lp).view(-1)                       # (beams * V)
+                top_s, top_i = torch.topk(total, min(cfg.beam, total.numel()))
+                V = lp.size(1)
+                src, tok = (top_i // V).tolist(), (top_i % V).tolist()
+                new_beams, keep, new_scores = [], [], []
+                for s, b, t in zip(top_s.tolist(), src, tok):
+                    seq = beams[b] + [t]
+                    if stop_at_eos and t == eos:
+                        done.append((s / len(seq), seq))
+                        continue
+                    new_beams.append(seq), keep.append(b), new_scores.append(s)
+                if not new_beams:
+                    break
+                beams, scores = new_beams, torch.tensor(new_scores)
+                idx = torch.tensor(keep, device=self.device)
+                h, c = h[:, idx].contiguous(), c[:, idx].contiguous()            # (L, beams, H)
+                x = torch.tensor([b[-1] for b in beams], device=self.device).view(1, -1)
+                feats, (h, c) = self.net.features(x, (h, c))
+                lp = self.net.log_probs(feats[0])                                # (beams, V)
+            done.extend((s / max(1, len(b)), b) for s, b in zip(scores.tolist(), beams))
+        return max(done, key=lambda sb: sb[0])[1] if done else []
+
+    # ------------------------------------------------------------------------------ scoring
+
+    def row_nll(self, rows: Sequence[Optional[str]]) -> List[Optional[np.ndarray]]:
+        """Per-token NLL (nats, float64 array; last entry is the row's <eos>) for each row; None stays None.
+
+        Rows are sorted by length and packed into batches of similar lengths (right-padded; the LSTM is
+        causal, so padding after a row never changes its scores), so batched equals one at a time.
+        """
+        encoded = [None if r is None else self.tok.encode_line(r) for r in rows]
+        order = sorted((i for i, e in enumerate(encoded) if e is not None), key=lambda i: len(encoded[i]))
+        out: List[Optional[np.ndarray]] = [None] * len(rows)
+        eos = self.tok.eos_id
+        with self._lock, torch.inference_mode():
+            start = 0
+            while start < len(order):
+                # Grow the batch while rows x longest length stays within the token budget.
+                longest = len(encoded[order[start]])
+                end = start + 1
+                while end < len(order) and (end - start + 1) * len(encoded[order[end]]) <= _SCORE_BATCH_TOKENS:
+                    end += 1
+                batch = order[start:end]
+                longest = len(encoded[batch[-1]])
+                tgt = torch.full((longest, len(batch)), eos, dtype=torch.long)          # (T, B)
+                inp = torch.full((longest, len(batch)), eos, dtype=torch.long)
+                for j, i in enumerate(batch):
+                    e = torch.tensor(encoded[i], dtype=torch.long)
+                    tgt[: len(e), j] = e
+                    inp[1: len(e), j] = e[:-1]                                          # <eos> first
+                feats, _ = self.net.features(inp.to(self.device))
+                nll = self.net.nll(feats, tgt.to(self.device)).view(longest, len(batch)).double().cpu()
+                for j, i in enumerate(batch):
+                    out[i] = nll[: len(encoded[i]), j].numpy()
+                start = end
+        return out
+
+
+def _pick(lp: torch.Tensor, cfg: GenerateConfig, gen: torch.Generator, unk: int) -> int:
+    """Choose the next id from log-probs (V,): greedy at temperature 0, else filtered sampling."""
+    lp = lp.clone()
+    lp[unk] = -math.inf
+    if cfg.temperature == 0:
+        return int(torch.argmax(lp))
+    logits = lp / cfg.temperature
+    if cfg.top_k > 0:
+        kth = torch.topk(logits, min(cfg.top_k, logits.numel())).values[-1]
+        logits[logits < kth] = -math.inf
+    if cfg.top_p < 1.0:
+        sorted_l, sorted_i = torch.sort(logits, descending=True)
+        cum = torch.softmax(sorted_l, -1).cumsum(-1)
+        cut = cum - torch.softmax(sorted_l, -1) >= cfg.top_p   # keep the smallest set reaching top_p
+        logits[sorted_i[cut]] = -math.inf
+    probs = torch.softmax(logits, -1).cpu()
+    return int(torch.multinomial(probs, 1, generator=gen))

@@ -1,0 +1,115 @@
+"""The network: Embedding -> dropout -> LSTM -> dropout -> output layer over the vocabulary.
+
+The output layer is a full softmax for small vocabularies (optionally tied to the embedding) and an
+adaptive softmax (Grave et al. 2017, ``nn.AdaptiveLogSoftmaxWithLoss``) from ``adaptive_threshold``
+words on: the most frequent words get a full-size head, rarer words sit in smaller tail clusters reached
+through the head. With 33k words that cuts the output layer's work (about 90% of a textbook step) by
+roughly 10x at no cost in perplexity. Token ids are frequency-ordered, so cut-offs are rank cut-offs.
+"""
+
+from __future__ import annotations
+
+from typing import List, Optional, Sequence, Tuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+__all__ = ["LSTMLanguageModel", "State", "adaptive_cutoffs"]
+
+State = Tuple[torch.Tensor, torch.Tensor]  # (h, c), each (num_layers, B, hidden_dim)
+
+
+def adaptive_cutoffs(vocab_size: int) -> List[int]:
+    """Rank cut-offs of the adaptive softmax: head = the 2,000 most frequent words, a first tail up to
+    rank 10,000, a second tail for the rest (clusters that would be empty are dropped)."""
+    return [c for c in (2_000, 10_000) if c < vocab_size - 1] or [max(1, vocab_size // 2)]
+
+
+class LSTMLanguageModel(nn.Module):
+    def __init__(self, vocab_size: int, embed_dim: int, hidden_dim: int, num_layers: int = 2,
+                 dropout: float = 0.2, tie_weights: bool = True, adaptive: bool = False,
+                 cutoffs: Optional[Sequence[int]] = None):
+        super().__init__()
+        self.vocab_size, self.embed_dim, self.hidden_dim = vocab_size, embed_dim, hidden_dim
+        self.num_layers, self.adaptive = num_layers, adaptive
+        self.tied = tie_weights and not adaptive  # the adaptive head has no one-row-per-word matrix to share
+        self.embed = nn.Embedding(vocab_size, embed_dim)
+        self.drop = nn.Dropout(dropout)
+        self.lstm = nn.LSTM(embed_dim, hidden_dim, num_layers, dropout=dropout if num_layers > 1 else 0.0)
+        out_dim = hidden_dim
+        # Tying needs the LSTM output in embedding space: project when the sizes differ.
+        self.proj = nn.Linear(hidden_dim, embed_dim, bias=False) if self.tied and hidden_dim != embed_dim else None
+        if self.proj is not None:
+            out_dim = embed_dim
+        if adaptive:
+            self.cutoffs = list(cutoffs or adaptive_cutoffs(vocab_size))
+            self.head = nn.AdaptiveLogSoftmaxWithLoss(out_dim, vocab_size, self.cutoffs, div_value=4.0)
+            self.decoder = None
+        else:
+            self.cutoffs = []
+            self.head = None
+            self.decoder = nn.Linear(out_dim, vocab_size)
+            if self.tied:
+                self.decoder.weight = self.embed.weight
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        nn.init.uniform_(self.embed.weight, -0.1, 0.1)
+        if self.decoder is not None:
+            nn.init.zeros_(self.decoder.bias)
+            if not self.tied:
+                nn.init.uniform_(self.decoder.weight, -0.1, 0.1)
+
+    # ----------------------------------------------------------------------------------- forward
+
+    def init_state(self, batch_size: int) -> State:
+        w = self.embed.weight
+        z = w.new_zeros(self.num_layers, batch_size, self.hidden_dim)
+        return z, z.clone()
+
+    def features(self, ids: torch.Tensor, state: Optional[State] = None) -> Tuple[torch.Tensor, State]:
+        """ids (T, B) -> LSTM outputs (T, B, D) ready for the output layer, and the new state."""
+        x = self.drop(self.embed(ids))               # (T, B, E)
+        out, state = self.lstm(x, state)             # (T, B, H)
+        out = self.drop(out)
+        if self.proj is not None:
+            out = self.proj(out)                     # (T, B, E)
+        return out, state
+
+    def log_probs(self, feats: torch.Tensor) -> torch.Tensor:
+        """Features (..., D) -> log-probabilities over the whole vocabulary (..., V)."""
+        shape = feats.shape[:-1]
+        flat = feats.reshape(-1, feats.size(-1))
+        if self.adaptive:
+            lp = self.head.log_prob(flat.float())
+        else:
+            lp = F.log_softmax(self.decoder(flat).float(), dim=-1)
+        return lp.view(*shape, self.vocab_size)
+
+    def nll(self, feats: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Per-token negative log-likelihood (nats) of targets (...) given features (..., D); shape (N,)."""
+        flat = feats.reshape(-1, feats.size(-1))
+        t = targets.reshape(-1)
+        if self.adaptive:
+            return -self.head(flat, t).output.float()
+        return F.cross_entropy(self.decoder(flat).float(), t, reduction="none")
+
+    def forward(self, ids: torch.Tensor, state: Optional[State] = None,
+                targets: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, State]:
+        """With targets: (mean NLL, state) for training. Without: (log-probs (T, B, V), state)."""
+        feats, state = self.features(ids, state)
+        if targets is not None:
+            return self.nll(feats, targets).mean(), state
+        return self.log_probs(feats), state
+
+    # ------------------------------------------------------------------------------------ describe
+
+    def hparams(self) -> dict:
+        """What is needed to rebuild this network (stored in model files)."""
+        return {"vocab_size": self.vocab_size, "embed_dim": self.embed_dim, "hidden_dim": self.hidden_dim,
+                "num_layers": self.num_layers, "dropout": self.drop.p, "tie_weights": self.tied,
+                "adaptive": self.adaptive, "cutoffs": list(self.cutoffs)}
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())  # tied weights are counted once

@@ -1,0 +1,360 @@
+"""The training loop: AdamW (sparse-aware), warm-up + cosine schedule, truncated BPTT with carried
+state, validation perplexity every epoch, early stopping, best weights kept, interrupt-safe.
+
+Defaults that fit the data (``auto_config``): options left at ``None`` are chosen from the number of
+training tokens N, so that a notebook cell of a few hundred words trains in seconds and a corpus of
+millions of words gets a larger model and fewer passes:
+
+    ===========  =====  ======  ======  =======  =====  ==========================
+    N tokens     embed  hidden  layers  dropout  batch  epochs
+    ===========  =====  ======  ======  =======  =====  ==========================
+    < 20k        64     128     1       0.1      2-16   30 (a cell: many tiny passes)
+    < 300k       128    256     1       0.2      32     clamp(6M / N, 3, 20)
+    < 3M         256    512     1       0.2      64     clamp(6M / N, 1, 20)
+    >= 3M        256    512     2       0.2      64     1
+    ===========  =====  ======  ======  =======  =====  ==========================
+
+(batch for tiny inputs: as many streams as leave each at least 4 windows of seq_len tokens.)
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable, List, Optional, Tuple
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from ..config import TrainConfig
+from ..errors import ConfigError
+from .data import Corpus, batchify, windows
+from .model import LSTMLanguageModel, State
+
+__all__ = ["auto_config", "resolve_device", "StepInfo", "EpochInfo", "TrainReport", "fit", "evaluate",
+           "StopTraining"]
+
+
+class StopTraining(Exception):
+    """Raised by a callback (or a Stop button) to end training early, keeping the best model."""
+
+
+# ------------------------------------------------------------------------------------------ choices
+
+def auto_config(cfg: TrainConfig, n_tokens: int) -> Tuple[TrainConfig, List[str]]:
+    """Fill the options left at None from the number of training tokens; return (config, reasons)."""
+    if n_tokens < 20_000:
+        size, tier = dict(embed_dim=64, hidden_dim=128, num_layers=1, dropout=0.1), "< 20k tokens"
+        batch = int(np.clip(n_tokens // (cfg.seq_len * 4), 1, 16))
+        epochs = 30
+    else:
+        batch = 32 if n_tokens < 300_000 else 64
+        epochs = int(np.clip(round(6e6 / n_tokens), 1, 20))
+        if n_tokens < 300_000:
+            size, tier = dict(embed_dim=128, hidden_dim=256, num_layers=1, dropout=0.2), "< 300k tokens"
+            epochs = max(epochs, 3)
+        elif n_tokens < 3_000_000:
+            size, tier = dict(embed_dim=256, hidden_dim=512, num_layers=1, dropout=0.2), "< 3M tokens"
+        else:
+            size, tier = dict(embed_dim=256, hidden_dim=512, num_layers=2, dropout=0.2), ">= 3M tokens"
+    chosen = dict(size, batch_size=batch, epochs=epochs)
+    fill = {k: v for k, v in chosen.items() if getattr(cfg, k) is None}
+    reasons = []
+    if fill:
+        reasons.append(f"sized for {n_tokens:,} training tokens ({tier}): "
+                       + ", ".join(f"{k}={v}" for k, v in fill.items()))
+    return cfg.replace(**fill), reasons
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' -> cuda, then mps, then cpu; anything else must be available."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise ConfigError(f"Unknown device {name!r}; use 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'.") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device={name!r} but no CUDA GPU is available; use device='auto' or 'cpu'.")
+    if dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ConfigError(f"device={name!r} but MPS is not available; use device='auto' or 'cpu'.")
+    return dev
+
+
+def _bf16_ok(device: torch.device) -> bool:
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        return torch.backends.cpu.get_cpu_capability() in ("AVX512", "AMX") and _cpu_has("avx512_bf16")
+    return False
+
+
+def _cpu_has(flag: str) -> bool:
+    try:
+        with open("/proc/cpuinfo") as fh:
+            return any(flag in line for line in fh if line.startswith("flags"))
+    except OSError:
+        return False
+
+
+def use_bf16(cfg: TrainConfig, device: torch.device) -> bool:
+    if cfg.precision == "bf16":
+        return True
+    return cfg.precision == "auto" and _bf16_ok(device)
+
+
+# ------------------------------------------------------------------------------------------ reports
+
+@dataclass
+class StepInfo:
+    step: int                # optimizer steps so far (this run)
+    total_steps: int         # planned steps (max_steps or epochs x windows)
+    epoch: int               # 1-based
+    loss: float              # training loss of this window (nats per token)
+    lr: float
+    tokens: int              # training tokens processed so far
+    tokens_per_s: float
+    elapsed: float
+
+
+@dataclass
+class EpochInfo:
+    epoch: int
+    train_loss: float        # mean over the epoch's windows
+    val_ppl: float
+    lr: float
+    tokens: int
+    tokens_per_s: float
+    elapsed: float
+    best: bool               # the best validation perplexity so far
+
+
+@dataclass
+class TrainReport:
+    """What happened in one training run; ``model.report`` after lm.train()."""
+
+    config: TrainConfig
+    history: List[EpochInfo] = field(default_factory=list)
+    steps: int = 0
+    tokens_seen: int = 0
+    elapsed: float = 0.0
+    best_epoch: Optional[int] = None
+    best_val_ppl: Optional[float] = None
+    interrupted: bool = False            # KeyboardInterrupt or Stop: the best model so far was kept
+    stop_reason: str = ""                # "finished", "early stop", "max_steps", "max_time", "interrupted"
+    notes: List[str] = field(default_factory=list)
+    losses: List[float] = field(default_factory=list)   # per-step training loss, for the curve
+    precision: str = "fp32"
+    device: str = "cpu"
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.tokens_seen / self.elapsed if self.elapsed > 0 else 0.0
+
+
+# ------------------------------------------------------------------------------------------ helpers
+
+def _detach(state: Optional[State]) -> Optional[State]:
+    """Cut the graph between BPTT windows: the state's values carry over, its history does not (else
+    backward would run through every window since the start of the epoch)."""
+    return None if state is None else (state[0].detach(), state[1].detach())
+
+
+def _make_optimizers(model: LSTMLanguageModel, cfg: TrainConfig, device: torch.device) -> List[torch.optim.Optimizer]:
+    if cfg.optimizer == "sgd":
+        return [torch.optim.SGD(model.parameters(), lr=cfg.lr)]
+    # A sparse embedding gradient touches only the rows of the words in the batch: SparseAdam updates
+    # those rows instead of the whole V x E table (a third of a dense AdamW step at 33k words).
+    sparse = model.embed.sparse
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if sparse and name == "embed.weight":
+            continue
+        (decay if p.dim() >= 2 and not name.startswith("embed") else no_decay).append(p)
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    kw = {}
+    if device.type in ("cpu", "cuda"):
+        kw["fused"] = True   # one kernel over all tensors instead of a Python loop of small ops
+    try:
+        opts: List[torch.optim.Optimizer] = [torch.optim.AdamW(groups, lr=cfg.lr, **kw)]
+    except (RuntimeError, TypeError):
+        opts = [torch.optim.AdamW(groups, lr=cfg.lr)]
+    if sparse:
+        opts.append(torch.optim.SparseAdam([model.embed.weight], lr=cfg.lr))
+    return opts
+
+
+def _clip(model: nn.Module, max_norm: float) -> None:
+    """Clip the global gradient norm, sparse embedding gradient included."""
+    dense, sparse = [], []
+    for p in model.parameters():
+        if p.grad is not None:
+            (sparse if p.grad.is_sparse else dense).append(p.grad)
+    sq = torch.stack([torch.linalg.vector_norm(g) for g in dense]).square().sum() if dense else torch.zeros(())
+    for g in sparse:
+        sq = sq + g.coalesce().values().square().sum()
+    scale = (max_norm / (sq.sqrt() + 1e-6)).clamp(max=1.0)
+    for g in dense:
+        g.mul_(scale)
+    for g in sparse:
+        g.mul_(scale)
+
+
+def _lr_at(step: int, total: int, cfg: TrainConfig) -> float:
+    """Linear warm-up over the first 2% of steps (at most 200), then cosine down to 10% or constant."""
+    warm = min(200, max(1, total // 50))
+    if step < warm:
+        return cfg.lr * (step + 1) / warm
+    if cfg.schedule == "constant" or total <= warm:
+        return cfg.lr
+    t = min(1.0, (step - warm) / max(1, total - warm))
+    return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * t)))
+
+
+@torch.no_grad()
+def evaluate(model: LSTMLanguageModel, ids: np.ndarray, seq_len: int = 35, batch_size: int = 10,
+             device: Optional[torch.device] = None) -> float:
+    """Perplexity over a token stream, state carried across windows (as in training). Returns inf for
+    too little text."""
+    device = device or next(model.parameters()).device
+    batch_size = max(1, min(batch_size, ids.size // 2))
+    if ids.size < 2:
+        return float("inf")
+    data = batchify(ids, batch_size).to(device)
+    was_training = model.training
+    model.eval()
+    total, count, state = 0.0, 0, None
+    try:
+        for x, y in windows(data, seq_len):
+            feats, state = model.features(x, state)
+            total += model.nll(feats, y).sum().item()
+            count += y.numel()
+    finally:
+        model.train(was_training)
+    return math.exp(min(total / max(count, 1), 50.0))
+
+
+# ------------------------------------------------------------------------------------------ the loop
+
+def fit(model: LSTMLanguageModel, corpus: Corpus, cfg: TrainConfig, *,
+        on_step: Optional[Callable[[StepInfo], None]] = None,
+        on_epoch: Optional[Callable[[EpochInfo], None]] = None,
+        report: Optional[TrainReport] = None) -> TrainReport:
+    """Train ``model`` in place on ``corpus`` with a fully resolved ``cfg``; return the report.
+
+    On KeyboardInterrupt or StopTraining (raised from a callback) the best weights so far are restored
+    and the report says ``interrupted``; an interrupt before the first optimizer step propagates.
+    """
+    device = resolve_device(cfg.device)
+    report = report or TrainReport(config=cfg)
+    report.device = str(device)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    bf16 = use_bf16(cfg, device)
+    report.precision = "bf16 autocast" if bf16 else "fp32"
+
+    model.to(device)
+    model.embed.sparse = cfg.optimizer == "adamw" and not model.tied and device.type != "mps"
+    train_data = batchify(corpus.train, cfg.batch_size).to(device)      # (rows, B)
+    n_windows = math.ceil((train_data.size(0) - 1) / cfg.seq_len)
+    total_steps = min(cfg.max_steps or 10**12, n_windows * cfg.epochs)
+    opts = _make_optimizers(model, cfg, device)
+
+    best_state: Optional[dict] = None
+    best_ppl = math.inf
+    bad_epochs = 0
+    t0 = time.perf_counter()
+    step = tokens = 0
+    report.stop_reason = "finished"
+    try:
+        for epoch in range(1, cfg.epochs + 1):
+            model.train()
+            state: Optional[State] = None
+            epoch_loss = torch.zeros((), device=device)
+            epoch_windows = 0
+            for x, y in windows(train_data, cfg.seq_len):
+                lr = _lr_at(step, total_steps, cfg)
+                for opt in opts:
+                    for g in opt.param_groups:
+                        g["lr"] = lr
+                state = _detach(state)
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                    loss, state = model(x, state, targets=y)
+                for opt in opts:
+                    opt.zero_grad(set_to_none=True)
+                loss.backward()
+                if cfg.grad_clip > 0:
+                    _clip(model, cfg.grad_clip)
+                for opt in opts:
+                    opt.step()
+                step += 1
+                tokens += y.numel()
+                epoch_loss += loss.detach()
+                epoch_windows += 1
+                lv = loss.item()   # a sync per step: negligible next to an LSTM window on CPU
+                report.losses.append(lv)
+                if not math.isfinite(lv):
+                    raise FloatingPointError(
+                        f"training diverged at step {step} (loss {lv}); try a smaller lr than {cfg.lr}")
+                if on_step is not None:
+                    el = time.perf_counter() - t0
+                    on_step(StepInfo(step, total_steps, epoch, lv, lr, tokens, tokens / el, el))
+                if step >= total_steps:
+                    report.stop_reason = "max_steps" if cfg.max_steps else "finished"
+                    break
+                if cfg.max_time and time.perf_counter() - t0 >= cfg.max_time:
+                    report.stop_reason = "max_time"
+                    break
+            # ---- end of epoch: validate, keep the best weights
+            val_ppl = evaluate(model, corpus.val, cfg.seq_len, device=device)
+            el = time.perf_counter() - t0
+            better = val_ppl < best_ppl
+            if better:
+                best_ppl, bad_epochs = val_ppl, 0
+                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                report.best_epoch = epoch
+            else:
+                bad_epochs += 1
+            info = EpochInfo(epoch, float(epoch_loss) / max(epoch_windows, 1), val_ppl, lr, tokens,
+                             tokens / el, el, better)
+            report.history.append(info)
+            if on_epoch is not None:
+                on_epoch(info)
+            if report.stop_reason != "finished":
+                break
+            if bad_epochs >= cfg.patience:
+                report.stop_reason = "early stop"
+                report.notes.append(f"stopped early: no better validation perplexity for {cfg.patience} epochs")
+                break
+    except (KeyboardInterrupt, StopTraining) as exc:
+        if step == 0 and isinstance(exc, KeyboardInterrupt):
+            raise
+        report.interrupted = True
+        report.stop_reason = "interrupted"
+        if best_state is None:
+            # Interrupted inside the first epoch: measure what we have so the report is honest.
+            best_ppl = evaluate(model, corpus.val, cfg.seq_len, device=device)
+            report.best_epoch = None
+        report.notes.append("interrupted: kept the best model so far"
+                            + (f" (epoch {report.best_epoch})" if report.best_epoch else f" (after {step} steps)"))
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    model.eval()
+    model.embed.sparse = False
+    report.steps, report.tokens_seen = step, tokens
+    report.elapsed = time.perf_counter() - t0
+    report.best_val_ppl = best_ppl if math.isfinite(best_ppl) else None
+    return report
+
+
+def clone_model(model: LSTMLanguageModel) -> LSTMLanguageModel:
+    """A deep copy to train on, so the original stays usable whatever happens to the run."""
+    return copy.deepcopy(model)

@@ -1,0 +1,41 @@
+"""Errors raised by lm_magics.
+
+Every error a user can cause is an ``LMError``; its message is one line that says what went wrong and
+what to do next. The magics turn exactly these into ``UsageError`` (no traceback); anything else is a bug
+and keeps its full traceback.
+
+::
+
+    LMError
+    ├── ConfigError        an option has a bad value (negative size, NaN learning rate, unknown name)
+    ├── DataError          the text to train on or score is unusable (empty, missing column, no file)
+    ├── ModelNotFoundError no model of that name in the session
+    └── ModelFileError     a model file is missing, truncated, corrupt, foreign or of a newer format
+"""
+
+from __future__ import annotations
+
+__all__ = ["LMError", "ConfigError", "DataError", "ModelNotFoundError", "ModelFileError"]
+
+
+class LMError(Exception):
+    """Base class of every user-facing lm_magics error."""
+
+
+class ConfigError(LMError, ValueError):
+    """An option has a value that cannot work."""
+
+
+class DataError(LMError, ValueError):
+    """The input text cannot be used as given."""
+
+
+class ModelNotFoundError(LMError, KeyError):
+    """No model is registered under the requested name."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class ModelFileError(LMError, OSError):
+    """A model file cannot be read or written."""

@@ -1,0 +1,105 @@
+"""The models of a session, by name: what magics, panels and chats share.
+
+One registry per IPython shell (kept on the shell object, so it survives ``%reload_ext lm_magics``);
+outside IPython, ``get_registry()`` returns a process-wide one. Replacing a model is a single reference
+swap under a lock, so a reader sees the old model or the new one, never a half-trained mix; observers
+(panels, chats) are told so that they switch to the new model.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Callable, Dict, List, Optional
+
+from .api import LanguageModel
+from .errors import ModelNotFoundError
+
+__all__ = ["ModelRegistry", "get_registry"]
+
+Observer = Callable[[str, Optional[LanguageModel]], None]   # (name, model or None when dropped)
+
+
+class ModelRegistry:
+    def __init__(self) -> None:
+        self._models: Dict[str, LanguageModel] = {}
+        self._lock = threading.RLock()
+        self._observers: List[Observer] = []
+        self.default: Optional[str] = None
+
+    def names(self) -> List[str]:
+        with self._lock:
+            return list(self._models)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._models
+
+    def __len__(self) -> int:
+        return len(self._models)
+
+    def get(self, name: Optional[str] = None) -> LanguageModel:
+        """The model called name (or the default model); ModelNotFoundError says what exists."""
+        with self._lock:
+            key = name or self.default
+            if key is None:
+                raise ModelNotFoundError("No model in this session yet. Train one with `%%lm_train` or load "
+                                         "one with `%lm_load PATH`.")
+            if key not in self._models:
+                have = ", ".join(f"'{n}'" for n in self._models) or "none"
+                raise ModelNotFoundError(f"No model named '{key}' (models: {have}). Train one with "
+                                         f"`%%lm_train --name {key}`, or run `%lm_models`.")
+            return self._models[key]
+
+    def resolve(self, name: Optional[str] = None) -> str:
+        """The name that get(name) would use."""
+        self.get(name)
+        return name or self.default  # type: ignore[return-value]
+
+    def set(self, name: str, model: LanguageModel, make_default: bool = True) -> None:
+        with self._lock:
+            self._models[name] = model
+            if make_default or self.default is None:
+                self.default = name
+            observers = list(self._observers)
+        for cb in observers:
+            cb(name, model)
+
+    def drop(self, name: str) -> LanguageModel:
+        with self._lock:
+            model = self.get(name)
+            del self._models[name]
+            if self.default == name:
+                self.default = next(iter(self._models), None)
+            observers = list(self._observers)
+        for cb in observers:
+            cb(name, None)
+        return model
+
+    def use(self, name: str) -> None:
+        with self._lock:
+            self.get(name)
+            self.default = name
+
+    def observe(self, callback: Observer) -> Callable[[], None]:
+        """Call callback(name, model) on every change; returns a function that unsubscribes."""
+        with self._lock:
+            self._observers.append(callback)
+
+        def unsubscribe() -> None:
+            with self._lock:
+                if callback in self._observers:
+                    self._observers.remove(callback)
+        return unsubscribe
+
+
+_process_registry = ModelRegistry()
+
+
+def get_registry(shell: object = None) -> ModelRegistry:
+    """The registry of an IPython shell (created on first use), or the process-wide one."""
+    if shell is None:
+        return _process_registry
+    reg = getattr(shell, "_lm_magics_registry", None)
+    if reg is None:
+        reg = ModelRegistry()
+        setattr(shell, "_lm_magics_registry", reg)
+    return reg
