@@ -1,0 +1,62 @@
+"""Shared tiny fixtures: a few hundred words of text and one small trained model per test session.
+
+Everything here is seeded and small (hidden_dim=32, embed_dim=16, 3 epochs) so that the whole unit suite
+stays fast on 2 CPU cores. Tests that must not disturb the shared model copy it (``model_copy``) or
+train their own.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+
+import lm_magics as lm
+
+# Real corpora (tests/benchmarks only): ../shared/data next to the repository.
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+TINY_OPTIONS = dict(hidden_dim=32, embed_dim=16, epochs=3, seed=0)
+
+
+def make_text(n_sentences: int = 60, seed: int = 0) -> str:
+    """A few hundred words of simple, repetitive English, one sentence per line (seeded)."""
+    rng = random.Random(seed)
+    subjects = ["the cat", "the dog", "a bird", "my friend", "the old man", "the children"]
+    verbs = ["sat on", "looked at", "ran to", "walked past", "slept near", "played with"]
+    objects = ["the mat", "the door", "a tree", "the river", "the house", "the garden"]
+    tails = [".", ".", ".", "!", ", and then it rained.", ", because it was late."]
+    lines = []
+    for _ in range(n_sentences):
+        s = f"{rng.choice(subjects)} {rng.choice(verbs)} {rng.choice(objects)}{rng.choice(tails)}"
+        lines.append(s[0].upper() + s[1:])
+    return "\n".join(lines)
+
+
+@pytest.fixture(scope="session")
+def tiny_text() -> str:
+    """About 350 words of seeded English, one sentence per line."""
+    return make_text()
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny_text: str) -> "lm.LanguageModel":
+    """One small trained model for the whole session. Treat it as read-only (use model_copy to modify)."""
+    return lm.train(tiny_text, **TINY_OPTIONS)
+
+
+@pytest.fixture
+def model_copy(tiny_model: "lm.LanguageModel", tmp_path: Path) -> "lm.LanguageModel":
+    """A private copy of tiny_model (through a save/load round trip)."""
+    path = tmp_path / "copy.lm"
+    tiny_model.save(path)
+    return lm.load(path)
+
+
+@pytest.fixture
+def saved_model(tiny_model: "lm.LanguageModel", tmp_path: Path) -> Path:
+    """tiny_model saved to a file in tmp_path; returns the path."""
+    path = tmp_path / "tiny.lm"
+    tiny_model.save(path)
+    return path
