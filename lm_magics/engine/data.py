@@ -95,7 +95,13 @@ def _is_missing(v: object) -> bool:
     if isinstance(v, float):
         return math.isnan(v)
     try:  # pandas.NA, numpy.nan wrapped in other types, NaT
-        return bool(v != v)
+        ne = v != v
+    except Exception:
+        return False
+    if type(ne).__name__ == "NAType":  # pandas.NA != pandas.NA is NA, and bool(NA) raises
+        return True
+    try:
+        return bool(ne)
     except Exception:
         return False
 
