@@ -20,8 +20,20 @@ __all__ = [
     "TrainConfig", "GenerateConfig", "TrainReport", "StepInfo", "EpochInfo", "StopTraining",
     "LMError", "ConfigError", "DataError", "ModelFileError", "ModelNotFoundError",
     "load_ipython_extension", "unload_ipython_extension",
+    "CompletionPanel", "ChatAssistant",
     "__version__",
 ]
+
+_LAZY = {"CompletionPanel": "lm_magics.widgets.panel", "ChatAssistant": "lm_magics.widgets.chat"}
+
+
+def __getattr__(name: str):
+    # The widgets need ipywidgets: import them on first use, so `import lm_magics` stays light.
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'lm_magics' has no attribute {name!r}")
 
 
 def load_ipython_extension(ipython) -> None:
