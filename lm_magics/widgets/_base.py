@@ -1,0 +1,150 @@
+"""What the panel, the chat and the training monitor share: model lookup by name, registry
+subscription, callbacks that report their errors in the widget, and the display protocol."""
+
+from __future__ import annotations
+
+import functools
+import html
+import traceback
+from typing import Any, Callable, List, Optional, Tuple
+
+import ipywidgets as W
+
+from ..api import LanguageModel
+from ..errors import LMError
+from ..registry import ModelRegistry, get_registry
+
+GIVEN = "(given model)"   # dropdown label of a model passed in directly, not registered under a name
+
+
+def _shell() -> Any:
+    try:
+        from IPython import get_ipython
+    except ImportError:  # pragma: no cover - IPython is a dependency
+        return None
+    return get_ipython()
+
+
+def default_registry(registry: Optional[ModelRegistry]) -> ModelRegistry:
+    """The given registry, else the current IPython shell's, else the process-wide one."""
+    return registry if registry is not None else get_registry(_shell())
+
+
+def esc(text: object) -> str:
+    return html.escape(str(text), quote=True)
+
+
+def error_text(exc: BaseException) -> str:
+    """One line for the user: LMError messages as they are, anything else with its type."""
+    if isinstance(exc, LMError):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"
+
+
+class ModelWidget:
+    """Base of CompletionPanel and ChatAssistant: holds (name, model), follows the registry.
+
+    Subclasses build ``self.widget`` and implement ``_show_error(text)`` and ``_model_changed()``.
+    ``self.log`` (an Output widget) receives the traceback of unexpected errors so none vanishes.
+    """
+
+    def __init__(self, model_or_name: Any = None, registry: Optional[ModelRegistry] = None):
+        self.registry = default_registry(registry)
+        self.name: Optional[str] = None
+        self.model: Optional[LanguageModel] = None
+        self._given: Optional[LanguageModel] = None
+        self.last_error: Optional[str] = None
+        self.log = W.Output()
+        self.log.add_class("lm-log")
+        if isinstance(model_or_name, LanguageModel):
+            self._given, self.name, self.model = model_or_name, GIVEN, model_or_name
+        elif model_or_name is None and len(self.registry) == 0:
+            pass   # an empty session: the widget waits for a model to be registered
+        else:
+            if model_or_name is not None and not isinstance(model_or_name, str):
+                raise TypeError(f"model_or_name must be a LanguageModel or a model name, "
+                                f"got {type(model_or_name).__name__}")
+            self.name = self.registry.resolve(model_or_name)    # ModelNotFoundError says what exists
+            self.model = self.registry.get(self.name)
+        self._unsubscribe: Optional[Callable[[], None]] = self.registry.observe(self._on_registry)
+
+    # ------------------------------------------------------------------ models
+
+    def model_names(self) -> List[str]:
+        names = self.registry.names()
+        return names + ([GIVEN] if self._given is not None else [])
+
+    def use(self, name: str) -> None:
+        """Switch to the model registered as name (ModelNotFoundError if there is none)."""
+        if name == GIVEN and self._given is not None:
+            model = self._given
+        else:
+            model = self.registry.get(name)
+        self.name, self.model = name, model
+        self._model_changed()
+
+    def require_model(self) -> LanguageModel:
+        if self.model is None:
+            self.registry.get(None)          # raises the "no model yet, train one with ..." error
+        return self.model  # type: ignore[return-value]
+
+    def _on_registry(self, name: str, model: Optional[LanguageModel]) -> None:
+        try:
+            if model is not None and (self.name == name or self.model is None):
+                # The model this widget follows was re-registered (e.g. training finished): switch.
+                self.name, self.model = name, model
+            self._model_changed()
+        except Exception as exc:  # noqa: BLE001 - an observer must never break registry.set
+            self._report(exc)
+
+    def _model_changed(self) -> None:  # pragma: no cover - overridden
+        pass
+
+    # ------------------------------------------------------------------ errors
+
+    def _show_error(self, text: str) -> None:  # pragma: no cover - overridden
+        pass
+
+    def _report(self, exc: BaseException) -> None:
+        self.last_error = error_text(exc)
+        if not isinstance(exc, LMError):
+            self.log.append_stderr("".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
+        self._show_error(self.last_error)
+
+    def _safe(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        """Wrap a widget callback: errors are shown in the widget (JupyterLab would hide them)."""
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return fn(*args, **kwargs)
+            except Exception as exc:  # noqa: BLE001
+                self._report(exc)
+                return None
+        return wrapper
+
+    # ------------------------------------------------------------------ display
+
+    widget: W.Widget
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> dict:
+        data = self.widget._repr_mimebundle_(**kwargs)
+        data["text/plain"] = repr(self)      # deterministic, unlike the widget's repr
+        return data
+
+    def close(self) -> None:
+        """Stop following the registry and close every widget (the views disappear)."""
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
+        _close_tree(self.widget)
+        self.log.close()
+
+
+def _close_tree(w: W.Widget) -> None:
+    for child in getattr(w, "children", ()):
+        _close_tree(child)
+    w.close()
+
+
+def pairs_text(pairs: List[Tuple[str, float]]) -> str:
+    return ", ".join(f"{w} {p:.0%}" for w, p in pairs) or "(none)"

@@ -1,0 +1,295 @@
+"""CompletionPanel: type text, see the model's next words as buttons, click one to accept it.
+
+Each update asks ``model.next_words``; the engine keeps the LSTM state of recent prefixes, so a
+keystroke after the first costs only the newly typed words.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import threading
+import time
+from typing import Any, List, Optional, Tuple
+
+import ipywidgets as W
+
+from ..registry import ModelRegistry
+from ._base import ModelWidget, esc, pairs_text
+
+__all__ = ["CompletionPanel", "split_partial"]
+
+_WORD_TAIL = re.compile(r"\w+$")
+_ATTACH = re.compile(r"^(?:[.,;:!?%)\]}]+|'\w*|n't)$")   # tokens written without a space before them
+
+
+def split_partial(text: str) -> Tuple[str, str]:
+    """Split text into (context, half-typed last word). ``"the ca" -> ("the ", "ca")``;
+    text ending in whitespace or punctuation has no half-typed word."""
+    m = _WORD_TAIL.search(text)
+    if not m:
+        return text, ""
+    return text[: m.start()], m.group(0)
+
+
+def append_word(text: str, word: str) -> str:
+    """text + word, spaced as written text (no space before closing punctuation), plus a space."""
+    if _ATTACH.match(word):
+        base = text.rstrip(" ")
+    else:
+        base = text if not text or text[-1].isspace() else text + " "
+    return base + word + " "
+
+
+class CompletionPanel(ModelWidget):
+    """A text area with live next-word suggestions from a language model.
+
+    Parameters
+    ----------
+    model_or_name : LanguageModel or str, optional
+        A model, or the name of one in the session's registry (default: the session's default model).
+        The panel follows that name: when it is re-registered (training finished), the panel switches.
+    registry : ModelRegistry, optional
+        Where names are looked up (default: the current IPython session's).
+    k : int
+        How many suggestions to show.
+    debounce : float
+        Seconds to wait after a keystroke before updating (0: update at once, as tests do).
+    n_words, temperature, seed
+        Settings of the "Continue" button.
+
+    >>> panel = CompletionPanel(model, k=3)          # doctest: +SKIP
+    >>> panel.value = "Beautiful is"; panel.refresh(); panel.words   # doctest: +SKIP
+    ['better', ...]
+    """
+
+    max_k = 20
+
+    def __init__(self, model_or_name: Any = None, registry: Optional[ModelRegistry] = None, k: int = 5, *,
+                 debounce: float = 0.15, n_words: int = 10, temperature: float = 0.8,
+                 seed: Optional[int] = None, value: str = ""):
+        if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= self.max_k:
+            from ..errors import ConfigError
+            raise ConfigError(f"k must be a whole number from 1 to {self.max_k}, got {k!r}.")
+        super().__init__(model_or_name, registry)
+        self.debounce = float(debounce)
+        self.seed = seed
+        self.suggestions: List[Tuple[str, float]] = []
+        self.latency_ms: Optional[float] = None
+        self._suppress = False        # True while the panel itself sets the text
+        self._syncing = False         # True while the dropdown is being refilled
+        self._pending: Any = None     # the scheduled debounced update (TimerHandle or Timer)
+        self._lock = threading.Lock()
+
+        self.input = W.Textarea(value=value, placeholder="Start typing…", continuous_update=True,
+                                layout=W.Layout(width="100%", height="5em"))
+        self.input.add_class("lm-panel-input")
+        self.buttons: List[W.Button] = []
+        self.suggestion_box = W.HBox(layout=W.Layout(flex_flow="row wrap"))
+        self.suggestion_box.add_class("lm-panel-suggestions")
+        self.k_slider = W.IntSlider(value=k, min=1, max=self.max_k, description="k",
+                                    layout=W.Layout(width="200px"))
+        self.k_slider.add_class("lm-panel-k")
+        self.temperature = W.FloatSlider(value=temperature, min=0.0, max=2.0, step=0.05,
+                                         description="temperature", layout=W.Layout(width="260px"))
+        self.temperature.add_class("lm-panel-temperature")
+        self.n_words = W.BoundedIntText(value=n_words, min=1, max=500, description="words",
+                                        layout=W.Layout(width="140px"))
+        self.n_words.add_class("lm-panel-n")
+        self.continue_button = W.Button(description="Continue", icon="forward",
+                                        tooltip="Generate the next words")
+        self.continue_button.add_class("lm-panel-continue")
+        self.model_select = W.Dropdown(description="model", layout=W.Layout(width="220px"))
+        self.model_select.add_class("lm-panel-model")
+        self.status = W.HTML()
+        self.status.add_class("lm-panel-status")
+        controls = W.HBox([self.model_select, self.k_slider, self.temperature, self.n_words,
+                           self.continue_button], layout=W.Layout(flex_flow="row wrap"))
+        controls.add_class("lm-panel-controls")
+        self.widget = W.VBox([self.input, self.suggestion_box, controls, self.status, self.log])
+        self.widget.add_class("lm-panel")
+
+        self._make_buttons(k)
+        self._sync_dropdown()
+        self.input.observe(self._safe(self._on_text), names="value")
+        self.k_slider.observe(self._safe(self._on_k), names="value")
+        self.model_select.observe(self._safe(self._on_select), names="value")
+        self.continue_button.on_click(self._safe(lambda _b: self.continue_text()))
+        self._safe(self.refresh)()
+
+    # ------------------------------------------------------------------ public
+
+    @property
+    def value(self) -> str:
+        """The text in the panel; setting it updates the suggestions (after the debounce)."""
+        return self.input.value
+
+    @value.setter
+    def value(self, text: str) -> None:
+        self.input.value = text
+
+    @property
+    def k(self) -> int:
+        return self.k_slider.value
+
+    @property
+    def words(self) -> List[str]:
+        return [w for w, _ in self.suggestions]
+
+    def refresh(self) -> List[Tuple[str, float]]:
+        """Recompute the suggestions for the current text now; returns them as (word, probability)."""
+        self._cancel_pending()
+        if self.model is None:
+            self.suggestions = []
+            self._show_buttons()
+            self.require_model()           # raises: "No model in this session yet. Train one ..."
+        model = self.model
+        t0 = time.perf_counter()
+        text = self.value
+        context, partial = split_partial(text) if model.tokenizer.level != "char" else (text, "")
+        if partial:
+            pairs = model.next_words(context, self.k, startswith=partial)
+        else:
+            pairs = model.next_words(text, self.k)
+        self.latency_ms = (time.perf_counter() - t0) * 1000
+        self.suggestions = pairs
+        self.last_error = None
+        self._show_buttons()
+        self._set_status()
+        return pairs
+
+    def accept(self, word: str) -> str:
+        """Put word in the text (completing a half-typed word), refresh, and return the new text."""
+        context, partial = split_partial(self.value)
+        self._set_text(append_word(context if partial else self.value, word))
+        self.refresh()
+        return self.value
+
+    def continue_text(self, n_words: Optional[int] = None) -> str:
+        """Append n_words generated words (the "Continue" button); returns the new text."""
+        model = self.require_model()
+        n = self.n_words.value if n_words is None else n_words
+        text = self.value
+        cont = model.generate(text, n_words=n, temperature=self.temperature.value, seed=self.seed)
+        if cont:
+            first, _, rest = cont.partition(" ")
+            new = append_word(text, first) + rest
+            self._set_text(new if new.endswith((" ", "\n")) else new + " ")
+        self.refresh()
+        return self.value
+
+    def __repr__(self) -> str:
+        return (f"CompletionPanel(model={self.name!r}, k={self.k}, text={self.value!r}, "
+                f"suggestions=[{pairs_text(self.suggestions)}])")
+
+    # ------------------------------------------------------------------ widgets
+
+    def _make_buttons(self, k: int) -> None:
+        while len(self.buttons) < k:
+            b = W.Button(layout=W.Layout(width="auto"))
+            b.add_class("lm-panel-suggestion")
+            i = len(self.buttons)
+            b.on_click(self._safe(lambda _b, i=i: self._on_button(i)))
+            self.buttons.append(b)
+        self.suggestion_box.children = tuple(self.buttons[:k])
+
+    def _show_buttons(self) -> None:
+        for i, b in enumerate(self.buttons):
+            if i < len(self.suggestions):
+                w, p = self.suggestions[i]
+                b.description, b.tooltip = f"{w} {p:.0%}", f"{w}: probability {p:.4f}"
+                b.layout.display = None
+            else:
+                b.description, b.tooltip = "", ""
+                b.layout.display = "none"
+
+    def _set_status(self) -> None:
+        if self.model is None:
+            self.status.value = ("<span class='lm-status'>No model yet: train one with "
+                                 "<code>%%lm_train</code>; the panel picks it up.</span>")
+            return
+        ms = f"{self.latency_ms:.1f} ms" if self.latency_ms is not None else "–"
+        self.status.value = (f"<span class='lm-status' style='color:#666'>model <b>{esc(self.name)}</b> · "
+                             f"{len(self.suggestions)} suggestions · last update {ms}</span>")
+
+    def _show_error(self, text: str) -> None:
+        self.status.value = f"<span class='lm-error' style='color:#c00'>Error: {esc(text)}</span>"
+
+    def _sync_dropdown(self) -> None:
+        self._syncing = True
+        try:
+            names = self.model_names()
+            self.model_select.options = names
+            self.model_select.value = self.name if self.name in names else None
+        finally:
+            self._syncing = False
+
+    def _model_changed(self) -> None:
+        self._sync_dropdown()
+        if self.model is not None:
+            self.refresh()
+        else:
+            self._set_status()
+
+    def _set_text(self, text: str) -> None:
+        self._suppress = True
+        try:
+            self.input.value = text
+        finally:
+            self._suppress = False
+
+    # ------------------------------------------------------------------ callbacks
+
+    def _on_text(self, _change: dict) -> None:
+        if self._suppress:
+            return
+        if self.debounce <= 0:
+            self.refresh()
+        else:
+            self._schedule()
+
+    def _on_k(self, change: dict) -> None:
+        self._make_buttons(change["new"])
+        self.refresh()
+
+    def _on_select(self, change: dict) -> None:
+        if self._syncing or change["new"] is None or change["new"] == self.name:
+            return
+        self.use(change["new"])
+
+    def _on_button(self, i: int) -> None:
+        if i < len(self.suggestions):
+            self.accept(self.suggestions[i][0])
+
+    # ------------------------------------------------------------------ debounce
+
+    def _schedule(self) -> None:
+        """Run refresh once typing pauses for ``debounce`` seconds. In a kernel this uses its event
+        loop (the update runs on the main thread between messages); elsewhere a timer thread."""
+        run = self._safe(self.refresh)
+        with self._lock:
+            self._cancel_pending_locked()
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                loop = None
+            if loop is not None:
+                self._pending = loop.call_later(self.debounce, run)
+            else:
+                t = threading.Timer(self.debounce, run)
+                t.daemon = True
+                self._pending = t
+                t.start()
+
+    def _cancel_pending(self) -> None:
+        with self._lock:
+            self._cancel_pending_locked()
+
+    def _cancel_pending_locked(self) -> None:
+        if self._pending is not None:
+            self._pending.cancel()
+            self._pending = None
+
+    def close(self) -> None:
+        self._cancel_pending()
+        super().close()
