@@ -1,0 +1,179 @@
+"""``lm-magics`` / ``python -m lm_magics``: train, complete, generate, score and describe models from a shell.
+
+    lm-magics train notes/*.txt -o notes.lm --epochs 5
+    lm-magics complete notes.lm "the cat"
+    lm-magics generate notes.lm "the cat" -n 20 --seed 0
+    lm-magics score notes.lm test.txt          # perplexity<TAB>line, one per line
+    lm-magics info notes.lm
+
+Training flags are generated from TrainConfig and generation flags from GenerateConfig, like the magics'.
+Errors are one line on stderr; the exit code is 2 for a usage mistake and 1 for an LMError.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from typing import List, Optional, Sequence
+
+from .config import GenerateConfig, TrainConfig, add_arguments, given
+from .errors import LMError
+
+__all__ = ["main", "build_parser"]
+
+PROG = "lm-magics"
+
+
+class _Usage(Exception):
+    """A usage mistake found by argparse: exit code 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:     # one line, not argparse's usage block
+        raise _Usage(f"{self.prog}: {message} (see `{self.prog} --help`)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog=PROG, description="Train and use small word-level LSTM language models.")
+    from . import __version__
+
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    p = sub.add_parser("train", help="train a model on text files and save it",
+                       description="Train a model on text files (one row per line) and save it to one file.")
+    p.add_argument("files", nargs="+", metavar="FILE", help="text files or glob patterns ('-' reads stdin)")
+    p.add_argument("-o", "--output", required=True, metavar="MODEL", help="the model file to write")
+    p.add_argument("--init", metavar="MODEL", default=None, help="continue training this model file")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_arguments(p.add_argument_group("training options ('from data': chosen from the data size)"), TrainConfig)
+    # Another front-end (torchrun DDP: `train --nproc N`) can add its flags to this parser and branch in
+    # _run_train; everything else stays as is.
+    p.set_defaults(run=_run_train)
+
+    p = sub.add_parser("complete", help="the most likely next words after a prefix",
+                       description="Print the most likely next words after PREFIX: word<TAB>probability.")
+    p.add_argument("model", metavar="MODEL", help="a model file")
+    p.add_argument("prefix", nargs="*", metavar="PREFIX", help="the text so far (empty: start of a text)")
+    p.add_argument("-k", type=int, default=5, help="how many words [default: 5]")
+    p.set_defaults(run=_run_complete)
+
+    p = sub.add_parser("generate", help="continue a prefix with generated text",
+                       description="Continue PREFIX with generated text.")
+    p.add_argument("model", metavar="MODEL", help="a model file")
+    p.add_argument("prefix", nargs="*", metavar="PREFIX", help="the text to continue")
+    add_arguments(p.add_argument_group("generation options"), GenerateConfig, short={"n_words": "-n"})
+    p.set_defaults(run=_run_generate)
+
+    p = sub.add_parser("score", help="perplexity of each line of a file",
+                       description="Print the perplexity of each line of FILE: perplexity<TAB>line "
+                                   "(nan for a blank line).")
+    p.add_argument("model", metavar="MODEL", help="a model file")
+    p.add_argument("file", metavar="FILE", help="a text file ('-' reads stdin)")
+    p.set_defaults(run=_run_score)
+
+    p = sub.add_parser("info", help="what a model file holds", description="Describe a model file.")
+    p.add_argument("model", metavar="MODEL", help="a model file")
+    p.set_defaults(run=_run_info)
+    return parser
+
+
+def _load(path: str):
+    from .api import load
+
+    return load(path)
+
+
+def _read_lines(path: str) -> List[str]:
+    from .errors import DataError
+
+    if path == "-":
+        return sys.stdin.read().splitlines()
+    try:
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            return fh.read().splitlines()
+    except OSError as exc:
+        raise DataError(f"Cannot read '{path}': {exc.strerror or exc}. Check the path.") from None
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    from . import api
+    from .engine.data import files
+    from .display import TrainSummary
+    from .progress import TrainProgress
+
+    data = "\n".join(_read_lines("-")) if args.files == ["-"] else files(*args.files)
+    init = _load(args.init) if args.init else None
+    progress = None if args.quiet else TrainProgress(file=sys.stderr)
+    try:
+        model = api.train(data, init=init, on_step=progress and progress.on_step,
+                          on_epoch=progress and progress.on_epoch, **given(args, TrainConfig))
+    finally:
+        if progress is not None:
+            progress.close()
+    model.save(args.output)
+    print(repr(TrainSummary(args.output, model)))
+    print(f"saved {args.output}" + (" (interrupted: the best model so far)" if model.interrupted else ""))
+    return 0
+
+
+def _run_complete(args: argparse.Namespace) -> int:
+    if args.k < 1:
+        raise _Usage(f"{PROG} complete: -k must be at least 1, got {args.k}")
+    model = _load(args.model)
+    for word, prob in model.next_words(" ".join(args.prefix), k=args.k):
+        print(f"{word}\t{prob:.4f}")
+    return 0
+
+
+def _run_generate(args: argparse.Namespace) -> int:
+    from .display import Generation
+
+    cfg = GenerateConfig(**given(args, GenerateConfig))
+    model = _load(args.model)
+    prefix = " ".join(args.prefix)
+    print(str(Generation(prefix, model.generate_with(prefix, cfg))))
+    return 0
+
+
+def _run_score(args: argparse.Namespace) -> int:
+    lines = _read_lines(args.file)
+    model = _load(args.model)
+    scores = model.score([ln if ln.strip() else None for ln in lines]) if lines else []
+    for line, ppl in zip(lines, scores):
+        print(f"{'nan' if math.isnan(ppl) else f'{ppl:.3f}'}\t{line}")
+    return 0
+
+
+def _run_info(args: argparse.Namespace) -> int:
+    model = _load(args.model)
+    for key, value in model.info.items():
+        print(f"{key}\t{value}")
+    return 0
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Run the command line; returns the exit code (0 ok, 1 LMError, 2 usage, 130 interrupted)."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        return args.run(args)
+    except _Usage as exc:
+        print(str(exc), file=sys.stderr)
+        return 2
+    except SystemExit as exc:            # --help / --version
+        return int(exc.code or 0) if not isinstance(exc.code, str) else 2
+    except (LMError, FloatingPointError) as exc:   # FloatingPointError: training diverged (lr too high)
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:              # `lm-magics score ... | head`
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

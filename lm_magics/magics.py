@@ -1,0 +1,449 @@
+"""IPython magics: ``%%lm_train``, ``%lm_complete``, ``%lm_generate``, ``%lm_models`` and friends.
+
+Each magic is a thin layer: parse the line (flags generated from TrainConfig / GenerateConfig, so
+``%lm_train?`` shows every option with its default) -> config -> the public API -> a result object from
+display.py that renders itself. An ``LMError`` (or a malformed option) becomes a one-line ``UsageError``
+that says what to do; anything else is a bug and keeps its traceback. Models live in the shell's
+``ModelRegistry``, so they survive ``%reload_ext lm_magics``.
+
+    %load_ext lm_magics
+    %%lm_train --name zen --epochs 10
+    ...text...
+    %lm_complete --name zen Beautiful is
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import shlex
+import sys
+import warnings
+from typing import Any, Callable, List, Optional, Tuple
+
+from IPython.core.error import UsageError
+from IPython.core.magic import Magics, line_cell_magic, line_magic, magics_class
+from IPython.core.magic_arguments import ArgDecorator, argument, magic_arguments, parse_argstring
+from traitlets import Bool, Int, Unicode
+
+from . import api
+from .config import GenerateConfig, TrainConfig, add_arguments, given
+from .display import Completions, Generation, TrainSummary, _e, _fmt_ppl
+from .errors import ConfigError, DataError, LMError
+from .engine.data import files
+from .frames import text_rows
+from .registry import ModelRegistry, get_registry
+
+__all__ = ["LMMagics", "ModelTable", "load_ipython_extension", "unload_ipython_extension"]
+
+# Magic classes other parts of the project add when their module (and its dependencies) is importable.
+_OPTIONAL_MAGICS = (("lm_magics.widgets.magics", "WidgetMagics"), ("lm_magics.scoring", "ScoreMagics"))
+
+
+class config_options(ArgDecorator):
+    """``@config_options(TrainConfig)``: one ``--flag`` per config field, in their own help section."""
+
+    def __init__(self, cls: type, title: str, **kw: Any):
+        self.cls, self.title, self.kw = cls, title, kw
+
+    def add_to_parser(self, parser: Any, group: Any) -> None:
+        add_arguments(parser.add_argument_group(self.title), self.cls, **self.kw)
+
+
+def _user_errors(method: Callable) -> Callable:
+    """Turn the user's mistakes (LMError) into a one-line UsageError; let bugs keep their traceback."""
+
+    @functools.wraps(method)
+    def wrapper(self: "LMMagics", *args: Any, **kw: Any) -> Any:
+        try:
+            return method(self, *args, **kw)
+        except LMError as exc:
+            if not self.short_errors:
+                raise
+            raise UsageError(str(exc)) from None
+    return wrapper
+
+
+def _split_options(parser: Any, line: str) -> Tuple[str, str]:
+    """Split ``--name x -k 3 the cat's hat`` into the options and the free text after them.
+
+    The free text is kept verbatim (apostrophes, quotes, several spaces), which shlex-splitting the whole
+    line would not; ``--`` ends the options explicitly. Surrounding quotes on the text are removed.
+    """
+    lex = shlex.shlex(line, posix=True)
+    lex.whitespace_split = True
+    lex.commenters = ""
+    pos, expect_value = 0, False
+    while True:
+        start = lex.instream.tell()
+        try:
+            tok = lex.get_token()
+        except ValueError:          # an unbalanced quote: from here on it is text
+            break
+        if tok is None or tok == lex.eof:
+            return line, ""
+        if expect_value:
+            expect_value, pos = False, lex.instream.tell()
+            continue
+        if tok == "--":
+            return line[:start], line[lex.instream.tell():].strip()
+        if not tok.startswith("-") or tok == "-" or _is_number(tok):
+            pos = start
+            break
+        action = parser._option_string_actions.get(tok)
+        expect_value = action is not None and action.nargs != 0
+        pos = lex.instream.tell()
+    text = line[pos:].strip()
+    if len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"":
+        text = text[1:-1]
+    return line[:pos], text
+
+
+def _is_number(tok: str) -> bool:
+    try:
+        float(tok)
+        return True
+    except ValueError:
+        return False
+
+
+def _is_comments(cell: str) -> bool:
+    return all(not ln.strip() or ln.lstrip().startswith("#") for ln in cell.splitlines())
+
+
+class ModelTable:
+    """``%lm_models``: the models of the session (name, vocabulary, parameters, validation perplexity)."""
+
+    def __init__(self, registry: ModelRegistry):
+        self.default = registry.default
+        self.rows: List[Tuple[str, int, int, Optional[float]]] = []
+        for name in registry.names():
+            info = registry.get(name).info
+            self.rows.append((name, info["vocab_size"], info["parameters"], info["val_ppl"]))
+
+    @property
+    def names(self) -> List[str]:
+        return [r[0] for r in self.rows]
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def _cells(self) -> List[Tuple[str, str, str, str, str]]:
+        return [("*" if n == self.default else "", n, f"{v:,}", f"{p:,}", _fmt_ppl(ppl))
+                for n, v, p, ppl in self.rows]
+
+    def __repr__(self) -> str:
+        if not self.rows:
+            return "No models yet. Train one with %%lm_train or load one with %lm_load PATH."
+        head = ("", "name", "vocab", "params", "val ppl")
+        cells = [head] + self._cells()
+        w = [max(len(r[i]) for r in cells) for i in range(5)]
+        align = ["<", "<", ">", ">", ">"]
+        lines = ["  ".join(f"{c:{a}{n}}" for c, a, n in zip(r, align, w)).rstrip() for r in cells]
+        return "\n".join(lines + ["(* = default model)"])
+
+    def _repr_html_(self) -> str:
+        if not self.rows:
+            return f"<p>{_e(repr(self))}</p>"
+        th = "".join(f"<th style='padding:2px 8px;text-align:{a}'>{h}</th>" for h, a in
+                     (("", "left"), ("name", "left"), ("vocab", "right"), ("params", "right"), ("val ppl", "right")))
+        rows = "".join("<tr>" + "".join(f"<td style='padding:2px 8px;text-align:{a}'>{_e(c)}</td>"
+                                        for c, a in zip(r, ("left", "left", "right", "right", "right"))) + "</tr>"
+                       for r in self._cells())
+        return (f"<table class='lm-models' style='border-collapse:collapse'><thead><tr>{th}</tr></thead>"
+                f"<tbody>{rows}</tbody><caption style='caption-side:bottom;text-align:left;color:#888'>"
+                f"* = default model</caption></table>")
+
+
+@magics_class
+class LMMagics(Magics):
+    """Train and use word-level LSTM language models from IPython. Settings: ``%config LMMagics``."""
+
+    device = Unicode("", help="Device for %%lm_train and %lm_load when --device is not given: 'auto', "
+                              "'cpu', 'cuda', 'mps' ('' = the config's default, 'auto').").tag(config=True)
+    default_model = Unicode("", help="Model used when a magic gets no --name, and the name %%lm_train gives "
+                                     "a new model ('' = the last trained, loaded or %lm_use'd model; new "
+                                     "models are called 'model').").tag(config=True)
+    short_errors = Bool(True, help="Show your mistakes as a one-line UsageError; False re-raises the "
+                                   "lm_magics error with its traceback.").tag(config=True)
+    quiet = Bool(False, help="Never show the training progress bar (as if --quiet were given).").tag(config=True)
+    sample_words = Int(3, help="How many frequent start words the training summary shows completions for "
+                               "(0: none).").tag(config=True)
+
+    @property
+    def registry(self) -> ModelRegistry:
+        return get_registry(self.shell)
+
+    def _ns(self) -> dict:
+        return self.shell.user_ns if self.shell is not None else {}
+
+    def _model(self, name: Optional[str]) -> Tuple[str, api.LanguageModel]:
+        key = self.registry.resolve(name or self.default_model or None)
+        return key, self.registry.get(key)
+
+    def _store(self, var: Optional[str], value: Any) -> None:
+        if var:
+            if not var.isidentifier():
+                raise ConfigError(f"-o needs a variable name, got {var!r}.")
+            self._ns()[var] = value
+
+    @staticmethod
+    def _parse(func: Callable, line: str) -> Any:
+        try:
+            return parse_argstring(func, line)
+        except UsageError as exc:
+            raise UsageError(f"{func.__name__}: {exc} (see `%{func.__name__}?`)") from None
+        except ValueError as exc:   # shlex: "No closing quotation"
+            raise UsageError(f"{func.__name__}: {exc}; check the quotes in the line.") from None
+
+    # ----------------------------------------------------------------------------------------- training
+
+    @magic_arguments()
+    @argument("--name", default=None, help="register the model under this name [default: "
+                                           "LMMagics.default_model, else 'model']")
+    @argument("--df", metavar="VAR", default=None,
+              help="train on a DataFrame column (with --column), a Series or a list of str from this variable")
+    @argument("--column", metavar="COL", default=None, help="the text column of the --df DataFrame")
+    @argument("--where", metavar="EXPR", default=None,
+              help="keep only some rows of --df: a DataFrame.query expression (\"label == 'ham'\") or the "
+                   "name of a boolean mask variable")
+    @argument("--file", metavar="PATH", nargs="+", default=None,
+              help="train on text files (glob patterns allowed), one row per line")
+    @argument("--continue", dest="continue_", action="store_true",
+              help="train the named model further on this text (keeps its vocabulary and settings)")
+    @argument("--quiet", action="store_true", help="no progress bar")
+    @argument("--background", action="store_true",
+              help="train in a background thread and show a live monitor (needs ipywidgets)")
+    @argument("-o", "--output", metavar="VAR", default=None, help="also store the training summary in VAR")
+    @config_options(TrainConfig, "training options (default 'from data': chosen from the data size)")
+    @line_cell_magic
+    @_user_errors
+    def lm_train(self, line: str, cell: Optional[str] = None) -> Any:
+        """Train a word-level LSTM language model on the cell's text, a DataFrame column or files.
+
+        The cell's text is the data (one row per line) unless --df or --file is given. The model is
+        registered under --name and becomes the default model; the result is a training summary.
+        """
+        args = self._parse(self.lm_train, line)
+        data = self._train_data(args, cell)
+        options = given(args, TrainConfig)
+        if "device" not in options and self.device:
+            options["device"] = self.device
+        init = None
+        if args.continue_:   # train the named (or default) model further
+            name, init = self._model(args.name)
+        else:
+            name = args.name or self.default_model or "model"
+        TrainConfig().replace(**options)     # check option values before anything starts
+
+        if args.background:
+            try:
+                from .widgets.monitor import start_background_training
+            except ImportError:
+                raise UsageError("--background needs ipywidgets: pip install 'lm-magics[widgets]', or train "
+                                 "without --background.") from None
+            return start_background_training(shell=self.shell, registry=self.registry, name=name, data=data,
+                                             options=options, continue_from=init)
+
+        from .progress import TrainProgress
+
+        progress = None if (args.quiet or self.quiet) else TrainProgress(desc=f"training '{name}'")
+        try:
+            model = api.train(data, init=init, on_step=progress and progress.on_step,
+                              on_epoch=progress and progress.on_epoch, **options)
+        except KeyboardInterrupt:
+            # Interrupted before the first step: nothing to keep. Say that the old model is still there.
+            kept = f"'{name}' is unchanged" if name in self.registry else f"no model '{name}' was made"
+            print(f"Training interrupted before the first step; {kept}.", file=sys.stderr)
+            raise
+        except FloatingPointError as exc:   # diverged: the user can fix it with a smaller lr
+            raise UsageError(f"{exc}. '{name}' is unchanged.") from None
+        finally:
+            if progress is not None:
+                progress.close()
+        self.registry.set(name, model)
+        summary = TrainSummary(name, model, self._samples(model))
+        self._store(args.output, summary)
+        if model.interrupted:
+            print(f"Training was interrupted: kept the best model so far as '{name}'.", file=sys.stderr)
+        return summary
+
+    def _train_data(self, args: Any, cell: Optional[str]) -> Any:
+        has_text = cell is not None and not _is_comments(cell)
+        if args.df and args.file:
+            raise DataError("Give either --df or --file, not both.")
+        if (args.column or args.where) and not args.df:
+            raise DataError(f"--{'column' if args.column else 'where'} needs --df VAR (the DataFrame to read).")
+        if args.df or args.file:
+            if has_text:
+                src = "--df" if args.df else "--file"
+                raise DataError(f"The cell has text and {src} is given; use one (the cell may hold comments).")
+            if args.df:
+                return text_rows(self._ns(), args.df, args.column, args.where)
+            return files(*args.file)
+        if cell is None:
+            raise DataError("Nothing to train on: use %%lm_train with text in the cell, or %lm_train --df VAR "
+                            "--column COL, or %lm_train --file PATH.")
+        if not cell.strip():
+            raise DataError("The cell is empty: put text to train on below %%lm_train, or use --df VAR "
+                            "--column COL or --file PATH.")
+        return cell
+
+    def _samples(self, model: api.LanguageModel) -> List[Tuple[str, List[Tuple[str, float]]]]:
+        """Completions after the words the model most expects at the start of a row."""
+        if self.sample_words <= 0:
+            return []
+        starts = [w for w, _ in model.next_words("", k=4 * self.sample_words) if any(c.isalnum() for c in w)]
+        return [(w, model.next_words(w, k=3)) for w in starts[:self.sample_words]]
+
+    # ----------------------------------------------------------------------------------------- using
+
+    @magic_arguments()
+    @argument("--name", default=None, help="the model to use [default: the default model]")
+    @argument("-k", type=int, default=5, help="how many words to show [default: 5]")
+    @argument("-o", "--output", metavar="VAR", default=None, help="also store the result in VAR")
+    @argument("prefix", nargs="*", help="the text so far (empty: the start of a text)")
+    @line_magic
+    @_user_errors
+    def lm_complete(self, line: str) -> Completions:
+        """The most likely next words after PREFIX, with their probabilities.
+
+        ``x = %lm_complete the cat`` keeps the result: ``x.words``, ``x.probs``.
+        """
+        args, prefix = self._parse_with_text(self.lm_complete, line)
+        if args.k < 1:
+            raise ConfigError(f"-k must be at least 1, got {args.k}.")
+        name, model = self._model(args.name)
+        result = Completions(prefix, model.next_words(prefix, k=args.k), name)
+        self._store(args.output, result)
+        return result
+
+    @magic_arguments()
+    @argument("--name", default=None, help="the model to use [default: the default model]")
+    @argument("-o", "--output", metavar="VAR", default=None, help="also store the result in VAR")
+    @config_options(GenerateConfig, "generation options", short={"n_words": "-n"})
+    @argument("prefix", nargs="*", help="the text to continue (empty: the start of a text)")
+    @line_magic
+    @_user_errors
+    def lm_generate(self, line: str) -> Generation:
+        """Continue PREFIX with generated text (sampling with temperature / top-k / top-p, or beam search)."""
+        args, prefix = self._parse_with_text(self.lm_generate, line)
+        cfg = GenerateConfig(**given(args, GenerateConfig))
+        name, model = self._model(args.name)
+        text = model.generate_with(prefix, cfg)
+        result = Generation(prefix, text, name, given(args, GenerateConfig))
+        self._store(args.output, result)
+        return result
+
+    def _parse_with_text(self, func: Callable, line: str) -> Tuple[Any, str]:
+        opts, text = _split_options(func.parser, line)
+        args = self._parse(func, opts)
+        return args, text
+
+    # ----------------------------------------------------------------------------------------- models
+
+    @line_magic
+    @_user_errors
+    def lm_models(self, line: str = "") -> ModelTable:
+        """A table of the models in this session (* marks the default model)."""
+        if line.strip():
+            raise UsageError("%lm_models takes no arguments; use %lm_info NAME for one model.")
+        return ModelTable(self.registry)
+
+    @magic_arguments()
+    @argument("name", nargs="?", default=None, help="the model [default: the default model]")
+    @line_magic
+    @_user_errors
+    def lm_info(self, line: str) -> api.LanguageModel:
+        """What a model is: vocabulary, network, parameters, training data, validation perplexity."""
+        args = self._parse(self.lm_info, line)
+        return self._model(args.name)[1]
+
+    @magic_arguments()
+    @argument("name", help="the model that magics use when no --name is given")
+    @line_magic
+    @_user_errors
+    def lm_use(self, line: str) -> None:
+        """Make NAME the default model."""
+        args = self._parse(self.lm_use, line)
+        self.registry.use(args.name)
+        print(f"Default model: '{args.name}'")
+
+    @magic_arguments()
+    @argument("--name", default=None, help="the model to save [default: the default model]")
+    @argument("path", help="the file to write (replaced atomically if it exists)")
+    @line_magic
+    @_user_errors
+    def lm_save(self, line: str) -> None:
+        """Save a model to one file (weights, vocabulary, settings, training record)."""
+        args = self._parse(self.lm_save, line)
+        name, model = self._model(args.name)
+        model.save(args.path)
+        print(f"Saved '{name}' to {args.path}")
+
+    @magic_arguments()
+    @argument("path", help="a file written by %%lm_save, model.save() or `lm-magics train`")
+    @argument("--name", default=None, help="register it under this name [default: the file name without "
+                                           "its extension]")
+    @line_magic
+    @_user_errors
+    def lm_load(self, line: str) -> api.LanguageModel:
+        """Load a model file and make it the default model."""
+        args = self._parse(self.lm_load, line)
+        import os
+
+        name = args.name or os.path.splitext(os.path.basename(args.path))[0] or "model"
+        model = api.load(args.path, device=self.device if self.device not in ("", "cpu") else "cpu")
+        self.registry.set(name, model)
+        print(f"Loaded '{name}' from {args.path}")
+        return model
+
+    @magic_arguments()
+    @argument("name", help="the model to remove from the session")
+    @line_magic
+    @_user_errors
+    def lm_drop(self, line: str) -> None:
+        """Remove a model from the session (its files are not touched)."""
+        args = self._parse(self.lm_drop, line)
+        self.registry.drop(args.name)
+        left = self.registry.names()
+        print(f"Dropped '{args.name}'. Models left: {', '.join(left) if left else 'none'}.")
+
+
+# ------------------------------------------------------------------------------------------ extension
+
+_SETTINGS = ("device", "default_model", "short_errors", "quiet", "sample_words")
+
+
+def load_ipython_extension(ip: Any) -> None:
+    """Register the magics (``%load_ext lm_magics``). Settings and models of an earlier load are kept."""
+    previous = [c for c in getattr(ip, "configurables", []) if type(c).__name__ == "LMMagics"]
+    magics = LMMagics(shell=ip)
+    for old in previous:
+        for key in _SETTINGS:
+            if hasattr(old, key):
+                setattr(magics, key, getattr(old, key))
+        ip.configurables.remove(old)
+    ip.register_magics(magics)
+    get_registry(ip)   # create it now, so every front-end sees the same one
+    for module_name, class_name in _OPTIONAL_MAGICS:
+        try:
+            cls = getattr(importlib.import_module(module_name), class_name)
+        except ImportError as exc:
+            # The module (or what it needs, e.g. ipywidgets) is not installed: its magics are just absent.
+            if isinstance(exc, ModuleNotFoundError) or "cannot import name" not in str(exc):
+                continue
+            warnings.warn(f"lm_magics: {class_name} not loaded: {exc}", stacklevel=2)
+            continue
+        except AttributeError:
+            warnings.warn(f"lm_magics: {module_name} has no {class_name}; its magics are not loaded.", stacklevel=2)
+            continue
+        ip.register_magics(cls)
+
+
+def unload_ipython_extension(ip: Any) -> None:
+    """Remove the LMMagics magics (``%unload_ext``); models stay in the session's registry."""
+    table = ip.magics_manager.magics
+    for kind, names in LMMagics.magics.items():
+        for name in names:
+            table.get(kind, {}).pop(name, None)
