@@ -76,7 +76,7 @@ class ChatAssistant(ModelWidget):
         self.messages: List[Dict[str, Any]] = []
         self._bubbles: List[W.HTML] = []
 
-        self.history = W.VBox(layout=W.Layout(max_height="420px", overflow_y="auto", width="100%"))
+        self.history = W.VBox(layout=W.Layout(max_height="420px", overflow="auto", width="100%"))
         self.history.add_class("lm-chat-history")
         self.input = W.Text(placeholder="Type a message or /help, then Enter", continuous_update=False,
                             layout=W.Layout(flex="1 1 auto"))

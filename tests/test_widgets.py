@@ -1,0 +1,506 @@
+"""The panel, the chat, the background-training monitor and their magics, driven without a browser:
+set ``.value``, call ``.click()``, read the widgets' state."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import pytest
+
+pytest.importorskip("ipywidgets")
+
+import lm_magics as lm  # noqa: E402
+from lm_magics.errors import ConfigError, LMError, ModelNotFoundError  # noqa: E402
+from lm_magics.registry import ModelRegistry  # noqa: E402
+from lm_magics.widgets import ChatAssistant, CompletionPanel  # noqa: E402
+from lm_magics.widgets.monitor import start_background_training  # noqa: E402
+from lm_magics.widgets.panel import append_word, split_partial  # noqa: E402
+
+TEXT = "\n".join([
+    "the cat sat on the mat .",
+    "the dog sat on the log .",
+    "a cat and a dog are friends .",
+    "the bird sang in the tree .",
+    "the cat saw the bird in the tree .",
+    "a dog ran to the park .",
+    "the mat was red and the log was brown .",
+    "birds and cats and dogs play in the park .",
+] * 4)
+TINY = dict(epochs=2, hidden_dim=32, embed_dim=16, seed=0)
+
+
+@pytest.fixture(scope="module")
+def model():
+    return lm.train(TEXT, **TINY)
+
+
+@pytest.fixture(scope="module")
+def other():
+    return lm.train(TEXT.replace("cat", "fox"), **TINY)
+
+
+@pytest.fixture
+def reg(model, other):
+    r = ModelRegistry()
+    r.set("other", other)
+    r.set("pets", model)          # the default
+    return r
+
+
+def wait_until(cond, timeout=20.0):
+    """Poll cond() until true (never a timing assertion: the timeout only bounds a hang)."""
+    end = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > end:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+def visible(panel):
+    return [b.description for b in panel.buttons if b.layout.display != "none"]
+
+
+# ------------------------------------------------------------------------------------ helpers
+
+def test_split_partial_and_append_word():
+    assert split_partial("the ca") == ("the ", "ca")
+    assert split_partial("the cat ") == ("the cat ", "")
+    assert split_partial("the cat.") == ("the cat.", "")
+    assert split_partial("") == ("", "")
+    assert append_word("the", "cat") == "the cat "
+    assert append_word("the cat ", ".") == "the cat. "
+    assert append_word("", "the") == "the "
+
+
+# ------------------------------------------------------------------------------------ panel
+
+def test_panel_suggests_next_words_as_buttons(reg, model):
+    p = CompletionPanel("pets", registry=reg, k=4, debounce=0)
+    p.value = "the cat sat on the "
+    assert p.suggestions == model.next_words("the cat sat on the ", 4)
+    assert len(visible(p)) == 4
+    word, prob = p.suggestions[0]
+    assert p.buttons[0].description == f"{word} {prob:.0%}"
+    assert "pets" in p.status.value and " ms" in p.status.value
+    assert p.latency_ms is not None and p.latency_ms >= 0
+    before = list(p.suggestions)
+    p.value = "a dog ran to the "
+    assert p.suggestions != before
+    assert "lm-panel" in p.widget._dom_classes and "lm-panel-input" in p.input._dom_classes
+
+
+def test_panel_completes_a_half_typed_word(reg, model):
+    p = CompletionPanel("pets", registry=reg, debounce=0)
+    p.value = "the b"
+    assert p.words and all(w.startswith("b") for w in p.words)
+    assert p.suggestions == model.next_words("the ", 5, startswith="b")
+    word = p.words[0]
+    p.buttons[0].click()
+    assert p.value == f"the {word} "
+
+
+def test_panel_click_appends_and_refreshes(reg):
+    p = CompletionPanel("pets", registry=reg, debounce=0)
+    p.value = "the cat "
+    word = p.words[1]
+    p.buttons[1].click()
+    assert p.value == f"the cat {word} "
+    assert p.suggestions and p.suggestions == reg.get("pets").next_words(p.value, 5)
+    n = len(p.value)
+    p.buttons[0].click()
+    assert len(p.value) > n
+
+
+def test_panel_continue_generates_n_words(reg, model):
+    p = CompletionPanel("pets", registry=reg, debounce=0, seed=3, n_words=6)
+    p.value = "the dog "
+    p.continue_button.click()
+    cont = model.generate("the dog ", n_words=6, temperature=p.temperature.value, seed=3)
+    assert p.value.startswith("the dog ") and len(p.value) > len("the dog ")
+    assert p.value.split()[2:] == cont.split()
+    p.n_words.value = 2
+    before = p.value
+    p.continue_text()
+    assert p.value.startswith(before.rstrip())
+
+
+def test_panel_k_slider_changes_button_count(reg):
+    p = CompletionPanel("pets", registry=reg, k=3, debounce=0)
+    p.value = "the "
+    assert len(visible(p)) == 3
+    p.k_slider.value = 7
+    assert len(p.suggestions) == 7 and len(visible(p)) == 7
+    p.k_slider.value = 2
+    assert len(p.suggestions) == 2 and len(p.suggestion_box.children) == 2
+
+
+def test_panel_model_dropdown_switches_model(reg, model, other):
+    p = CompletionPanel("pets", registry=reg, debounce=0)
+    assert set(p.model_select.options) == {"pets", "other"} and p.model_select.value == "pets"
+    p.value = "the "
+    p.model_select.value = "other"
+    assert p.model is other and p.name == "other"
+    assert p.suggestions == other.next_words("the ", 5)
+    assert "other" in p.status.value
+
+
+def test_panel_follows_a_re_registered_name_and_new_names(reg, model, other):
+    p = CompletionPanel("pets", registry=reg, debounce=0)
+    p.value = "the "
+    reg.set("pets", other)                         # e.g. training of 'pets' finished
+    assert p.model is other and p.suggestions == other.next_words("the ", 5)
+    reg.set("third", model, make_default=False)
+    assert "third" in p.model_select.options and p.name == "pets"
+    reg.drop("pets")                               # nothing lost: the panel keeps its model
+    assert p.model is other and "pets" not in p.model_select.options
+    p.value = "a "
+    assert p.suggestions == other.next_words("a ", 5)
+
+
+def test_panel_with_a_model_object_and_an_empty_registry(model):
+    empty = ModelRegistry()
+    p = CompletionPanel(model, registry=empty, debounce=0)
+    assert p.name == "(given model)" and p.model_select.value == "(given model)"
+    p.value = "the "
+    assert p.suggestions == model.next_words("the ", 5)
+    waiting = CompletionPanel(registry=ModelRegistry(), debounce=0)
+    assert waiting.model is None and "No model" in waiting.status.value
+    waiting.value = "the "            # no model: the error is shown, not raised
+    assert "Error" in waiting.status.value and "%%lm_train" in waiting.last_error
+    waiting.registry.set("late", model)
+    assert waiting.name == "late" and waiting.suggestions == model.next_words("the ", 5)
+
+
+def test_panel_errors_show_in_the_status_area(reg, model, monkeypatch):
+    p = CompletionPanel("pets", registry=reg, debounce=0)
+
+    def broken(*a, **kw):
+        raise LMError("the model is unhappy; try again")
+
+    monkeypatch.setattr(model, "next_words", broken)
+    p.value = "the "
+    assert "Error: the model is unhappy; try again" in p.status.value
+    assert p.last_error == "the model is unhappy; try again"
+
+    def bug(*a, **kw):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(model, "next_words", bug)
+    p.value = "the cat "
+    assert "RuntimeError: boom" in p.status.value
+    assert any("Traceback" in o.get("text", "") for o in p.log.outputs)   # the traceback is kept
+    monkeypatch.undo()
+    p.value = "the dog "
+    assert "Error" not in p.status.value and p.suggestions
+
+
+def test_panel_debounce_updates_once_typing_pauses(reg, model):
+    p = CompletionPanel("pets", registry=reg, debounce=0.05)
+    calls = []
+    orig = p.refresh
+
+    def counting():
+        calls.append(p.value)
+        return orig()
+
+    p.refresh = counting
+    for text in ["t", "th", "the", "the ", "the c"]:
+        p.value = text
+    assert wait_until(lambda: calls)
+    assert wait_until(lambda: p.suggestions == model.next_words("the ", 5, startswith="c"))
+    assert calls[-1] == "the c"
+    p.close()
+
+
+def test_panel_bad_arguments(reg):
+    with pytest.raises(ConfigError, match="k must be"):
+        CompletionPanel("pets", registry=reg, k=0)
+    with pytest.raises(ModelNotFoundError, match="No model named 'nope'"):
+        CompletionPanel("nope", registry=reg)
+
+
+def test_panel_display_and_close(reg):
+    p = CompletionPanel("pets", registry=reg, debounce=0)
+    bundle = p._repr_mimebundle_()
+    assert "application/vnd.jupyter.widget-view+json" in bundle
+    assert bundle["text/plain"].startswith("CompletionPanel(model='pets'")
+    p.close()
+    assert p.widget.comm is None
+    reg.set("pets", reg.get("other"))       # a closed panel no longer follows the registry
+    assert p.name == "pets" and p.model is not reg.get("pets")
+
+
+# ------------------------------------------------------------------------------------ chat
+
+def test_chat_answers_by_continuing_the_message_streamed(reg, model):
+    c = ChatAssistant("pets", registry=reg, seed=1, n_words=8)
+    updates = []
+    answer = c.send("the <b>cat</b> & the")
+    assert [m["role"] for m in c.messages] == ["user", "assistant"]
+    user_html = c.history.children[0].value
+    assert "&lt;b&gt;cat&lt;/b&gt; &amp; the" in user_html and "<b>cat</b>" not in user_html
+    cfg = lm.GenerateConfig(n_words=8, temperature=0.8, seed=1)
+    tokens = list(model.iter_generate("the <b>cat</b> & the", cfg))
+    assert answer == c.messages[1]["text"] == (model.tokenizer.join(tokens) if tokens else "…")
+    assert c.messages[1]["alternatives"] == model.next_words("the <b>cat</b> & the", 3)
+    assert "lm-chat-assistant" in c.history.children[1]._dom_classes
+
+    # streamed: the assistant bubble is rewritten once per token
+    bubble_values = []
+    c2 = ChatAssistant("pets", registry=reg, seed=1, n_words=8)
+    orig = c2._update
+
+    def spy(msg, bubble):
+        bubble_values.append(msg["text"])
+        orig(msg, bubble)
+
+    c2._update = spy
+    c2.send("the <b>cat</b> & the")
+    assert len(bubble_values) >= len(tokens) and bubble_values[-1] == answer
+    if len(tokens) > 1:
+        assert bubble_values[0] != bubble_values[-1]      # it grew word by word
+
+
+def test_chat_submit_on_enter_and_send_button(reg):
+    c = ChatAssistant("pets", registry=reg, seed=0)
+    c.input.value = "the dog"           # what Enter does with continuous_update=False
+    assert c.input.value == "" and c.messages[0] == {"role": "user", "text": "the dog"}
+    assert c.messages[1]["role"] == "assistant"
+    c.send_button.click()               # empty input: nothing happens
+    assert len(c.messages) == 2
+    c.input.unobserve_all("value")      # a value that reached the kernel without Enter
+    c.input.value = "a cat"
+    c.send_button.click()
+    assert c.messages[2]["text"] == "a cat" and c.input.value == ""
+
+
+def test_chat_slash_commands(reg, model, other):
+    ns = {}
+    c = ChatAssistant("pets", registry=reg, user_ns=ns, seed=0)
+
+    def last():
+        return c.messages[-1]
+
+    c.send("/help")
+    assert last()["role"] == "system" and "/score TEXT" in last()["text"]
+    c.send("/models")
+    assert last()["text"] == "Models: other, pets (in use)"
+    c.send("/use other")
+    assert c.model is other and c.name == "other" and "other" in c.status.value
+    c.send("/use pets")
+    c.send("/temp 0.5")
+    assert c.temperature == 0.5 and last()["text"] == "temperature = 0.5"
+    c.send("/k 4")
+    assert c.k == 4
+    c.send("/len 3")
+    assert c.settings.n_words == 3
+    answer = c.send("the cat")
+    assert len(model.tokenizer.tokenize(answer)) <= 3 and len(c.messages[-1]["alternatives"]) == 4
+    c.send("/next the cat sat")
+    assert last()["text"] == "after 'the cat sat': " + ", ".join(
+        f"{w} {p:.0%}" for w, p in model.next_words("the cat sat", 4))
+    c.send("/score the cat sat on the mat .")
+    ppl = model.perplexity("the cat sat on the mat .")
+    worst = max(model.surprisal("the cat sat on the mat ."), key=lambda wb: wb[1])[0]
+    assert last()["text"].startswith(f"perplexity {ppl:,.1f}; most surprising: {worst} (")
+    n = len(c.messages)
+    c.send("/export convo")
+    df = ns["convo"]
+    assert len(df) == n and list(df["role"])[:2] == ["user", "system"]
+    assert last()["text"] == f"Exported {n} messages to convo."
+    c.send("/clear")
+    assert [m["text"] for m in c.messages] == ["Conversation cleared."]
+    assert len(c.history.children) == 1
+
+
+def test_chat_export_without_pandas_is_a_list_of_dicts(reg, monkeypatch):
+    ns = {}
+    c = ChatAssistant("pets", registry=reg, user_ns=ns, seed=0)
+    c.send("the cat")
+    monkeypatch.setitem(sys.modules, "pandas", None)     # import pandas -> ImportError
+    c.send("/export rows")
+    assert isinstance(ns["rows"], list) and ns["rows"][0] == {"role": "user", "text": "the cat"}
+    assert ns["rows"][1]["role"] == "assistant"
+
+
+@pytest.mark.parametrize("command, message", [
+    ("/bogus", "Unknown command /bogus; type /help"),
+    ("/use nope", "No model named 'nope'"),
+    ("/use", "Say which model"),
+    ("/temp hot", "/temp T needs a number, got 'hot'"),
+    ("/temp -1", "temperature must be at least 0.0"),
+    ("/temp nan", "needs a finite number"),
+    ("/k 0", "k must be a whole number of at least 1"),
+    ("/k 2.5", "/k K needs a whole number"),
+    ("/len", "/len N needs a whole number"),
+    ("/len 0", "n_words must be"),
+    ("/score", "Give the text to score"),
+    ("/export 2x", "/export needs a variable name"),
+])
+def test_chat_errors_appear_as_messages(reg, command, message):
+    c = ChatAssistant("pets", registry=reg, user_ns={}, seed=0)
+    settings = c.settings
+    c.send(command)
+    assert c.messages[-1]["role"] == "error" and message in c.messages[-1]["text"]
+    assert "lm-chat-error" in c.history.children[-1]._dom_classes
+    assert c.settings == settings and c.name == "pets"     # nothing changed, nothing lost
+    c.send("/help")                                        # and the chat still works
+    assert c.messages[-1]["role"] == "system"
+
+
+def test_chat_unexpected_error_keeps_traceback(reg, model, monkeypatch):
+    c = ChatAssistant("pets", registry=reg, seed=0)
+
+    def bug(*a, **kw):
+        raise RuntimeError("kaput")
+
+    monkeypatch.setattr(model, "iter_generate", bug)
+    c.send("the cat")
+    assert c.messages[-1] == {"role": "error", "text": "RuntimeError: kaput"}
+    assert any("kaput" in o.get("text", "") for o in c.log.outputs)
+
+
+def test_chat_history_is_bounded(reg):
+    c = ChatAssistant("pets", registry=reg, max_messages=5, seed=0, n_words=2)
+    for i in range(4):
+        c.send(f"the cat {i}")
+    assert len(c.messages) == 5 and len(c.history.children) == 5
+    assert c.messages[-2]["text"] == "the cat 3" and c.messages[0]["role"] == "assistant"
+    with pytest.raises(ConfigError):
+        ChatAssistant("pets", registry=reg, max_messages=0)
+
+
+def test_chat_without_model_and_switching(model, other):
+    r = ModelRegistry()
+    c = ChatAssistant(registry=r, seed=0)
+    c.send("hello")
+    assert c.messages[-1]["role"] == "error" and "No model in this session yet" in c.messages[-1]["text"]
+    r.set("pets", model)
+    assert c.name == "pets"
+    r.set("pets", other)
+    assert c.model is other and "pets" in c.status.value
+    assert c._repr_mimebundle_()["text/plain"].startswith("ChatAssistant(model='pets'")
+    c.close()
+
+
+# ------------------------------------------------------------------------------------ background training
+
+LONG = dict(epochs=400, hidden_dim=16, embed_dim=8, patience=1000, seed=0)
+
+
+@pytest.fixture
+def monitors():
+    started = []
+    yield started
+    for m in started:          # never leave a training thread behind
+        m.stop()
+        m.join(30)
+
+
+def test_background_training_stop_registers_best_model(reg, monitors):
+    follower = CompletionPanel("bg", registry=reg, debounce=0) if "bg" in reg else None
+    assert follower is None
+    chat = ChatAssistant("pets", registry=reg, seed=0)
+    mon = start_background_training(registry=reg, name="bg", data=TEXT, options=LONG)
+    monitors.append(mon)
+    assert wait_until(lambda: mon.step is not None and mon.step.step >= 2)
+    assert not mon.done and mon.running and "bg" not in reg
+    mon.stop_button.click()
+    assert mon.join(30) and mon.done
+    assert mon.model is not None and mon.interrupted and mon.model.report.stop_reason == "interrupted"
+    assert reg.get("bg") is mon.model and reg.default == "bg"
+    assert mon.model.next_words("the cat", 3)
+    assert "stopped: best model registered as <b>bg</b>" in mon.status.value
+    assert mon.stop_button.disabled and "epoch" in mon.stats.value
+    assert chat.name == "pets"                        # followers of other names stay put
+    chat.send("/use bg")
+    assert chat.model is mon.model
+    assert "application/vnd.jupyter.widget-view+json" in mon._repr_mimebundle_()
+
+
+def test_panel_switches_when_background_training_finishes(reg, model, monitors):
+    p = CompletionPanel("pets", registry=reg, debounce=0)
+    p.value = "the "
+    mon = start_background_training(registry=reg, name="pets", data=TEXT,
+                                    options=dict(epochs=1, hidden_dim=16, embed_dim=8, seed=1),
+                                    continue_from=model)
+    monitors.append(mon)
+    assert mon.join(60)
+    assert mon.error is None and not mon.interrupted
+    assert p.model is mon.model is reg.get("pets") and p.model is not model
+    assert p.suggestions == mon.model.next_words("the ", 5)
+    assert "finished" in mon.status.value and mon.progress.value == 1.0
+
+
+def test_panel_and_chat_work_while_training_runs(reg, other, monitors):
+    mon = start_background_training(registry=reg, name="bg2", data=TEXT, options=LONG)
+    monitors.append(mon)
+    assert wait_until(lambda: mon.step is not None)
+    p = CompletionPanel("other", registry=reg, debounce=0)
+    c = ChatAssistant("other", registry=reg, seed=0, n_words=3)
+    for text in ["the ", "the fox ", "a dog ", "the bird sang "]:
+        p.value = text
+        assert p.suggestions == other.next_words(text, 5)
+        c.send(text)
+    assert c.messages[-1]["role"] == "assistant"
+    assert not mon.done               # training really was running alongside
+    mon.stop()
+    assert mon.join(30) and reg.get("bg2").interrupted
+
+
+def test_background_training_errors(reg, monitors):
+    with pytest.raises(ConfigError, match="hidden_dim"):
+        start_background_training(registry=reg, name="bad", data=TEXT, options={"hidden_dim": -1})
+    with pytest.raises(ConfigError, match="Unknown option"):
+        start_background_training(registry=reg, name="bad", data=TEXT, options={"hiden_dim": 3})
+    mon = start_background_training(registry=reg, name="bad", data="", options={})
+    monitors.append(mon)
+    assert mon.join(30)
+    assert mon.model is None and "bad" not in reg and mon.error
+    assert "Error:" in mon.status.value and "training 'bad' failed" in repr(mon)
+
+
+# ------------------------------------------------------------------------------------ magics
+
+@pytest.fixture
+def shell(model):
+    from IPython.core.interactiveshell import InteractiveShell
+
+    from lm_magics.registry import get_registry
+    from lm_magics.widgets.magics import WidgetMagics
+
+    sh = InteractiveShell.instance()
+    sh.register_magics(WidgetMagics)
+    get_registry(sh).set("widget_magics_pets", model)
+    yield sh
+    get_registry(sh).drop("widget_magics_pets")
+
+
+def test_lm_panel_and_lm_chat_magics(shell, model):
+    from IPython.core.error import UsageError
+
+    p = shell.run_line_magic("lm_panel", "--name widget_magics_pets -k 3")
+    assert isinstance(p, CompletionPanel) and p.model is model and p.k == 3
+    c = shell.run_line_magic("lm_chat", "--name widget_magics_pets")
+    assert isinstance(c, ChatAssistant) and c.model is model
+    c.send("the cat")
+    c.send("/export widget_convo")
+    assert len(shell.user_ns.pop("widget_convo")) == 2
+    with pytest.raises(UsageError, match="No model named 'nope'"):
+        shell.run_line_magic("lm_panel", "--name nope")
+    with pytest.raises(UsageError, match="No model named 'nope'"):
+        shell.run_line_magic("lm_chat", "-n nope")
+    with pytest.raises(UsageError):
+        shell.run_line_magic("lm_panel", "-k many")
+    with pytest.raises(UsageError, match="k must be"):
+        shell.run_line_magic("lm_panel", "-k 0")
+    p.close(), c.close()
+
+
+def test_lazy_exports():
+    assert lm.CompletionPanel is CompletionPanel and lm.ChatAssistant is ChatAssistant
+    assert "CompletionPanel" in lm.__all__ and "ChatAssistant" in lm.__all__
+    with pytest.raises(AttributeError):
+        lm.NoSuchThing
