@@ -1,0 +1,91 @@
+"""The network: shapes, normalized log-probabilities (full and adaptive softmax), weight tying."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from lm_magics.engine.model import LSTMLanguageModel, adaptive_cutoffs
+
+
+def _net(**kw):
+    torch.manual_seed(0)
+    args = dict(vocab_size=50, embed_dim=8, hidden_dim=12, num_layers=2, dropout=0.0)
+    if kw.get("adaptive"):
+        args["hidden_dim"] = 32   # tail clusters shrink by 4 per cluster: keep them at least 2 wide
+    args.update(kw)
+    return LSTMLanguageModel(**args).eval()
+
+
+@pytest.mark.parametrize("adaptive", [False, True])
+def test_shapes(adaptive):
+    net = _net(adaptive=adaptive, cutoffs=[10, 30] if adaptive else None)
+    ids = torch.randint(0, 50, (7, 3))                              # (T, B)
+    lp, (h, c) = net(ids)
+    assert lp.shape == (7, 3, 50)
+    assert h.shape == c.shape == (2, 3, net.hidden_dim)                         # (layers, B, H)
+    loss, _ = net(ids, targets=torch.randint(0, 50, (7, 3)))
+    assert loss.dim() == 0 and torch.isfinite(loss)
+    feats, _ = net.features(ids)
+    assert net.nll(feats, torch.zeros(7, 3, dtype=torch.long)).shape == (21,)
+
+
+@pytest.mark.parametrize("adaptive", [False, True])
+def test_log_probs_sum_to_one_and_agree_with_nll(adaptive):
+    net = _net(adaptive=adaptive, cutoffs=[10, 30] if adaptive else None)
+    ids = torch.randint(0, 50, (5, 2))
+    with torch.no_grad():
+        feats, _ = net.features(ids)
+        lp = net.log_probs(feats)                                   # (5, 2, V)
+        assert torch.allclose(lp.exp().sum(-1), torch.ones(5, 2), atol=1e-5)
+        targets = torch.randint(0, 50, (5, 2))
+        nll = net.nll(feats, targets)
+        picked = -lp.gather(-1, targets.unsqueeze(-1)).reshape(-1)
+        assert torch.allclose(nll, picked, atol=1e-5)
+
+
+def test_state_carries_across_calls():
+    net = _net()
+    ids = torch.randint(0, 50, (9, 1))
+    with torch.no_grad():
+        whole, _ = net(ids)
+        first, st = net(ids[:4])
+        rest, _ = net(ids[4:], st)
+    assert torch.allclose(torch.cat([first, rest]), whole, atol=1e-6)
+
+
+def test_tied_weights_share_storage_and_project_when_sizes_differ():
+    net = _net(tie_weights=True)
+    assert net.tied and net.decoder.weight is net.embed.weight
+    assert net.proj is not None                                    # hidden 12 -> embed 8 before the decoder
+    same = _net(tie_weights=True, embed_dim=12)
+    assert same.proj is None
+    untied = _net(tie_weights=False)
+    assert not untied.tied and untied.decoder.weight is not untied.embed.weight
+    n_tied, n_untied = net.num_parameters(), untied.num_parameters()
+    assert n_tied < n_untied                                        # the shared matrix counts once
+
+
+def test_adaptive_head_is_never_tied():
+    net = _net(adaptive=True, tie_weights=True, cutoffs=[10])
+    assert net.adaptive and not net.tied and net.decoder is None
+    assert net.hparams()["tie_weights"] is False and net.hparams()["cutoffs"] == [10]
+
+
+def test_adaptive_cutoffs():
+    assert adaptive_cutoffs(33_000) == [2_000, 10_000]
+    assert adaptive_cutoffs(5_000) == [2_000]
+    assert adaptive_cutoffs(100) == [50]
+    for v in (4, 100, 2_001, 10_002, 50_000):
+        cuts = adaptive_cutoffs(v)
+        assert all(0 < c < v for c in cuts) and cuts == sorted(cuts)
+
+
+def test_hparams_rebuild_the_same_network():
+    net = _net(adaptive=True, cutoffs=[10, 30])
+    h = net.hparams()
+    twin = LSTMLanguageModel(**h).eval()
+    twin.load_state_dict(net.state_dict())
+    ids = torch.randint(0, 50, (4, 2))
+    with torch.no_grad():
+        assert torch.equal(net(ids)[0], twin(ids)[0])

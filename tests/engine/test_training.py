@@ -1,0 +1,159 @@
+"""Training: loss falls, seeds reproduce, early stopping keeps the best weights, callbacks, interrupts,
+continued training."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+import lm_magics as lm
+from lm_magics.engine import training
+from lm_magics.engine.training import auto_config
+
+
+def _same_state(a, b) -> bool:
+    sa, sb = a.net.state_dict(), b.net.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_loss_falls(tiny_text):
+    m = lm.train(tiny_text, hidden_dim=32, embed_dim=16, epochs=6, seed=0, seq_len=10, lr=0.03)
+    losses = m.report.losses
+    k = max(3, len(losses) // 5)
+    assert sum(losses[-k:]) / k < 0.8 * sum(losses[:k]) / k
+    hist = m.report.history
+    assert hist[-1].val_ppl < hist[0].val_ppl
+    assert m.report.stop_reason in ("finished", "early stop") and not m.interrupted
+
+
+def test_same_seed_same_model_on_cpu(tiny_text, tiny_options, tiny_model):
+    again = lm.train(tiny_text, **tiny_options)
+    assert _same_state(again, tiny_model)
+    other = lm.train(tiny_text, **{**tiny_options, "seed": 1})
+    assert not _same_state(other, tiny_model)
+
+
+def test_callbacks_see_every_step_and_epoch(tiny_text, tiny_options):
+    steps, epochs = [], []
+    m = lm.train(tiny_text, **tiny_options, on_step=steps.append, on_epoch=epochs.append)
+    assert [s.step for s in steps] == list(range(1, m.report.steps + 1))
+    assert steps[-1].total_steps == m.report.steps
+    assert all(math.isfinite(s.loss) and s.lr > 0 and s.tokens > 0 for s in steps)
+    assert [e.epoch for e in epochs] == [1, 2, 3]
+    assert epochs == m.report.history
+    assert m.report.tokens_seen == steps[-1].tokens
+
+
+def test_max_steps(tiny_text, tiny_options):
+    m = lm.train(tiny_text, **{**tiny_options, "epochs": 50}, max_steps=4)
+    assert m.report.steps == 4 and m.report.stop_reason == "max_steps"
+
+
+def _fake_val(monkeypatch, ppls):
+    """Make validation report the given perplexities, epoch by epoch."""
+    it = iter(ppls)
+    monkeypatch.setattr(training, "evaluate", lambda *a, **k: next(it))
+
+
+def test_early_stopping_keeps_the_best_weights(tiny_text, tiny_options, monkeypatch):
+    _fake_val(monkeypatch, [30.0, 20.0, 25.0, 26.0, 27.0, 28.0, 29.0])
+    snapshots = {}
+    holder = {}
+
+    def on_epoch(info):  # snapshot the weights the model has at the end of each epoch
+        snapshots[info.epoch] = {k: v.clone() for k, v in holder["net"].state_dict().items()}
+
+    real_fit = training.fit
+
+    def spy_fit(net, *a, **k):
+        holder["net"] = net
+        return real_fit(net, *a, **k)
+
+    monkeypatch.setattr(lm.api, "fit", spy_fit)
+    m = lm.train(tiny_text, **{**tiny_options, "epochs": 10}, patience=2, on_epoch=on_epoch)
+    assert m.report.stop_reason == "early stop" and len(m.report.history) == 4
+    assert m.report.best_epoch == 2 and m.report.best_val_ppl == 20.0
+    assert any("stopped early" in n for n in m.report.notes)
+    sd = m.net.state_dict()
+    assert all(torch.equal(sd[k], snapshots[2][k]) for k in sd)        # epoch 2's weights, not epoch 4's
+    assert not all(torch.equal(sd[k], snapshots[4][k]) for k in sd)
+
+
+def test_stop_training_from_a_callback_keeps_the_best_model(tiny_text, tiny_options):
+    def stop_in_epoch_3(info):
+        if info.epoch == 3:
+            raise lm.StopTraining()
+
+    m = lm.train(tiny_text, **{**tiny_options, "epochs": 10}, on_step=stop_in_epoch_3)
+    assert m.interrupted and m.report.stop_reason == "interrupted"
+    assert m.report.best_epoch in (1, 2) and len(m.report.history) == 2
+    assert any("interrupted" in n for n in m.report.notes)
+    assert m.next_words("the cat")                              # usable
+
+
+def test_keyboard_interrupt_mid_training_returns_the_model(tiny_text, tiny_options):
+    def interrupt(info):
+        if info.step == 3:
+            raise KeyboardInterrupt
+
+    m = lm.train(tiny_text, **tiny_options, on_step=interrupt)
+    assert m.interrupted and m.report.steps == 3
+    assert m.report.best_val_ppl is not None and math.isfinite(m.report.best_val_ppl)
+    assert m.meta["interrupted"] is True
+    assert len(m.next_words("the", k=3)) == 3
+
+
+def test_keyboard_interrupt_before_any_step_propagates(tiny_text, tiny_options, monkeypatch):
+    def boom(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(training, "_make_optimizers", boom)
+    with pytest.raises(KeyboardInterrupt):
+        lm.train(tiny_text, **tiny_options)
+
+
+def test_continue_training_keeps_vocabulary_and_leaves_init_alone(tiny_model):
+    before = tiny_model.next_words("the cat", k=10)
+    state_before = {k: v.clone() for k, v in tiny_model.net.state_dict().items()}
+    more = "the cat sat on the zebra.\nthe dog saw a giraffe and a zebra.\n" * 10
+    m2 = lm.train(more, init=tiny_model, epochs=2)
+    assert m2.vocab == tiny_model.vocab
+    assert "zebra" not in m2.tokenizer.stoi
+    assert m2.meta["unk_tokens"] > 0
+    assert any("<unk>" in n and "kept its vocabulary" in n for n in m2.report.notes)
+    # Settings kept unless overridden.
+    assert (m2.info["hidden_dim"], m2.info["embed_dim"]) == (32, 16)
+    assert m2.meta["runs"] == 2 and m2.meta["tokens_seen"] > tiny_model.meta["tokens_seen"]
+    # The original model is untouched.
+    assert tiny_model.next_words("the cat", k=10) == before
+    sd = tiny_model.net.state_dict()
+    assert all(torch.equal(sd[k], state_before[k]) for k in sd)
+    assert not _same_state(m2, tiny_model)
+
+
+def test_init_must_be_a_model(tiny_text):
+    with pytest.raises(lm.ConfigError, match="init must be a LanguageModel"):
+        lm.train(tiny_text, init="model.lm")
+
+
+def test_auto_config_sizes_by_data():
+    cfg = lm.TrainConfig()
+    small, why = auto_config(cfg, 500)
+    assert (small.hidden_dim, small.num_layers, small.epochs) == (128, 1, 30) and why
+    big, _ = auto_config(cfg, 5_000_000)
+    assert (big.hidden_dim, big.num_layers, big.epochs) == (512, 2, 1)
+    given, why = auto_config(cfg.replace(hidden_dim=7, embed_dim=5, num_layers=1, dropout=0.0,
+                                         batch_size=2, epochs=1), 500)
+    assert given.hidden_dim == 7 and why == []
+
+
+def test_resolve_device():
+    assert training.resolve_device("cpu").type == "cpu"
+    assert training.resolve_device("auto").type in ("cpu", "cuda", "mps")
+    with pytest.raises(lm.ConfigError, match="device"):
+        training.resolve_device("tpu9")
+    if not torch.cuda.is_available():
+        with pytest.raises(lm.ConfigError, match="no CUDA"):
+            training.resolve_device("cuda")
