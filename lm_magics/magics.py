@@ -23,7 +23,8 @@ from typing import Any, Callable, List, Optional, Tuple
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, line_magic, magics_class
-from IPython.core.magic_arguments import ArgDecorator, argument, magic_arguments, parse_argstring
+from IPython.core.magic_arguments import ArgDecorator, argument, magic_arguments
+from IPython.utils.process import arg_split
 from traitlets import Bool, Int, Unicode
 
 from . import api
@@ -182,15 +183,18 @@ class LMMagics(Magics):
         return key, self.registry.get(key)
 
     def _store(self, var: Optional[str], value: Any) -> None:
+        """Put a result in the notebook variable var (None: only check that var is a valid name)."""
         if var:
             if not var.isidentifier():
                 raise ConfigError(f"-o needs a variable name, got {var!r}.")
-            self._ns()[var] = value
+            if value is not None:
+                self._ns()[var] = value
 
     @staticmethod
     def _parse(func: Callable, line: str) -> Any:
         try:
-            return parse_argstring(func, line)
+            # posix splitting, unlike parse_argstring: quotes group words and are removed ("label == 'x'").
+            return func.parser.parse_args(arg_split(line, posix=True))
         except UsageError as exc:
             raise UsageError(f"{func.__name__}: {exc} (see `%{func.__name__}?`)") from None
         except ValueError as exc:   # shlex: "No closing quotation"
@@ -225,6 +229,7 @@ class LMMagics(Magics):
         registered under --name and becomes the default model; the result is a training summary.
         """
         args = self._parse(self.lm_train, line)
+        self._store(args.output, None)       # a bad -o name fails now, not after training
         data = self._train_data(args, cell)
         options = given(args, TrainConfig)
         if "device" not in options and self.device:

@@ -1,0 +1,392 @@
+"""The magics, driven through a real IPython InteractiveShell (run_cell_magic / run_line_magic)."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+import torch
+from IPython.core.error import UsageError
+from IPython.core.interactiveshell import InteractiveShell
+
+import lm_magics as lm
+from lm_magics import api
+from lm_magics.display import Completions, Generation, TrainSummary
+from lm_magics.engine.training import StepInfo
+from lm_magics.magics import LMMagics, ModelTable, _split_options
+from lm_magics.registry import get_registry
+
+# Small and seeded; --quiet keeps the progress bar out of the test log.
+TINY = "--hidden-dim 32 --embed-dim 16 --epochs 3 --lr 0.03 --seed 0 --quiet"
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # Tiny models on a shared 2-core machine: one torch thread avoids oversubscription stalls.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def shell():
+    ip = InteractiveShell.instance()
+    ip.run_line_magic("load_ext", "lm_magics")
+    yield ip
+    ip.run_line_magic("unload_ext", "lm_magics")
+
+
+@pytest.fixture(scope="module")
+def trained(shell, tiny_text):
+    """A model called 'tiny' trained once through %%lm_train for this module; treat as read-only."""
+    summary = shell.run_cell_magic("lm_train", f"--name tiny {TINY}", tiny_text)
+    return summary
+
+
+@pytest.fixture
+def ns(shell):
+    """Variables a test puts in the user namespace are removed afterwards."""
+    added: list = []
+
+    class NS:
+        def __setitem__(self, key, value):
+            added.append(key)
+            shell.user_ns[key] = value
+
+        def __getitem__(self, key):
+            return shell.user_ns[key]
+
+    yield NS()
+    for key in added:
+        shell.user_ns.pop(key, None)
+
+
+def _usage(shell, kind, line, cell=None) -> str:
+    with pytest.raises(UsageError) as info:
+        if kind == "cell" and cell:
+            shell.run_cell_magic("lm_train", line, cell)
+        elif kind == "cell":   # IPython refuses an empty cell body itself; the line form is what to use
+            shell.run_line_magic("lm_train", line)
+        else:
+            shell.run_line_magic(kind, line)
+    msg = str(info.value)
+    assert "\n" not in msg, msg
+    return msg
+
+
+# ---------------------------------------------------------------------------------------------- loading
+
+def test_magics_registered_only_by_load_ext(shell):
+    shell.run_line_magic("unload_ext", "lm_magics")
+    try:
+        assert "lm_train" not in shell.magics_manager.magics["cell"]
+        assert "lm_complete" not in shell.magics_manager.magics["line"]
+    finally:
+        shell.run_line_magic("load_ext", "lm_magics")
+    assert "lm_train" in shell.magics_manager.magics["cell"]
+    assert {"lm_complete", "lm_generate", "lm_models", "lm_info", "lm_use", "lm_save", "lm_load",
+            "lm_drop", "lm_train"} <= set(shell.magics_manager.magics["line"])
+
+
+def test_help_shows_every_training_option_with_default(shell):
+    doc = shell.magics_manager.magics["cell"]["lm_train"].__doc__
+    for flag in ("--hidden-dim", "--epochs", "--seed", "--lr", "--val-fraction", "--df", "--column", "--where",
+                 "--continue", "--quiet", "--background"):
+        assert flag in doc
+    assert "[default: 0.003]" in doc           # lr
+    assert "[default: from data]" in doc       # hidden_dim
+    gen = shell.magics_manager.magics["line"]["lm_generate"].__doc__
+    assert "--temperature" in gen and "--top-p" in gen and "-n INT" in gen
+
+
+def test_pinfo_prints_help(shell, capsys):
+    shell.run_line_magic("pinfo", "%%lm_train")
+    out = capsys.readouterr().out
+    assert "--hidden-dim" in out and "--continue" in out
+
+
+# ---------------------------------------------------------------------------------------------- training
+
+def test_train_on_cell(trained, shell):
+    assert isinstance(trained, TrainSummary)
+    assert trained.name == "tiny"
+    model = get_registry(shell).get("tiny")
+    assert trained.model is model
+    assert model.info["hidden_dim"] == 32
+    assert "Trained 'tiny'" in repr(trained) and "<svg" in trained._repr_html_()
+    assert trained.samples and all(len(pairs) == 3 for _, pairs in trained.samples)
+
+
+def test_train_output_variable_and_default_name(shell, tiny_text, ns):
+    reg = get_registry(shell)
+    before = reg.default
+    try:
+        shell.run_cell_magic("lm_train", f"{TINY} --epochs 1 -o res", tiny_text)
+        assert isinstance(ns["res"], TrainSummary) and ns["res"].name == "model"
+        assert reg.default == "model"
+    finally:
+        reg.drop("model")
+        if before:
+            reg.use(before)
+
+
+def test_train_on_dataframe_column_with_where(shell, tiny_text, ns):
+    lines = tiny_text.splitlines()
+    df = pd.DataFrame({"text": lines, "label": ["cat" if "cat" in s else "other" for s in lines],
+                       "n": range(len(lines))})
+    ns["df_rows"] = df
+    s = shell.run_cell_magic("lm_train", f"--name frame --df df_rows --column text {TINY}", "# comments are fine\n")
+    assert s.model.meta["rows"] == len(lines)
+    s = shell.run_line_magic("lm_train", f"--name frame_cats --df df_rows --column text --where \"label == 'cat'\" {TINY}")
+    assert s.model.meta["rows"] == (df.label == "cat").sum()
+    ns["mask"] = df["label"] != "cat"
+    s = shell.run_line_magic("lm_train", f"--name frame_mask --df df_rows --column text --where mask {TINY}")
+    assert s.model.meta["rows"] == (df.label != "cat").sum()
+    ns["as_list"] = lines[:20]
+    s = shell.run_line_magic("lm_train", f"--name frame_list --df as_list {TINY}")
+    assert s.model.meta["rows"] == 20
+    ns["as_series"] = df["text"]
+    s = shell.run_line_magic("lm_train", f"--name frame_series --df as_series {TINY}")
+    assert s.model.meta["rows"] == len(lines)
+    for name in ("frame", "frame_cats", "frame_mask", "frame_list", "frame_series"):
+        get_registry(shell).drop(name)
+
+
+def test_train_on_files(shell, tiny_text, tmp_path):
+    (tmp_path / "a.txt").write_text(tiny_text[:600])
+    (tmp_path / "b.txt").write_text(tiny_text[600:])
+    s = shell.run_line_magic("lm_train", f"--name files --file {tmp_path}/*.txt {TINY}")
+    assert s.model.meta["rows"] == len(tiny_text.splitlines()) + (0 if tiny_text[599] == "\n" else 1)
+    get_registry(shell).drop("files")
+
+
+def test_variable_expansion(shell, trained, ns):
+    ns["who"] = "the cat"
+    ns["k"] = 2
+    x = shell.run_line_magic("lm_complete", "--name tiny -k {k} {who}")
+    assert x.prefix == "the cat" and len(x) == 2
+    y = shell.run_line_magic("lm_complete", "--name tiny -k $k $who")
+    assert y.pairs == x.pairs
+
+
+def test_continue_keeps_vocabulary_and_replaces_model(shell, trained, tiny_text):
+    reg = get_registry(shell)
+    shell.run_cell_magic("lm_train", f"--name more {TINY}", tiny_text)
+    first = reg.get("more")
+    s = shell.run_cell_magic("lm_train", "--name more --continue --epochs 1 --quiet", "The cat sat on the zebra.\n" * 5)
+    assert reg.get("more") is s.model and s.model is not first
+    assert s.model.vocab == first.vocab                      # 'zebra' became <unk>
+    assert s.model.meta["runs"] == 2
+    reg.drop("more")
+
+
+def test_continue_unknown_model_lists_models(shell, trained):
+    msg = _usage(shell, "cell", "--name nosuch --continue --quiet", "some text here")
+    assert "nosuch" in msg and "'tiny'" in msg
+
+
+# ---------------------------------------------------------------------------------------------- using
+
+def test_complete_returns_object_and_stores(shell, trained, ns):
+    x = shell.run_line_magic("lm_complete", "--name tiny -k 3 -o kept The cat")
+    assert isinstance(x, Completions) and len(x.words) == 3 and x.probs == sorted(x.probs, reverse=True)
+    assert ns["kept"] is x
+    assert x.pairs == get_registry(shell).get("tiny").next_words("The cat", k=3)
+    assert "<table" in x._repr_html_()
+
+
+def test_complete_keeps_free_text_verbatim(shell, trained):
+    x = shell.run_line_magic("lm_complete", "--name tiny the cat's  bowl")
+    assert x.prefix == "the cat's  bowl"
+    x = shell.run_line_magic("lm_complete", "--name tiny -- -k is text")
+    assert x.prefix == "-k is text"
+    assert _split_options(shell.magics_manager.magics["line"]["lm_complete"].parser,
+                          '-k 2 "the dog"') == ("-k 2 ", "the dog")
+
+
+def test_generate_is_seeded(shell, trained):
+    a = shell.run_line_magic("lm_generate", "--name tiny -n 6 --seed 3 --temperature 0.8 The dog")
+    b = shell.run_line_magic("lm_generate", "--name tiny -n 6 --seed 3 --temperature 0.8 The dog")
+    assert isinstance(a, Generation) and a.text == b.text and a.prefix == "The dog"
+    assert a.text == get_registry(shell).get("tiny").generate("The dog", n_words=6, temperature=0.8, seed=3)
+    beam = shell.run_line_magic("lm_generate", "--name tiny -n 4 --beam 3 The")
+    assert beam.text
+
+
+def test_models_info_use_drop(shell, trained, tiny_text, capsys):
+    reg = get_registry(shell)
+    shell.run_cell_magic("lm_train", f"--name second {TINY} --epochs 1", tiny_text)
+    table = shell.run_line_magic("lm_models", "")
+    assert isinstance(table, ModelTable) and {"tiny", "second"} <= set(table.names)
+    assert "* " in repr(table) and "val ppl" in repr(table) and "<table" in table._repr_html_()
+    shell.run_line_magic("lm_use", "tiny")
+    assert reg.default == "tiny"
+    assert shell.run_line_magic("lm_info", "") is reg.get("tiny")
+    assert shell.run_line_magic("lm_info", "second") is reg.get("second")
+    shell.run_line_magic("lm_drop", "second")
+    assert "second" not in reg and "Dropped 'second'" in capsys.readouterr().out
+    assert reg.default == "tiny"
+
+
+def test_save_and_load_round_trip(shell, trained, tmp_path):
+    path = tmp_path / "tiny copy.lm"
+    shell.run_line_magic("lm_save", f"--name tiny '{path}'")
+    loaded = shell.run_line_magic("lm_load", f"'{path}' --name reloaded")
+    reg = get_registry(shell)
+    assert reg.get("reloaded") is loaded
+    a, b = loaded.next_words("the dog", k=4), reg.get("tiny").next_words("the dog", k=4)
+    assert [w for w, _ in a] == [w for w, _ in b]
+    assert [p for _, p in a] == pytest.approx([p for _, p in b], rel=1e-5)
+    shell.run_line_magic("lm_load", f"'{path}'")                    # name from the file name
+    assert "tiny copy" in reg
+    reg.drop("reloaded"), reg.drop("tiny copy")
+    reg.use("tiny")
+
+
+def test_config_settings(shell, trained):
+    shell.run_line_magic("config", "LMMagics.short_errors = False")
+    try:
+        with pytest.raises(lm.ModelNotFoundError):
+            shell.run_line_magic("lm_complete", "--name missing the")
+    finally:
+        shell.run_line_magic("config", "LMMagics.short_errors = True")
+    shell.run_line_magic("config", "LMMagics.default_model = 'tiny'")
+    try:
+        assert shell.run_line_magic("lm_complete", "the").model_name == "tiny"
+    finally:
+        shell.run_line_magic("config", "LMMagics.default_model = ''")
+
+
+def test_reload_ext_keeps_models_and_settings(shell, trained):
+    reg = get_registry(shell)
+    before = reg.get("tiny").next_words("the", k=3)
+    shell.run_line_magic("config", "LMMagics.sample_words = 2")
+    shell.run_line_magic("reload_ext", "lm_magics")
+    assert get_registry(shell) is reg
+    assert shell.run_line_magic("lm_complete", "--name tiny -k 3 the").pairs == before
+    mine = [c for c in shell.configurables if isinstance(c, LMMagics)]
+    assert len(mine) == 1 and mine[0].sample_words == 2
+    shell.run_line_magic("config", "LMMagics.sample_words = 3")
+
+
+# ---------------------------------------------------------------------------------------------- interrupts
+
+def _interrupt_at(monkeypatch, at_step: int):
+    real = api.train
+
+    def train(*args, on_step=None, **kw):
+        def hook(info: StepInfo):
+            if info.step >= at_step:
+                raise KeyboardInterrupt
+        return real(*args, on_step=hook, **kw)
+    monkeypatch.setattr(api, "train", train)
+
+
+def test_interrupt_keeps_best_model_and_says_so(shell, trained, tiny_text, monkeypatch, capsys):
+    _interrupt_at(monkeypatch, 3)
+    s = shell.run_cell_magic("lm_train", f"--name cut {TINY}", tiny_text)
+    assert s.interrupted and get_registry(shell).get("cut") is s.model
+    assert "interrupted" in repr(s)
+    assert "kept the best model so far as 'cut'" in capsys.readouterr().err
+    get_registry(shell).drop("cut")
+    get_registry(shell).use("tiny")
+
+
+def test_interrupt_before_first_step_leaves_old_model(shell, trained, tiny_text, monkeypatch, capsys):
+    reg = get_registry(shell)
+    old = reg.get("tiny")
+    before = old.next_words("the cat", k=5)
+
+    def no_step(*args, **kw):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(api, "train", no_step)
+    with pytest.raises(KeyboardInterrupt):
+        shell.run_cell_magic("lm_train", f"--name tiny {TINY}", tiny_text)
+    assert "'tiny' is unchanged" in capsys.readouterr().err
+    assert reg.get("tiny") is old and old.next_words("the cat", k=5) == before
+
+
+# ---------------------------------------------------------------------------------------------- bad input
+
+def _bad_inputs(tiny_text):
+    num = pd.DataFrame({"n": [1, 2, 3], "text": ["a b", "c d", "e f"]})
+    empty = pd.DataFrame({"text": [None, float("nan")], "other": ["x", "y"]})
+    return {"num_df": num, "empty_df": empty, "a_dict": {"text": "x"}, "a_str": "some text"}, [
+        ("cell", f"--name tiny {TINY}", "   \n\n", "The cell is empty"),
+        ("cell", f"--name tiny --df nosuchvar --column text {TINY}", "", "No variable named 'nosuchvar'"),
+        ("cell", f"--name tiny --df a_dict --column text {TINY}", "", "not a DataFrame"),
+        ("cell", f"--name tiny --df a_str {TINY}", "", "not a DataFrame"),
+        ("cell", f"--name tiny --df num_df --column txt {TINY}", "", "Columns: 'n', 'text'"),
+        ("cell", f"--name tiny --df num_df {TINY}", "", "--column"),
+        ("cell", f"--name tiny --df num_df --column n {TINY}", "", "not text"),
+        ("cell", f"--name tiny --df empty_df --column text {TINY}", "", "all 2 values are missing"),
+        ("cell", f"--name tiny --df num_df --column text --where 'n > 100' {TINY}", "", "keeps no rows"),
+        ("cell", f"--name tiny --df num_df --column text --where 'nosuch == 1' {TINY}", "", "Cannot filter"),
+        ("cell", f"--name tiny --df num_df --column text {TINY}", "real text here", "use one"),
+        ("cell", f"--name tiny --file /nonexistent/*.txt {TINY}", "", "No file matches"),
+        ("cell", f"--name tiny --epochs -3 {TINY.replace('--epochs 3', '')}", tiny_text, "epochs must be above 0"),
+        ("cell", f"--name tiny {TINY} --epochs many", tiny_text, "expected a whole number"),
+        ("cell", f"--name tiny {TINY} --dropout 2", tiny_text, "dropout must be at most"),
+        ("cell", f"--name tiny {TINY} --softmax fancy", tiny_text, "invalid choice"),
+        ("cell", f"--name tiny {TINY} --bogus 1", tiny_text, "unrecognized arguments"),
+        ("cell", f"--name tiny {TINY} -o 'not a name'", tiny_text, "-o needs a variable name"),
+        ("lm_complete", "--name nosuch the cat", None, "No model named 'nosuch'"),
+        ("lm_complete", "--name tiny -k 0 the", None, "-k must be at least 1"),
+        ("lm_complete", "--name tiny -k x the", None, "invalid int value"),
+        ("lm_generate", "--name tiny --top-p 1.5 the", None, "top_p must be at most"),
+        ("lm_generate", "--name tiny --temperature -1 the", None, "temperature must be at least"),
+        ("lm_info", "nosuch", None, "No model named 'nosuch'"),
+        ("lm_use", "nosuch", None, "No model named"),
+        ("lm_drop", "nosuch", None, "No model named"),
+        ("lm_load", "/nonexistent/model.lm", None, "not found"),
+        ("lm_models", "extra", None, "takes no arguments"),
+    ]
+
+
+def test_bad_inputs_are_one_line_usage_errors_and_lose_nothing(shell, trained, tiny_text, ns, tmp_path):
+    reg = get_registry(shell)
+    old = reg.get("tiny")
+    before = old.next_words("the cat", k=5)
+    names = reg.names()
+    variables, cases = _bad_inputs(tiny_text)
+    for key, value in variables.items():
+        ns[key] = value
+    for kind, line, cell, expected in cases:
+        msg = _usage(shell, kind, line, cell)
+        assert expected in msg, (line, msg)
+    # %lm_save into a missing folder
+    msg = _usage(shell, "lm_save", f"--name tiny {tmp_path}/no/such/dir/m.lm")
+    assert reg.get("tiny") is old and reg.names() == names
+    assert old.next_words("the cat", k=5) == before
+
+
+def test_cell_magic_without_cell_text(shell, trained):
+    msg = _usage(shell, "lm_train", f"--name tiny {TINY}")
+    assert "%%lm_train with text in the cell" in msg
+
+
+def test_background_without_widgets_module(shell, trained, tiny_text, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "lm_magics.widgets.monitor", None)   # import fails
+    msg = _usage(shell, "cell", f"--name bg --background {TINY}", tiny_text)
+    assert "ipywidgets" in msg and "bg" not in get_registry(shell)
+
+
+def test_background_calls_monitor(shell, trained, tiny_text, monkeypatch):
+    import sys
+    import types
+
+    calls = {}
+    fake = types.ModuleType("lm_magics.widgets.monitor")
+
+    def start_background_training(**kw):
+        calls.update(kw)
+        return "monitor"
+    fake.start_background_training = start_background_training
+    monkeypatch.setitem(sys.modules, "lm_magics.widgets.monitor", fake)
+    out = shell.run_cell_magic("lm_train", "--name tiny --continue --background --epochs 2", tiny_text)
+    assert out == "monitor"
+    assert calls["name"] == "tiny" and calls["continue_from"] is get_registry(shell).get("tiny")
+    assert calls["options"] == {"epochs": 2} and calls["data"] == tiny_text
+    assert calls["registry"] is get_registry(shell) and calls["shell"] is shell
