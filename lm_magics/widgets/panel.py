@@ -88,18 +88,20 @@ class CompletionPanel(ModelWidget):
         self.suggestion_box = W.HBox(layout=W.Layout(flex_flow="row wrap"))
         self.suggestion_box.add_class("lm-panel-suggestions")
         self.k_slider = W.IntSlider(value=k, min=1, max=self.max_k, description="k",
-                                    layout=W.Layout(width="200px"))
+                                    style={"description_width": "initial"}, layout=W.Layout(width="180px"))
         self.k_slider.add_class("lm-panel-k")
         self.temperature = W.FloatSlider(value=temperature, min=0.0, max=2.0, step=0.05,
-                                         description="temperature", layout=W.Layout(width="260px"))
+                                         description="temperature", style={"description_width": "initial"},
+                                         layout=W.Layout(width="280px"))
         self.temperature.add_class("lm-panel-temperature")
         self.n_words = W.BoundedIntText(value=n_words, min=1, max=500, description="words",
-                                        layout=W.Layout(width="140px"))
+                                        style={"description_width": "initial"}, layout=W.Layout(width="130px"))
         self.n_words.add_class("lm-panel-n")
         self.continue_button = W.Button(description="Continue", icon="forward",
                                         tooltip="Generate the next words")
         self.continue_button.add_class("lm-panel-continue")
-        self.model_select = W.Dropdown(description="model", layout=W.Layout(width="220px"))
+        self.model_select = W.Dropdown(description="model", style={"description_width": "initial"},
+                                       layout=W.Layout(width="200px"))
         self.model_select.add_class("lm-panel-model")
         self.status = W.HTML()
         self.status.add_class("lm-panel-status")
