@@ -129,12 +129,10 @@ def _run_complete(args: argparse.Namespace) -> int:
 
 
 def _run_generate(args: argparse.Namespace) -> int:
-    from .display import Generation
-
     cfg = GenerateConfig(**given(args, GenerateConfig))
     model = _load(args.model)
     prefix = " ".join(args.prefix)
-    print(str(Generation(prefix, model.generate_with(prefix, cfg))))
+    print(model.generate_with(prefix, cfg, include_prefix=True).rstrip("\n"))
     return 0
 
 

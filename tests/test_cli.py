@@ -1,0 +1,123 @@
+"""The command line, through main([...]) and one real `python -m lm_magics --help`."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import lm_magics as lm
+from lm_magics.cli import build_parser, main
+from lm_magics.config import TrainConfig, option_specs
+
+TINY = ["--hidden-dim", "32", "--embed-dim", "16", "--epochs", "3", "--lr", "0.03", "--seed", "0", "--threads", "1"]
+
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory, tiny_text):
+    folder = tmp_path_factory.mktemp("cli")
+    (folder / "text.txt").write_text(tiny_text)
+    path = folder / "m.lm"
+    assert main(["train", str(folder / "text.txt"), "-o", str(path), "--quiet", *TINY]) == 0
+    return path
+
+
+def test_train_writes_a_loadable_model(model_file, tiny_text, capsys):
+    model = lm.load(model_file)
+    assert model.info["hidden_dim"] == 32 and model.meta["rows"] == len(tiny_text.splitlines())
+
+
+def test_train_output_and_continue(model_file, tmp_path, capsys):
+    (tmp_path / "more.txt").write_text("The cat sat on the mat.\n" * 10)
+    out = tmp_path / "more.lm"
+    assert main(["train", str(tmp_path / "*.txt"), "-o", str(out), "--init", str(model_file), "--quiet",
+                 "--epochs", "1", "--threads", "1"]) == 0
+    text = capsys.readouterr().out
+    assert "Trained" in text and f"saved {out}" in text
+    assert lm.load(out).vocab == lm.load(model_file).vocab and lm.load(out).meta["runs"] == 2
+
+
+def test_complete(model_file, capsys):
+    assert main(["complete", str(model_file), "the", "cat", "-k", "3"]) == 0
+    rows = [line.split("\t") for line in capsys.readouterr().out.splitlines()]
+    expected = lm.load(model_file).next_words("the cat", k=3)
+    assert [r[0] for r in rows] == [w for w, _ in expected]
+    assert [float(r[1]) for r in rows] == pytest.approx([p for _, p in expected], abs=1e-4)
+
+
+def test_generate_is_seeded(model_file, capsys):
+    assert main(["generate", str(model_file), "The", "dog", "-n", "5", "--seed", "1"]) == 0
+    first = capsys.readouterr().out
+    assert main(["generate", str(model_file), "The", "dog", "--n-words", "5", "--seed", "1"]) == 0
+    assert capsys.readouterr().out == first
+    assert first.startswith("The dog ")
+    expected = lm.load(model_file).generate("The dog", n_words=5, seed=1, include_prefix=True)
+    assert first == expected.rstrip("\n") + "\n"
+
+
+def test_score_per_line(model_file, tmp_path, capsys):
+    f = tmp_path / "score.txt"
+    f.write_text("The cat sat on the mat.\n\nThe dog ran to the river.\n")
+    assert main(["score", str(model_file), str(f)]) == 0
+    rows = [line.split("\t", 1) for line in capsys.readouterr().out.splitlines()]
+    assert [r[1] for r in rows] == ["The cat sat on the mat.", "", "The dog ran to the river."]
+    assert math.isnan(float(rows[1][0]))
+    expected = lm.load(model_file).score(["The cat sat on the mat."])[0]
+    assert float(rows[0][0]) == pytest.approx(expected, rel=1e-3)
+
+
+def test_info(model_file, capsys):
+    assert main(["info", str(model_file)]) == 0
+    info = dict(line.split("\t", 1) for line in capsys.readouterr().out.splitlines())
+    assert info["hidden_dim"] == "32" and info["vocab_size"] == str(len(lm.load(model_file).vocab))
+
+
+def test_help_is_generated_from_the_config(capsys):
+    assert main(["train", "--help"]) == 0
+    out = capsys.readouterr().out
+    for spec in option_specs(TrainConfig):
+        assert spec.flag in out
+    assert "[default: 0.003]" in out
+
+
+@pytest.mark.parametrize("argv, code, expected", [
+    (["frob"], 2, "invalid choice"),
+    (["train", "x.txt"], 2, "-o/--output"),
+    (["train", "x.txt", "-o", "m.lm", "--epochs", "many"], 2, "expected a whole number"),
+    (["complete", "MODEL", "the", "-k", "0"], 2, "-k must be at least 1"),
+    (["train", "/nonexistent/*.txt", "-o", "m.lm"], 1, "No file matches"),
+    (["complete", "/nonexistent/m.lm", "the"], 1, "not found"),
+    (["score", "MODEL", "/nonexistent/t.txt"], 1, "Cannot read"),
+])
+def test_errors_are_one_line(argv, code, expected, model_file, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    argv = [str(model_file) if a == "MODEL" else a for a in argv]
+    assert main(argv) == code
+    err = capsys.readouterr().err.strip()
+    assert expected in err and "\n" not in err and "Traceback" not in err
+
+
+def test_bad_option_value_is_an_lm_error(tmp_path, tiny_text, capsys):
+    (tmp_path / "t.txt").write_text(tiny_text)
+    assert main(["train", str(tmp_path / "t.txt"), "-o", str(tmp_path / "m.lm"), "--epochs", "-2"]) == 1
+    assert "epochs must be above 0" in capsys.readouterr().err
+    assert not (tmp_path / "m.lm").exists()
+
+
+def test_train_hook_for_other_front_ends():
+    # `train --nproc N` (torchrun) plugs in here: the train sub-command dispatches to cli._run_train.
+    from lm_magics import cli
+
+    args = build_parser().parse_args(["train", "a.txt", "-o", "m.lm"])
+    assert args.run is cli._run_train
+
+
+def test_python_dash_m_help():
+    done = subprocess.run([sys.executable, "-m", "lm_magics", "--help"], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0
+    for command in ("train", "complete", "generate", "score", "info"):
+        assert command in done.stdout
