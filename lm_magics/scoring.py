@@ -259,24 +259,16 @@ def _unquote(s: Optional[str]) -> Optional[str]:
 
 
 def _lookup_frame(shell: Any, var: str) -> Any:
-    """The DataFrame called var in the user's namespace (frames.find_frame when the magics have it)."""
+    """The pandas DataFrame called var in the user's namespace (UsageError otherwise)."""
     from IPython.core.error import UsageError
 
+    from .frames import lookup
+
     try:
-        from .frames import find_frame  # type: ignore[attr-defined]
-    except ImportError:
-        find_frame = None
-    if find_frame is not None:
-        try:
-            return find_frame(shell, var)
-        except LMError as exc:
-            raise UsageError(str(exc)) from None
-    ns = shell.user_ns
-    if var not in ns:
-        raise UsageError(f"No variable named '{var}' in the notebook; create the DataFrame first or check "
-                         f"the spelling.")
-    df = ns[var]
+        df = lookup(shell.user_ns, var)
+    except LMError as exc:
+        raise UsageError(str(exc)) from None
     if not (hasattr(df, "columns") and hasattr(df, "index") and type(df).__module__.startswith("pandas")):
         raise UsageError(f"'{var}' is a {type(df).__name__}, not a pandas DataFrame; pass --df with a "
-                         f"DataFrame variable.")
+                         f"pandas DataFrame variable (polars: df.to_pandas()).")
     return df
