@@ -183,6 +183,7 @@ def train(data: Any, *, val_data: Any = None, init: Optional[LanguageModel] = No
           config: Optional[TrainConfig] = None,
           on_step: Optional[Callable[[StepInfo], None]] = None,
           on_epoch: Optional[Callable[[EpochInfo], None]] = None,
+          stream: Optional[bool] = None, cache_dir: Optional[str] = None,
           **options: Any) -> LanguageModel:
     """Train a language model on text and return it.
 
@@ -199,6 +200,9 @@ def train(data: Any, *, val_data: Any = None, init: Optional[LanguageModel] = No
         Base settings; ``options`` (any TrainConfig field, e.g. ``epochs=5, hidden_dim=256``) override it.
     on_step, on_epoch : callables, optional
         Progress callbacks receiving StepInfo / EpochInfo; raising StopTraining ends training early.
+    stream : bool, optional
+        Tokenize into a memory-mapped token file (cached in ``cache_dir``, default ~/.cache/lm_magics)
+        and train from it without holding the text in memory. Default: on for files of 256 MB or more.
 
     Returns the trained LanguageModel; ``model.report`` tells what happened. A KeyboardInterrupt
     keeps the best model so far and sets ``model.interrupted``.
@@ -217,7 +221,13 @@ def train(data: Any, *, val_data: Any = None, init: Optional[LanguageModel] = No
     else:
         cfg = (config or TrainConfig()).replace(**options)
         tokenizer = Tokenizer(cfg.level, cfg.lowercase, cfg.min_freq, cfg.max_vocab)
-    corpus = prepare(data, tokenizer, val_source=val_data, val_fraction=cfg.val_fraction, seed=cfg.seed)
+    from .engine.streaming import prepare_stream, should_stream
+
+    if should_stream(data, stream):
+        corpus = prepare_stream(data, tokenizer, val_source=val_data, val_fraction=cfg.val_fraction,
+                                seed=cfg.seed, cache_dir=cache_dir)
+    else:
+        corpus = prepare(data, tokenizer, val_source=val_data, val_fraction=cfg.val_fraction, seed=cfg.seed)
     notes = list(corpus.stats.notes)
     if corpus.train.size - corpus.stats.train_rows <= 0 and corpus.train.size < 2:
         raise DataError("Too little text to train on; give at least a sentence or two.")

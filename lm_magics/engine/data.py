@@ -289,6 +289,10 @@ def batchify(ids: np.ndarray, batch_size: int) -> torch.Tensor:
     next window of the same column. Leftover tokens (fewer than batch_size) are dropped.
     Returns a (rows, batch_size) int64 tensor.
     """
+    if isinstance(ids, np.memmap):   # a streamed corpus: a view of the file, read one window at a time
+        from .streaming import StreamBatches
+
+        return StreamBatches(ids, batch_size)  # type: ignore[return-value]
     n = ids.size // batch_size
     if n < 2:
         raise DataError(f"{ids.size} tokens cannot fill {batch_size} streams; use a smaller batch_size.")
