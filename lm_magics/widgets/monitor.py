@@ -23,7 +23,7 @@ from ..display import sparkline_svg
 from ..engine.training import EpochInfo, StepInfo, StopTraining
 from ..errors import ConfigError, LMError
 from ..registry import ModelRegistry, get_registry
-from ._base import _close_tree, error_text, esc
+from ._base import _close_tree, _shell, error_text, esc
 
 __all__ = ["TrainingMonitor", "start_background_training"]
 
@@ -217,5 +217,5 @@ def start_background_training(*, shell: Any = None, registry: Optional[ModelRegi
     if not isinstance(name, str) or not name:
         raise ConfigError(f"The model needs a name, got {name!r}.")
     TrainConfig().replace(**(options or {}))     # ConfigError now, not later in the thread
-    reg = registry if registry is not None else get_registry(shell)
+    reg = registry if registry is not None else get_registry(shell if shell is not None else _shell())
     return TrainingMonitor(name, data, registry=reg, options=options, continue_from=continue_from).start()
