@@ -38,6 +38,8 @@ class Predictor:
         self._checkpoints: List[Tuple[Tuple[int, ...], State]] = []   # (context ids, state after them)
         self._last: Optional[Tuple[Tuple[int, ...], torch.Tensor]] = None  # (ids, log-probs after them)
         self._special_ids = torch.tensor([tokenizer.stoi[s] for s in SPECIALS])
+        self._no_ids = torch.zeros(0, dtype=torch.long)
+        self._unk_only = torch.tensor([tokenizer.unk_id])
         self._sorted_vocab: Optional[Tuple[List[str], np.ndarray]] = None
 
     # ------------------------------------------------------------------------------ context state
@@ -54,8 +56,8 @@ class Predictor:
         feats, state = self.net.features(x, state)                                 # (T, 1, D)
         return feats[-1, 0], state
 
-    def log_probs_after(self, ids: Sequence[int]) -> torch.Tensor:
-        """Log-probabilities (V,) of the next token after context ids, using the checkpoint cache."""
+    def features_after(self, ids: Sequence[int]) -> torch.Tensor:
+        """Output-layer input (D,) for the next token after context ids, using the checkpoint cache."""
         key = tuple(ids)
         with self._lock, torch.inference_mode():
             if self._last is not None and self._last[0] == key:
@@ -66,7 +68,7 @@ class Predictor:
                 n = len(ck_ids)
                 if best_len < n <= len(key) and key[:n] == ck_ids:
                     best_len, state = n, ck_state
-            if best_len == len(key):  # an exact checkpoint: only the output layer is needed
+            if best_len == len(key):  # an exact checkpoint: its top-layer h is the output
                 feats = state[0][-1, 0]
                 if self.net.proj is not None:
                     feats = self.net.proj(feats)
@@ -75,9 +77,13 @@ class Predictor:
                 self._checkpoints.append((key, state))
                 if len(self._checkpoints) > _MAX_CHECKPOINTS:
                     self._checkpoints.pop(0)
-            lp = self.net.log_probs(feats.unsqueeze(0))[0]
-            self._last = (key, lp)
-            return lp
+            self._last = (key, feats)
+            return feats
+
+    def log_probs_after(self, ids: Sequence[int]) -> torch.Tensor:
+        """Log-probabilities (V,) of the next token after context ids."""
+        with torch.inference_mode():
+            return self.net.log_probs(self.features_after(ids).unsqueeze(0))[0]
 
     def clear_cache(self) -> None:
         with self._lock:
@@ -99,7 +105,15 @@ class Predictor:
     def next_words(self, prefix: str, k: int = 5, include_special: bool = False,
                    startswith: Optional[str] = None) -> List[Tuple[str, float]]:
         """Top-k next tokens after prefix as (token, probability), most likely first."""
-        lp = self.log_probs_after(self.context_ids(prefix))
+        ids_ctx = self.context_ids(prefix)
+        if not startswith:
+            exclude = self._no_ids if include_special else self._special_ids
+            n = len(self.tok) - exclude.numel()
+            with self._lock, torch.inference_mode():
+                vals, idx = self.net.topk_next(self.features_after(ids_ctx), max(0, min(k, n)), exclude)
+            itos = self.tok.itos
+            return [(itos[i], p) for i, p in zip(idx.tolist(), vals.exp().tolist())]
+        lp = self.log_probs_after(ids_ctx)
         if startswith:
             ids = self._ids_starting_with(self.tok._prep(startswith))
             if not include_special:
@@ -129,15 +143,21 @@ class Predictor:
         out: List[int] = []
         unk, eos = self.tok.unk_id, self.tok.eos_id
         with self._lock, torch.inference_mode():
-            lp = self.log_probs_after(ids)
+            feats = self.features_after(ids)
             state = self._state_for(ids)
+            # Plain sampling needs no full distribution: the network samples hierarchically (exact).
+            plain = cfg.temperature == 1.0 and cfg.top_k == 0 and cfg.top_p >= 1.0
             for _ in range(cfg.n_words):
-                nxt = _pick(lp, cfg, gen, unk)
+                if plain:
+                    nxt = self.net.sample_next(feats, gen, self._unk_only)
+                elif cfg.temperature == 0:
+                    nxt = int(self.net.topk_next(feats, 1, self._unk_only)[1][0])
+                else:
+                    nxt = _pick(self.net.log_probs(feats.unsqueeze(0))[0], cfg, gen, unk)
                 out.append(nxt)
                 if stop_at_eos and nxt == eos:
                     break
                 feats, state = self._run([nxt], state)
-                lp = self.net.log_probs(feats.unsqueeze(0))[0]
         return out
 
     def _state_for(self, ids: Sequence[int]) -> State:

@@ -9,6 +9,7 @@ roughly 10x at no cost in perplexity. Token ids are frequency-ordered, so cut-of
 
 from __future__ import annotations
 
+import math
 from typing import List, Optional, Sequence, Tuple
 
 import torch
@@ -102,6 +103,66 @@ class LSTMLanguageModel(nn.Module):
         if targets is not None:
             return self.nll(feats, targets).mean(), state
         return self.log_probs(feats), state
+
+    # ------------------------------------------------------------------------------- fast decoding
+
+    def _head_lp(self, feats: torch.Tensor) -> torch.Tensor:
+        """Adaptive head log-probs (shortlist words + one entry per tail cluster) for features (D,)."""
+        return torch.log_softmax(self.head.head(feats).float(), dim=-1)
+
+    def _cluster_lp(self, feats: torch.Tensor, i: int, head_lp: torch.Tensor) -> torch.Tensor:
+        """Log-probs of the words of tail cluster i: log p(cluster) + log p(word | cluster)."""
+        tail = torch.log_softmax(self.head.tail[i](feats).float(), dim=-1)
+        return head_lp[self.head.shortlist_size + i] + tail
+
+    def topk_next(self, feats: torch.Tensor, k: int, exclude: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """The k most likely next ids (log-probs, ids) from features (D,), ids in `exclude` left out.
+
+        Adaptive softmax: a word of tail cluster c has p(word) <= p(c), so a cluster whose head
+        probability is below the k-th best candidate cannot contribute and its tail is never computed.
+        Most steps read only the head's weights (a fraction of the full output layer)."""
+        if not self.adaptive:
+            lp = self.log_probs(feats.unsqueeze(0))[0]
+            lp[exclude] = -math.inf
+            return torch.topk(lp, k)
+        head_lp = self._head_lp(feats)
+        short = head_lp[: self.head.shortlist_size].clone()
+        short[exclude[exclude < short.numel()]] = -math.inf
+        vals, ids = torch.topk(short, min(k, short.numel()))
+        order = torch.argsort(head_lp[self.head.shortlist_size:], descending=True).tolist()
+        for i in order:
+            c_lp = head_lp[self.head.shortlist_size + i]
+            if vals.numel() >= k and c_lp <= vals[-1]:
+                break   # clusters are visited by falling probability: none after this one can help
+            lp = self._cluster_lp(feats, i, head_lp)
+            lo = self.head.cutoffs[i]
+            ex = exclude[(exclude >= lo) & (exclude < lo + lp.numel())] - lo
+            lp[ex] = -math.inf
+            cv, ci = torch.topk(lp, min(k, lp.numel()))
+            vals, idx = torch.topk(torch.cat([vals, cv]), min(k, vals.numel() + cv.numel()))
+            ids = torch.cat([ids, ci + lo])[idx]
+        return vals, ids
+
+    def sample_next(self, feats: torch.Tensor, gen: torch.Generator, exclude: torch.Tensor) -> int:
+        """Sample one id from p(. | feats) exactly (temperature 1, no filtering).
+
+        Adaptive softmax: sample in the head (words + clusters); if a cluster comes up, sample inside it.
+        p(word) = p(cluster) p(word | cluster), so this is exact and computes at most one tail."""
+        if not self.adaptive:
+            lp = self.log_probs(feats.unsqueeze(0))[0]
+            lp[exclude] = -math.inf
+            return int(torch.multinomial(lp.exp(), 1, generator=gen))
+        head_lp = self._head_lp(feats)
+        head_lp[exclude[exclude < self.head.shortlist_size]] = -math.inf
+        j = int(torch.multinomial(head_lp.exp(), 1, generator=gen))
+        if j < self.head.shortlist_size:
+            return j
+        i = j - self.head.shortlist_size
+        lo = self.head.cutoffs[i]
+        tail = torch.log_softmax(self.head.tail[i](feats).float(), dim=-1)
+        ex = exclude[(exclude >= lo) & (exclude < lo + tail.numel())] - lo
+        tail[ex] = -math.inf
+        return lo + int(torch.multinomial(tail.exp(), 1, generator=gen))
 
     # ------------------------------------------------------------------------------------ describe
 
