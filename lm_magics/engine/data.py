@@ -211,6 +211,13 @@ def prepare(source: object, tokenizer: Tokenizer, *, val_source: object = None, 
             # Every row may have landed in validation (a handful of rows): count them all instead.
             counter = tokenizer.count(r for _, r in split_rows())
         tokenizer.build(counter)
+        if counter and not tokenizer.fitted:
+            # Every word is rarer than min_freq: a model of <unk> alone could never suggest a word.
+            top = max((n for w, n in counter.items() if w not in tokenizer.stoi), default=0)
+            if top == 0:
+                raise DataError("The text holds only <unk>/<eos> markers, no words; give some real text.")
+            raise DataError(f"No word occurs at least min_freq={tokenizer.min_freq} times (the most frequent "
+                            f"occurs {top}); lower min_freq or give more text.")
 
     # Blank rows are kept as a lone <eos>: in line-oriented text they separate paragraphs (WikiText's
     # convention, kept so perplexities compare with the textbook model's).
