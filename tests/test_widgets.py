@@ -504,3 +504,22 @@ def test_lazy_exports():
     assert "CompletionPanel" in lm.__all__ and "ChatAssistant" in lm.__all__
     with pytest.raises(AttributeError):
         lm.NoSuchThing
+
+
+def test_lm_train_background_magic_returns_a_stoppable_monitor(shell):
+    from lm_magics.registry import get_registry
+    from lm_magics.widgets.monitor import TrainingMonitor
+
+    shell.run_line_magic("load_ext", "lm_magics")
+    result = shell.run_cell("%%lm_train --name widget_bg --background --epochs 400 --patience 1000 "
+                            "--hidden-dim 16 --embed-dim 8\n" + TEXT)
+    mon = result.result
+    assert result.error_in_exec is None and isinstance(mon, TrainingMonitor)
+    try:
+        assert wait_until(lambda: mon.step is not None)
+    finally:
+        mon.stop()
+        assert mon.join(30)
+    reg = get_registry(shell)
+    assert reg.get("widget_bg") is mon.model and mon.model.interrupted
+    reg.drop("widget_bg")
