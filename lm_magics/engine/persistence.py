@@ -82,6 +82,13 @@ def read_checkpoint(path: PathLike) -> Dict[str, Any]:
     if head != _ZIP_MAGIC:
         kind = "it is empty" if not head else "it is not a saved lm_magics model"
         raise ModelFileError(f"'{p}' is not a model file ({kind}); save one with model.save(path).")
+    try:  # a readable zip without torch's data.pkl is some other archive, not a damaged model
+        with zipfile.ZipFile(p) as zf:
+            names = zf.namelist()
+    except Exception:  # unreadable as a zip: torch.load below says how
+        names = None
+    if names is not None and not any(n == "data.pkl" or n.endswith("/data.pkl") for n in names):
+        raise ModelFileError(f"'{p}' is a zip archive, not a saved lm_magics model; save one with model.save(path).")
     try:
         ckpt = torch.load(p, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
