@@ -236,7 +236,6 @@ def test_panel_display_and_close(reg):
 
 def test_chat_answers_by_continuing_the_message_streamed(reg, model):
     c = ChatAssistant("pets", registry=reg, seed=1, n_words=8)
-    updates = []
     answer = c.send("the <b>cat</b> & the")
     assert [m["role"] for m in c.messages] == ["user", "assistant"]
     user_html = c.history.children[0].value

@@ -14,7 +14,7 @@ from typing import Any, Callable, Dict, List, Optional
 import ipywidgets as W
 
 from ..config import GenerateConfig
-from ..errors import ConfigError, LMError
+from ..errors import ConfigError
 from ..registry import ModelRegistry
 from ._base import ModelWidget, _shell, esc, pairs_text
 
