@@ -51,6 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_arguments(p.add_argument_group("training options ('from data': chosen from the data size)"), TrainConfig)
     # Another front-end (torchrun DDP: `train --nproc N`) can add its flags to this parser and branch in
     # _run_train; everything else stays as is.
+    p.add_argument("--nproc", type=int, default=None, metavar="N",
+                   help="train with N processes (DistributedDataParallel, launched with torchrun)")
     p.set_defaults(run=_run_train)
 
     p = sub.add_parser("complete", help="the most likely next words after a prefix",
@@ -104,7 +106,15 @@ def _run_train(args: argparse.Namespace) -> int:
     from .display import TrainSummary
     from .progress import TrainProgress
 
+    from .engine import distributed
+
+    if args.nproc is not None and not distributed.in_torchrun():   # `--nproc N`: relaunch under torchrun
+        if args.init or args.files == ["-"]:
+            raise _Usage(f"{PROG} train: --nproc works with files, not --init or stdin")
+        return distributed.launch(args.nproc, distributed.cli_args(args))
     data = "\n".join(_read_lines("-")) if args.files == ["-"] else files(*args.files)
+    if distributed.in_torchrun():                                      # torchrun ... -m lm_magics train
+        return distributed.cli_train(args, given(args, TrainConfig), data)
     init = _load(args.init) if args.init else None
     progress = None if args.quiet else TrainProgress(file=sys.stderr)
     try:
