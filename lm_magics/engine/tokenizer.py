@@ -42,6 +42,8 @@ _WORD_RE = re.compile(rf"<unk>|(?i:['’](?:{'|'.join(_CLITICS)})(?![^\s{_P}]))|
 _CLITIC_TOKENS = {q + c for q in "'’" for c in _CLITICS}
 _CLITIC_TOKENS |= {t.upper() for t in _CLITIC_TOKENS} | {t[0] + t[1:].upper() for t in _CLITIC_TOKENS}
 _GLUE = frozenset("-/_")
+# What str.splitlines() splits on: encode() ends a line (<eos>) at each, so char level never keeps one.
+_LINE_BREAKS = frozenset("\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029")
 _NO_SPACE_BEFORE = frozenset(",.!?;:%)]}…»”’、。，！？：；）】》」") | _CLITIC_TOKENS | _GLUE
 _NO_SPACE_AFTER = frozenset("([{«“$#@¡¿（【《「") | _GLUE
 
@@ -122,7 +124,7 @@ class Tokenizer:
         """Text -> token strings (no <eos>, vocabulary not applied)."""
         text = self._prep(text)
         if self.level == "char":
-            return [c for c in text if c not in "\r\n"]
+            return [c for c in text if c not in _LINE_BREAKS]
         if self.level == "whitespace":
             return text.split()
         return _WORD_RE.findall(text)
@@ -132,7 +134,7 @@ class Tokenizer:
         line = self._prep(line)
         if self.level == "char":
             get, unk = self.stoi.get, self.unk_id
-            ids = [get(c, unk) for c in line if c not in "\r\n"]
+            ids = [get(c, unk) for c in line if c not in _LINE_BREAKS]
         else:
             chunks = line.split()
             try:
@@ -153,8 +155,12 @@ class Tokenizer:
         return ids
 
     def encode(self, text: str, eos: bool = False) -> List[int]:
-        """Text (possibly several lines) -> ids; <eos> after every line but the last unless eos=True."""
+        """Text (possibly several lines) -> ids; <eos> after every line but the last unless eos=True.
+        A text ending in a line break ends in <eos> (the next token starts a line), so that
+        ``encode(decode(ids)) == ids``."""
         lines = text.splitlines() or [""]
+        if text and text.splitlines(keepends=True)[-1] != lines[-1]:
+            lines.append("")   # splitlines drops the empty line after a final line break
         out: List[int] = []
         for i, line in enumerate(lines):
             out.extend(self.encode_line(line, eos=eos or i < len(lines) - 1))
