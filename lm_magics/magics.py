@@ -443,7 +443,8 @@ def load_ipython_extension(ip: Any) -> None:
         except AttributeError:
             warnings.warn(f"lm_magics: {module_name} has no {class_name}; its magics are not loaded.", stacklevel=2)
             continue
-        ip.register_magics(cls)
+        if cls is not None:
+            ip.register_magics(cls)
 
 
 def unload_ipython_extension(ip: Any) -> None:

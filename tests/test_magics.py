@@ -88,6 +88,12 @@ def test_magics_registered_only_by_load_ext(shell):
             "lm_drop", "lm_train"} <= set(shell.magics_manager.magics["line"])
 
 
+@pytest.mark.parametrize("module, magic", [("lm_magics.scoring", "lm_score"), ("lm_magics.widgets.magics", "lm_panel")])
+def test_other_magics_are_registered_when_importable(shell, module, magic):
+    pytest.importorskip(module)
+    assert magic in shell.magics_manager.magics["line"]
+
+
 def test_help_shows_every_training_option_with_default(shell):
     doc = shell.magics_manager.magics["cell"]["lm_train"].__doc__
     for flag in ("--hidden-dim", "--epochs", "--seed", "--lr", "--val-fraction", "--df", "--column", "--where",
