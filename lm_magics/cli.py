@@ -120,6 +120,8 @@ def _run_train(args: argparse.Namespace) -> int:
     try:
         model = api.train(data, init=init, on_step=progress and progress.on_step,
                           on_epoch=progress and progress.on_epoch, **given(args, TrainConfig))
+        if progress is not None:
+            progress.close(model.report.stop_reason if model.report else "")
     finally:
         if progress is not None:
             progress.close()

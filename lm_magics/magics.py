@@ -256,6 +256,8 @@ class LMMagics(Magics):
         try:
             model = api.train(data, init=init, on_step=progress and progress.on_step,
                               on_epoch=progress and progress.on_epoch, **options)
+            if progress is not None:
+                progress.close(model.report.stop_reason if model.report else "")
         except KeyboardInterrupt:
             # Interrupted before the first step: nothing to keep. Say that the old model is still there.
             kept = f"'{name}' is unchanged" if name in self.registry else f"no model '{name}' was made"

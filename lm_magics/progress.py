@@ -55,8 +55,11 @@ class TrainProgress:
     def on_epoch(self, info: EpochInfo) -> None:
         self._val_ppl = info.val_ppl
 
-    def close(self) -> None:
+    def close(self, status: str = "") -> None:
+        """End the bar; status (e.g. 'early stop') is added to its label, since the bar may end short."""
         if self._bar:
+            if status:
+                self._bar.set_description_str(f"{self.desc} ({status})", refresh=False)
             self._bar.close()
         self._bar = None
 

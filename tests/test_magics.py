@@ -396,3 +396,30 @@ def test_background_calls_monitor(shell, trained, tiny_text, monkeypatch):
     assert calls["name"] == "tiny" and calls["continue_from"] is get_registry(shell).get("tiny")
     assert calls["options"] == {"epochs": 2} and calls["data"] == tiny_text
     assert calls["registry"] is get_registry(shell) and calls["shell"] is shell
+
+
+# ---------------------------------------------------------------------------------------------- progress
+
+def test_progress_bar_shows_epoch_loss_ppl_speed(shell, trained, tiny_text, capsys):
+    shell.run_cell_magic("lm_train", f"--name shown {TINY.replace('--quiet', '')}", tiny_text)
+    err = capsys.readouterr().err
+    assert "training 'shown' (finished)" in err
+    for field in ("epoch=3", "loss=", "ppl=", "val_ppl=", "tok/s="):
+        assert field in err
+    get_registry(shell).drop("shown")
+    get_registry(shell).use("tiny")
+
+
+def test_progress_with_explicit_stream():
+    import io
+
+    from lm_magics.progress import TrainProgress
+
+    buf = io.StringIO()
+    p = TrainProgress(desc="t", file=buf)
+    p.on_step(StepInfo(step=1, total_steps=4, epoch=1, loss=2.0, lr=0.1, tokens=10, tokens_per_s=100.0, elapsed=0.1))
+    p.on_step(StepInfo(step=2, total_steps=4, epoch=1, loss=1.0, lr=0.1, tokens=20, tokens_per_s=100.0, elapsed=0.2))
+    p.close("early stop")
+    p.close()                      # a second close is harmless
+    last = buf.getvalue().split("\r")[-1]
+    assert "t (early stop)" in last and "2/4" in last and "ppl=2.7" in last
