@@ -157,3 +157,54 @@ def test_resolve_device():
     if not torch.cuda.is_available():
         with pytest.raises(lm.ConfigError, match="no CUDA"):
             training.resolve_device("cuda")
+
+
+def _interrupt_once_at(monkeypatch, module, name, when):
+    """Replace module.name by a wrapper that raises KeyboardInterrupt on call number `when` (1-based)."""
+    real = getattr(module, name)
+    calls = {"n": 0}
+
+    def wrapper(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == when:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(module, name, wrapper)
+
+
+def test_interrupt_during_validation_keeps_the_last_best_epoch(tiny_text, tiny_options, monkeypatch):
+    _interrupt_once_at(monkeypatch, training, "evaluate", 2)       # Ctrl-C while validating epoch 2
+    holder, snapshots = {}, []
+    real_fit = training.fit
+
+    def spy_fit(net, *a, **k):
+        holder["net"] = net
+        return real_fit(net, *a, **k)
+
+    monkeypatch.setattr(lm.api, "fit", spy_fit)
+    on_epoch = lambda info: snapshots.append({k: v.clone() for k, v in holder["net"].state_dict().items()})
+    m = lm.train(tiny_text, **{**tiny_options, "epochs": 5}, on_epoch=on_epoch)
+    assert m.interrupted and m.report.best_epoch == 1 and len(m.report.history) == 1
+    sd = m.net.state_dict()
+    assert all(torch.equal(sd[k], snapshots[0][k]) for k in sd)       # exactly epoch 1's weights
+    assert len(m.next_words("the", k=3)) == 3
+
+
+def test_interrupt_during_first_validation_measures_what_it_has(tiny_text, tiny_options, monkeypatch):
+    _interrupt_once_at(monkeypatch, training, "evaluate", 1)
+    m = lm.train(tiny_text, **tiny_options)
+    assert m.interrupted and m.report.best_epoch is None and m.report.history == []
+    assert m.report.best_val_ppl is not None and math.isfinite(m.report.best_val_ppl)
+
+
+def test_interrupt_while_tokenizing_propagates_and_leaves_models_alone(tiny_text, tiny_model, monkeypatch):
+    from lm_magics.engine.tokenizer import Tokenizer
+
+    before = tiny_model.next_words("the cat", k=5)
+    _interrupt_once_at(monkeypatch, Tokenizer, "encode_line", 3)
+    with pytest.raises(KeyboardInterrupt):
+        lm.train(tiny_text, init=tiny_model, epochs=1)
+    monkeypatch.undo()
+    assert tiny_model.next_words("the cat", k=5) == before
+    assert lm.train(tiny_text, init=tiny_model, epochs=1).vocab == tiny_model.vocab   # and training works again
