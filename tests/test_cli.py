@@ -40,6 +40,19 @@ def test_train_output_and_continue(model_file, tmp_path, capsys):
     assert lm.load(out).vocab == lm.load(model_file).vocab and lm.load(out).meta["runs"] == 2
 
 
+def test_train_and_score_read_stdin(model_file, tmp_path, tiny_text, capsys, monkeypatch):
+    import io
+
+    monkeypatch.setattr(sys, "stdin", io.StringIO(tiny_text))
+    out = tmp_path / "stdin.lm"
+    assert main(["train", "-", "-o", str(out), "--quiet", *TINY, "--epochs", "1"]) == 0
+    assert lm.load(out).meta["rows"] == len(tiny_text.splitlines())
+    monkeypatch.setattr(sys, "stdin", io.StringIO("The cat sat.\nThe dog ran.\n"))
+    capsys.readouterr()
+    assert main(["score", str(model_file), "-"]) == 0
+    assert [r.split("\t")[1] for r in capsys.readouterr().out.splitlines()] == ["The cat sat.", "The dog ran."]
+
+
 def test_complete(model_file, capsys):
     assert main(["complete", str(model_file), "the", "cat", "-k", "3"]) == 0
     rows = [line.split("\t") for line in capsys.readouterr().out.splitlines()]
