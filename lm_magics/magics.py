@@ -247,8 +247,10 @@ class LMMagics(Magics):
             except ImportError:
                 raise UsageError("--background needs ipywidgets: pip install 'lm-magics[widgets]', or train "
                                  "without --background.") from None
-            return start_background_training(shell=self.shell, registry=self.registry, name=name, data=data,
-                                             options=options, continue_from=init)
+            monitor = start_background_training(shell=self.shell, registry=self.registry, name=name, data=data,
+                                                options=options, continue_from=init)
+            self._store(args.output, monitor)
+            return monitor
 
         from .progress import TrainProgress
 

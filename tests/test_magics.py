@@ -392,8 +392,8 @@ def test_background_calls_monitor(shell, trained, tiny_text, monkeypatch):
         return "monitor"
     fake.start_background_training = start_background_training
     monkeypatch.setitem(sys.modules, "lm_magics.widgets.monitor", fake)
-    out = shell.run_cell_magic("lm_train", "--name tiny --continue --background --epochs 2", tiny_text)
-    assert out == "monitor"
+    out = shell.run_cell_magic("lm_train", "--name tiny --continue --background --epochs 2 -o mon", tiny_text)
+    assert out == "monitor" and shell.user_ns.pop("mon") == "monitor"
     assert calls["name"] == "tiny" and calls["continue_from"] is get_registry(shell).get("tiny")
     assert calls["options"] == {"epochs": 2} and calls["data"] == tiny_text
     assert calls["registry"] is get_registry(shell) and calls["shell"] is shell
