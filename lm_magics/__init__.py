@@ -11,14 +11,14 @@ from .api import LanguageModel, load, train
 from .config import GenerateConfig, TrainConfig
 from .engine.data import files
 from .engine.training import EpochInfo, StepInfo, StopTraining, TrainReport
-from .errors import ConfigError, DataError, LMError, ModelFileError, ModelNotFoundError
+from .errors import ConfigError, DataError, LMError, ModelFileError, ModelNotFoundError, TrainingDiverged
 
 __version__ = "0.1.0"
 
 __all__ = [
     "train", "load", "files", "LanguageModel",
     "TrainConfig", "GenerateConfig", "TrainReport", "StepInfo", "EpochInfo", "StopTraining",
-    "LMError", "ConfigError", "DataError", "ModelFileError", "ModelNotFoundError",
+    "LMError", "ConfigError", "TrainingDiverged", "DataError", "ModelFileError", "ModelNotFoundError",
     "load_ipython_extension", "unload_ipython_extension",
     "CompletionPanel", "ChatAssistant",
     "__version__",

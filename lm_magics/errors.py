@@ -8,6 +8,7 @@ and keeps its full traceback.
 
     LMError
     ├── ConfigError        an option has a bad value (negative size, NaN learning rate, unknown name)
+    │   └── TrainingDiverged   the loss became NaN/inf (the learning rate is too high for this data)
     ├── DataError          the text to train on or score is unusable (empty, missing column, no file)
     ├── ModelNotFoundError no model of that name in the session
     └── ModelFileError     a model file is missing, truncated, corrupt, foreign or of a newer format
@@ -15,7 +16,7 @@ and keeps its full traceback.
 
 from __future__ import annotations
 
-__all__ = ["LMError", "ConfigError", "DataError", "ModelNotFoundError", "ModelFileError"]
+__all__ = ["LMError", "ConfigError", "TrainingDiverged", "DataError", "ModelNotFoundError", "ModelFileError"]
 
 
 class LMError(Exception):
@@ -24,6 +25,10 @@ class LMError(Exception):
 
 class ConfigError(LMError, ValueError):
     """An option has a value that cannot work."""
+
+
+class TrainingDiverged(ConfigError, FloatingPointError):
+    """The training loss stopped being a finite number; a smaller lr fixes it."""
 
 
 class DataError(LMError, ValueError):

@@ -32,7 +32,7 @@ import torch
 import torch.distributed as dist
 
 from ..config import TrainConfig
-from ..errors import ConfigError, DataError
+from ..errors import ConfigError, DataError, TrainingDiverged
 from .data import Corpus, _fingerprint, batchify, prepare, windows
 from .model import LSTMLanguageModel
 from .tokenizer import Tokenizer
@@ -168,7 +168,7 @@ def train_ddp(data: Any, *, val_data: Any = None, config: Optional[TrainConfig] 
                 lv = loss.item()
                 report.losses.append(lv)
                 if not math.isfinite(lv):
-                    raise FloatingPointError(f"training diverged at step {step} (loss {lv}); try a smaller lr "
+                    raise TrainingDiverged(f"training diverged at step {step} (loss {lv}); try a smaller lr "
                                              f"than {cfg.lr}")
                 if on_step is not None and rank == 0:
                     el = time.perf_counter() - t0

@@ -30,7 +30,7 @@ import torch
 import torch.nn as nn
 
 from ..config import TrainConfig
-from ..errors import ConfigError
+from ..errors import ConfigError, TrainingDiverged
 from .data import Corpus, batchify, windows
 from .model import LSTMLanguageModel, State
 
@@ -302,7 +302,7 @@ def fit(model: LSTMLanguageModel, corpus: Corpus, cfg: TrainConfig, *,
                 lv = loss.item()   # a sync per step: negligible next to an LSTM window on CPU
                 report.losses.append(lv)
                 if not math.isfinite(lv):
-                    raise FloatingPointError(
+                    raise TrainingDiverged(
                         f"training diverged at step {step} (loss {lv}); try a smaller lr than {cfg.lr}")
                 if on_step is not None:
                     el = time.perf_counter() - t0
