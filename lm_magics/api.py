@@ -24,7 +24,7 @@ from .engine import persistence
 from .engine.data import DataStats, prepare, rows_of
 from .engine.inference import Predictor
 from .engine.model import LSTMLanguageModel
-from .engine.tokenizer import Tokenizer
+from .engine.tokenizer import EOS, Tokenizer
 from .engine.training import (EpochInfo, StepInfo, TrainReport, auto_config, clone_model, fit,
                               resolve_device)
 from .errors import ConfigError, DataError
@@ -78,10 +78,23 @@ class LanguageModel:
         if stop_at_eos and ids and ids[-1] == self.tokenizer.eos_id:
             ids = ids[:-1]
         text = self.tokenizer.decode(ids)
-        if include_prefix and prefix:
-            return self.tokenizer.join(self.tokenizer.tokenize(prefix) + self.tokenizer.tokenize(text)) \
-                if text else prefix
-        return text
+        return self.join_text(prefix, text) if include_prefix else text
+
+    def join_text(self, prefix: str, continuation: str) -> str:
+        """prefix + continuation, spaced the way decode spaces tokens ("The dog" + ", and" -> "The dog, and")."""
+        if not prefix:
+            return continuation
+        if not continuation:
+            return prefix
+        return self.tokenizer.join(self._tokens_keeping_lines(prefix) + self._tokens_keeping_lines(continuation))
+
+    def _tokens_keeping_lines(self, text: str) -> List[str]:
+        toks: List[str] = []
+        for i, line in enumerate(text.split("\n")):
+            if i:
+                toks.append(EOS)   # join() turns it back into a line break
+            toks.extend(self.tokenizer.tokenize(line))
+        return toks
 
     def iter_generate(self, prefix: str, cfg: GenerateConfig, stop_at_eos: bool = True):
         """Yield the generated tokens one at a time (for streaming into a chat bubble)."""

@@ -106,17 +106,27 @@ class Generation:
     text: str
     model_name: str = ""
     settings: dict = field(default_factory=dict)
+    full: str = ""           # prefix and text joined with the tokenizer's spacing
 
     def __str__(self) -> str:
-        return f"{self.prefix} {self.text}".strip() if self.prefix else self.text
+        return self.full or (f"{self.prefix} {self.text}".strip() if self.prefix else self.text)
 
     def __repr__(self) -> str:
         return str(self)
 
     def _repr_html_(self) -> str:
         return (f"<div class='lm-generation' style='font-family:var(--jp-content-font-family,serif);"
-                f"white-space:pre-wrap'><span style='color:#888'>{_e(self.prefix)}</span> "
+                f"white-space:pre-wrap'><span style='color:#888'>{_e(self.prefix)}</span>{self._sep()}"
                 f"<b>{_e(self.text)}</b></div>")
+
+    def _sep(self) -> str:
+        """The space between prefix and text, as the joined text has it ("dog" + "," gets none)."""
+        if not self.prefix:
+            return ""
+        if self.full:
+            return self.full[len(self.prefix):len(self.prefix) + 1] if self.full.startswith(self.prefix) and \
+                self.full[len(self.prefix):len(self.prefix) + 1] == " " else ""
+        return " "
 
 
 # ------------------------------------------------------------------------------------------ models

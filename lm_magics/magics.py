@@ -340,7 +340,7 @@ class LMMagics(Magics):
         cfg = GenerateConfig(**given(args, GenerateConfig))
         name, model = self._model(args.name)
         text = model.generate_with(prefix, cfg)
-        result = Generation(prefix, text, name, given(args, GenerateConfig))
+        result = Generation(prefix, text, name, given(args, GenerateConfig), model.join_text(prefix, text))
         self._store(args.output, result)
         return result
 

@@ -252,11 +252,24 @@ def fit(model: LSTMLanguageModel, corpus: Corpus, cfg: TrainConfig, *,
     On KeyboardInterrupt or StopTraining (raised from a callback) the best weights so far are restored
     and the report says ``interrupted``; an interrupt before the first optimizer step propagates.
     """
+    # Tiny networks lose more to thread hand-offs than they gain from a second core (and suffer most
+    # when the machine is busy): they train on one thread unless told otherwise. Restored afterwards.
+    threads = cfg.threads or (1 if model.hidden_dim * (cfg.batch_size or 1) <= 128 * 16 else None)
+    prev_threads = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        return _fit(model, corpus, cfg, on_step, on_epoch, report)
+    finally:
+        torch.set_num_threads(prev_threads)
+
+
+def _fit(model, corpus, cfg, on_step, on_epoch, report) -> TrainReport:
     device = resolve_device(cfg.device)
     report = report or TrainReport(config=cfg)
     report.device = str(device)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
+    # Without validation text (val_fraction=0) there is nothing to select on: keep the last weights.
+    has_val = corpus.val.size >= 2
     torch.manual_seed(cfg.seed)
     bf16 = use_bf16(cfg, device)
     report.precision = "bf16 autocast" if bf16 else "fp32"
@@ -314,10 +327,12 @@ def fit(model: LSTMLanguageModel, corpus: Corpus, cfg: TrainConfig, *,
                     report.stop_reason = "max_time"
                     break
             # ---- end of epoch: validate, keep the best weights
-            val_ppl = evaluate(model, corpus.val, cfg.seq_len, device=device)
+            val_ppl = evaluate(model, corpus.val, cfg.seq_len, device=device) if has_val else math.nan
             el = time.perf_counter() - t0
-            better = val_ppl < best_ppl
-            if better:
+            better = has_val and val_ppl < best_ppl
+            if not has_val:
+                report.best_epoch = epoch
+            elif better:
                 best_ppl, bad_epochs = val_ppl, 0
                 best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
                 report.best_epoch = epoch
@@ -330,7 +345,7 @@ def fit(model: LSTMLanguageModel, corpus: Corpus, cfg: TrainConfig, *,
                 on_epoch(info)
             if report.stop_reason != "finished":
                 break
-            if bad_epochs >= cfg.patience:
+            if has_val and bad_epochs >= cfg.patience:
                 report.stop_reason = "early stop"
                 report.notes.append(f"stopped early: no better validation perplexity for {cfg.patience} epochs")
                 break
@@ -339,7 +354,7 @@ def fit(model: LSTMLanguageModel, corpus: Corpus, cfg: TrainConfig, *,
             raise
         report.interrupted = True
         report.stop_reason = "interrupted"
-        if best_state is None:
+        if best_state is None and has_val:
             # Interrupted inside the first epoch: measure what we have so the report is honest.
             best_ppl = evaluate(model, corpus.val, cfg.seq_len, device=device)
             report.best_epoch = None
