@@ -184,8 +184,8 @@ def score_frame(model: "LanguageModel", df: "pd.DataFrame", column: str, into: O
     mean = np.array([v.mean() if v is not None else np.nan for v in nll], dtype=np.float64)
     ppl = pd.Series(np.exp(mean), index=df.index, name=ppl_col)
     bits = pd.Series(mean / math.log(2), index=df.index, name=bits_col)
-    df[ppl_col] = ppl
-    df[bits_col] = bits
+    df[ppl_col] = ppl.to_numpy()     # by position: an index with duplicate labels must not misalign
+    df[bits_col] = bits.to_numpy()
 
     def rows(labels_positions: Sequence[int]) -> List[ScoredRow]:
         out = []

@@ -51,6 +51,13 @@ def test_scores_are_per_row_aligned_and_nan_safe(model, frame):
     assert report.missing == 2
 
 
+def test_duplicate_index_labels_stay_in_place(model):
+    df = pd.DataFrame({"text": ["the cat sat on the mat .", "zebra quantum lollipop", None]}, index=[1, 1, 2])
+    score_frame(model, df, "text", top=1)
+    assert df["text_ppl"].iloc[1] > df["text_ppl"].iloc[0] and np.isnan(df["text_ppl"].iloc[2])
+    assert df["text_ppl"].iloc[1] == pytest.approx(model.score(["zebra quantum lollipop"])[0], rel=1e-6)
+
+
 def test_batched_equals_one_at_a_time(model):
     rng = np.random.default_rng(0)
     words = "the cat dog sat on mat log bird sang branch a and together saw . unknownword".split()
