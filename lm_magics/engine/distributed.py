@@ -32,7 +32,7 @@ import torch
 import torch.distributed as dist
 
 from ..config import TrainConfig
-from ..errors import ConfigError, DataError, TrainingDiverged, TrainingDiverged
+from ..errors import ConfigError, DataError, TrainingDiverged
 from .data import Corpus, _fingerprint, batchify, prepare, windows
 from .model import LSTMLanguageModel
 from .tokenizer import Tokenizer
