@@ -3,7 +3,6 @@ loads and predicts, same seed -> same model."""
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest

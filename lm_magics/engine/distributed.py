@@ -33,7 +33,7 @@ import torch.distributed as dist
 
 from ..config import TrainConfig
 from ..errors import ConfigError, DataError, TrainingDiverged
-from .data import Corpus, _fingerprint, batchify, prepare, windows
+from .data import _fingerprint, batchify, prepare, windows
 from .model import LSTMLanguageModel
 from .tokenizer import Tokenizer
 from .training import (EpochInfo, StepInfo, TrainReport, _clip, _detach, _lr_at, _make_optimizers, auto_config,
