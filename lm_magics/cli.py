@@ -5,6 +5,7 @@
     lm-magics generate notes.lm "the cat" -n 20 --seed 0
     lm-magics score notes.lm test.txt          # perplexity<TAB>line, one per line
     lm-magics info notes.lm
+    lm-magics demo                              # train on the stdlib's docstrings, show completions
 
 Training flags are generated from TrainConfig and generation flags from GenerateConfig, like the magics'.
 Errors are one line on stderr; the exit code is 2 for a usage mistake and 1 for an LMError.
@@ -76,6 +77,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file", metavar="FILE", help="a text file ('-' reads stdin)")
     p.set_defaults(run=_run_score)
 
+    p = sub.add_parser("demo", help="train on the standard library's docstrings and show what the model does",
+                       description="Train a model on the docstrings of standard-library modules (text every Python "
+                                   "has), then print completions and generated text. Takes well under a minute.")
+    p.add_argument("-o", "--output", metavar="MODEL", default=None, help="also save the model here")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_arguments(p.add_argument_group("training options ('from data': chosen from the data size)"), TrainConfig)
+    p.set_defaults(run=_run_demo)
+
     p = sub.add_parser("info", help="what a model file holds", description="Describe a model file.")
     p.add_argument("model", metavar="MODEL", help="a model file")
     p.set_defaults(run=_run_info)
@@ -128,6 +137,36 @@ def _run_train(args: argparse.Namespace) -> int:
     model.save(args.output)
     print(repr(TrainSummary(args.output, model)))
     print(f"saved {args.output}" + (" (interrupted: the best model so far)" if model.interrupted else ""))
+    return 0
+
+
+def _run_demo(args: argparse.Namespace) -> int:
+    from . import api
+    from .demo import stdlib_docstrings
+    from .display import Completions, TrainSummary
+    from .progress import TrainProgress
+
+    rows = stdlib_docstrings()
+    print(f"Training on {len(rows):,} docstrings of the standard library "
+          f"({sum(len(r.split()) for r in rows):,} words)...", file=sys.stderr)
+    progress = None if args.quiet else TrainProgress(file=sys.stderr)
+    options = {"seed": 0, "epochs": 8, **given(args, TrainConfig)}   # about 20 s on 2 cores
+    try:
+        model = api.train(rows, on_step=progress and progress.on_step, on_epoch=progress and progress.on_epoch,
+                          **options)
+    finally:
+        if progress is not None:
+            progress.close()
+    print(repr(TrainSummary("demo", model)))
+    for prefix in ("Return the", "If the", "This function", "Raises"):
+        print()
+        print(repr(Completions(prefix, model.next_words(prefix, k=5), "demo")))
+    for prefix in ("Return a", "The"):
+        text = model.generate(prefix, n_words=20, temperature=0.7, seed=0, stop_at_eos=True, include_prefix=True)
+        print(f"\nGenerated: {text}")
+    if args.output:
+        model.save(args.output)
+        print(f"saved {args.output}")
     return 0
 
 
