@@ -228,7 +228,7 @@ def train(data: Any, *, val_data: Any = None, init: Optional[LanguageModel] = No
     if init is not None:
         # Keep the model's settings; the data-sized ones (batch, epochs) are chosen afresh for the new text.
         base = (config or init.config).to_dict()
-        base.update(batch_size=None, epochs=None, max_steps=None, max_time=None)
+        base.update(batch_size=None, epochs=None, lr=None, max_steps=None, max_time=None)
         cfg = TrainConfig.from_dict(base, **options)
         tokenizer = Tokenizer.from_dict(init.tokenizer.to_dict())  # fitted: the vocabulary is kept
     else:

@@ -53,7 +53,8 @@ class TrainConfig:
     epochs: Optional[int] = _opt(None, "passes over the training data (default: from data size)", positive=True)
     max_steps: Optional[int] = _opt(None, "stop after this many optimizer steps in all", positive=True)
     max_time: Optional[float] = _opt(None, "stop after this many seconds of training", positive=True)
-    lr: float = _opt(3e-3, "peak learning rate (AdamW; sgd wants about 20)", positive=True)
+    lr: Optional[float] = _opt(None, "peak learning rate (from data: AdamW 0.03 to 0.003 as data grows; sgd 20)",
+                               positive=True)
     optimizer: str = _opt("adamw", "optimizer: 'adamw' (sparse-aware, fused) or 'sgd'", choices=("adamw", "sgd"))
     weight_decay: float = _opt(0.01, "AdamW weight decay on dense weight matrices", min=0.0)
     grad_clip: float = _opt(1.0, "clip the gradient norm to this (0: no clipping)", min=0.0)

@@ -93,7 +93,7 @@ def test_help_is_generated_from_the_config(capsys):
     out = capsys.readouterr().out
     for spec in option_specs(TrainConfig):
         assert spec.flag in out
-    assert "[default: 0.003]" in out
+    assert "[default: from data]" in out
 
 
 @pytest.mark.parametrize("argv, code, expected", [

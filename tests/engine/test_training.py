@@ -19,7 +19,7 @@ def _same_state(a, b) -> bool:
 
 
 def test_loss_falls(tiny_text):
-    m = lm.train(tiny_text, hidden_dim=32, embed_dim=16, epochs=6, seed=0, seq_len=10, lr=0.03)
+    m = lm.train(tiny_text, hidden_dim=32, embed_dim=16, epochs=6, seed=0, seq_len=10, lr=0.03, dropout=0.1)
     losses = m.report.losses
     k = max(3, len(losses) // 5)
     assert sum(losses[-k:]) / k < 0.8 * sum(losses[:k]) / k
@@ -145,7 +145,7 @@ def test_auto_config_sizes_by_data():
     big, _ = auto_config(cfg, 5_000_000)
     assert (big.hidden_dim, big.num_layers, big.epochs) == (512, 2, 1)
     given, why = auto_config(cfg.replace(hidden_dim=7, embed_dim=5, num_layers=1, dropout=0.0,
-                                         batch_size=2, epochs=1), 500)
+                                         batch_size=2, epochs=1, lr=0.01), 500)
     assert given.hidden_dim == 7 and why == []
 
 
