@@ -20,15 +20,17 @@ __all__ = [
     "TrainConfig", "GenerateConfig", "TrainReport", "StepInfo", "EpochInfo", "StopTraining",
     "LMError", "ConfigError", "TrainingDiverged", "DataError", "ModelFileError", "ModelNotFoundError",
     "load_ipython_extension", "unload_ipython_extension",
-    "CompletionPanel", "ChatAssistant",
+    "CompletionPanel", "ChatAssistant", "score_frame",
     "__version__",
 ]
 
-_LAZY = {"CompletionPanel": "lm_magics.widgets.panel", "ChatAssistant": "lm_magics.widgets.chat"}
+_LAZY = {"CompletionPanel": "lm_magics.widgets.panel", "ChatAssistant": "lm_magics.widgets.chat",
+         "score_frame": "lm_magics.scoring"}
 
 
 def __getattr__(name: str):
-    # The widgets need ipywidgets: import them on first use, so `import lm_magics` stays light.
+    # The widgets need ipywidgets (and scoring displays pandas): import them on first use, so
+    # `import lm_magics` stays light.
     if name in _LAZY:
         import importlib
 
