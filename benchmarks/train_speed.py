@@ -34,7 +34,7 @@ def lm_corpus(data_dir) -> Corpus:
 
 def run_ours(corpus: Corpus, steps: int, precision: str, full_val: bool, seed: int = 0):
     """Train a fresh lm_magics network for `steps` steps; return (median ms/step, val ppl or None)."""
-    cfg = TrainConfig(level="whitespace", tie_weights=False, softmax="adaptive", precision=precision,
+    cfg = TrainConfig(level="whitespace", tie_weights=False, softmax="adaptive", precision=precision, lr=3e-3,
                       max_steps=steps, epochs=1, seed=seed, **SAME)
     torch.manual_seed(seed)
     net = LSTMLanguageModel(len(corpus.tokenizer), cfg.embed_dim, cfg.hidden_dim, cfg.num_layers, cfg.dropout,
