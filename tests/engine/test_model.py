@@ -89,3 +89,43 @@ def test_hparams_rebuild_the_same_network():
     ids = torch.randint(0, 50, (4, 2))
     with torch.no_grad():
         assert torch.equal(net(ids)[0], twin(ids)[0])
+
+
+def _tail_heavy_adaptive():
+    """An adaptive model whose tail clusters carry most of the mass (so pruning is really exercised)."""
+    torch.manual_seed(0)
+    m = LSTMLanguageModel(12_000, 16, 32, 1, 0.0, adaptive=True).eval()
+    with torch.no_grad():
+        m.head.head.weight[-2:] *= 30
+    return m
+
+
+def test_pruned_topk_equals_full_distribution_topk():
+    m = _tail_heavy_adaptive()
+    exclude = torch.tensor([0, 1])
+    g = torch.Generator().manual_seed(1)
+    with torch.inference_mode():
+        for _ in range(100):
+            f = torch.randn(32, generator=g) * 3
+            lp = m.log_probs(f.unsqueeze(0))[0]
+            lp[exclude] = float("-inf")
+            want_v, want_i = torch.topk(lp, 10)
+            got_v, got_i = m.topk_next(f, 10, exclude)
+            assert torch.equal(got_i, want_i)
+            assert torch.allclose(got_v, want_v, atol=1e-5)
+
+
+def test_hierarchical_sampling_matches_the_distribution():
+    m = _tail_heavy_adaptive()
+    f = torch.randn(32, generator=torch.Generator().manual_seed(2)) * 3
+    g = torch.Generator().manual_seed(0)
+    with torch.inference_mode():
+        p = m.log_probs(f.unsqueeze(0))[0].exp()
+        ids = torch.tensor([m.sample_next(f, g, torch.tensor([0])) for _ in range(4000)])
+    assert not (ids == 0).any()                       # excluded ids are never drawn
+    p = p.clone()
+    p[0] = 0
+    p /= p.sum()
+    # Mass per cluster (head, tail 1, tail 2) within sampling error (4000 draws: sd <= 0.008).
+    for lo, hi in [(0, 2000), (2000, 10000), (10000, 12000)]:
+        assert abs(((ids >= lo) & (ids < hi)).float().mean().item() - p[lo:hi].sum().item()) < 0.04
