@@ -53,7 +53,7 @@ class Predictor:
 
     def _run(self, ids: Sequence[int], state: Optional[State]) -> Tuple[torch.Tensor, State]:
         x = torch.tensor(ids, dtype=torch.long, device=self.device).view(-1, 1)   # (T, 1)
-        feats, state = self.net.features(x, state)                                 # (T, 1, D)
+        feats, state = self.net.features_step(x, state)                            # (T, 1, D)
         return feats[-1, 0], state
 
     def features_after(self, ids: Sequence[int]) -> torch.Tensor:
@@ -196,7 +196,7 @@ class Predictor:
                 idx = torch.tensor(keep, device=self.device)
                 h, c = h[:, idx].contiguous(), c[:, idx].contiguous()            # (L, beams, H)
                 x = torch.tensor([b[-1] for b in beams], device=self.device).view(1, -1)
-                feats, (h, c) = self.net.features(x, (h, c))
+                feats, (h, c) = self.net.features_step(x, (h, c))
                 lp = self.net.log_probs(feats[0])                                # (beams, V)
             done.extend((s / max(1, len(b)), b) for s, b in zip(scores.tolist(), beams))
         return max(done, key=lambda sb: sb[0])[1] if done else []

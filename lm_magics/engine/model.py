@@ -78,6 +78,32 @@ class LSTMLanguageModel(nn.Module):
             out = self.proj(out)                     # (T, B, E)
         return out, state
 
+    def features_step(self, ids: torch.Tensor, state: Optional[State] = None) -> Tuple[torch.Tensor, State]:
+        """features() for inference on a few new tokens (T, 1), eval mode.
+
+        nn.LSTM spends about a millisecond per call setting up its fused kernel, which dominates a
+        one-token step at batch 1; torch.lstm_cell per layer does the same arithmetic in a fraction of
+        that. Longer runs (a cold prefix) go through nn.LSTM, which wins there."""
+        if ids.size(0) > 8 or self.training:
+            return self.features(ids, state)
+        if state is None:
+            state = self.init_state(ids.size(1))
+        hs, cs = list(state[0].unbind(0)), list(state[1].unbind(0))        # per layer, each (B, H)
+        lstm = self.lstm
+        outs = []
+        for x in self.embed(ids):                                          # (B, E) per time step
+            for layer in range(self.num_layers):
+                hs[layer], cs[layer] = torch.lstm_cell(
+                    x, (hs[layer], cs[layer]), getattr(lstm, f"weight_ih_l{layer}"),
+                    getattr(lstm, f"weight_hh_l{layer}"), getattr(lstm, f"bias_ih_l{layer}"),
+                    getattr(lstm, f"bias_hh_l{layer}"))
+                x = hs[layer]
+            outs.append(x)
+        out = torch.stack(outs)                                            # (T, B, H)
+        if self.proj is not None:
+            out = self.proj(out)
+        return out, (torch.stack(hs), torch.stack(cs))
+
     def log_probs(self, feats: torch.Tensor) -> torch.Tensor:
         """Features (..., D) -> log-probabilities over the whole vocabulary (..., V)."""
         shape = feats.shape[:-1]
