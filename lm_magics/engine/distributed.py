@@ -36,8 +36,9 @@ from ..errors import ConfigError, DataError, TrainingDiverged
 from .data import _fingerprint, batchify, prepare, windows
 from .model import LSTMLanguageModel
 from .tokenizer import Tokenizer
-from .training import (EpochInfo, StepInfo, TrainReport, _clip, _detach, _lr_at, _make_optimizers, auto_config,
-                       evaluate)
+from .training import (EpochInfo, StepInfo, TrainReport, _lr_at, _make_optimizers, auto_config, evaluate,
+                       train_step)
+
 
 __all__ = ["in_torchrun", "launch", "train_ddp", "torchrun_command"]
 
@@ -149,18 +150,7 @@ def train_ddp(data: Any, *, val_data: Any = None, config: Optional[TrainConfig] 
             n_win = 0
             for x, y in windows(train_data, cfg.seq_len):
                 lr = _lr_at(step, total_steps, cfg)
-                for opt in opts:
-                    for g in opt.param_groups:
-                        g["lr"] = lr
-                state = _detach(state)
-                loss, state = ddp(x, state, targets=y)
-                for opt in opts:
-                    opt.zero_grad(set_to_none=True)
-                loss.backward()             # DDP averages the gradients over the ranks here
-                if cfg.grad_clip > 0:
-                    _clip(net, cfg.grad_clip)
-                for opt in opts:
-                    opt.step()
+                loss, state = train_step(ddp, net, opts, x, y, state, lr, cfg)
                 step += 1
                 tokens += y.numel() * world
                 epoch_loss += loss.detach().double()
