@@ -14,14 +14,14 @@ from __future__ import annotations
 import math
 import os
 import time
-from typing import Any, Callable, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Iterable, List, Optional, Tuple, Union
 
 import numpy as np
 import torch
 
 from .config import GenerateConfig, TrainConfig
 from .engine import persistence
-from .engine.data import DataStats, prepare, rows_of
+from .engine.data import DataStats, prepare
 from .engine.inference import Predictor
 from .engine.model import LSTMLanguageModel
 from .engine.tokenizer import EOS, Tokenizer

@@ -7,7 +7,6 @@ import subprocess
 import sys
 
 import pytest
-import torch
 
 import lm_magics as lm
 from lm_magics.cli import build_parser, main
