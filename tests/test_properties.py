@@ -114,3 +114,47 @@ def test_loader_on_mutated_real_model_files(good_bytes, flips, cut):
     if cut is not None:
         b = b[: cut % len(b)]
     _load_bytes(bytes(b))
+
+
+# ------------------------------------------------------------------ magic argument parsing
+
+@pytest.fixture(scope="module")
+def magic_shell(tiny_model, tmp_path_factory):
+    """A shell with the extension and a model, in an empty folder (nothing typed can touch the repo)."""
+    from IPython.core.interactiveshell import InteractiveShell
+
+    from lm_magics.registry import ModelRegistry, get_registry
+
+    old = os.getcwd()
+    os.chdir(tmp_path_factory.mktemp("magics"))
+    shell = InteractiveShell.instance()
+    shell.run_line_magic("load_ext", "lm_magics")
+    saved = get_registry(shell)
+    shell._lm_magics_registry = ModelRegistry()     # its own models: %lm_drop here touches no other test's
+    get_registry(shell).set("tiny", tiny_model)
+    yield shell
+    shell._lm_magics_registry = saved
+    os.chdir(old)
+
+
+_FLAGS = ["--name", "--epochs", "--lr", "--hidden-dim", "--df", "--column", "--where", "-o", "-k",
+          "--seed", "--temperature", "--top-p", "--beam", "--softmax", "--continue", "--quiet", "--bogus"]
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.one_of(st.sampled_from(_FLAGS), st.text(max_size=12),
+                          st.sampled_from(["-1", "0", "nan", "inf", "1e9", "'", '"', "{x}", "$y", "--"])),
+                max_size=6),
+       st.sampled_from(["lm_complete", "lm_generate", "lm_info", "lm_use", "lm_load", "lm_drop", "lm_train"]))
+def test_magic_argument_parsing_raises_only_usage_errors(magic_shell, words, magic):
+    """Whatever a user types after a magic, the result is a value or a one-line UsageError."""
+    from IPython.core.error import UsageError
+
+    line = " ".join(words)
+    try:
+        if magic == "lm_train":
+            magic_shell.run_cell_magic(magic, line + " --epochs 1 --max-steps 1 --quiet", "")
+        else:
+            magic_shell.run_line_magic(magic, line)
+    except UsageError as exc:
+        assert "\n" not in str(exc).strip(), str(exc)   # one line (a typed form feed may be echoed back)

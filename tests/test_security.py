@@ -111,6 +111,28 @@ def test_cli_refuses_malicious_pickles(tmp_path: Path, saved_model: Path, capsys
     assert not marker.exists()
 
 
+def test_lm_load_magic_refuses_malicious_pickles(tmp_path: Path, saved_model: Path, tiny_model):
+    from IPython.core.error import UsageError
+    from IPython.core.interactiveshell import InteractiveShell
+
+    from lm_magics.registry import get_registry
+
+    shell = InteractiveShell.instance()
+    shell.run_line_magic("load_ext", "lm_magics")
+    reg = get_registry(shell)
+    reg.set("kept", tiny_model)
+    before = tiny_model.next_words("the cat", k=5)
+    marker = tmp_path / "PWNED_MAGIC"
+    for kind, path in _malicious_files(tmp_path, marker, saved_model).items():
+        with pytest.raises(UsageError) as exc:
+            shell.run_line_magic("lm_load", f"{path} --name kept")
+        assert len(str(exc.value).splitlines()) == 1, str(exc.value)
+        assert not marker.exists(), f"{kind}: code ran in %lm_load"
+        # Nothing lost: the model registered under that name is the one from before.
+        assert reg.get("kept") is tiny_model and tiny_model.next_words("the cat", k=5) == before
+    reg.drop("kept")
+
+
 # -------------------------------------------------------------------------------- atomic saving
 
 _CHILD = textwrap.dedent("""
