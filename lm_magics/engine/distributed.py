@@ -36,8 +36,8 @@ from ..errors import ConfigError, DataError, TrainingDiverged
 from .data import _fingerprint, batchify, prepare, windows
 from .model import LSTMLanguageModel
 from .tokenizer import Tokenizer
-from .training import (EpochInfo, StepInfo, TrainReport, _lr_at, _make_optimizers, auto_config, evaluate,
-                       train_step)
+from .training import (BestWeights, EpochInfo, StepInfo, TrainReport, _lr_at, _make_optimizers, auto_config,
+                       evaluate, train_step)
 
 
 __all__ = ["in_torchrun", "launch", "train_ddp", "torchrun_command"]
@@ -139,7 +139,7 @@ def train_ddp(data: Any, *, val_data: Any = None, config: Optional[TrainConfig] 
         report = TrainReport(config=cfg, notes=why + [f"DistributedDataParallel: {world} processes "
                                                       f"({'nccl' if use_cuda else 'gloo'}), {L:,} tokens each"])
         report.device = str(device)
-        best_state, best_ppl, bad = None, math.inf, 0
+        best = BestWeights(cfg.patience)
         step = tokens = 0
         t0 = time.perf_counter()
         report.stop_reason = "finished"
@@ -173,13 +173,9 @@ def train_ddp(data: Any, *, val_data: Any = None, config: Optional[TrainConfig] 
             dist.all_reduce(loss_sum)
             val_ppl = math.exp(min(float(totals[0] / totals[1]), 50.0)) if totals[1] > 0 else math.inf
             el = time.perf_counter() - t0
-            better = val_ppl < best_ppl
+            better = best.update(net, epoch, val_ppl)
             if better:
-                best_ppl, bad = val_ppl, 0
-                best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
                 report.best_epoch = epoch
-            else:
-                bad += 1
             info = EpochInfo(epoch, float(loss_sum[0] / max(float(loss_sum[1]), 1.0)), val_ppl, lr, tokens,
                              tokens / el, el, better)
             report.history.append(info)
@@ -187,15 +183,14 @@ def train_ddp(data: Any, *, val_data: Any = None, config: Optional[TrainConfig] 
                 on_epoch(info)
             if report.stop_reason != "finished":
                 break
-            if bad >= cfg.patience:
+            if best.patience_spent:
                 report.stop_reason = "early stop"
                 break
-        if best_state is not None:
-            net.load_state_dict(best_state)
+        best.restore(net)
         net.eval()
         report.steps, report.tokens_seen = step, tokens
         report.elapsed = time.perf_counter() - t0
-        report.best_val_ppl = best_ppl if math.isfinite(best_ppl) else None
+        report.best_val_ppl = best.best_ppl
         shards: List[Any] = [None] * world
         dist.all_gather_object(shards, {"rank": rank, "start": int(start), "stop": int(stop),
                                         "fingerprint": _fingerprint(shard), "first_loss": report.losses[0],

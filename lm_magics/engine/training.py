@@ -43,7 +43,7 @@ from .data import Corpus, batchify, windows
 from .model import LSTMLanguageModel, State
 
 __all__ = ["auto_config", "resolve_device", "StepInfo", "EpochInfo", "TrainReport", "fit", "evaluate",
-           "StopTraining"]
+           "StopTraining", "BestWeights", "train_step"]
 
 
 class StopTraining(Exception):
@@ -227,6 +227,38 @@ def _lr_at(step: int, total: int, cfg: TrainConfig) -> float:
     return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * t)))
 
 
+class BestWeights:
+    """The weights of the best validation perplexity so far, and how many epochs have not beaten it."""
+
+    def __init__(self, patience: int):
+        self.patience = patience
+        self.ppl = math.inf
+        self.state: Optional[dict] = None
+        self.epoch: Optional[int] = None
+        self.bad = 0
+
+    def update(self, model: nn.Module, epoch: int, val_ppl: float) -> bool:
+        """Record an epoch's validation perplexity; snapshot the weights when it is the best."""
+        if val_ppl < self.ppl:
+            self.ppl, self.epoch, self.bad = val_ppl, epoch, 0
+            self.state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            return True
+        self.bad += 1
+        return False
+
+    @property
+    def patience_spent(self) -> bool:
+        return self.bad >= self.patience
+
+    def restore(self, model: nn.Module) -> None:
+        if self.state is not None:
+            model.load_state_dict(self.state)
+
+    @property
+    def best_ppl(self) -> Optional[float]:
+        return self.ppl if math.isfinite(self.ppl) else None
+
+
 def train_step(forward: nn.Module, model: LSTMLanguageModel, opts: List[torch.optim.Optimizer],
                x: torch.Tensor, y: torch.Tensor, state: Optional[State], lr: float, cfg: TrainConfig,
                bf16: bool = False) -> Tuple[torch.Tensor, State]:
@@ -311,9 +343,7 @@ def _fit(model, corpus, cfg, on_step, on_epoch, report) -> TrainReport:
     total_steps = min(cfg.max_steps or 10**12, n_windows * cfg.epochs)
     opts = _make_optimizers(model, cfg, device)
 
-    best_state: Optional[dict] = None
-    best_ppl = math.inf
-    bad_epochs = 0
+    best = BestWeights(cfg.patience)
     t0 = time.perf_counter()
     step = tokens = 0
     report.stop_reason = "finished"
@@ -347,15 +377,9 @@ def _fit(model, corpus, cfg, on_step, on_epoch, report) -> TrainReport:
             # ---- end of epoch: validate, keep the best weights
             val_ppl = evaluate(model, corpus.val, cfg.seq_len, device=device) if has_val else math.nan
             el = time.perf_counter() - t0
-            better = has_val and val_ppl < best_ppl
-            if not has_val:
+            better = has_val and best.update(model, epoch, val_ppl)
+            if better or not has_val:
                 report.best_epoch = epoch
-            elif better:
-                best_ppl, bad_epochs = val_ppl, 0
-                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-                report.best_epoch = epoch
-            else:
-                bad_epochs += 1
             info = EpochInfo(epoch, float(epoch_loss) / max(epoch_windows, 1), val_ppl, lr, tokens,
                              tokens / el, el, better)
             report.history.append(info)
@@ -363,7 +387,7 @@ def _fit(model, corpus, cfg, on_step, on_epoch, report) -> TrainReport:
                 on_epoch(info)
             if report.stop_reason != "finished":
                 break
-            if has_val and bad_epochs >= cfg.patience:
+            if has_val and best.patience_spent:
                 report.stop_reason = "early stop"
                 report.notes.append(f"stopped early: no better validation perplexity for {cfg.patience} epochs")
                 break
@@ -372,19 +396,18 @@ def _fit(model, corpus, cfg, on_step, on_epoch, report) -> TrainReport:
             raise
         report.interrupted = True
         report.stop_reason = "interrupted"
-        if best_state is None and has_val:
+        if best.state is None and has_val:
             # Interrupted inside the first epoch: measure what we have so the report is honest.
-            best_ppl = evaluate(model, corpus.val, cfg.seq_len, device=device)
+            best.ppl = evaluate(model, corpus.val, cfg.seq_len, device=device)
             report.best_epoch = None
         report.notes.append("interrupted: kept the best model so far"
                             + (f" (epoch {report.best_epoch})" if report.best_epoch else f" (after {step} steps)"))
-    if best_state is not None:
-        model.load_state_dict(best_state)
+    best.restore(model)
     model.eval()
     model.embed.sparse = False
     report.steps, report.tokens_seen = step, tokens
     report.elapsed = time.perf_counter() - t0
-    report.best_val_ppl = best_ppl if math.isfinite(best_ppl) else None
+    report.best_val_ppl = best.best_ppl
     return report
 
 
