@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import os
 import shlex
 import sys
 import warnings
@@ -399,8 +400,6 @@ class LMMagics(Magics):
     def lm_load(self, line: str) -> api.LanguageModel:
         """Load a model file and make it the default model."""
         args = self._parse(self.lm_load, line)
-        import os
-
         name = args.name or os.path.splitext(os.path.basename(args.path))[0] or "model"
         model = api.load(args.path, device=self.device if self.device not in ("", "cpu") else "cpu")
         self.registry.set(name, model)
