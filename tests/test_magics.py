@@ -90,7 +90,7 @@ def test_magics_registered_only_by_load_ext(shell):
 
 @pytest.mark.parametrize("module, magic", [("lm_magics.scoring", "lm_score"), ("lm_magics.widgets.magics", "lm_panel")])
 def test_other_magics_are_registered_when_importable(shell, module, magic):
-    pytest.importorskip(module)
+    pytest.importorskip(module, reason=f"{module} needs an optional extra (widgets or pandas) that is not installed")
     assert magic in shell.magics_manager.magics["line"]
 
 
