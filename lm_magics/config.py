@@ -13,12 +13,14 @@ from __future__ import annotations
 import argparse
 import difflib
 import math
+import os
 from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from typing import Any, Iterator, Optional
 
 from .errors import ConfigError
 
-__all__ = ["TrainConfig", "GenerateConfig", "option_specs", "OptionSpec", "add_arguments"]
+__all__ = ["TrainConfig", "GenerateConfig", "option_specs", "OptionSpec", "add_arguments", "PRECISION_ENV",
+           "precision_override"]
 
 
 def _opt(default: Any, help: str, *, choices: tuple | None = None, min: float | None = None,
@@ -104,6 +106,30 @@ class GenerateConfig:
 
     def replace(self, **changes: Any) -> "GenerateConfig":
         return replace(self, **_checked_names(type(self), changes))
+
+
+# ------------------------------------------------------------------------------ environment override
+
+# Forces the training precision everywhere, explicit ``precision=`` arguments included: CI runs the
+# tutorials once under ``fp32`` so the suite does not depend on whether the CPU has bf16 hardware, and a
+# user can rule bf16 out without touching code.
+PRECISION_ENV = "LM_MAGICS_PRECISION"
+
+
+def precision_override() -> Optional[str]:
+    """The precision that ``$LM_MAGICS_PRECISION`` forces ('auto', 'bf16' or 'fp32'), or None when unset."""
+    value = os.environ.get(PRECISION_ENV, "").strip().lower()
+    if not value:
+        return None
+    choices = fields_by_name(TrainConfig)["precision"].metadata["choices"]
+    if value not in choices:
+        raise ConfigError(f"{PRECISION_ENV}={value!r} is not a precision; set it to one of "
+                          f"{', '.join(choices)}, or unset it.")
+    return value
+
+
+def fields_by_name(cls: type) -> dict:
+    return {f.name: f for f in fields(cls)}
 
 
 # ---------------------------------------------------------------------------------------------- checks

@@ -37,7 +37,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from ..config import TrainConfig
+from ..config import PRECISION_ENV, TrainConfig, precision_override
 from ..errors import ConfigError, TrainingDiverged
 from .data import Corpus, batchify, windows
 from .model import LSTMLanguageModel, State
@@ -114,9 +114,11 @@ def _cpu_has(flag: str) -> bool:
 
 
 def use_bf16(cfg: TrainConfig, device: torch.device) -> bool:
-    if cfg.precision == "bf16":
+    """Train under bf16 autocast? ``$LM_MAGICS_PRECISION`` wins over ``cfg.precision``."""
+    precision = precision_override() or cfg.precision
+    if precision == "bf16":
         return True
-    return cfg.precision == "auto" and _bf16_ok(device)
+    return precision == "auto" and _bf16_ok(device)
 
 
 # ------------------------------------------------------------------------------------------ reports
@@ -335,6 +337,9 @@ def _fit(model, corpus, cfg, on_step, on_epoch, report) -> TrainReport:
     torch.manual_seed(cfg.seed)
     bf16 = use_bf16(cfg, device)
     report.precision = "bf16 autocast" if bf16 else "fp32"
+    forced = precision_override()
+    if forced and forced != cfg.precision:
+        report.notes.append(f"precision {forced!r} from {PRECISION_ENV} (instead of {cfg.precision!r})")
 
     model.to(device)
     model.embed.sparse = cfg.optimizer == "adamw" and not model.tied and device.type != "mps"

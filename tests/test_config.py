@@ -1,0 +1,45 @@
+"""config.py: the one place options are named and checked, and the environment's precision override."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import lm_magics as lm
+from lm_magics.config import PRECISION_ENV, TrainConfig, precision_override
+from lm_magics.engine.training import use_bf16
+
+CPU = torch.device("cpu")
+
+
+@pytest.mark.parametrize("asked", ["auto", "bf16", "fp32"])
+def test_env_fp32_overrides_every_precision(monkeypatch, asked):
+    monkeypatch.setenv(PRECISION_ENV, "fp32")
+    assert use_bf16(TrainConfig(precision=asked), CPU) is False
+
+
+@pytest.mark.parametrize("asked", ["auto", "fp32"])
+def test_env_bf16_overrides_every_precision(monkeypatch, asked):
+    monkeypatch.setenv(PRECISION_ENV, " BF16 ")
+    assert use_bf16(TrainConfig(precision=asked), CPU) is True
+
+
+def test_without_the_env_the_argument_decides(monkeypatch):
+    monkeypatch.delenv(PRECISION_ENV, raising=False)
+    assert precision_override() is None
+    assert use_bf16(TrainConfig(precision="bf16"), CPU) is True
+    assert use_bf16(TrainConfig(precision="fp32"), CPU) is False
+
+
+def test_a_bad_env_value_is_one_line_that_names_the_variable(monkeypatch, tiny_text):
+    monkeypatch.setenv(PRECISION_ENV, "fp16")
+    with pytest.raises(lm.ConfigError, match=f"{PRECISION_ENV}='fp16'.*fp32") as info:
+        lm.train(tiny_text, hidden_dim=8, embed_dim=8, epochs=1, seed=0)
+    assert "\n" not in str(info.value)
+
+
+def test_the_report_says_the_env_decided(monkeypatch, tiny_text):
+    monkeypatch.setenv(PRECISION_ENV, "fp32")
+    m = lm.train(tiny_text, hidden_dim=8, embed_dim=8, epochs=1, seed=0, precision="bf16")
+    assert m.report.precision == "fp32"
+    assert any(PRECISION_ENV in note for note in m.report.notes)
