@@ -11,6 +11,7 @@ Magics, widgets and the CLI are thin layers over exactly these calls::
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import time
@@ -19,13 +20,14 @@ from typing import Any, Callable, Iterable, List, Optional, Tuple, Union
 import numpy as np
 import torch
 
-from .config import GenerateConfig, TrainConfig
+from .config import GenerateConfig, TrainConfig, precision_override
 from .engine import persistence
-from .engine.data import DataStats, prepare
+from .engine.data import DataStats, _fingerprint, prepare
+from .engine.distributed import Ranks, process_group
 from .engine.inference import Predictor
-from .engine.model import LSTMLanguageModel
+from .engine.model import LSTMLanguageModel, build_network, network_hparams
 from .engine.tokenizer import EOS, Tokenizer
-from .engine.training import (EpochInfo, StepInfo, TrainReport, auto_config, clone_model, fit,
+from .engine.training import (EpochInfo, StepInfo, TrainReport, auto_config, clone_model, fit, fit_to_data,
                               resolve_device)
 from .errors import ConfigError, DataError
 
@@ -196,7 +198,7 @@ def train(data: Any, *, val_data: Any = None, init: Optional[LanguageModel] = No
           config: Optional[TrainConfig] = None,
           on_step: Optional[Callable[[StepInfo], None]] = None,
           on_epoch: Optional[Callable[[EpochInfo], None]] = None,
-          stream: Optional[bool] = None, cache_dir: Optional[str] = None,
+          stream: Optional[bool] = None, cache_dir: Optional[str] = None, distributed: bool = False,
           **options: Any) -> LanguageModel:
     """Train a language model on text and return it.
 
@@ -216,6 +218,9 @@ def train(data: Any, *, val_data: Any = None, init: Optional[LanguageModel] = No
     stream : bool, optional
         Tokenize into a memory-mapped token file (cached in ``cache_dir``, default ~/.cache/lm_magics)
         and train from it without holding the text in memory. Default: on for files of 256 MB or more.
+    distributed : bool
+        Inside torchrun: train with DistributedDataParallel, each process on its shard of the token
+        stream; every rank returns the same model (save it on rank 0 only, ``model.meta["ddp"]``).
 
     Returns the trained LanguageModel; ``model.report`` tells what happened. A KeyboardInterrupt
     keeps the best model so far and sets ``model.interrupted``.
@@ -234,52 +239,52 @@ def train(data: Any, *, val_data: Any = None, init: Optional[LanguageModel] = No
     else:
         cfg = (config or TrainConfig()).replace(**options)
         tokenizer = Tokenizer(cfg.level, cfg.lowercase, cfg.min_freq, cfg.max_vocab)
-    from .engine.streaming import prepare_stream, should_stream
+    precision_override()   # a bad $LM_MAGICS_PRECISION is reported before any work
+    if distributed and init is not None:
+        raise ConfigError("Continuing a model is not supported under torchrun; continue it in one process "
+                          "(drop --nproc), or train a new model with several.")
+    group = process_group(cfg.device) if distributed else contextlib.nullcontext((Ranks(), None))
+    with group as (ranks, device):
+        from .engine.streaming import prepare_stream, should_stream
 
-    if should_stream(data, stream):
-        corpus = prepare_stream(data, tokenizer, val_source=val_data, val_fraction=cfg.val_fraction,
-                                seed=cfg.seed, cache_dir=cache_dir)
-    else:
-        corpus = prepare(data, tokenizer, val_source=val_data, val_fraction=cfg.val_fraction, seed=cfg.seed)
-    notes = list(corpus.stats.notes)
-    if corpus.train.size - corpus.stats.train_rows <= 0 and corpus.train.size < 2:
-        raise DataError("Too little text to train on; give at least a sentence or two.")
+        if should_stream(data, stream):
+            corpus = prepare_stream(data, tokenizer, val_source=val_data, val_fraction=cfg.val_fraction,
+                                    seed=cfg.seed, cache_dir=cache_dir)
+        else:
+            corpus = prepare(data, tokenizer, val_source=val_data, val_fraction=cfg.val_fraction, seed=cfg.seed)
+        if len(set(ranks.gather((corpus.fingerprint, len(tokenizer))))) != 1:
+            raise DataError("The ranks read different text (token fingerprints differ); give every node the "
+                            "same files.")
+        notes = list(corpus.stats.notes)
+        if corpus.train.size - corpus.stats.train_rows <= 0 and corpus.train.size < 2:
+            raise DataError("Too little text to train on; give at least a sentence or two.")
 
-    if init is not None:
-        net = clone_model(init.net)
-        h = net.hparams()
-        cfg = cfg.replace(embed_dim=h["embed_dim"], hidden_dim=h["hidden_dim"], num_layers=h["num_layers"])
-        cfg, why = auto_config(cfg, corpus.stats.train_tokens)
-        net.drop.p = cfg.dropout
-        net.lstm.dropout = cfg.dropout if net.num_layers > 1 else 0.0
-        unk = corpus.stats.unk_tokens
-        notes.append(f"continued from a model trained on {init.meta.get('tokens_seen', 0):,} tokens; kept its "
-                     f"vocabulary of {len(tokenizer):,} words"
-                     + (f" ({unk:,} new-word tokens became <unk>)" if unk else ""))
-    else:
-        cfg, why = auto_config(cfg, corpus.stats.train_tokens)
-        V = len(tokenizer)
-        adaptive = cfg.softmax == "adaptive" or (cfg.softmax == "auto" and V >= cfg.adaptive_threshold)
-        if adaptive and V < 4:
-            adaptive = False
-        torch.manual_seed(cfg.seed)
-        net = LSTMLanguageModel(V, cfg.embed_dim, cfg.hidden_dim, cfg.num_layers, cfg.dropout,
-                                cfg.tie_weights, adaptive)
-        if adaptive:
-            why.append(f"adaptive softmax: {V:,} words >= adaptive_threshold {cfg.adaptive_threshold:,}")
-    # Windows longer than the data make no sense: shorten and say so.
-    rows_per_stream = corpus.train.size // cfg.batch_size
-    if rows_per_stream < 2:
-        cfg = cfg.replace(batch_size=max(1, corpus.train.size // 2))
-        rows_per_stream = corpus.train.size // cfg.batch_size
-        notes.append(f"batch_size lowered to {cfg.batch_size} to fit {corpus.train.size} training tokens")
-    if cfg.seq_len > rows_per_stream - 1:
-        new_len = max(1, rows_per_stream - 1)
-        notes.append(f"seq_len {cfg.seq_len} is longer than the data allows; using {new_len}")
-        cfg = cfg.replace(seq_len=new_len)
+        if init is not None:
+            net = clone_model(init.net)
+            h = net.hparams()
+            cfg = cfg.replace(embed_dim=h["embed_dim"], hidden_dim=h["hidden_dim"], num_layers=h["num_layers"])
+            cfg, why = auto_config(cfg, corpus.stats.train_tokens)
+            net.drop.p = cfg.dropout
+            net.lstm.dropout = cfg.dropout if net.num_layers > 1 else 0.0
+            unk = corpus.stats.unk_tokens
+            notes.append(f"continued from a model trained on {init.meta.get('tokens_seen', 0):,} tokens; kept "
+                         f"its vocabulary of {len(tokenizer):,} words"
+                         + (f" ({unk:,} new-word tokens became <unk>)" if unk else ""))
+        else:
+            cfg, why = auto_config(cfg, corpus.stats.train_tokens)
+            hparams, why_net = network_hparams(cfg, len(tokenizer))
+            why += why_net
+            net = build_network(hparams, seed=cfg.seed)   # the same initial weights on every rank
+        cfg, fitted = fit_to_data(cfg, corpus.train.size // ranks.world)
+        notes += fitted
+        if ranks.distributed:
+            notes.append(f"DistributedDataParallel: {ranks.world} processes ({ranks.backend}), "
+                         f"{corpus.train.size // ranks.world:,} tokens each")
 
-    report = TrainReport(config=cfg, notes=why + notes)
-    report = fit(net, corpus, cfg, on_step=on_step, on_epoch=on_epoch, report=report)
+        report = TrainReport(config=cfg, notes=why + notes)
+        report = fit(net, corpus, cfg, on_step=on_step, on_epoch=on_epoch, report=report, ranks=ranks,
+                     device=device)
+        shards = ranks.gather(_shard_record(ranks, corpus, report)) if ranks.distributed else None
     prev = init.meta if init is not None else {}
     meta = {
         "rows": corpus.stats.rows, "missing": corpus.stats.missing, "tokens": corpus.stats.train_tokens,
@@ -292,7 +297,18 @@ def train(data: Any, *, val_data: Any = None, init: Optional[LanguageModel] = No
         "interrupted": report.interrupted, "precision": report.precision,
         "history": [[e.epoch, e.train_loss, e.val_ppl] for e in report.history],
     }
-    return LanguageModel(net, tokenizer, cfg, meta, report)
+    if shards is not None:
+        meta["ddp"] = {"world_size": ranks.world, "backend": ranks.backend, "shards": shards}
+    return LanguageModel(net.cpu(), tokenizer, cfg, meta, report)
+
+
+def _shard_record(ranks: Ranks, corpus: Any, report: TrainReport) -> dict:
+    """What one rank trained on, for ``meta['ddp']``: its slice of the token stream and its loss."""
+    start, stop = ranks.shard_bounds(corpus.train.size)
+    return {"rank": ranks.rank, "start": int(start), "stop": int(stop),
+            "fingerprint": _fingerprint(corpus.train[start:stop]),
+            "first_loss": report.losses[0] if report.losses else None,
+            "last_loss": report.losses[-1] if report.losses else None}
 
 
 # ---------------------------------------------------------------------------------------------- load
@@ -305,8 +321,7 @@ def load(path: Union[str, "os.PathLike[str]"], device: str = "cpu") -> LanguageM
     try:
         tok = Tokenizer.from_dict(ckpt["tokenizer"])
         h = ckpt["hparams"]
-        net = LSTMLanguageModel(h["vocab_size"], h["embed_dim"], h["hidden_dim"], h["num_layers"],
-                                h["dropout"], h["tie_weights"], h["adaptive"], h.get("cutoffs") or None)
+        net = build_network(h)
         net.load_state_dict(ckpt["state_dict"])
         cfg = TrainConfig.from_dict(ckpt["config"])
         if len(tok) != h["vocab_size"]:

@@ -115,15 +115,15 @@ def _run_train(args: argparse.Namespace) -> int:
     from .display import TrainSummary
     from .progress import TrainProgress
 
-    from .engine import distributed
+    from .engine.distributed import in_torchrun
 
-    if args.nproc is not None and not distributed.in_torchrun():   # `--nproc N`: relaunch under torchrun
+    if args.nproc is not None and not in_torchrun():   # `--nproc N`: relaunch under torchrun
         if args.init or args.files == ["-"]:
             raise _Usage(f"{PROG} train: --nproc works with files, not --init or stdin")
-        return distributed.launch(args.nproc, distributed.cli_args(args))
+        return launch(args.nproc, torchrun_args(args))
     data = "\n".join(_read_lines("-")) if args.files == ["-"] else files(*args.files)
-    if distributed.in_torchrun():                                      # torchrun ... -m lm_magics train
-        return distributed.cli_train(args, given(args, TrainConfig), data)
+    if in_torchrun():                                      # torchrun ... -m lm_magics train
+        return _train_as_rank(args, data)
     init = _load(args.init) if args.init else None
     progress = None if args.quiet else TrainProgress(file=sys.stderr)
     try:
@@ -137,6 +137,79 @@ def _run_train(args: argparse.Namespace) -> int:
     model.save(args.output)
     print(repr(TrainSummary(args.output, model)))
     print(f"saved {args.output}" + (" (interrupted: the best model so far)" if model.interrupted else ""))
+    return 0
+
+
+# ------------------------------------------------------------------------------ several processes (DDP)
+
+def torchrun_command(nproc: int, args: Sequence[str]) -> List[str]:
+    """``python -m torch.distributed.run --standalone --nproc_per_node N -m lm_magics <args>`` (one machine)."""
+    if isinstance(nproc, bool) or not isinstance(nproc, int) or nproc < 1:
+        from .errors import ConfigError
+
+        raise ConfigError(f"--nproc must be a whole number of at least 1, got {nproc!r}.")
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+            "-m", "lm_magics", *args]
+
+
+def launch(nproc: int, args: Sequence[str]) -> int:
+    """Run ``lm_magics <args>`` under torchrun with nproc processes; returns torchrun's exit code.
+
+    A Ctrl-C reaches every process of the terminal's group: the ranks agree to stop after the same step
+    and rank 0 writes what the rule for interrupted runs says, so the launcher waits for them instead of
+    killing torchrun (a second Ctrl-C does).
+    """
+    import subprocess
+
+    proc = subprocess.Popen(torchrun_command(nproc, args))
+    try:
+        return proc.wait()
+    except KeyboardInterrupt:
+        try:
+            return proc.wait()
+        except KeyboardInterrupt:
+            proc.kill()
+            raise
+
+
+def torchrun_args(args: argparse.Namespace) -> List[str]:
+    """The ``train`` arguments for the torchrun children: everything but --nproc."""
+    out = ["train", *args.files, "-o", args.output]
+    if args.quiet:
+        out.append("--quiet")
+    for name, value in given(args, TrainConfig).items():
+        out += ["--" + name.replace("_", "-"), str(value)]
+    return out
+
+
+def _train_as_rank(args: argparse.Namespace, data) -> int:
+    """``lm-magics train`` as one rank under torchrun: every rank trains, rank 0 reports and saves."""
+    import os
+
+    from . import api
+    from .display import TrainSummary
+    from .progress import TrainProgress
+
+    rank = int(os.environ.get("RANK", "0"))
+    progress = TrainProgress(file=sys.stderr) if rank == 0 and not args.quiet else None
+    try:
+        model = api.train(data, distributed=True, on_step=progress and progress.on_step,
+                          on_epoch=progress and progress.on_epoch, **given(args, TrainConfig))
+        if progress is not None:
+            progress.close(model.report.stop_reason if model.report else "")
+    finally:
+        if progress is not None:
+            progress.close()
+    ddp = model.meta["ddp"]
+    for s in ddp["shards"]:
+        if s["rank"] == rank and s["first_loss"] is not None:
+            print(f"[rank {rank}/{ddp['world_size']}] shard tokens [{s['start']}, {s['stop']}) fingerprint "
+                  f"{s['fingerprint']} loss {s['first_loss']:.3f} -> {s['last_loss']:.3f}", file=sys.stderr,
+                  flush=True)
+    if rank == 0:
+        model.save(args.output)
+        print(repr(TrainSummary(args.output, model)))
+        print(f"saved {args.output}" + (" (interrupted: the best model so far)" if model.interrupted else ""))
     return 0
 
 

@@ -16,7 +16,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-__all__ = ["LSTMLanguageModel", "State", "adaptive_cutoffs"]
+__all__ = ["LSTMLanguageModel", "State", "adaptive_cutoffs", "build_network", "network_hparams"]
 
 State = Tuple[torch.Tensor, torch.Tensor]  # (h, c), each (num_layers, B, hidden_dim)
 
@@ -200,3 +200,30 @@ class LSTMLanguageModel(nn.Module):
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())  # tied weights are counted once
+
+
+# ------------------------------------------------------------------------------------------ building
+
+def network_hparams(cfg, vocab_size: int) -> Tuple[dict, List[str]]:
+    """The hyper-parameters of the network a resolved TrainConfig asks for, and why (for the summary).
+
+    The adaptive softmax is chosen here: ``softmax='adaptive'``, or ``'auto'`` from
+    ``adaptive_threshold`` words on (never below 4 words: nothing to split into clusters).
+    """
+    adaptive = cfg.softmax == "adaptive" or (cfg.softmax == "auto" and vocab_size >= cfg.adaptive_threshold)
+    adaptive = adaptive and vocab_size >= 4
+    why = ([f"adaptive softmax: {vocab_size:,} words >= adaptive_threshold {cfg.adaptive_threshold:,}"]
+           if adaptive and cfg.softmax == "auto" else [])
+    return {"vocab_size": vocab_size, "embed_dim": cfg.embed_dim, "hidden_dim": cfg.hidden_dim,
+            "num_layers": cfg.num_layers, "dropout": cfg.dropout, "tie_weights": cfg.tie_weights,
+            "adaptive": adaptive, "cutoffs": None}, why
+
+
+def build_network(hparams: dict, seed: Optional[int] = None) -> LSTMLanguageModel:
+    """The one way a network is built: from ``hparams`` (a model file's, or ``network_hparams``'s).
+    With a seed the initial weights are repeatable (and the same on every rank of a distributed run)."""
+    if seed is not None:
+        torch.manual_seed(seed)
+    h = hparams
+    return LSTMLanguageModel(h["vocab_size"], h["embed_dim"], h["hidden_dim"], h["num_layers"], h["dropout"],
+                             h["tie_weights"], h["adaptive"], h.get("cutoffs") or None)

@@ -29,9 +29,10 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 import time
 from dataclasses import dataclass, field
-from typing import Callable, List, Optional, Tuple
+from typing import Any, Callable, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -40,6 +41,7 @@ import torch.nn as nn
 from ..config import PRECISION_ENV, TrainConfig, precision_override
 from ..errors import ConfigError, TrainingDiverged
 from .data import Corpus, batchify, windows
+from .distributed import DIVERGED, GO, INTERRUPTED, MAX_TIME, PLANNED, Ranks, deferred_signals
 from .model import LSTMLanguageModel, State
 
 __all__ = ["auto_config", "resolve_device", "StepInfo", "EpochInfo", "TrainReport", "fit", "evaluate",
@@ -119,6 +121,21 @@ def use_bf16(cfg: TrainConfig, device: torch.device) -> bool:
     if precision == "bf16":
         return True
     return precision == "auto" and _bf16_ok(device)
+
+
+def fit_to_data(cfg: TrainConfig, n_tokens: int) -> Tuple[TrainConfig, List[str]]:
+    """Shrink batch_size and seq_len that the training tokens (one rank's shard) cannot fill, and say so."""
+    notes: List[str] = []
+    rows_per_stream = n_tokens // cfg.batch_size
+    if rows_per_stream < 2:
+        cfg = cfg.replace(batch_size=max(1, n_tokens // 2))
+        rows_per_stream = n_tokens // cfg.batch_size
+        notes.append(f"batch_size lowered to {cfg.batch_size} to fit {n_tokens} training tokens")
+    if cfg.seq_len > rows_per_stream - 1:
+        new_len = max(1, rows_per_stream - 1)
+        notes.append(f"seq_len {cfg.seq_len} is longer than the data allows; using {new_len}")
+        cfg = cfg.replace(seq_len=new_len)
+    return cfg, notes
 
 
 # ------------------------------------------------------------------------------------------ reports
@@ -283,14 +300,14 @@ def train_step(forward: nn.Module, model: LSTMLanguageModel, opts: List[torch.op
 
 
 @torch.no_grad()
-def evaluate(model: LSTMLanguageModel, ids: np.ndarray, seq_len: int = 35, batch_size: int = 10,
-             device: Optional[torch.device] = None) -> float:
-    """Perplexity over a token stream, state carried across windows (as in training). Returns inf for
-    too little text."""
+def nll_totals(model: LSTMLanguageModel, ids: np.ndarray, seq_len: int = 35, batch_size: int = 10,
+               device: Optional[torch.device] = None) -> Tuple[float, int]:
+    """(summed negative log-likelihood in nats, number of predicted tokens) over a token stream, state
+    carried across windows as in training. Sums, not a mean, so that ranks can add theirs up."""
     device = device or next(model.parameters()).device
-    batch_size = max(1, min(batch_size, ids.size // 2))
     if ids.size < 2:
-        return float("inf")
+        return 0.0, 0
+    batch_size = max(1, min(batch_size, ids.size // 2))
     data = batchify(ids, batch_size).to(device)
     was_training = model.training
     model.eval()
@@ -302,7 +319,17 @@ def evaluate(model: LSTMLanguageModel, ids: np.ndarray, seq_len: int = 35, batch
             count += y.numel()
     finally:
         model.train(was_training)
-    return math.exp(min(total / max(count, 1), 50.0))
+    return total, count
+
+
+def _ppl(total: float, count: float) -> float:
+    return math.exp(min(total / count, 50.0)) if count > 0 else float("inf")
+
+
+def evaluate(model: LSTMLanguageModel, ids: np.ndarray, seq_len: int = 35, batch_size: int = 10,
+             device: Optional[torch.device] = None) -> float:
+    """Perplexity over a token stream (inf for too little text)."""
+    return _ppl(*nll_totals(model, ids, seq_len, batch_size, device))
 
 
 # ------------------------------------------------------------------------------------------ the loop
@@ -310,26 +337,39 @@ def evaluate(model: LSTMLanguageModel, ids: np.ndarray, seq_len: int = 35, batch
 def fit(model: LSTMLanguageModel, corpus: Corpus, cfg: TrainConfig, *,
         on_step: Optional[Callable[[StepInfo], None]] = None,
         on_epoch: Optional[Callable[[EpochInfo], None]] = None,
-        report: Optional[TrainReport] = None) -> TrainReport:
+        report: Optional[TrainReport] = None, ranks: Optional[Ranks] = None,
+        device: Optional[torch.device] = None) -> TrainReport:
     """Train ``model`` in place on ``corpus`` with a fully resolved ``cfg``; return the report.
+
+    One loop for one process and many: with ``ranks`` from ``distributed.process_group`` each rank
+    trains on its shard inside DistributedDataParallel, and every decision (stop, early stop, best
+    weights) is taken by all ranks together. Callbacks run on every rank.
 
     On KeyboardInterrupt or StopTraining (raised from a callback) the best weights so far are restored
     and the report says ``interrupted``; an interrupt before the first optimizer step propagates.
     """
+    ranks = ranks or Ranks()
     # Tiny networks lose more to thread hand-offs than they gain from a second core (and suffer most
-    # when the machine is busy): they train on one thread unless told otherwise. Restored afterwards.
+    # when the machine is busy): they train on one thread unless told otherwise. Ranks on one machine
+    # share its cores. Restored afterwards.
     threads = cfg.threads or (1 if model.hidden_dim * (cfg.batch_size or 1) <= 128 * 16 else None)
+    if ranks.distributed and not cfg.threads:
+        threads = max(1, (os.cpu_count() or 1) // ranks.local_world)
     prev_threads = torch.get_num_threads()
     if threads:
         torch.set_num_threads(threads)
     try:
-        return _fit(model, corpus, cfg, on_step, on_epoch, report)
+        with deferred_signals(ranks.distributed) as signals:
+            return _fit(model, corpus, cfg, on_step, on_epoch, report, ranks, device, signals)
     finally:
         torch.set_num_threads(prev_threads)
 
 
-def _fit(model, corpus, cfg, on_step, on_epoch, report) -> TrainReport:
-    device = resolve_device(cfg.device)
+_REASONS = {PLANNED: "finished", MAX_TIME: "max_time", INTERRUPTED: "interrupted"}
+
+
+def _fit(model, corpus, cfg, on_step, on_epoch, report, ranks: Ranks, device, signals) -> TrainReport:
+    device = device or resolve_device(cfg.device)
     report = report or TrainReport(config=cfg)
     report.device = str(device)
     # Without validation text (val_fraction=0) there is nothing to select on: keep the last weights.
@@ -342,11 +382,27 @@ def _fit(model, corpus, cfg, on_step, on_epoch, report) -> TrainReport:
         report.notes.append(f"precision {forced!r} from {PRECISION_ENV} (instead of {cfg.precision!r})")
 
     model.to(device)
-    model.embed.sparse = cfg.optimizer == "adamw" and not model.tied and device.type != "mps"
-    train_data = batchify(corpus.train, cfg.batch_size).to(device)      # (rows, B)
+    # A sparse embedding gradient would need a sparse all-reduce: dense under DDP.
+    model.embed.sparse = (cfg.optimizer == "adamw" and not model.tied and device.type != "mps"
+                          and not ranks.distributed)
+    train_data = batchify(ranks.shard(corpus.train), cfg.batch_size).to(device)      # (rows, B)
+    val_ids = ranks.val_shard(corpus.val)
     n_windows = math.ceil((train_data.size(0) - 1) / cfg.seq_len)
     total_steps = min(cfg.max_steps or 10**12, n_windows * cfg.epochs)
+    forward: nn.Module = model
+    if ranks.distributed:
+        forward = nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None,
+            find_unused_parameters=model.adaptive)   # tail clusters of the adaptive softmax may get no target
     opts = _make_optimizers(model, cfg, device)
+    if ranks.distributed:
+        torch.manual_seed(cfg.seed + ranks.rank)   # dropout masks differ per rank, repeatably
+
+    def validate() -> float:
+        if not ranks.distributed:
+            return evaluate(model, val_ids, cfg.seq_len, device=device)
+        total, count = ranks.sum(list(nll_totals(model, val_ids, cfg.seq_len, device=device)), device)
+        return _ppl(total, count)
 
     best = BestWeights(cfg.patience)
     t0 = time.perf_counter()
@@ -356,40 +412,57 @@ def _fit(model, corpus, cfg, on_step, on_epoch, report) -> TrainReport:
         for epoch in range(1, cfg.epochs + 1):
             model.train()
             state: Optional[State] = None
-            epoch_loss = torch.zeros((), device=device)
+            epoch_loss = torch.zeros((), dtype=torch.float64, device=device)
             epoch_windows = 0
+            stop = GO
             for x, y in windows(train_data, cfg.seq_len):
                 lr = _lr_at(step, total_steps, cfg)
-                loss, state = train_step(model, model, opts, x, y, state, lr, cfg, bf16)
+                loss, state = train_step(forward, model, opts, x, y, state, lr, cfg, bf16)
                 step += 1
-                tokens += y.numel()
-                epoch_loss += loss.detach()
+                tokens += y.numel() * ranks.world
+                epoch_loss += loss.detach().double()
                 epoch_windows += 1
                 lv = loss.item()   # a sync per step: negligible next to an LSTM window on CPU
                 report.losses.append(lv)
-                if not math.isfinite(lv):
-                    raise TrainingDiverged(
-                        f"training diverged at step {step} (loss {lv}); try a smaller lr than {cfg.lr}")
+                stop = GO
                 if on_step is not None:
                     el = time.perf_counter() - t0
-                    on_step(StepInfo(step, total_steps, epoch, lv, lr, tokens, tokens / el, el))
+                    stop = _call(on_step, StepInfo(step, total_steps, epoch, lv, lr, tokens, tokens / el, el),
+                                 ranks)
                 if step >= total_steps:
-                    report.stop_reason = "max_steps" if cfg.max_steps else "finished"
-                    break
+                    stop = max(stop, PLANNED)
                 if cfg.max_time and time.perf_counter() - t0 >= cfg.max_time:
-                    report.stop_reason = "max_time"
+                    stop = max(stop, MAX_TIME)
+                if signals.caught is not None:
+                    stop = INTERRUPTED
+                if not math.isfinite(lv):
+                    stop = DIVERGED
+                stop = ranks.agree_stop(stop, device)
+                if stop == DIVERGED:
+                    raise TrainingDiverged(f"training diverged at step {step} (loss {lv}); try a smaller lr "
+                                           f"than {cfg.lr}")
+                if stop:
                     break
-            # ---- end of epoch: validate, keep the best weights
-            val_ppl = evaluate(model, corpus.val, cfg.seq_len, device=device) if has_val else math.nan
+            if stop == INTERRUPTED:
+                raise StopTraining("stopped")
+            if stop:
+                report.stop_reason = ("max_steps" if cfg.max_steps and step >= total_steps
+                                      else _REASONS[stop])
+            # ---- end of epoch: validate, keep the best weights (the same decision on every rank)
+            val_ppl = validate() if has_val else math.nan
             el = time.perf_counter() - t0
+            loss_sum, n_win = ranks.sum([float(epoch_loss), float(epoch_windows)], device)
             better = has_val and best.update(model, epoch, val_ppl)
             if better or not has_val:
                 report.best_epoch = epoch
-            info = EpochInfo(epoch, float(epoch_loss) / max(epoch_windows, 1), val_ppl, lr, tokens,
-                             tokens / el, el, better)
+            info = EpochInfo(epoch, loss_sum / max(n_win, 1.0), val_ppl, lr, tokens, tokens / el, el, better)
             report.history.append(info)
-            if on_epoch is not None:
-                on_epoch(info)
+            # Every rank takes part in the agreement, whether or not it has a callback (rank 0's progress bar).
+            stop = _call(on_epoch, info, ranks) if on_epoch is not None else GO
+            if signals.caught is not None:
+                stop = INTERRUPTED
+            if ranks.agree_stop(stop, device) == INTERRUPTED:
+                raise StopTraining("stopped")
             if report.stop_reason != "finished":
                 break
             if has_val and best.patience_spent:
@@ -403,7 +476,7 @@ def _fit(model, corpus, cfg, on_step, on_epoch, report) -> TrainReport:
         report.stop_reason = "interrupted"
         if best.state is None and has_val:
             # Interrupted inside the first epoch: measure what we have so the report is honest.
-            best.ppl = evaluate(model, corpus.val, cfg.seq_len, device=device)
+            best.ppl = validate()
             report.best_epoch = None
         report.notes.append("interrupted: kept the best model so far"
                             + (f" (epoch {report.best_epoch})" if report.best_epoch else f" (after {step} steps)"))
@@ -414,6 +487,16 @@ def _fit(model, corpus, cfg, on_step, on_epoch, report) -> TrainReport:
     report.elapsed = time.perf_counter() - t0
     report.best_val_ppl = best.best_ppl
     return report
+
+
+def _call(callback: Callable[[Any], None], info: Any, ranks: Ranks) -> int:
+    """Run a progress callback; a StopTraining it raises becomes a stop reason that all ranks agree on
+    (for one process that ends the run after this step, as raising it always has)."""
+    try:
+        callback(info)
+    except StopTraining:
+        return INTERRUPTED
+    return GO
 
 
 def clone_model(model: LSTMLanguageModel) -> LSTMLanguageModel:

@@ -1,0 +1,130 @@
+"""torchrun --nproc_per_node=2 (gloo, CPU): different shards per rank, loss falls, rank 0 saves a model that
+loads and predicts, same seed -> same model; the one training loop's stops (max_time, no validation text,
+Ctrl-C) behave under two ranks as in one process."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+import lm_magics as lm
+from lm_magics.cli import torchrun_args, torchrun_command
+from lm_magics.errors import ConfigError
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from conftest import make_text  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[2]
+FLAGS = ["--epochs", "3", "--hidden-dim", "32", "--embed-dim", "16", "--batch-size", "4", "--seq-len", "10",
+         "--seed", "0", "--threads", "1", "--quiet"]
+
+
+ENV = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""), OMP_NUM_THREADS="1")
+
+
+def _torchrun(corpus: Path, out: Path, *flags: str) -> subprocess.CompletedProcess:
+    cmd = torchrun_command(2, ["train", str(corpus), "-o", str(out), *(flags or FLAGS)])
+    proc = subprocess.run(cmd, cwd=REPO, env=ENV, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("ddp")
+    corpus = tmp / "corpus.txt"
+    corpus.write_text(make_text(300, seed=2) + "\n")
+    a = _torchrun(corpus, tmp / "a.lm")
+    b = _torchrun(corpus, tmp / "b.lm")
+    return tmp, a, b
+
+
+def test_ranks_train_on_different_shards(runs):
+    tmp, proc, _ = runs
+    model = lm.load(tmp / "a.lm")
+    ddp = model.meta["ddp"]
+    assert ddp["world_size"] == 2 and ddp["backend"] == "gloo"
+    s0, s1 = sorted(ddp["shards"], key=lambda s: s["rank"])
+    assert s0["stop"] == s1["start"] and s0["start"] == 0          # contiguous, no overlap
+    assert s0["fingerprint"] != s1["fingerprint"]
+    assert "[rank 0/2]" in proc.stderr and "[rank 1/2]" in proc.stderr
+
+
+def test_loss_fell_and_model_loads_and_predicts(runs):
+    tmp, proc, _ = runs
+    model = lm.load(tmp / "a.lm")
+    hist = model.meta["history"]
+    assert hist[-1][1] < hist[0][1]                                  # mean training loss per epoch fell
+    for s in model.meta["ddp"]["shards"]:
+        assert s["last_loss"] < s["first_loss"]
+    assert len(model.next_words("the cat", k=3)) == 3
+    assert "saved" in proc.stdout
+    assert not list(tmp.glob(".a.lm.*"))                             # no temp file left by the atomic save
+
+
+def test_same_seed_same_model(runs):
+    tmp, _, _ = runs
+    a, b = lm.load(tmp / "a.lm").net.state_dict(), lm.load(tmp / "b.lm").net.state_dict()
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def test_cli_rebuilds_arguments_without_nproc():
+    from lm_magics.cli import build_parser
+
+    args = build_parser().parse_args(["train", "x.txt", "-o", "m.lm", "--nproc", "2", "--epochs", "3", "--quiet"])
+    assert torchrun_args(args) == ["train", "x.txt", "-o", "m.lm", "--quiet", "--epochs", "3"]
+    cmd = torchrun_command(2, ["train"])
+    assert cmd[1:4] == ["-m", "torch.distributed.run", "--standalone"] and "--nproc_per_node=2" in cmd
+    with pytest.raises(ConfigError, match="nproc"):
+        torchrun_command(0, [])
+
+
+def test_without_validation_text_every_epoch_runs(runs):
+    tmp = runs[0]
+    flags = [f for f in FLAGS if f != "3"]
+    flags[flags.index("--epochs") + 1:flags.index("--epochs") + 1] = ["4"]
+    _torchrun(tmp / "corpus.txt", tmp / "noval.lm", *flags, "--val-fraction", "0")
+    meta = lm.load(tmp / "noval.lm").meta
+    assert meta["epochs_trained"] == 4 and meta["val_ppl"] is None
+
+
+def test_max_time_ends_every_rank(runs):
+    tmp = runs[0]
+    flags = [f if f != "3" else "100000" for f in FLAGS]
+    started = time.monotonic()
+    _torchrun(tmp / "corpus.txt", tmp / "timed.lm", *flags, "--max-time", "2")
+    assert time.monotonic() - started < 120          # not 100,000 epochs
+    model = lm.load(tmp / "timed.lm")
+    assert not model.meta["interrupted"] and model.meta["epochs_trained"] < 100000
+
+
+def test_ctrl_c_ends_every_rank_after_the_same_step(runs):
+    tmp = runs[0]
+    flags = [f if f not in ("3", "--quiet") else "100000" for f in FLAGS if f != "--quiet"]
+    out = tmp / "stopped.lm"
+    log = tmp / "stopped.err"
+    cmd = torchrun_command(2, ["train", str(tmp / "corpus.txt"), "-o", str(out), *flags])
+    with open(log, "w") as err:
+        proc = subprocess.Popen(cmd, cwd=REPO, env=ENV, stdout=subprocess.PIPE, stderr=err, text=True,
+                                start_new_session=True)
+        deadline = time.monotonic() + 120
+        while "step" not in log.read_text() and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.2)                           # until rank 0's progress bar shows a step
+        time.sleep(1.0)
+        os.killpg(proc.pid, signal.SIGINT)            # Ctrl-C in a terminal reaches the whole group
+        try:
+            proc.wait(timeout=90)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            pytest.fail("the ranks hung after Ctrl-C")
+    model = lm.load(out)
+    assert model.meta["interrupted"] is True
+    shards = model.meta["ddp"]["shards"]
+    assert len(shards) == 2                           # both ranks reached the end together
