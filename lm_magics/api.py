@@ -184,12 +184,12 @@ class LanguageModel:
     def __repr__(self) -> str:
         from .display import model_text
 
-        return model_text(self)
+        return model_text(self.info)
 
     def _repr_html_(self) -> str:
         from .display import model_html
 
-        return model_html(self)
+        return model_html(self.info)
 
 
 # ---------------------------------------------------------------------------------------------- train

@@ -10,10 +10,7 @@ from __future__ import annotations
 import html
 import math
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, List, Optional, Sequence, Tuple
-
-if TYPE_CHECKING:
-    from .api import LanguageModel
+from typing import Any, List, Optional, Sequence, Tuple
 
 __all__ = ["Completions", "Generation", "TrainSummary", "model_text", "model_html", "sparkline_svg"]
 
@@ -131,8 +128,8 @@ class Generation:
 
 # ------------------------------------------------------------------------------------------ models
 
-def _model_facts(model: "LanguageModel") -> List[Tuple[str, str]]:
-    i = model.info
+def _model_facts(i: dict) -> List[Tuple[str, str]]:
+    """The lines that describe a model, from its ``info`` dict."""
     return [
         ("vocabulary", f"{i['vocab_size']:,} {i['level']} tokens" + (" (lowercased)" if i["lowercase"] else "")),
         ("network", f"LSTM {i['num_layers']}x{i['hidden_dim']}, embedding {i['embed_dim']}, {i['softmax']} softmax"
@@ -143,13 +140,14 @@ def _model_facts(model: "LanguageModel") -> List[Tuple[str, str]]:
     ]
 
 
-def model_text(model: "LanguageModel") -> str:
-    return "LanguageModel(\n" + "\n".join(f"  {k}: {v}" for k, v in _model_facts(model)) + "\n)"
+def model_text(info: dict) -> str:
+    """A model's text view, from ``model.info``."""
+    return "LanguageModel(\n" + "\n".join(f"  {k}: {v}" for k, v in _model_facts(info)) + "\n)"
 
 
-def model_html(model: "LanguageModel") -> str:
+def model_html(info: dict) -> str:
     rows = "".join(f"<tr><th style='text-align:left;padding:1px 8px'>{_e(k)}</th><td>{_e(v)}</td></tr>"
-                   for k, v in _model_facts(model))
+                   for k, v in _model_facts(info))
     return f"<table class='lm-model' style='{_CSS}'><caption style='text-align:left'><b>LanguageModel</b></caption>{rows}</table>"
 
 
@@ -158,7 +156,7 @@ class TrainSummary:
     """What ``%%lm_train`` shows: data, vocabulary, size, validation perplexity, time, curve, samples."""
 
     name: str
-    model: "LanguageModel"
+    model: Any               # the LanguageModel: its info, meta and report are read
     samples: List[Tuple[str, List[Tuple[str, float]]]] = field(default_factory=list)
 
     @property
@@ -175,7 +173,7 @@ class TrainSummary:
 
     def _facts(self) -> List[Tuple[str, str]]:
         r, m = self.report, self.model.meta
-        facts = [("model", self.name)] + _model_facts(self.model)
+        facts = [("model", self.name)] + _model_facts(self.model.info)
         if r is not None:
             facts += [
                 ("epochs", f"{len(r.history)} ({r.stop_reason}), {r.steps:,} steps, best epoch {r.best_epoch or 'n/a'}"),

@@ -23,7 +23,7 @@ import torch
 from ..errors import DataError
 from .tokenizer import Tokenizer
 
-__all__ = ["Files", "files", "rows_of", "DataStats", "Corpus", "prepare", "batchify", "windows"]
+__all__ = ["Files", "files", "rows_of", "DataStats", "Corpus", "prepare", "batchify", "windows", "StreamBatches"]
 
 # Rows drawn for validation come in blocks drawn from one generator, so streaming sources get the same
 # split as in-memory ones without knowing their length up front.
@@ -297,8 +297,6 @@ def batchify(ids: np.ndarray, batch_size: int) -> torch.Tensor:
     Returns a (rows, batch_size) int64 tensor.
     """
     if isinstance(ids, np.memmap):   # a streamed corpus: a view of the file, read one window at a time
-        from .streaming import StreamBatches
-
         return StreamBatches(ids, batch_size)  # type: ignore[return-value]
     n = ids.size // batch_size
     if n < 2:
@@ -318,3 +316,36 @@ def windows(data: torch.Tensor, seq_len: int) -> Iterator[Tuple[torch.Tensor, to
     for i in range(0, data.size(0) - 1, seq_len):
         t = min(seq_len, data.size(0) - 1 - i)
         yield data[i: i + t], data[i + 1: i + 1 + t]
+
+
+class StreamBatches:
+    """The ``(rows, B)`` layout of :func:`data.batchify` over a memory-mapped token stream, without a copy.
+
+    Column j is the contiguous run ``ids[j*n : (j+1)*n]``, so ``ids[:n*B].reshape(B, n)`` is a view of the
+    file; ``self[i:i+T]`` reads rows i..i+T-1 of every column (B short runs) into a (T, B) int64 tensor.
+    It supports what ``windows`` and ``fit`` use: ``size(0)``, row slices and ``.to(device)``.
+    """
+
+    def __init__(self, ids: np.ndarray, batch_size: int, device: "torch.device | str" = "cpu"):
+        n = ids.size // batch_size
+        if n < 2:
+            raise DataError(f"{ids.size} tokens cannot fill {batch_size} streams; use a smaller batch_size.")
+        self.ids, self.batch_size, self.rows = ids, batch_size, n
+        self.cols = ids[: n * batch_size].reshape(batch_size, n)      # (B, n) view of the memmap
+        self.device = torch.device(device)
+
+    @property
+    def shape(self) -> Tuple[int, int]:
+        return (self.rows, self.batch_size)
+
+    def size(self, dim: Optional[int] = None):
+        return self.shape if dim is None else self.shape[dim]
+
+    def to(self, device: "torch.device | str") -> "StreamBatches":
+        return self if torch.device(device) == self.device else StreamBatches(self.ids, self.batch_size, device)
+
+    def __getitem__(self, rows: slice) -> torch.Tensor:
+        if not isinstance(rows, slice):
+            raise TypeError("StreamBatches supports row slices only")
+        block = np.ascontiguousarray(self.cols[:, rows].T, dtype=np.int64)   # (T, B): B runs of T ids
+        return torch.from_numpy(block).to(self.device)

@@ -70,7 +70,7 @@ class Ranks:
         if not self.distributed:
             return ids
         n = ids.size // self.world
-        return np.ascontiguousarray(ids[self.rank * n:(self.rank + 1) * n])
+        return ids[self.rank * n:(self.rank + 1) * n]      # a view: a memory-mapped stream stays on disk
 
     def shard_bounds(self, size: int) -> tuple:
         n = size // self.world
@@ -82,7 +82,7 @@ class Ranks:
         n = ids.size // self.world
         if not self.distributed or n < 2:
             return ids
-        return np.ascontiguousarray(ids[self.rank * n:(self.rank + 1) * n])
+        return ids[self.rank * n:(self.rank + 1) * n]
 
     # -------------------------------------------------------------------------------- collectives
 

@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from ..errors import DataError
-from .data import _SPLIT_BLOCK, Corpus, DataStats, Files, _is_missing, _series_values, files, rows_of
+from .data import _SPLIT_BLOCK, Corpus, DataStats, Files, StreamBatches, _is_missing, _series_values, files, rows_of
 from .tokenizer import Tokenizer
 
 __all__ = ["STREAM_AUTO_BYTES", "default_cache_dir", "prepare_stream", "StreamBatches", "should_stream",
@@ -247,38 +247,3 @@ def prepare_stream(source: object, tokenizer: Tokenizer, *, val_source: object =
     stats.notes.append(f"streamed {stats.train_tokens:,} training tokens from a memory-mapped token file "
                        f"({entry})")
     return Corpus(train, val, tokenizer, stats, key)
-
-
-# ------------------------------------------------------------------------------------------ batches
-
-class StreamBatches:
-    """The ``(rows, B)`` layout of :func:`data.batchify` over a memory-mapped token stream, without a copy.
-
-    Column j is the contiguous run ``ids[j*n : (j+1)*n]``, so ``ids[:n*B].reshape(B, n)`` is a view of the
-    file; ``self[i:i+T]`` reads rows i..i+T-1 of every column (B short runs) into a (T, B) int64 tensor.
-    It supports what ``windows`` and ``fit`` use: ``size(0)``, row slices and ``.to(device)``.
-    """
-
-    def __init__(self, ids: np.ndarray, batch_size: int, device: "torch.device | str" = "cpu"):
-        n = ids.size // batch_size
-        if n < 2:
-            raise DataError(f"{ids.size} tokens cannot fill {batch_size} streams; use a smaller batch_size.")
-        self.ids, self.batch_size, self.rows = ids, batch_size, n
-        self.cols = ids[: n * batch_size].reshape(batch_size, n)      # (B, n) view of the memmap
-        self.device = torch.device(device)
-
-    @property
-    def shape(self) -> Tuple[int, int]:
-        return (self.rows, self.batch_size)
-
-    def size(self, dim: Optional[int] = None):
-        return self.shape if dim is None else self.shape[dim]
-
-    def to(self, device: "torch.device | str") -> "StreamBatches":
-        return self if torch.device(device) == self.device else StreamBatches(self.ids, self.batch_size, device)
-
-    def __getitem__(self, rows: slice) -> torch.Tensor:
-        if not isinstance(rows, slice):
-            raise TypeError("StreamBatches supports row slices only")
-        block = np.ascontiguousarray(self.cols[:, rows].T, dtype=np.int64)   # (T, B): B runs of T ids
-        return torch.from_numpy(block).to(self.device)

@@ -20,7 +20,7 @@ import ipywidgets as W
 from ..api import LanguageModel, train
 from ..config import TrainConfig
 from ..display import sparkline_svg
-from .. import EpochInfo, StepInfo, StopTraining   # the public names
+from ..engine.training import EpochInfo, StepInfo, StopTraining
 from ..errors import ConfigError, LMError
 from ..registry import ModelRegistry, get_registry
 from ._base import _close_tree, _shell, error_text, esc

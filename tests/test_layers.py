@@ -1,0 +1,83 @@
+"""The package's layers hold: the engine imports nothing above config and errors, and no module imports
+another that (directly or not) imports it back. Every import counts: module level, inside functions and
+under TYPE_CHECKING."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+PKG = Path(__file__).resolve().parents[1] / "lm_magics"
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(PKG.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _imports(path: Path) -> set:
+    """The lm_magics modules that ``path`` imports, anywhere in the file."""
+    me = _module_name(path)
+    package = me if path.name == "__init__.py" else me.rpartition(".")[0]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")
+                base = base[:len(base) - (node.level - 1)]
+                target = ".".join(base + ([node.module] if node.module else []))
+            else:
+                target = node.module or ""
+            subs = [f"{target}.{a.name}" for a in node.names if _exists(f"{target}.{a.name}")]
+            # `from . import api` imports the submodule; `from lm_magics import train` runs the package.
+            candidates = subs if len(subs) == len(node.names) else [target] + subs
+        elif isinstance(node, ast.Import):
+            candidates = [a.name for a in node.names]
+        else:
+            continue
+        for c in candidates:
+            if c.startswith("lm_magics") and _exists(c) and c != me:
+                found.add(c)
+    return found
+
+
+def _exists(module: str) -> bool:
+    rel = Path(*module.split("."))
+    return (PKG.parent / rel).with_suffix(".py").exists() or (PKG.parent / rel / "__init__.py").exists()
+
+
+def _graph() -> dict:
+    return {_module_name(p): _imports(p) for p in PKG.rglob("*.py")}
+
+
+def test_the_engine_imports_only_config_and_errors_from_the_package():
+    graph = _graph()
+    for mod, deps in graph.items():
+        if mod.startswith("lm_magics.engine"):
+            above = {d for d in deps if not d.startswith("lm_magics.engine")} - {"lm_magics.config",
+                                                                                 "lm_magics.errors"}
+            assert not above, f"{mod} imports {sorted(above)}"
+
+
+def test_no_import_cycles():
+    graph = _graph()
+    edges = graph
+    cycles = []
+
+    def visit(node, stack, on_stack, done):
+        on_stack.add(node)
+        stack.append(node)
+        for nxt in sorted(edges.get(node, ())):
+            if nxt in on_stack:
+                cycles.append(stack[stack.index(nxt):] + [nxt])
+            elif nxt not in done:
+                visit(nxt, stack, on_stack, done)
+        stack.pop()
+        on_stack.discard(node)
+        done.add(node)
+
+    done: set = set()
+    for start in sorted(edges):
+        if start not in done:
+            visit(start, [], set(), done)
+    assert not cycles, "import cycles: " + "; ".join(" -> ".join(c) for c in cycles)
