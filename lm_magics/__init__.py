@@ -7,7 +7,7 @@
 In IPython / Jupyter: ``%load_ext lm_magics``, then ``%%lm_train``, ``%lm_complete``, ... (``%lm_train?``).
 """
 
-from .api import LanguageModel, load, train
+from .api import LanguageModel, load, score_frame, train
 from .config import GenerateConfig, TrainConfig
 from .engine.data import files
 from .engine.training import EpochInfo, StepInfo, StopTraining, TrainReport
@@ -24,12 +24,11 @@ __all__ = [
     "__version__",
 ]
 
-_LAZY = {"CompletionPanel": "lm_magics.widgets.panel", "ChatAssistant": "lm_magics.widgets.chat",
-         "score_frame": "lm_magics.scoring"}
+_LAZY = {"CompletionPanel": "lm_magics.widgets.panel", "ChatAssistant": "lm_magics.widgets.chat"}
 
 
 def __getattr__(name: str):
-    # The widgets need ipywidgets (and scoring displays pandas): import them on first use, so
+    # The widgets need ipywidgets: import them on first use, so
     # `import lm_magics` stays light.
     if name in _LAZY:
         import importlib

@@ -15,7 +15,7 @@ import contextlib
 import math
 import os
 import time
-from typing import Any, Callable, Iterable, List, Optional, Tuple, Union
+from typing import TYPE_CHECKING, Any, Callable, Iterable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -31,7 +31,10 @@ from .engine.training import (EpochInfo, StepInfo, TrainReport, auto_config, clo
                               resolve_device)
 from .errors import ConfigError, DataError
 
-__all__ = ["LanguageModel", "train", "load"]
+if TYPE_CHECKING:
+    from .display import ScoreReport
+
+__all__ = ["LanguageModel", "train", "load", "score_frame"]
 
 
 class LanguageModel:
@@ -331,6 +334,64 @@ def load(path: Union[str, "os.PathLike[str]"], device: str = "cpu") -> LanguageM
                              f". Save the model again.") from None
     model = LanguageModel(net, tok, cfg, ckpt["meta"])
     return model.to(device) if device != "cpu" else model
+
+
+# ---------------------------------------------------------------------------------------------- scoring a frame
+
+def score_frame(model: LanguageModel, df: Any, column: str, into: Optional[str] = None,
+                overwrite: bool = False, top: int = 5, model_name: str = "") -> "ScoreReport":
+    """Score every row of ``df[column]`` and write the scores back into ``df`` (in place).
+
+    Adds ``into`` (default ``f"{column}_ppl"``: perplexity per row) and ``into`` with ``_ppl`` replaced
+    by ``_bits`` (or ``+ "_bits"``: mean surprisal in bits per token). Missing rows get NaN. Existing
+    columns are only replaced with ``overwrite=True``. Returns a ScoreReport with the ``top`` most and
+    least surprising rows.
+
+    >>> report = score_frame(model, df, "text", top=3)     # doctest: +SKIP
+    >>> df.sort_values("text_ppl").tail(3)                  # doctest: +SKIP
+    """
+    if not hasattr(df, "columns") or not hasattr(df, "index"):
+        raise DataError(f"Expected a pandas DataFrame, got {type(df).__name__}.")
+    if column not in df.columns:
+        near = ", ".join(repr(c) for c in list(df.columns)[:10])
+        raise DataError(f"No column {column!r} in the DataFrame (columns: {near}).")
+    if isinstance(top, bool) or not isinstance(top, (int, np.integer)) or top < 0:
+        raise ConfigError(f"top must be a whole number of at least 0, got {top!r}.")
+    ppl_col = into or f"{column}_ppl"
+    bits_col = ppl_col[:-4] + "_bits" if ppl_col.endswith("_ppl") else ppl_col + "_bits"
+    if not overwrite:
+        taken = [c for c in (ppl_col, bits_col) if c in df.columns]
+        if taken:
+            raise ConfigError(f"Column {taken[0]!r} already exists; choose another with --into NAME "
+                              f"(into=...) or pass --overwrite (overwrite=True) to replace it.")
+    import pandas as pd
+
+    from .display import ScoredRow, ScoreReport
+
+    series = df[column]
+    if getattr(series, "ndim", 1) != 1:
+        raise DataError(f"Column name {column!r} is not unique in the DataFrame; rename the duplicates.")
+    nll = model._row_nll(series)                        # one packed pass over all rows
+    mean = np.array([v.mean() if v is not None else np.nan for v in nll], dtype=np.float64)
+    ppl = pd.Series(np.exp(mean), index=df.index, name=ppl_col)
+    bits = pd.Series(mean / math.log(2), index=df.index, name=bits_col)
+    df[ppl_col] = ppl.to_numpy()     # by position: an index with duplicate labels must not misalign
+    df[bits_col] = bits.to_numpy()
+
+    def rows(labels_positions: Sequence[int]) -> List[ScoredRow]:
+        out = []
+        for pos in labels_positions:
+            text = str(series.iloc[pos])
+            out.append(ScoredRow(df.index[pos], text, float(ppl.iloc[pos]), float(bits.iloc[pos]),
+                                 model.surprisal(text)))
+        return out
+
+    valid = np.flatnonzero(np.isfinite(mean))
+    order = valid[np.argsort(mean[valid], kind="stable")]   # least surprising first
+    n = min(int(top), order.size)
+    most = rows(order[::-1][:n]) if n else []
+    least = rows(order[:n]) if n else []
+    return ScoreReport(column, ppl_col, bits_col, ppl, bits, most, least, model_name)
 
 
 # ---------------------------------------------------------------------------------------------- helpers

@@ -12,7 +12,10 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, List, Optional, Sequence, Tuple
 
-__all__ = ["Completions", "Generation", "TrainSummary", "model_text", "model_html", "sparkline_svg"]
+import numpy as np
+
+__all__ = ["Completions", "Generation", "TrainSummary", "ScoredRow", "ScoreReport", "model_text", "model_html",
+           "sparkline_svg", "shade_words", "histogram_svg"]
 
 _CSS = "font-family:var(--jp-ui-font-family,sans-serif);font-size:13px;border-collapse:collapse"
 _BAR = "#4c8bf5"
@@ -211,3 +214,125 @@ class TrainSummary:
                 + (f"<ul style='margin:4px 0'>{notes}</ul>" if notes else "")
                 + (f"<div>Sample next words:</div><ul style='margin:4px 0'>{samples}</ul>" if samples else "")
                 + "</div>")
+
+
+# ------------------------------------------------------------------------------------------ scores
+
+_SCORE_CSS = "font-family:var(--jp-ui-font-family,sans-serif);font-size:13px"
+_SHADE = (230, 80, 40)      # surprising words get this colour, more opaque the more surprising
+_SHADE_MAX_BITS = 16.0      # a word with >= 16 bits of surprisal gets the full colour
+_TEXT_WIDTH = 72            # characters of a row shown in the plain-text view
+
+
+@dataclass
+class ScoredRow:
+    """One row of the report: its index label, text, perplexity, bits per token and per-word surprisal."""
+
+    index: Any
+    text: str
+    ppl: float
+    bits: float
+    words: List[Tuple[str, float]] = field(default_factory=list)   # (word, bits), <eos> not included
+
+
+@dataclass
+class ScoreReport:
+    """What ``%lm_score`` / ``score_frame`` return: ``.scores`` (perplexity per row, aligned to the frame's
+    index), ``.bits``, ``.top`` (most surprising rows first) and ``.bottom`` (least surprising first)."""
+
+    column: str
+    ppl_column: str
+    bits_column: str
+    scores: "pd.Series"
+    bits: "pd.Series"
+    top: List[ScoredRow]
+    bottom: List[ScoredRow]
+    model_name: str = ""
+
+    @property
+    def missing(self) -> int:
+        return int(self.scores.isna().sum())
+
+    def _headline(self) -> str:
+        n = len(self.scores)
+        ok = self.scores.dropna()
+        med = f"median perplexity {float(ok.median()):,.1f}" if len(ok) else "no text to score"
+        by = f" with '{self.model_name}'" if self.model_name else ""
+        miss = f", {self.missing:,} missing (NaN)" if self.missing else ""
+        return (f"Scored {n:,} rows of '{self.column}'{by}: {med}{miss}; "
+                f"wrote '{self.ppl_column}' (perplexity) and '{self.bits_column}' (bits per token)")
+
+    # ------------------------------------------------------------------------------ plain text
+
+    def __repr__(self) -> str:
+        lines = [self._headline()]
+        for title, rows in (("Most surprising", self.top), ("Least surprising", self.bottom)):
+            if not rows:
+                continue
+            lines.append(f"{title}:")
+            width = max(len(str(r.index)) for r in rows)
+            for r in rows:
+                text = " ".join(r.text.split())
+                if len(text) > _TEXT_WIDTH:
+                    text = text[: _TEXT_WIDTH - 1] + "…"
+                lines.append(f"  {str(r.index):>{width}}  ppl {r.ppl:9.1f}  {r.bits:5.2f} bits  {text}")
+        return "\n".join(lines)
+
+    # ------------------------------------------------------------------------------ HTML
+
+    def _repr_html_(self) -> str:
+        e = _e
+        parts = [f"<div class='lm-score-report' style='{_SCORE_CSS}'><div><b>{e(self._headline())}</b></div>",
+                 "<div style='display:flex;gap:24px;align-items:flex-start;flex-wrap:wrap'>"]
+        for title, rows in (("Most surprising", self.top), ("Least surprising", self.bottom)):
+            if not rows:
+                continue
+            body = "".join(
+                f"<tr><td style='color:#888;padding:2px 6px;vertical-align:top'>{e(str(r.index))}</td>"
+                f"<td style='padding:2px 6px;text-align:right;vertical-align:top'>{r.ppl:,.1f}</td>"
+                f"<td style='padding:2px 6px;max-width:520px'>{shade_words(r.words)}</td></tr>" for r in rows)
+            parts.append(f"<table class='lm-score-rows' style='border-collapse:collapse'><caption "
+                         f"style='text-align:left'>{title}</caption><tr><th>row</th><th>ppl</th>"
+                         f"<th style='text-align:left'>text (shaded by surprisal)</th></tr>{body}</table>")
+        parts.append("</div>")
+        parts.append(histogram_svg(self.bits.dropna().to_numpy(), label="bits per token"))
+        parts.append("</div>")
+        return "".join(parts)
+
+
+def shade_words(words: Sequence[Tuple[str, float]]) -> str:
+    """Words as HTML spans whose background is more opaque the more surprising the word (bits)."""
+    r, g, b = _SHADE
+    out = []
+    for w, bits in words:
+        a = min(1.0, max(0.0, bits / _SHADE_MAX_BITS))
+        out.append(f"<span title='{bits:.1f} bits' style='background:rgba({r},{g},{b},{a:.2f});"
+                   f"padding:0 1px;border-radius:2px'>{_e(w)}</span>")
+    return " ".join(out)
+
+
+def histogram_svg(values: np.ndarray, bins: int = 30, width: int = 360, height: int = 90,
+                  label: str = "") -> str:
+    """A histogram of values as inline SVG (no plotting library needed)."""
+    values = np.asarray(values, dtype=np.float64)
+    values = values[np.isfinite(values)]
+    if values.size == 0:
+        return ""
+    lo, hi = float(values.min()), float(values.max())
+    if hi <= lo:
+        hi = lo + 1.0
+    counts, _ = np.histogram(values, bins=bins, range=(lo, hi))
+    top = counts.max() or 1
+    plot_h = height - 16
+    bw = (width - 4) / bins
+    bars = "".join(
+        f"<rect x='{2 + i * bw:.1f}' y='{plot_h - c / top * (plot_h - 4):.1f}' width='{max(bw - 1, 1):.1f}' "
+        f"height='{c / top * (plot_h - 4):.1f}' fill='#4c8bf5'><title>{c}</title></rect>"
+        for i, c in enumerate(counts) if c)
+    return (f"<svg class='lm-score-hist' width='{width}' height='{height}' role='img' "
+            f"aria-label='histogram of {_e(label)}'>{bars}"
+            f"<text x='2' y='{height - 2}' font-size='10' fill='#666'>{lo:.2f}</text>"
+            f"<text x='{width / 2:.0f}' y='{height - 2}' font-size='10' fill='#666' "
+            f"text-anchor='middle'>{_e(label)}</text>"
+            f"<text x='{width - 2}' y='{height - 2}' font-size='10' fill='#666' text-anchor='end'>{hi:.2f}</text>"
+            f"</svg>")

@@ -19,7 +19,6 @@ import importlib
 import os
 import shlex
 import sys
-import warnings
 from typing import Any, Callable, List, Optional, Tuple
 
 from IPython.core.error import UsageError
@@ -33,14 +32,10 @@ from .config import GenerateConfig, TrainConfig, add_arguments, given
 from .display import Completions, Generation, TrainSummary, _e, _fmt_ppl
 from .errors import ConfigError, DataError, LMError
 from .engine.data import files
-from .frames import text_rows
+from .frames import lookup, text_rows
 from .registry import ModelRegistry, get_registry
 
 __all__ = ["LMMagics", "ModelTable", "load_ipython_extension", "unload_ipython_extension"]
-
-# Magic classes other parts of the project add when their module (and its dependencies) is importable.
-_OPTIONAL_MAGICS = (("lm_magics.widgets.magics", "WidgetMagics"), ("lm_magics.scoring", "ScoreMagics"))
-
 
 class config_options(ArgDecorator):
     """``@config_options(TrainConfig)``: one ``--flag`` per config field, in their own help section."""
@@ -107,6 +102,16 @@ def _is_number(tok: str) -> bool:
         return True
     except ValueError:
         return False
+
+
+def _widgets(module: str, name: str) -> Any:
+    """A widget class, or a one-line error that says which extra to install (the magic stays listed)."""
+    try:
+        return getattr(importlib.import_module(f"lm_magics.widgets.{module}"), name)
+    except ModuleNotFoundError as exc:
+        if exc.name and exc.name.split(".")[0] in ("ipywidgets", "tqdm"):
+            raise ConfigError(f"%lm_{module} needs {exc.name}: pip install 'lm-magics[widgets]'.") from None
+        raise
 
 
 def _is_comments(cell: str) -> bool:
@@ -406,6 +411,69 @@ class LMMagics(Magics):
         print(f"Loaded '{name}' from {args.path}")
         return model
 
+    # ----------------------------------------------------------------------------------------- data
+
+    @magic_arguments()
+    @argument("--name", default=None, help="the model to score with [default: the default model]")
+    @argument("--df", required=True, metavar="VAR", help="the pandas DataFrame variable")
+    @argument("--column", required=True, metavar="COL", help="the text column to score")
+    @argument("--into", default=None, metavar="NEWCOL",
+              help="the perplexity column to write [default: COL_ppl]; bits per token go to NEWCOL_bits")
+    @argument("--overwrite", action="store_true", help="replace the score columns if they exist")
+    @argument("--top", type=int, default=5, metavar="N", help="show the N most and least surprising rows "
+                                                              "[default: 5]")
+    @argument("-o", "--output", metavar="VAR", default=None, help="also store the report in VAR")
+    @line_magic
+    @_user_errors
+    def lm_score(self, line: str) -> Any:
+        """Score each row of a DataFrame text column with a language model.
+
+        Writes perplexity and bits per token as new columns (missing rows: NaN) and returns a report of
+        the most and least surprising rows, e.g. ``%lm_score --df reviews --column text --top 3``.
+        """
+        args = self._parse(self.lm_score, line)
+        self._store(args.output, None)
+        df = lookup(self._ns(), args.df)
+        if not (hasattr(df, "columns") and type(df).__module__.startswith("pandas")):
+            raise DataError(f"'{args.df}' is a {type(df).__name__}, not a pandas DataFrame; pass --df with a "
+                            f"pandas DataFrame variable (polars: df.to_pandas()).")
+        name, model = self._model(args.name)
+        report = api.score_frame(model, df, args.column, into=args.into, overwrite=args.overwrite, top=args.top,
+                                 model_name=name)
+        self._store(args.output, report)
+        return report
+
+    # ----------------------------------------------------------------------------------------- widgets
+
+    @magic_arguments()
+    @argument("--name", default=None, help="the model to use [default: the default model]")
+    @argument("-k", type=int, default=5, help="how many next words to show [default: 5]")
+    @line_magic
+    @_user_errors
+    def lm_panel(self, line: str) -> Any:
+        """Show a completion panel: type, see the next words, click one to accept it.
+
+        Returns the panel: ``panel = %lm_panel --name poems``; ``panel.value``, ``panel.words``.
+        """
+        args = self._parse(self.lm_panel, line)
+        CompletionPanel = _widgets("panel", "CompletionPanel")
+        return CompletionPanel(args.name or self.default_model or None, registry=self.registry, k=args.k)
+
+    @magic_arguments()
+    @argument("--name", default=None, help="the model to answer with [default: the default model]")
+    @line_magic
+    @_user_errors
+    def lm_chat(self, line: str) -> Any:
+        """Show a chat with a model; type /help in it for commands.
+
+        Returns the chat: ``chat = %lm_chat``; ``chat.send("hello")``, ``chat.messages``.
+        """
+        args = self._parse(self.lm_chat, line)
+        ChatAssistant = _widgets("chat", "ChatAssistant")
+        return ChatAssistant(args.name or self.default_model or None, registry=self.registry, user_ns=self._ns())
+
+    # ----------------------------------------------------------------------------------------- models
+
     @magic_arguments()
     @argument("name", help="the model to remove from the session")
     @line_magic
@@ -434,24 +502,10 @@ def load_ipython_extension(ip: Any) -> None:
         ip.configurables.remove(old)
     ip.register_magics(magics)
     get_registry(ip)   # create it now, so every front-end sees the same one
-    for module_name, class_name in _OPTIONAL_MAGICS:
-        try:
-            cls = getattr(importlib.import_module(module_name), class_name)
-        except ImportError as exc:
-            # The module (or what it needs, e.g. ipywidgets) is not installed: its magics are just absent.
-            if isinstance(exc, ModuleNotFoundError) or "cannot import name" not in str(exc):
-                continue
-            warnings.warn(f"lm_magics: {class_name} not loaded: {exc}", stacklevel=2)
-            continue
-        except AttributeError:
-            warnings.warn(f"lm_magics: {module_name} has no {class_name}; its magics are not loaded.", stacklevel=2)
-            continue
-        if cls is not None:
-            ip.register_magics(cls)
 
 
 def unload_ipython_extension(ip: Any) -> None:
-    """Remove the LMMagics magics (``%unload_ext``); models stay in the session's registry."""
+    """Remove every lm_magics magic (``%unload_ext``); models stay in the session's registry."""
     table = ip.magics_manager.magics
     for kind, names in LMMagics.magics.items():
         for name in names:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import pandas as pd
 import pytest
 import torch
@@ -88,10 +90,60 @@ def test_magics_registered_only_by_load_ext(shell):
             "lm_drop", "lm_train"} <= set(shell.magics_manager.magics["line"])
 
 
-@pytest.mark.parametrize("module, magic", [("lm_magics.scoring", "lm_score"), ("lm_magics.widgets.magics", "lm_panel")])
-def test_other_magics_are_registered_when_importable(shell, module, magic):
-    pytest.importorskip(module, reason=f"{module} needs an optional extra (widgets or pandas) that is not installed")
-    assert magic in shell.magics_manager.magics["line"]
+def test_every_magic_is_registered_and_unloaded_in_one_place(shell):
+    line = set(shell.magics_manager.magics["line"])
+    assert {"lm_score", "lm_panel", "lm_chat"} <= line
+    shell.run_line_magic("unload_ext", "lm_magics")
+    try:
+        left = {n for kind in ("line", "cell") for n in shell.magics_manager.magics[kind] if n.startswith("lm_")}
+        assert not left, left
+    finally:
+        shell.run_line_magic("load_ext", "lm_magics")
+
+
+def test_a_missing_optional_dependency_names_the_extra(shell, monkeypatch):
+    import builtins
+
+    from IPython.core.error import UsageError
+
+    real_import = builtins.__import__
+
+    def no_ipywidgets(name, *args, **kw):
+        if name == "ipywidgets" or name.startswith("ipywidgets."):
+            raise ModuleNotFoundError("No module named 'ipywidgets'", name="ipywidgets")
+        return real_import(name, *args, **kw)
+
+    for mod in [m for m in sys.modules if m.startswith("lm_magics.widgets")]:
+        monkeypatch.delitem(sys.modules, mod)
+    monkeypatch.setattr(builtins, "__import__", no_ipywidgets)
+    with pytest.raises(UsageError, match=r"pip install 'lm-magics\[widgets\]'"):
+        shell.run_line_magic("lm_panel", "")
+
+
+def test_every_magic_splits_quotes_the_same_way_and_honours_short_errors(shell, tiny_model):
+    import pandas as pd
+    from IPython.core.error import UsageError
+
+    from lm_magics.registry import get_registry
+
+    get_registry(shell).set("quoted", tiny_model)
+    shell.user_ns["qdf"] = pd.DataFrame({"review text": ["the cat sat .", "the dog sat ."]})
+    report = shell.run_line_magic("lm_score", '--name quoted --df qdf --column "review text" --top 1')
+    assert "review text_ppl" in shell.user_ns["qdf"] and len(report.top) == 1
+    panel = shell.run_line_magic("lm_panel", "--name 'quoted' -k 2")
+    assert panel.model is tiny_model
+    magics = shell.magics_manager.registry["LMMagics"]
+    magics.short_errors = False
+    try:
+        for line in ("lm_panel --name nope", "lm_chat --name nope", "lm_score --name nope --df qdf --column x"):
+            name, _, rest = line.partition(" ")
+            with pytest.raises(lm.ModelNotFoundError):
+                shell.run_line_magic(name, rest)
+    finally:
+        magics.short_errors = True
+        get_registry(shell).drop("quoted")
+    with pytest.raises(UsageError, match="No model named 'nope'"):
+        shell.run_line_magic("lm_chat", "--name nope")
 
 
 def test_help_shows_every_training_option_with_default(shell):

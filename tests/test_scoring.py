@@ -8,7 +8,8 @@ import pytest
 
 import lm_magics as lm
 from lm_magics.errors import ConfigError, DataError
-from lm_magics.scoring import ScoreReport, histogram_svg, score_frame
+from lm_magics import score_frame
+from lm_magics.display import ScoreReport, histogram_svg
 
 TEXT = "\n".join([
     "the cat sat on the mat .",
@@ -126,11 +127,11 @@ def test_histogram_handles_constant_and_empty():
 def shell(model):
     from IPython.core.interactiveshell import InteractiveShell
 
+    from lm_magics.magics import LMMagics
     from lm_magics.registry import get_registry
-    from lm_magics.scoring import ScoreMagics
 
     sh = InteractiveShell.instance()
-    sh.register_magics(ScoreMagics)
+    sh.register_magics(LMMagics)
     get_registry(sh).set("pets", model)
     yield sh
     get_registry(sh).drop("pets")

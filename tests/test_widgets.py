@@ -469,11 +469,11 @@ def test_background_training_errors(reg, monitors):
 def shell(model):
     from IPython.core.interactiveshell import InteractiveShell
 
+    from lm_magics.magics import LMMagics
     from lm_magics.registry import get_registry
-    from lm_magics.widgets.magics import WidgetMagics
 
     sh = InteractiveShell.instance()
-    sh.register_magics(WidgetMagics)
+    sh.register_magics(LMMagics)
     get_registry(sh).set("widget_magics_pets", model)
     yield sh
     get_registry(sh).drop("widget_magics_pets")
@@ -492,7 +492,9 @@ def test_lm_panel_and_lm_chat_magics(shell, model):
     with pytest.raises(UsageError, match="No model named 'nope'"):
         shell.run_line_magic("lm_panel", "--name nope")
     with pytest.raises(UsageError, match="No model named 'nope'"):
-        shell.run_line_magic("lm_chat", "-n nope")
+        shell.run_line_magic("lm_chat", "--name nope")
+    with pytest.raises(UsageError, match="unrecognized arguments: -n"):   # -n is a word count elsewhere
+        shell.run_line_magic("lm_chat", "-n widget_magics_pets")
     with pytest.raises(UsageError):
         shell.run_line_magic("lm_panel", "-k many")
     with pytest.raises(UsageError, match="k must be"):
