@@ -142,6 +142,8 @@ def process_group(device: str = "auto", timeout_s: float = 1800.0) -> Iterator[t
                   int(os.environ.get("LOCAL_WORLD_SIZE", dist.get_world_size())), dist.get_backend())
     try:
         yield ranks, dev
+        if own:
+            dist.barrier()     # no rank tears the group down while another is still in a collective
     finally:
         if own and dist.is_initialized():
             dist.destroy_process_group()
