@@ -16,6 +16,10 @@ from .engine.training import EpochInfo, StepInfo
 
 __all__ = ["TrainProgress"]
 
+# Runs that end before the planned last step and are still a success: the bar stays short but is not
+# an error (tqdm's notebook bar turns red when closed short).
+_ENDED_EARLY = {"early stop": "early stop after epoch {epoch}", "max_time": "time limit, epoch {epoch}"}
+
 
 class TrainProgress:
     """on_step / on_epoch callbacks that drive one tqdm bar; ``close()`` (or ``with``) ends it."""
@@ -56,15 +60,38 @@ class TrainProgress:
         self._val_ppl = info.val_ppl
 
     def close(self, status: str = "") -> None:
-        """End the bar; status (e.g. 'early stop') is added to its label, since the bar may end short."""
-        if self._bar:
-            if status:
-                self._bar.set_description_str(f"{self.desc} ({status})", refresh=False)
-            self._bar.close()
-        self._bar = None
+        """End the bar; status (the report's stop_reason, e.g. 'early stop') is added to its label, since
+        the bar may end short. An early stop or a time limit ends short but green: a success."""
+        bar, self._bar = self._bar, None
+        if not bar:
+            return
+        if status:
+            label = _ENDED_EARLY.get(status, status).format(epoch=self._epoch)
+            bar.set_description_str(f"{self.desc} ({label})", refresh=False)
+        if status in _ENDED_EARLY and hasattr(bar, "container"):
+            _close_as_success(bar)
+        else:
+            bar.close()
 
     def __enter__(self) -> "TrainProgress":
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _close_as_success(bar: Any) -> None:
+    """Close a tqdm.notebook bar that ends short without its red "error" style.
+
+    tqdm.notebook's close() marks a bar that ends before its total with bar_style 'danger' (through its
+    ``disp``); here that one style is turned into 'success', so the bar never flashes red."""
+    disp = bar.disp
+
+    def disp_success(*args: Any, bar_style: Optional[str] = None, **kwargs: Any) -> Any:
+        return disp(*args, bar_style="success" if bar_style == "danger" else bar_style, **kwargs)
+
+    bar.disp = disp_success
+    try:
+        bar.close()
+    finally:
+        bar.disp = disp

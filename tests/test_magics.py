@@ -475,4 +475,37 @@ def test_progress_with_explicit_stream():
     p.close("early stop")
     p.close()                      # a second close is harmless
     last = buf.getvalue().split("\r")[-1]
-    assert "t (early stop)" in last and "2/4" in last and "ppl=2.7" in last
+    assert "t (early stop after epoch 1)" in last and "2/4" in last and "ppl=2.7" in last
+
+
+def test_progress_shows_an_early_stop_as_a_short_success():
+    """tqdm's notebook bar turns red when it closes short; an early stop is not an error: green, short."""
+    from tqdm.notebook import tqdm as notebook_tqdm
+
+    from lm_magics.progress import TrainProgress
+
+    styles = []
+
+    class NotebookProgress(TrainProgress):
+        def _make_bar(self, total):
+            bar = notebook_tqdm(total=total, desc=self.desc, leave=True, display=False)
+            bar.container.children[1].observe(lambda ch: styles.append(ch["new"]), names="bar_style")
+            return bar
+
+    for status, label, style in [("early stop", "t (early stop after epoch 2)", "success"),
+                                 ("max_time", "t (time limit, epoch 2)", "success"),
+                                 ("finished", "t (finished)", "success"),
+                                 ("interrupted", "t (interrupted)", "danger")]:
+        styles.clear()
+        p = NotebookProgress(desc="t")
+        p.on_step(StepInfo(step=2, total_steps=10, epoch=2, loss=1.0, lr=0.1, tokens=20, tokens_per_s=100.0,
+                           elapsed=0.2))
+        if status == "finished":
+            p.on_step(StepInfo(step=10, total_steps=10, epoch=2, loss=1.0, lr=0.1, tokens=20,
+                               tokens_per_s=100.0, elapsed=0.2))
+        bar = p._bar
+        p.close(status)
+        label_html, pbar, _ = bar.container.children
+        assert styles == [style], status            # never red first, for an early stop
+        assert label in label_html.value.replace("\u2007", " "), label_html.value    # tqdm pads with U+2007
+        assert pbar.value == (10 if status == "finished" else 2) and pbar.max == 10   # short stays short

@@ -3,7 +3,9 @@ set ``.value``, call ``.click()``, read the widgets' state."""
 
 from __future__ import annotations
 
+import re
 import sys
+import threading
 import time
 
 import pytest
@@ -14,8 +16,11 @@ import lm_magics as lm  # noqa: E402
 from lm_magics.errors import ConfigError, LMError, ModelNotFoundError  # noqa: E402
 from lm_magics.registry import ModelRegistry  # noqa: E402
 from lm_magics.widgets import ChatAssistant, CompletionPanel  # noqa: E402
+from lm_magics.engine.tokenizer import EOS  # noqa: E402
+from lm_magics.widgets._base import iter_words, prob_text, word_text  # noqa: E402
+from lm_magics.widgets.chat import HELP, HELP_ROWS  # noqa: E402
 from lm_magics.widgets.monitor import start_background_training  # noqa: E402
-from lm_magics.widgets.panel import append_word, split_partial  # noqa: E402
+from lm_magics.widgets.panel import append_word, join_continuation, split_partial  # noqa: E402
 
 TEXT = "\n".join([
     "the cat sat on the mat .",
@@ -74,6 +79,24 @@ def test_split_partial_and_append_word():
     assert append_word("", "the") == "the "
 
 
+def test_probabilities_and_punctuation_read_clearly():
+    assert [prob_text(p) for p in (0.0, 0.003, 0.0049, 0.005, 0.0051, 0.02, 0.5)] == [
+        "<1%", "<1%", "<1%", "<1%", "1%", "2%", "50%"]          # never "0%"
+    assert [word_text(w) for w in ("cat", ",", ".", "--", "'s", "n't", "3")] == [
+        "cat", "“,”", "“.”", "“--”", "'s", "n't", "3"]
+
+
+def test_join_continuation_spaces_like_generate(model):
+    tok = model.tokenizer
+    assert join_continuation(tok, "the dog", [",", "and", "the"]) == "the dog, and the "
+    assert join_continuation(tok, "the dog ", [",", "and"]) == "the dog, and "      # no " ," left behind
+    assert join_continuation(tok, "the dog", [".", EOS, "a", "cat"]) == "the dog. a cat "   # no line break
+    assert join_continuation(tok, "the dog", [EOS, ",", "a"]) == "the dog, a "
+    assert join_continuation(tok, "", ["the", "cat"]) == "the cat "
+    assert join_continuation(tok, "the dog", []) == "the dog"
+    assert join_continuation(tok, "Wait!\n", ["the", "cat"]) == "Wait!\nthe cat "      # the user's line break stays
+
+
 # ------------------------------------------------------------------------------------ panel
 
 def test_panel_suggests_next_words_as_buttons(reg, model):
@@ -82,7 +105,7 @@ def test_panel_suggests_next_words_as_buttons(reg, model):
     assert p.suggestions == model.next_words("the cat sat on the ", 4)
     assert len(visible(p)) == 4
     word, prob = p.suggestions[0]
-    assert p.buttons[0].description == f"{word} {prob:.0%}"
+    assert p.buttons[0].description == f"{word_text(word)} {prob_text(prob)}"
     assert "pets" in p.status.value and " ms" in p.status.value
     assert p.latency_ms is not None and p.latency_ms >= 0
     before = list(p.suggestions)
@@ -99,6 +122,56 @@ def test_panel_completes_a_half_typed_word(reg, model):
     word = p.words[0]
     p.buttons[0].click()
     assert p.value == f"the {word} "
+
+
+def test_panel_shows_its_mode_next_to_the_buttons(reg, model):
+    p = CompletionPanel("pets", registry=reg, debounce=0)
+    assert p.mode == "first" and p.mode_text == "first word"
+    p.value = "the bi"                                 # no trailing space: the click completes "bi"
+    assert p.mode == "complete" and p.mode_text == "completing “bi…”"
+    assert "completing “bi…”" in p.mode_label.value and "lm-panel-mode-complete" in p.mode_label.value
+    assert p.words and all(w.startswith("bi") for w in p.words)
+    assert p.buttons[0].tooltip.startswith(f"complete to '{p.words[0]}'")
+    p.value = "the cat sat on the "
+    assert p.mode == "next" and p.mode_text == "next word after “…cat sat on the”"
+    assert "next word after" in p.mode_label.value and p.hint == ""
+    assert p.buttons[0].tooltip.startswith(f"add '{p.words[0]}'")
+    p.value = "the cat sat"
+    assert p.mode == "complete"
+    p.buttons[0].click()                               # completes: the label switches to next words
+    assert p.value == f"the cat {p.value.split()[2]} " and p.mode == "next"
+    assert p.mode_label.value.count("next word after") == 1
+
+
+def test_panel_says_why_when_no_word_matches(reg, model):
+    p = CompletionPanel("pets", registry=reg, debounce=0)
+    p.value = "the cat zq"                             # nothing in the vocabulary starts with "zq"
+    assert model.next_words("the cat ", 5, startswith="zq") == []
+    assert p.mode == "next" and p.suggestions == model.next_words("the cat zq", 5) and len(visible(p)) == 5
+    assert p.hint == "“zq” is not in the vocabulary"
+    assert p.mode_text == "“zq” is not in the vocabulary; next word after “the cat zq”"
+    assert "lm-panel-hint" in p.mode_label.value and "not in the vocabulary" in p.mode_label.value
+    word = p.words[0]
+    p.buttons[0].click()                               # what the label says: the word comes after "zq"
+    assert p.value == append_word("the cat zq", word) and p.hint == ""
+    p.value = "the cat zq"
+    assert p.accept("dog") == "the cat zq dog "      # from code too
+
+
+def test_panel_buttons_show_small_probabilities_and_punctuation(reg, model, monkeypatch):
+    monkeypatch.setattr(model, "next_words", lambda *a, **kw: [("cat", 0.5), (",", 0.02), ("dog", 0.003)])
+    p = CompletionPanel("pets", registry=reg, k=4, debounce=0)
+    p.value = "the "
+    assert visible(p) == ["cat 50%", "“,” 2%", "dog <1%"]
+    assert ["lm-panel-punct" in b._dom_classes for b in p.buttons[:3]] == [False, True, False]
+    assert p.buttons[1].style.font_family == "monospace" and p.buttons[0].style.font_family is None
+    assert "suggestions=[cat 50%, “,” 2%, dog <1%]" in repr(p)
+    monkeypatch.setattr(model, "next_words", lambda *a, **kw: [(".", 0.4), ("cat", 0.3)])
+    p.value = "the cat "
+    assert ["lm-panel-punct" in b._dom_classes for b in p.buttons[:2]] == [True, False]
+    assert p.buttons[1].style.font_family is None                  # the style goes with the class
+    p.buttons[0].click()
+    assert p.value == "the cat. "
 
 
 def test_panel_click_appends_and_refreshes(reg):
@@ -118,14 +191,33 @@ def test_panel_continue_generates_n_words(reg, model):
     p = CompletionPanel("pets", registry=reg, debounce=0, seed=3, n_words=6)
     p.value = "the dog "
     p.continue_button.click()
-    cont = model.generate("the dog ", n_words=6, temperature=p.temperature.value, seed=3)
-    assert p.value.startswith("the dog") and len(p.value) > len("the dog ")
+    cfg = lm.GenerateConfig(n_words=6, temperature=p.temperature.value, seed=3)
+    tokens = list(iter_words(model, "the dog ", cfg))
+    assert p.value == join_continuation(model.tokenizer, "the dog ", tokens)
     tok = model.tokenizer
-    assert tok.tokenize(p.value)[2:] == tok.tokenize(cont)
+    assert tok.tokenize(p.value)[2:] == [t for t in tokens if t != EOS] and len(tok.tokenize(p.value)) == 8
     p.n_words.value = 2
     before = p.value
     p.continue_text()
     assert p.value.startswith(before.rstrip())
+
+
+def test_panel_continue_writes_running_text(reg, model):
+    # Across seeds, Continue writes exactly `words` words as running text: line ends and spaces before
+    # punctuation ("mat . \n , and") would mean it joined tokens differently from generate.
+    tok = model.tokenizer
+    crossed = 0
+    for seed in range(12):
+        p = CompletionPanel("pets", registry=reg, debounce=0, seed=seed, n_words=12)
+        p.value = "the dog"
+        p.continue_button.click()
+        new = p.value[len("the dog"):]
+        assert "\n" not in p.value and p.value.endswith(" ") and not p.value.endswith("  ")
+        assert not re.search(r" [,.!?;:]", p.value), p.value
+        assert len(tok.tokenize(new)) == 12
+        cfg = lm.GenerateConfig(n_words=12, temperature=0.8, seed=seed)
+        crossed += EOS in iter_words(model, "the dog", cfg)
+    assert crossed        # some of them did run past the end of a line
 
 
 def test_panel_k_slider_changes_button_count(reg):
@@ -216,6 +308,38 @@ def test_panel_debounce_updates_once_typing_pauses(reg, model):
     p.close()
 
 
+def test_panel_updates_at_once_by_default(reg, model):
+    p = CompletionPanel("pets", registry=reg)
+    assert p.debounce == 0
+    p.value = "the c"                                  # no timer: the suggestions are there already
+    assert p.suggestions == model.next_words("the ", 5, startswith="c") and p.mode == "complete"
+
+
+def test_panel_stale_result_never_overwrites_a_newer_one(reg, model, monkeypatch):
+    p = CompletionPanel("pets", registry=reg, debounce=0)
+    real = model.next_words
+    started, release = threading.Event(), threading.Event()
+
+    def slow_for_old_text(prefix, k=5, **kw):
+        if prefix.startswith("the old"):
+            started.set()
+            release.wait(10)                            # the old update is slow...
+        return real(prefix, k, **kw)
+
+    monkeypatch.setattr(model, "next_words", slow_for_old_text)
+    p._set_text("the old dog ")                         # text set without an update, as a keystroke is
+    old = threading.Thread(target=p.refresh)
+    old.start()
+    assert started.wait(10)
+    p.value = "the new cat "                            # ...a newer text is shown meanwhile
+    newer = list(p.suggestions)
+    assert newer == real("the new cat ", 5) and p.mode_text == "next word after “the new cat”"
+    release.set()
+    old.join(10)
+    assert p.suggestions == newer and p.mode_text == "next word after “the new cat”"
+    assert visible(p) == [f"{word_text(w)} {prob_text(pr)}" for w, pr in newer]
+
+
 def test_panel_bad_arguments(reg):
     with pytest.raises(ConfigError, match="k must be"):
         CompletionPanel("pets", registry=reg, k=0)
@@ -243,8 +367,9 @@ def test_chat_answers_by_continuing_the_message_streamed(reg, model):
     user_html = c.history.children[0].value
     assert "&lt;b&gt;cat&lt;/b&gt; &amp; the" in user_html and "<b>cat</b>" not in user_html
     cfg = lm.GenerateConfig(n_words=8, temperature=0.8, seed=1)
-    tokens = list(model.iter_generate("the <b>cat</b> & the", cfg))
-    assert answer == c.messages[1]["text"] == (model.tokenizer.join(tokens) if tokens else "…")
+    tokens = list(iter_words(model, "the <b>cat</b> & the", cfg))
+    assert answer == c.messages[1]["text"] == model.tokenizer.join(tokens)
+    assert len(model.tokenizer.tokenize(answer)) == 8          # 8 words, as the status says
     assert c.messages[1]["alternatives"] == model.next_words("the <b>cat</b> & the", 3)
     assert "lm-chat-assistant" in c.history.children[1]._dom_classes
 
@@ -262,6 +387,64 @@ def test_chat_answers_by_continuing_the_message_streamed(reg, model):
     assert len(bubble_values) >= len(tokens) and bubble_values[-1] == answer
     if len(tokens) > 1:
         assert bubble_values[0] != bubble_values[-1]      # it grew word by word
+
+
+def test_chat_answers_have_the_promised_length_across_line_ends(reg, model):
+    c = ChatAssistant("pets", registry=reg, seed=0, n_words=20)
+    assert "20 words" in c.status.value
+    answers = [c.send(text) for text in ("the dog", "a cat", "the bird sang")]
+    tok = model.tokenizer
+    assert [len(tok.tokenize(a)) for a in answers] == [20, 20, 20]    # lines end, the answer goes on
+    assert any("\n" in a for a in answers)                           # (a line end is a line break)
+    assert not any(a.startswith("\n") or "\n\n" in a for a in answers)
+    c.send("/len 5")
+    assert c.messages[-1]["text"] == "answers of 5 words" and "5 words" in c.status.value
+    assert len(tok.tokenize(c.send("the dog"))) == 5
+
+
+def test_iter_words_gives_up_on_a_model_that_only_ends_lines(model, monkeypatch):
+    monkeypatch.setattr(model, "iter_generate", lambda *a, **kw: iter(()))
+    assert list(iter_words(model, "the", lm.GenerateConfig(n_words=5))) == []
+
+
+def test_chat_keeps_the_newest_message_in_view(reg):
+    c = ChatAssistant("pets", registry=reg, seed=0, n_words=3)
+    # The scroll box lays out bottom-up: the browser keeps it scrolled to the end as bubbles arrive.
+    lay = c.scroller.layout
+    assert (lay.display, lay.flex_flow, lay.overflow, lay.max_height) == ("flex", "column-reverse", "auto", "420px")
+    assert c.scroller.children == (c.history,) and c.history.layout.flex == "0 0 auto"
+    assert c.widget.children[0] is c.scroller and "lm-chat-scroll" in c.scroller._dom_classes
+    for i in range(6):
+        c.send(f"the cat {i}")
+    assert c.history.children == tuple(c._bubbles) and len(c.history.children) == 12   # reading order
+    assert "the cat 5" in c.history.children[-2].value
+
+
+def test_chat_bubbles_keep_their_side_offsets(reg):
+    c = ChatAssistant("pets", registry=reg, seed=0, n_words=3)
+    c.send("the cat")
+    c.send("/bogus")
+    c.send("/models")
+    margins = {}
+    for bubble in c.history.children:
+        style = re.search(r"class='lm-bubble lm-bubble-(\w+)' style='([^']*)'", bubble.value)
+        decls = [d.split(":", 1) for d in style.group(2).split(";") if d.strip()]
+        found = [v for k, v in decls if k.strip().startswith("margin")]
+        assert len(found) == 1, style.group(2)        # nothing later resets the side margins
+        margins[style.group(1)] = found[0]
+    assert margins == {"user": "3px 0 3px 20%", "assistant": "3px 20% 3px 0", "error": "3px 0",
+                       "system": "3px 0"}
+
+
+def test_chat_help_is_a_table(reg):
+    c = ChatAssistant("pets", registry=reg, seed=0)
+    c.send("/help")
+    assert c.messages[-1] == {"role": "system", "text": HELP}
+    assert HELP.splitlines()[0] == "/help              this list"          # the text keeps its columns
+    assert len({line.index(what) for line, (_, what) in zip(HELP.splitlines(), HELP_ROWS)}) == 1
+    html = c.history.children[-1].value
+    assert html.count("<tr>") == len(HELP_ROWS) == 10 and "<table class='lm-chat-help'" in html
+    assert "<td style='padding:0 1.5em 0 0;white-space:nowrap'><code>/export VAR</code></td>" in html
 
 
 def test_chat_submit_on_enter_and_send_button(reg):
@@ -301,7 +484,7 @@ def test_chat_slash_commands(reg, model, other):
     assert len(model.tokenizer.tokenize(answer)) <= 3 and len(c.messages[-1]["alternatives"]) == 4
     c.send("/next the cat sat")
     assert last()["text"] == "after 'the cat sat': " + ", ".join(
-        f"{w} {p:.0%}" for w, p in model.next_words("the cat sat", 4))
+        f"{word_text(w)} {prob_text(p)}" for w, p in model.next_words("the cat sat", 4))
     c.send("/score the cat sat on the mat .")
     ppl = model.perplexity("the cat sat on the mat .")
     worst = max(model.surprisal("the cat sat on the mat ."), key=lambda wb: wb[1])[0]
@@ -415,6 +598,7 @@ def test_background_training_stop_registers_best_model(reg, monitors):
     assert mon.model.next_words("the cat", 3)
     assert "stopped: best model registered as <b>bg</b>" in mon.status.value
     assert mon.stop_button.disabled and "epoch" in mon.stats.value
+    assert mon.stop_button.button_style == ""          # disabled and grey, no longer a red Stop
     assert chat.name == "pets"                        # followers of other names stay put
     chat.send("/use bg")
     assert chat.model is mon.model
@@ -433,6 +617,31 @@ def test_panel_switches_when_background_training_finishes(reg, model, monitors):
     assert p.model is mon.model is reg.get("pets") and p.model is not model
     assert p.suggestions == mon.model.next_words("the ", 5)
     assert "finished" in mon.status.value and mon.progress.value == 1.0
+    assert mon.progress.bar_style == "success" and mon.stop_button.button_style == ""
+    assert "finished early" not in mon.status.value and mon.summary() == "training 'pets' finished"
+
+
+def test_monitor_shows_an_early_stop_as_an_early_success(reg, monitors):
+    mon = start_background_training(registry=reg, name="early", data=TEXT, options=dict(
+        epochs=30, patience=1, hidden_dim=16, embed_dim=8, lr=0.1, seed=0))
+    monitors.append(mon)
+    assert mon.join(60) and mon.error is None
+    r = mon.model.report
+    assert r.stop_reason == "early stop" and not mon.interrupted
+    last, best = r.history[-1], r.history[r.best_epoch - 1]
+    assert last.epoch < 30 and best.epoch < last.epoch and best.val_ppl != last.val_ppl
+    # the bar and the "step x/y" text agree: it ended short, in green
+    s = mon.step
+    assert s.step == r.steps < s.total_steps
+    assert mon.progress.value == pytest.approx(s.step / s.total_steps) and mon.progress.bar_style == "success"
+    assert f"step {s.step:,}/{s.total_steps:,}" in mon.stats.value
+    # the early stop is said, and each perplexity says which it is
+    assert (f"finished early (early stop after epoch {last.epoch} of 30: no better validation perplexity "
+            f"for 1 epochs): best model registered as <b>early</b>") in mon.status.value
+    assert f"last val perplexity {last.val_ppl:,.1f} (epoch {last.epoch})" in mon.stats.value
+    assert f"(best validation perplexity {best.val_ppl:,.1f}, epoch {best.epoch})" in mon.status.value
+    assert mon.summary().startswith("training 'early' finished early (early stop after epoch")
+    assert mon.stop_button.disabled and mon.stop_button.button_style == ""
 
 
 def test_panel_and_chat_work_while_training_runs(reg, other, monitors):

@@ -6,11 +6,13 @@ from __future__ import annotations
 import functools
 import html
 import traceback
-from typing import Any, Callable, List, Optional, Tuple
+from typing import Any, Callable, Iterator, List, Optional, Tuple
 
 import ipywidgets as W
 
 from ..api import LanguageModel
+from ..config import GenerateConfig
+from ..engine.tokenizer import EOS
 from ..errors import LMError
 from ..registry import ModelRegistry, get_registry
 
@@ -146,5 +148,47 @@ def _close_tree(w: W.Widget) -> None:
     w.close()
 
 
+def prob_text(p: float) -> str:
+    """A probability as a whole percentage; one that would round to 0% reads "<1%"."""
+    text = f"{p:.0%}"
+    return "<1%" if text == "0%" else text
+
+
+def is_punct(word: str) -> bool:
+    """True for tokens without a letter or digit (",", ".", "--"): shown quoted so they can be read."""
+    return not any(c.isalnum() for c in word)
+
+
+def word_text(word: str) -> str:
+    """A token as shown to the user: punctuation in quotes ('“,”'), words as they are."""
+    return f"“{word}”" if is_punct(word) else word
+
+
 def pairs_text(pairs: List[Tuple[str, float]]) -> str:
-    return ", ".join(f"{w} {p:.0%}" for w, p in pairs) or "(none)"
+    return ", ".join(f"{word_text(w)} {prob_text(p)}" for w, p in pairs) or "(none)"
+
+
+def iter_words(model: LanguageModel, prefix: str, cfg: GenerateConfig) -> Iterator[str]:
+    """Tokens continuing prefix until cfg.n_words words are written, across line ends.
+
+    ``model.iter_generate`` stops at the end of a line; here a line end is yielded as ``EOS`` (not
+    counted as a word) and generation goes on with the next line, so "20 words" means 20 words. Each
+    line is one engine call, seeded ``seed``, ``seed + 1``, ... when a seed is given (repeatable).
+    """
+    left, context, line, empty, wrote = cfg.n_words, prefix, 0, 0, False
+    while left > 0:
+        seed = None if cfg.seed is None else cfg.seed + line
+        words = list(model.iter_generate(context, cfg.replace(n_words=left, seed=seed)))
+        if words:
+            if wrote:
+                yield EOS                   # one line break between lines (an empty line adds none)
+            yield from words
+            wrote, empty = True, 0
+        else:
+            # A model that only ever ends lines would loop forever: give up after 3 empty lines.
+            empty += 1
+            if empty >= 3:
+                return
+        left -= len(words)
+        context = f"{context} {' '.join(words)}\n"     # spacing does not matter to the tokenizer
+        line += 1

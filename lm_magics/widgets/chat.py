@@ -16,28 +16,36 @@ import ipywidgets as W
 from ..config import GenerateConfig
 from ..errors import ConfigError
 from ..registry import ModelRegistry
-from ._base import ModelWidget, _shell, esc, pairs_text
+from ._base import ModelWidget, _shell, esc, iter_words, pairs_text
 
 __all__ = ["ChatAssistant"]
 
+# Each role's whole margin in one declaration (a later "margin:3px 0" would reset the side offsets):
+# your messages sit on the right, the model's on the left, notes across the whole width.
 _STYLE = {
-    "user": "background:#dbeafe;margin-left:20%;",
-    "assistant": "background:#f3f4f6;margin-right:20%;",
-    "system": "background:#fefce8;color:#444;font-size:12px;",
-    "error": "background:#fee2e2;color:#900;font-size:12px;",
+    "user": "background:#dbeafe;margin:3px 0 3px 20%;",
+    "assistant": "background:#f3f4f6;margin:3px 20% 3px 0;",
+    "system": "background:#fefce8;color:#444;font-size:12px;margin:3px 0;",
+    "error": "background:#fee2e2;color:#900;font-size:12px;margin:3px 0;",
 }
 
-HELP = """\
-/help              this list
-/models            the models of this session
-/use NAME          answer with another model
-/temp T            sampling temperature (0 = always the most likely word)
-/k K               how many next-word alternatives to show
-/len N             words per answer
-/next TEXT         the most likely next words after TEXT
-/score TEXT        perplexity of TEXT and its most surprising words
-/clear             forget the conversation
-/export VAR        the conversation as a DataFrame (or list of dicts) in variable VAR"""
+HELP_ROWS = [
+    ("/help", "this list"),
+    ("/models", "the models of this session"),
+    ("/use NAME", "answer with another model"),
+    ("/temp T", "sampling temperature (0 = always the most likely word)"),
+    ("/k K", "how many next-word alternatives to show"),
+    ("/len N", "words per answer"),
+    ("/next TEXT", "the most likely next words after TEXT"),
+    ("/score TEXT", "perplexity of TEXT and its most surprising words"),
+    ("/clear", "forget the conversation"),
+    ("/export VAR", "the conversation as a DataFrame (or list of dicts) in variable VAR"),
+]
+HELP = "\n".join(f"{command:<19}{what}" for command, what in HELP_ROWS)
+# In the bubble the columns are a table: spaces cannot align a proportional font.
+_HELP_HTML = ("<table class='lm-chat-help' style='border-collapse:collapse'>" + "".join(
+    f"<tr><td style='padding:0 1.5em 0 0;white-space:nowrap'><code>{esc(command)}</code></td>"
+    f"<td style='padding:0'>{esc(what)}</td></tr>" for command, what in HELP_ROWS) + "</table>")
 
 
 class ChatAssistant(ModelWidget):
@@ -76,8 +84,14 @@ class ChatAssistant(ModelWidget):
         self.messages: List[Dict[str, Any]] = []
         self._bubbles: List[W.HTML] = []
 
-        self.history = W.VBox(layout=W.Layout(max_height="420px", overflow="auto", width="100%"))
+        self.history = W.VBox(layout=W.Layout(width="100%", flex="0 0 auto"))   # never squeezed: the box scrolls
         self.history.add_class("lm-chat-history")
+        # The scroll box lays its one child out bottom-up (column-reverse): the browser then keeps it
+        # scrolled to the newest message as bubbles are added, and keeps the place of a reader who
+        # scrolled back. No script needed, and the bubbles stay in reading order.
+        self.scroller = W.Box([self.history], layout=W.Layout(
+            display="flex", flex_flow="column-reverse", max_height="420px", overflow="auto", width="100%"))
+        self.scroller.add_class("lm-chat-scroll")
         self.input = W.Text(placeholder="Type a message or /help, then Enter", continuous_update=False,
                             layout=W.Layout(flex="1 1 auto"))
         self.input.add_class("lm-chat-input")
@@ -87,7 +101,7 @@ class ChatAssistant(ModelWidget):
         self.status.add_class("lm-chat-status")
         row = W.HBox([self.input, self.send_button], layout=W.Layout(width="100%"))
         row.add_class("lm-chat-row")
-        self.widget = W.VBox([self.history, row, self.status, self.log],
+        self.widget = W.VBox([self.scroller, row, self.status, self.log],
                              layout=W.Layout(width="100%", max_width="820px"))
         self.widget.add_class("lm-chat")
 
@@ -148,11 +162,12 @@ class ChatAssistant(ModelWidget):
 
     # ------------------------------------------------------------------ messages
 
-    def _add(self, role: str, text: str, **extra: Any) -> int:
-        """Append a message and its bubble; drop the oldest beyond max_messages. Returns its index."""
+    def _add(self, role: str, text: str, *, body: Optional[str] = None, **extra: Any) -> int:
+        """Append a message and its bubble (body: HTML shown instead of the text); drop the oldest
+        beyond max_messages. Returns its index."""
         msg = {"role": role, "text": text, **extra}
         self.messages.append(msg)
-        bubble = W.HTML(_bubble_html(msg))
+        bubble = W.HTML(_bubble_html(msg, body))
         bubble.add_class("lm-chat-msg")
         bubble.add_class(f"lm-chat-{role}")
         self._bubbles.append(bubble)
@@ -169,7 +184,8 @@ class ChatAssistant(ModelWidget):
         bubble.value = _bubble_html(msg)
 
     def _answer(self, text: str) -> str:
-        """Continue the user's text with the model, streaming each word into a new bubble."""
+        """Continue the user's text with the model, streaming each word into a new bubble. The answer
+        has n_words words, written across line ends (a line end is shown as a line break)."""
         model = self.require_model()
         alternatives = model.next_words(text, self.k) if self.show_alternatives else []
         self._add("assistant", "", model=self.name, alternatives=alternatives, streaming=True)
@@ -177,7 +193,7 @@ class ChatAssistant(ModelWidget):
         tokens: List[str] = []
         join = getattr(getattr(model, "tokenizer", None), "join", None) or " ".join
         try:
-            for tok in model.iter_generate(text, self.settings):
+            for tok in iter_words(model, text, self.settings):
                 tokens.append(tok)
                 msg["text"] = join(tokens)
                 self._update(msg, bubble)
@@ -227,7 +243,7 @@ class ChatAssistant(ModelWidget):
         self._add("system", text)
 
     def _cmd_help(self, arg: str) -> None:
-        self._say(HELP)
+        self._add("system", HELP, body=_HELP_HTML)
 
     def _cmd_models(self, arg: str) -> None:
         names = self.model_names()
@@ -312,9 +328,10 @@ def _positive_int(v: Any, name: str) -> int:
     return v
 
 
-def _bubble_html(msg: Dict[str, Any]) -> str:
+def _bubble_html(msg: Dict[str, Any], body: Optional[str] = None) -> str:
     role = msg["role"]
-    text = esc(msg["text"]) + ("<span class='lm-cursor'>▍</span>" if msg.get("streaming") else "")
+    text = body if body is not None else esc(msg["text"])
+    text += "<span class='lm-cursor'>▍</span>" if msg.get("streaming") else ""
     alts = msg.get("alternatives")
     extra = ""
     if alts and not msg.get("streaming"):
@@ -322,5 +339,5 @@ def _bubble_html(msg: Dict[str, Any]) -> str:
                  f"other first words: {esc(pairs_text(alts))}</div>")
     who = {"user": "you", "assistant": esc(msg.get("model") or "model"), "system": "lm", "error": "error"}[role]
     return (f"<div class='lm-bubble lm-bubble-{role}' style='{_STYLE[role]}border-radius:8px;padding:4px 10px;"
-            f"margin:3px 0;white-space:pre-wrap;line-height:1.35'><span style='color:#888;font-size:10px'>{who}"
+            f"white-space:pre-wrap;line-height:1.35'><span style='color:#888;font-size:10px'>{who}"
             f"</span><br>{text}{extra}</div>")

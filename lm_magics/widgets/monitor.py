@@ -151,10 +151,12 @@ class TrainingMonitor:
     def _draw(self, final: bool = False) -> None:
         s = self.step
         if s is not None:
+            # The bar is always the "step x/y" of the text: an early stop leaves it short (and green).
             self.progress.value = min(1.0, s.step / max(1, s.total_steps))
             parts = [f"epoch {s.epoch}", f"step {s.step:,}/{s.total_steps:,}", f"loss {s.loss:.3f}"]
             if self.epochs:
-                parts.append(f"val perplexity {_ppl(self.epochs[-1].val_ppl)}")
+                last = self.epochs[-1]
+                parts.append(f"last val perplexity {_ppl(last.val_ppl)} (epoch {last.epoch})")
             parts.append(f"{s.tokens_per_s:,.0f} tokens/s")
             self.stats.value = "<span style='font-family:monospace'>" + " · ".join(parts) + "</span>"
             self.curve.value = sparkline_svg(_thin(self.losses), label="training loss")
@@ -162,13 +164,14 @@ class TrainingMonitor:
             return
         self.stop_button.disabled = True
         self.stop_button.description = "Stop"
+        self.stop_button.button_style = ""        # a finished run's disabled Stop is grey, not red
         m = self.model
         if m is not None:
-            self.progress.value = 1.0 if not m.interrupted else self.progress.value
-            how = "stopped" if m.interrupted else "finished"
-            self.status.value = (f"<span class='lm-status lm-done'>{how}: best model registered as "
-                                 f"<b>{esc(self.name)}</b> (validation perplexity "
-                                 f"{_ppl(m.meta.get('val_ppl'))})</span>")
+            if not m.interrupted:
+                self.progress.bar_style = "success"
+            how = "stopped" if m.interrupted else _how_it_ended(m)
+            self.status.value = (f"<span class='lm-status lm-done'>{esc(how)}: best model registered as "
+                                 f"<b>{esc(self.name)}</b> ({esc(_best_text(m))})</span>")
             if m.report is not None:
                 self.curve.value = sparkline_svg(_thin(m.report.losses), label="training loss")
         else:
@@ -181,7 +184,7 @@ class TrainingMonitor:
                                                    else "starting")
         if self.model is None:
             return f"training '{self.name}' failed: {self.error}"
-        return f"training '{self.name}' {'stopped' if self.model.interrupted else 'finished'}"
+        return f"training '{self.name}' {'stopped' if self.model.interrupted else _how_it_ended(self.model)}"
 
     def __repr__(self) -> str:
         return f"TrainingMonitor({self.summary()})"
@@ -194,6 +197,25 @@ class TrainingMonitor:
 
 def _ppl(v: Optional[float]) -> str:
     return "n/a" if v is None or not math.isfinite(v) else f"{v:,.1f}"
+
+
+def _how_it_ended(model: LanguageModel) -> str:
+    """ "finished", or "finished early (...)" for an early stop or a time limit: a success, said so."""
+    r = model.report
+    if r is None or r.stop_reason not in ("early stop", "max_time"):
+        return "finished"
+    last = r.history[-1].epoch if r.history else 0
+    if r.stop_reason == "early stop":
+        return (f"finished early (early stop after epoch {last} of {r.config.epochs}: no better validation "
+                f"perplexity for {r.config.patience} epochs)")
+    return f"finished early (time limit reached in epoch {last} of {r.config.epochs})"
+
+
+def _best_text(model: LanguageModel) -> str:
+    """Which validation perplexity the registered model has: the best epoch's, not the last one's."""
+    r = model.report
+    text = f"best validation perplexity {_ppl(model.meta.get('val_ppl'))}"
+    return text + (f", epoch {r.best_epoch}" if r is not None and r.best_epoch else "")
 
 
 def _thin(values: List[float]) -> List[float]:

@@ -1,7 +1,12 @@
 """CompletionPanel: type text, see the model's next words as buttons, click one to accept it.
 
 Each update asks ``model.next_words``; the engine keeps the LSTM state of recent prefixes, so a
-keystroke after the first costs only the newly typed words.
+keystroke after the first costs only the newly typed words (about a millisecond). The panel updates on
+every keystroke: ipywidgets sends at most one change at a time and merges the keystrokes typed
+meanwhile, so a fast typist is never queued behind stale updates.
+
+Two modes, shown left of the buttons: text ending inside a word ("to be") *completes* that word
+("be…" -> "belly"); text ending in a space or punctuation gets the *next word*.
 """
 
 from __future__ import annotations
@@ -14,8 +19,10 @@ from typing import Any, List, Optional, Tuple
 
 import ipywidgets as W
 
+from ..config import GenerateConfig
+from ..engine.tokenizer import EOS
 from ..registry import ModelRegistry
-from ._base import ModelWidget, esc, pairs_text
+from ._base import ModelWidget, esc, is_punct, iter_words, pairs_text, prob_text, word_text
 
 __all__ = ["CompletionPanel", "split_partial"]
 
@@ -41,6 +48,30 @@ def append_word(text: str, word: str) -> str:
     return base + word + " "
 
 
+def join_continuation(tokenizer: Any, text: str, tokens: List[str]) -> str:
+    """text + generated tokens, spaced the way the tokenizer joins tokens (``generate`` does the same):
+    "the dog" + [",", "and"] -> "the dog, and ". The user's text is kept as typed; line ends in the
+    generated tokens become spaces (the panel writes running text)."""
+    tokens = [t for t in tokens if t != EOS]
+    if not tokens:
+        return text
+    if tokenizer.level == "char":
+        return text + tokenizer.join(tokens)
+    cont = tokenizer.join(tokens)
+    last = tokenizer.tokenize(text)[-1:]
+    if last and tokenizer.join(last + tokens[:1]) == last[0] + tokens[0]:
+        base = text.rstrip(" \t")          # the first token attaches: "dog" + "," -> "dog,"
+    else:
+        base = text if not text or text[-1].isspace() else text + " "
+    return base + cont + " "
+
+
+def _tail(text: str, words: int = 4) -> str:
+    """The end of text, for a label: "…or not to be"."""
+    parts = text.split()
+    return ("…" if len(parts) > words else "") + " ".join(parts[-words:])
+
+
 class CompletionPanel(ModelWidget):
     """A text area with live next-word suggestions from a language model.
 
@@ -54,19 +85,22 @@ class CompletionPanel(ModelWidget):
     k : int
         How many suggestions to show.
     debounce : float
-        Seconds to wait after a keystroke before updating (0: update at once, as tests do).
+        Seconds to wait after a keystroke before updating (default 0: at once; the browser already
+        merges keystrokes typed while an update is on its way).
     n_words, temperature, seed
         Settings of the "Continue" button.
 
     >>> panel = CompletionPanel(model, k=3)          # doctest: +SKIP
     >>> panel.value = "Beautiful is"; panel.refresh(); panel.words   # doctest: +SKIP
     ['better', ...]
+    >>> panel.mode, panel.mode_text                    # doctest: +SKIP
+    ('complete', 'completing “is…”')
     """
 
     max_k = 20
 
     def __init__(self, model_or_name: Any = None, registry: Optional[ModelRegistry] = None, k: int = 5, *,
-                 debounce: float = 0.15, n_words: int = 10, temperature: float = 0.8,
+                 debounce: float = 0.0, n_words: int = 10, temperature: float = 0.8,
                  seed: Optional[int] = None, value: str = ""):
         if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= self.max_k:
             from ..errors import ConfigError
@@ -76,16 +110,21 @@ class CompletionPanel(ModelWidget):
         self.seed = seed
         self.suggestions: List[Tuple[str, float]] = []
         self.latency_ms: Optional[float] = None
+        self.mode = "first"           # "first" (empty text), "next" (next word) or "complete" (a half-typed word)
+        self.hint = ""                # why the suggestions are not what the mode suggests ("" when they are)
+        self._seq = 0                 # bumped on every text change: a result for an older text is dropped
         self._suppress = False        # True while the panel itself sets the text
         self._syncing = False         # True while the dropdown is being refilled
         self._pending: Any = None     # the scheduled debounced update (TimerHandle or Timer)
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
 
         self.input = W.Textarea(value=value, placeholder="Start typing…", continuous_update=True,
                                 layout=W.Layout(width="100%", height="5em"))
         self.input.add_class("lm-panel-input")
         self.buttons: List[W.Button] = []
-        self.suggestion_box = W.HBox(layout=W.Layout(flex_flow="row wrap"))
+        self.mode_label = W.HTML()
+        self.mode_label.add_class("lm-panel-mode")
+        self.suggestion_box = W.HBox(layout=W.Layout(flex_flow="row wrap", flex="1 1 auto"))
         self.suggestion_box.add_class("lm-panel-suggestions")
         self.k_slider = W.IntSlider(value=k, min=1, max=self.max_k, description="k",
                                     style={"description_width": "initial"}, layout=W.Layout(width="180px"))
@@ -108,7 +147,10 @@ class CompletionPanel(ModelWidget):
         controls = W.HBox([self.model_select, self.k_slider, self.temperature, self.n_words,
                            self.continue_button], layout=W.Layout(flex_flow="row wrap"))
         controls.add_class("lm-panel-controls")
-        self.widget = W.VBox([self.input, self.suggestion_box, controls, self.status, self.log])
+        suggestion_row = W.HBox([self.mode_label, self.suggestion_box], layout=W.Layout(align_items="center"))
+        suggestion_row.add_class("lm-panel-suggestion-row")
+        self.widget = W.VBox([self.input, suggestion_row, controls, self.status, self.log])
+        self._shown_text = value      # the text the suggestions and the mode label are for
         self.widget.add_class("lm-panel")
 
         self._make_buttons(k)
@@ -123,7 +165,7 @@ class CompletionPanel(ModelWidget):
 
     @property
     def value(self) -> str:
-        """The text in the panel; setting it updates the suggestions (after the debounce)."""
+        """The text in the panel; setting it updates the suggestions (at once, or after ``debounce`` s)."""
         return self.input.value
 
     @value.setter
@@ -138,9 +180,19 @@ class CompletionPanel(ModelWidget):
     def words(self) -> List[str]:
         return [w for w, _ in self.suggestions]
 
+    @property
+    def mode_text(self) -> str:
+        """What the label left of the buttons says, as plain text ("completing “be…”")."""
+        return _mode_text(self.mode, self._shown_text, self.hint)
+
     def refresh(self) -> List[Tuple[str, float]]:
-        """Recompute the suggestions for the current text now; returns them as (word, probability)."""
+        """Recompute the suggestions for the current text now; returns them as (word, probability).
+
+        If the text changes while this runs (another thread), the result is dropped: the update for
+        the newer text shows its own, so a stale result never overwrites a newer one."""
         self._cancel_pending()
+        with self._lock:
+            seq = self._seq                # before reading the text: a newer text has a newer number
         if self.model is None:
             self.suggestions = []
             self._show_buttons()
@@ -148,35 +200,38 @@ class CompletionPanel(ModelWidget):
         model = self.model
         t0 = time.perf_counter()
         text = self.value
-        context, partial = split_partial(text) if model.tokenizer.level != "char" else (text, "")
-        if partial:
-            pairs = model.next_words(context, self.k, startswith=partial)
-        else:
-            pairs = model.next_words(text, self.k)
-        self.latency_ms = (time.perf_counter() - t0) * 1000
-        self.suggestions = pairs
-        self.last_error = None
-        self._show_buttons()
-        self._set_status()
+        mode, pairs, hint = self._suggest(model, text)
+        latency = (time.perf_counter() - t0) * 1000
+        with self._lock:
+            if seq != self._seq:
+                return pairs
+            self.latency_ms, self.suggestions, self.mode, self.hint = latency, pairs, mode, hint
+            self._shown_text = text
+            self.last_error = None
+            self._show_buttons()
+            self._set_status()
+            self._show_mode()              # last: once it shows this text, the buttons do too
         return pairs
 
     def accept(self, word: str) -> str:
-        """Put word in the text (completing a half-typed word), refresh, and return the new text."""
-        context, partial = split_partial(self.value)
-        self._set_text(append_word(context if partial else self.value, word))
+        """Put word in the text, refresh, and return the new text. In "complete" mode the word
+        replaces the half-typed one ("the ca" + "cat" -> "the cat "), else it is added after it."""
+        text = self.value
+        context, _ = split_partial(text)
+        mode = self.mode if text == self._shown_text else self._suggest(self.require_model(), text, 1)[0]
+        self._set_text(append_word(context if mode == "complete" else text, word))
         self.refresh()
         return self.value
 
     def continue_text(self, n_words: Optional[int] = None) -> str:
-        """Append n_words generated words (the "Continue" button); returns the new text."""
+        """Append n_words generated words (the "Continue" button); returns the new text. The words
+        are joined as ``generate`` joins them, as running text: no line breaks."""
         model = self.require_model()
         n = self.n_words.value if n_words is None else n_words
         text = self.value
-        cont = model.generate(text, n_words=n, temperature=self.temperature.value, seed=self.seed)
-        if cont:
-            first, _, rest = cont.partition(" ")
-            new = append_word(text, first) + rest
-            self._set_text(new if new.endswith((" ", "\n")) else new + " ")
+        cfg = GenerateConfig(n_words=n, temperature=self.temperature.value, seed=self.seed)
+        tokens = list(iter_words(model, text, cfg))
+        self._set_text(join_continuation(model.tokenizer, text, tokens))
         self.refresh()
         return self.value
 
@@ -195,15 +250,38 @@ class CompletionPanel(ModelWidget):
             self.buttons.append(b)
         self.suggestion_box.children = tuple(self.buttons[:k])
 
+    def _suggest(self, model: Any, text: str,
+                 k: Optional[int] = None) -> Tuple[str, List[Tuple[str, float]], str]:
+        """(mode, suggestions, hint) for text: completions of a half-typed word, else next words."""
+        k = self.k if k is None else k
+        if model.tokenizer.level == "char":
+            return ("next" if text.strip() else "first"), model.next_words(text, k), ""
+        context, partial = split_partial(text)
+        if partial:
+            pairs = model.next_words(context, k, startswith=partial)
+            if pairs:
+                return "complete", pairs, ""
+            # Nothing to complete: offer the next words instead (the model reads the word as unknown)
+            # and say why, rather than showing an empty row.
+            return "next", model.next_words(text, k), f"“{partial}” is not in the vocabulary"
+        return ("next" if text.strip() else "first"), model.next_words(text, k), ""
+
     def _show_buttons(self) -> None:
         for i, b in enumerate(self.buttons):
-            if i < len(self.suggestions):
-                w, p = self.suggestions[i]
-                b.description, b.tooltip = f"{w} {p:.0%}", f"{w}: probability {p:.4f}"
-                b.layout.display = None
-            else:
-                b.description, b.tooltip = "", ""
-                b.layout.display = "none"
+            with b.hold_sync():            # one message per button, not one per trait
+                if i < len(self.suggestions):
+                    w, p = self.suggestions[i]
+                    action = "complete to" if self.mode == "complete" else "add"
+                    b.description = f"{word_text(w)} {prob_text(p)}"
+                    b.tooltip = f"{action} {w!r} (probability {p:.4f})"
+                    _set_punct_style(b, is_punct(w))
+                    b.layout.display = None
+                else:
+                    b.description, b.tooltip = "", ""
+                    b.layout.display = "none"
+
+    def _show_mode(self) -> None:
+        self.mode_label.value = _mode_html(self.mode, self._shown_text, self.hint)
 
     def _set_status(self) -> None:
         if self.model is None:
@@ -243,6 +321,8 @@ class CompletionPanel(ModelWidget):
     # ------------------------------------------------------------------ callbacks
 
     def _on_text(self, _change: dict) -> None:
+        with self._lock:
+            self._seq += 1
         if self._suppress:
             return
         if self.debounce <= 0:
@@ -295,3 +375,32 @@ class CompletionPanel(ModelWidget):
     def close(self) -> None:
         self._cancel_pending()
         super().close()
+
+
+_PUNCT_STYLE = {"font_family": "monospace", "font_weight": "bold", "button_color": "#fef3c7"}
+
+
+def _set_punct_style(b: W.Button, punct: bool) -> None:
+    """Punctuation suggestions look different (monospace, bold, amber), so "," is not lost."""
+    if punct == ("lm-panel-punct" in b._dom_classes):
+        return
+    (b.add_class if punct else b.remove_class)("lm-panel-punct")
+    for name, value in _PUNCT_STYLE.items():
+        setattr(b.style, name, value if punct else None)
+
+
+def _mode_text(mode: str, text: str, hint: str) -> str:
+    if mode == "complete":
+        return f"completing “{split_partial(text)[1]}…”"
+    if mode == "first":
+        return "first word"
+    said = f"next word after “{_tail(text)}”"
+    return f"{hint}; {said}" if hint else said
+
+
+def _mode_html(mode: str, text: str, hint: str) -> str:
+    label = esc(_mode_text(mode, text, "")) + ":"
+    if hint:
+        label = f"<span class='lm-panel-hint' style='color:#92400e'>{esc(hint)};</span> " + label
+    return (f"<span class='lm-panel-mode-{mode}' style='color:#555;font-size:12px;margin-right:6px'>"
+            f"{label}</span>")

@@ -1,8 +1,11 @@
 """The panel, the chat and background training in a real JupyterLab, driven by Chromium.
 
-The notebook trains a tiny model, shows a panel and a chat, and starts a background training. The
-tests type, click and read the DOM as a user would, and save screenshots of panel and chat (to docs/,
-or to $LM_SCREENSHOT_DIR).
+The notebook trains a tiny model, shows a panel and a chat, starts a background training, and runs two
+trainings that stop early (one with its progress bar, one in the background). The tests type, click
+and read the DOM as a user would, and save screenshots of panel and chat to $LM_SCREENSHOT_DIR
+(default: tests/_artifacts/screenshots, ignored by git). Refresh the README's images with
+
+    LM_SCREENSHOT_DIR=docs python -m pytest tests/browser
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from .conftest import REPO, UI_TIMEOUT_MS, write_notebook
 pytestmark = pytest.mark.browser
 
 ROUNDTRIP_MS = 20_000        # browser -> kernel -> browser
-SHOTS = Path(os.environ.get("LM_SCREENSHOT_DIR", REPO / "docs"))
+SHOTS = Path(os.environ.get("LM_SCREENSHOT_DIR", REPO / "tests" / "_artifacts" / "screenshots"))
 
 TEXT = "\n".join([
     "the cat sat on the mat .", "the dog sat on the log .", "a cat and a dog are friends .",
@@ -28,13 +31,20 @@ TEXT = "\n".join([
 
 CELLS = [
     "%load_ext lm_magics\nimport lm_magics as lm",
-    "%%lm_train --name pets --epochs 4 --hidden-dim 32 --embed-dim 16 --lr 0.03 --seed 0 --quiet\n" + TEXT,
+    "%%lm_train --name pets --epochs 20 --patience 20 --hidden-dim 32 --embed-dim 16 --lr 0.03 --seed 0 --quiet\n"
+    + TEXT,
     'panel = lm.CompletionPanel("pets", k=4, seed=0)\npanel',
     'chat = lm.ChatAssistant("pets", seed=0, n_words=12)\nchat',
     # long enough that it is still running when the test presses Stop
     "%%lm_train --name pets_bg --background --epochs 5000 --patience 100000 --hidden-dim 16 --embed-dim 8 "
     "--threads 1\n" + TEXT,
+    # both stop early (near epoch 10 of 30): no better validation perplexity for 1 epoch
+    "%%lm_train --name early --epochs 30 --patience 1 --hidden-dim 32 --embed-dim 8 --lr 0.1 --seed 0 "
+    "--threads 1\n" + TEXT,
+    "%%lm_train --name early_bg --background --epochs 30 --patience 1 --hidden-dim 32 --embed-dim 8 --lr 0.1 "
+    "--seed 0 --threads 1\n" + TEXT,
 ]
+EARLY_CELL = 5
 
 
 @pytest.fixture(scope="module")
@@ -51,9 +61,14 @@ def notebook(jupyter_server, browser_page):
         re.compile(r"\| Idle$"), timeout=UI_TIMEOUT_MS)
     pg.locator(".lm-MenuBar-item", has_text=re.compile(r"^Run$")).click()
     pg.locator(".lm-Menu-item", has_text=re.compile(r"^Run All Cells$")).click()
-    for sel in (".lm-panel", ".lm-chat", ".lm-monitor"):
+    for sel in (".lm-panel", ".lm-chat", ".lm-monitor >> nth=1"):
         expect(pg.locator(f".jp-OutputArea-output {sel}")).to_be_visible(timeout=UI_TIMEOUT_MS)
     return pg
+
+
+def monitor(pg, name):
+    return pg.locator(".jp-OutputArea-output .lm-monitor").filter(
+        has=pg.locator(".lm-monitor-title", has_text=f"Training '{name}'"))
 
 
 def test_panel_suggestions_follow_typing_and_clicks(page, notebook):
@@ -65,24 +80,48 @@ def test_panel_suggestions_follow_typing_and_clicks(page, notebook):
     expect(buttons).to_have_count(4, timeout=ROUNDTRIP_MS)          # suggestions for an empty text
     expect(panel.locator(".lm-panel-status")).to_contain_text("model pets")
 
+    mode = panel.locator(".lm-panel-mode")
+    expect(mode).to_have_text("first word:")
     box.click()
     box.press_sequentially("the b", delay=30)                       # a half-typed word: completions
-    expect(buttons.first).to_have_text(re.compile(r"^b\w* \d+%$"), timeout=ROUNDTRIP_MS)
+    expect(mode).to_have_text("completing “b…”:", timeout=ROUNDTRIP_MS)      # the panel says so
+    expect(buttons.first).to_have_text(re.compile(r"^b\w* (\d+|<1)%$"), timeout=ROUNDTRIP_MS)
     for text in buttons.all_inner_texts():
-        assert re.match(r"^b\w* \d+%$", text), text
+        assert re.match(r"^b\w* (\d+|<1)%$", text), text
     word = buttons.first.inner_text().split()[0]
 
     buttons.first.click()                                           # completes the word
     expect(box).to_have_value(f"the {word} ", timeout=ROUNDTRIP_MS)
+    expect(mode).to_have_text(f"next word after “the {word}”:", timeout=ROUNDTRIP_MS)
     expect(buttons.first).not_to_have_text(re.compile(r"^b"), timeout=ROUNDTRIP_MS)  # next-word suggestions
-    second = buttons.nth(1).inner_text().split()[0]
+    second = re.sub(r"^“(.+)”$", r"\1", buttons.nth(1).inner_text().rsplit(" ", 1)[0])   # “.” is "."
     buttons.nth(1).click()                                          # and the text grows
     expect(box).to_have_value(re.compile(rf"^the {re.escape(word)} ?{re.escape(second)} $"), timeout=ROUNDTRIP_MS)
 
     panel.locator(".lm-panel-continue").click()                     # Continue: several more words
     expect(box).to_have_value(re.compile(rf"^the {re.escape(word)} ?{re.escape(second)} \S+.*\S.* $"),
                               timeout=ROUNDTRIP_MS)
+    text = box.input_value()
+    assert "\n" not in text and not re.search(r" [,.]", text), text   # running text, joined like generate
     expect(panel.locator(".lm-panel-status")).to_contain_text(re.compile(r"last update [\d.]+ ms"))
+    expect(mode).to_have_text(re.compile(r"^next word after “.*”:$"), timeout=ROUNDTRIP_MS)
+
+    box.press_sequentially("zq", delay=30)                          # nothing starts with "zq": say why
+    hint = panel.locator(".lm-panel-hint")
+    expect(hint).to_have_text("“zq” is not in the vocabulary;", timeout=ROUNDTRIP_MS)
+    expect(mode).to_contain_text(re.compile(r"next word after “.*zq”:$"))
+    expect(buttons).to_have_count(4)                                # still words to click
+    for _ in range(3):
+        box.press("Backspace")
+    expect(hint).to_have_count(0, timeout=ROUNDTRIP_MS)
+    box.press("Space")
+    expect(mode).to_have_text(re.compile(r"^next word after “.*”:$"), timeout=ROUNDTRIP_MS)
+    # punctuation reads as a quoted, monospace label; no button says "0%"
+    expect(panel.locator(".lm-panel-suggestion:visible", has_text="“")).not_to_have_count(0, timeout=ROUNDTRIP_MS)
+    punct = panel.locator(".lm-panel-punct:visible").first
+    expect(punct).to_have_text(re.compile(r"^“\W+” (\d+|<1)%$"))
+    assert "monospace" in punct.evaluate("b => getComputedStyle(b).fontFamily")
+    assert not any(t.endswith(" 0%") for t in buttons.all_inner_texts())
     SHOTS.mkdir(parents=True, exist_ok=True)
     panel.screenshot(path=str(SHOTS / "panel.png"))
 
@@ -119,6 +158,43 @@ def test_chat_streams_a_reply_and_runs_slash_commands(page, notebook):
     box.fill("/temp hot")
     chat.locator(".lm-chat-send").click()
     expect(chat.locator(".lm-chat-error").last).to_contain_text("/temp T needs a number", timeout=ROUNDTRIP_MS)
+
+
+def test_chat_scrolls_to_the_newest_message_and_lays_out_bubbles(page, notebook):
+    from playwright.sync_api import expect
+
+    chat = notebook.locator(".jp-OutputArea-output .lm-chat")
+    box = chat.locator(".lm-chat-input input")
+    for text in ["a dog", "the bird", "/help", "a cat and", "the dog sat", "/next the cat", "the black cat"]:
+        n = chat.locator(".lm-chat-msg").count()
+        box.fill(text)
+        box.press("Enter")
+        expect(chat.locator(".lm-chat-msg")).to_have_count(n + 2, timeout=ROUNDTRIP_MS)   # yours + the answer
+    last = chat.locator(".lm-chat-assistant").last
+    expect(last).to_contain_text("other first words", timeout=ROUNDTRIP_MS)     # the reply is done
+    # 16 messages overflow the 420px box; the newest one is in view without scrolling by hand
+    geo = chat.evaluate("""c => {
+        const box = c.querySelector('.lm-chat-scroll').getBoundingClientRect();
+        const s = c.querySelector('.lm-chat-scroll');
+        const bubbles = [...c.querySelectorAll('.lm-chat-msg')];
+        const last = bubbles[bubbles.length - 1].getBoundingClientRect();
+        const r = sel => c.querySelector(sel).getBoundingClientRect();
+        const hist = c.querySelector('.lm-chat-user .lm-bubble').parentElement.getBoundingClientRect();
+        const user = r('.lm-chat-user .lm-bubble'), bot = r('.lm-chat-assistant .lm-bubble');
+        const cols = [...c.querySelectorAll('.lm-chat-help tr')].map(tr => tr.cells[1].getBoundingClientRect().left);
+        return {overflows: s.scrollHeight > s.clientHeight + 50, lastTop: last.top, lastBottom: last.bottom,
+                boxTop: box.top, boxBottom: box.bottom, n: bubbles.length, width: hist.width,
+                userLeft: user.left - hist.left, userRight: hist.right - user.right,
+                botLeft: bot.left - hist.left, botRight: hist.right - bot.right, cols};
+    }""")
+    assert geo["n"] >= 12 and geo["overflows"], geo
+    assert geo["boxTop"] - 1 <= geo["lastTop"] and geo["lastBottom"] <= geo["boxBottom"] + 1, geo
+    # your bubbles on the right, the model's on the left: 20% of the width free on the other side
+    # (of the width the bubble's HTML widget gives it)
+    assert geo["userLeft"] == pytest.approx(0.2 * geo["width"], abs=2) and geo["userRight"] < 2, geo
+    assert geo["botRight"] == pytest.approx(0.2 * geo["width"], abs=2) and geo["botLeft"] < 2, geo
+    # /help: the descriptions start in one column
+    assert len(geo["cols"]) == 10 and max(geo["cols"]) - min(geo["cols"]) < 1, geo["cols"]
     SHOTS.mkdir(parents=True, exist_ok=True)
     chat.screenshot(path=str(SHOTS / "chat.png"))
 
@@ -126,7 +202,7 @@ def test_chat_streams_a_reply_and_runs_slash_commands(page, notebook):
 def test_background_training_stops_and_registers(page, notebook):
     from playwright.sync_api import expect
 
-    mon = notebook.locator(".jp-OutputArea-output .lm-monitor")
+    mon = monitor(notebook, "pets_bg")
     expect(mon.locator(".lm-monitor-stats")).to_contain_text(re.compile(r"epoch \d+ · step [\d,]+/"),
                                                              timeout=UI_TIMEOUT_MS)
     first = mon.locator(".lm-monitor-stats").inner_text()
@@ -135,8 +211,48 @@ def test_background_training_stops_and_registers(page, notebook):
     expect(mon.locator(".lm-monitor-status")).to_contain_text("stopped: best model registered as pets_bg",
                                                               timeout=ROUNDTRIP_MS)
     expect(mon.locator(".lm-monitor-stop")).to_be_disabled()
-    # the panel heard the registry: the new model is in its dropdown
+    expect(mon.locator(".lm-monitor-stop")).not_to_have_class(re.compile(r"mod-danger"))   # grey, not red
+    # the panel heard the registry: the new models are in its dropdown
     options = notebook.locator(".jp-OutputArea-output .lm-panel .lm-panel-model select option")
-    expect(options).to_have_text(["pets", "pets_bg"], timeout=ROUNDTRIP_MS)
+    expect(options).to_have_count(4, timeout=ROUNDTRIP_MS)
+    assert sorted(options.all_inner_texts()) == ["early", "early_bg", "pets", "pets_bg"]
     errors = [e for e in notebook.console_errors if "widget" in e.lower()]
     assert not errors, errors
+
+
+def _bar(locator):
+    """(fraction filled, classes) of the ipywidgets progress bar inside locator."""
+    return locator.locator(".progress-bar").evaluate(
+        "b => [b.getBoundingClientRect().width / b.parentElement.getBoundingClientRect().width, b.className]")
+
+
+def test_early_stops_look_like_an_early_success(page, notebook):
+    from playwright.sync_api import expect
+
+    # %%lm_train's progress bar: green, short, and labelled with the early stop
+    cell = notebook.locator(".jp-Notebook .jp-Cell").nth(EARLY_CELL)
+    progress = cell.locator(".jp-OutputArea-output .widget-hprogress")
+    expect(progress.locator(".progress-bar")).to_have_class(re.compile(r"progress-bar-success"),
+                                                            timeout=UI_TIMEOUT_MS)
+    label = cell.locator(".jp-OutputArea-output .widget-hbox").first.inner_text().replace("\u2007", " ")
+    epoch = re.search(r"training 'early' \(early stop after epoch (\d+)\)", label)
+    assert epoch and f"epoch={epoch.group(1)}," in label, label
+    step, total = map(int, re.search(r"(\d+)/(\d+) \[", label).groups())
+    filled, classes = _bar(progress)
+    assert "danger" not in classes and step < total and filled == pytest.approx(step / total, abs=0.02), label
+
+    # the background monitor: says it stopped early, bar and "step x/y" agree, perplexities named
+    mon = monitor(notebook, "early_bg")
+    status = mon.locator(".lm-monitor-status")
+    expect(status).to_contain_text(re.compile(r"finished early \(early stop after epoch \d+ of 30: no better "
+                                              r"validation perplexity for 1 epochs\)"), timeout=UI_TIMEOUT_MS)
+    last = int(re.search(r"after epoch (\d+)", status.inner_text()).group(1))
+    best = int(re.search(r"best validation perplexity [\d.]+, epoch (\d+)\)", status.inner_text()).group(1))
+    stats = mon.locator(".lm-monitor-stats").inner_text()
+    assert best < last and re.search(rf"last val perplexity [\d.]+ \(epoch {last}\)", stats), stats
+    step, total = map(int, re.search(r"step (\d+)/(\d+)", stats).groups())
+    filled, classes = _bar(mon.locator(".lm-monitor-progress"))
+    assert "progress-bar-success" in classes and step < total, (classes, stats)
+    assert filled == pytest.approx(step / total, abs=0.02), (filled, stats)
+    expect(mon.locator(".lm-monitor-stop")).to_be_disabled()
+    expect(mon.locator(".lm-monitor-stop")).not_to_have_class(re.compile(r"mod-danger"))
