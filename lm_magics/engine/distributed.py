@@ -33,6 +33,7 @@ import torch.distributed as dist
 
 from ..config import TrainConfig
 from ..errors import ConfigError, DataError, TrainingDiverged
+from . import memory
 from .data import _fingerprint, batchify, prepare, windows
 from .model import LSTMLanguageModel
 from .tokenizer import Tokenizer
@@ -123,6 +124,20 @@ def train_ddp(data: Any, *, val_data: Any = None, config: Optional[TrainConfig] 
             cfg = cfg.replace(seq_len=max(1, L // cfg.batch_size - 1))
         V = len(tokenizer)
         adaptive = (cfg.softmax == "adaptive" or (cfg.softmax == "auto" and V >= cfg.adaptive_threshold)) and V >= 4
+        # Each rank holds a whole model: refuse what cannot fit before allocating (CPU ranks share the host).
+        est = memory.training_estimate(V, cfg.embed_dim, cfg.hidden_dim, cfg.num_layers, cfg.tie_weights, adaptive,
+                                       cfg.batch_size, cfg.seq_len, cfg.optimizer, tokens=int(shard.size))
+        est.parts["gradient buckets"] = 4 * est.parameters           # DDP's all-reduce buffers
+        try:
+            memory.check_training(est, device, processes=1 if use_cuda else int(os.environ.get("LOCAL_WORLD_SIZE",
+                                                                                               world)))
+            refusal = ""
+        except ConfigError as exc:
+            refusal = str(exc)
+        answers: List[Any] = [None] * world
+        dist.all_gather_object(answers, refusal)     # all ranks stop together, or none does
+        if any(answers):
+            raise ConfigError(next(a for a in answers if a))
         torch.manual_seed(cfg.seed)     # the same initial weights on every rank (DDP also broadcasts rank 0's)
         net = LSTMLanguageModel(V, cfg.embed_dim, cfg.hidden_dim, cfg.num_layers, cfg.dropout,
                                 cfg.tie_weights, adaptive).to(device)
