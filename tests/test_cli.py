@@ -12,6 +12,8 @@ import lm_magics as lm
 from lm_magics.cli import build_parser, main
 from lm_magics.config import TrainConfig, option_specs
 
+from conftest import make_special
+
 TINY = ["--hidden-dim", "32", "--embed-dim", "16", "--epochs", "3", "--lr", "0.03", "--seed", "0", "--threads", "1"]
 
 
@@ -149,25 +151,6 @@ def _no_training(monkeypatch):
     monkeypatch.setattr(distributed, "launch", trained)
 
 
-def _special(kind: str, path):
-    import os
-    import stat
-
-    try:
-        if kind == "fifo":
-            os.mkfifo(path)
-        elif kind == "chardev":
-            os.mknod(path, stat.S_IFCHR | 0o666, os.makedev(1, 3))
-        elif kind == "directory":
-            path.mkdir()
-        elif kind == "file-parent":
-            path.write_text("not a folder")
-            return path / "m.lm"
-    except (PermissionError, AttributeError, OSError) as exc:
-        pytest.skip(f"this system does not let the tests make a {kind} ({exc})")
-    return path
-
-
 @pytest.mark.parametrize("kind, expected", [
     ("directory", "is a directory"), ("fifo", "named pipe"), ("chardev", "character device"),
     ("missing-folder", "does not exist"), ("file-parent", "is a file, not a folder"),
@@ -176,7 +159,12 @@ def _special(kind: str, path):
 def test_train_refuses_a_bad_output_before_training(tmp_path, tiny_text, capsys, monkeypatch, kind, expected,
                                                     nproc):
     (tmp_path / "t.txt").write_text(tiny_text)
-    out = tmp_path / "no" / "m.lm" if kind == "missing-folder" else _special(kind, tmp_path / "NODE")
+    if kind == "missing-folder":
+        out = tmp_path / "no" / "m.lm"
+    elif kind == "file-parent":
+        out = make_special("file", tmp_path / "NODE") / "m.lm"
+    else:
+        out = make_special(kind, tmp_path / "NODE")
     _no_training(monkeypatch)
     argv = ["train", str(tmp_path / "t.txt"), "-o", str(out), "--quiet"] + (["--nproc", nproc] if nproc else [])
     assert main(argv) == 1

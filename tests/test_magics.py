@@ -433,14 +433,9 @@ def test_lm_save_never_replaces_a_device_or_pipe(shell, trained, tmp_path, kind)
     import os
     import stat
 
-    node = tmp_path / "NODE"
-    try:
-        if kind == "chardev":
-            os.mknod(node, stat.S_IFCHR | 0o666, os.makedev(1, 3))     # `mknod NODE c 1 3`: a /dev/null
-        else:
-            os.mkfifo(node)
-    except (PermissionError, AttributeError, OSError) as exc:
-        pytest.skip(f"this system does not let the tests make a {kind} ({exc})")
+    from conftest import make_special
+
+    node = make_special(kind, tmp_path / "NODE")                     # chardev: `mknod NODE c 1 3`, a /dev/null
     msg = _usage(shell, "lm_save", f"--name tiny {node}")
     assert ("character device" if kind == "chardev" else "named pipe") in msg and "Saved" not in msg
     mode = os.lstat(node).st_mode

@@ -7,7 +7,6 @@ import io
 import os
 import re
 import shutil
-import socket
 import stat
 import subprocess
 import tempfile
@@ -20,6 +19,8 @@ import torch
 import lm_magics as lm
 from lm_magics.engine import persistence
 from lm_magics.engine.inference import Predictor
+
+from conftest import make_special
 
 
 def test_round_trip_is_exact(tiny_model, tmp_path: Path):
@@ -127,23 +128,6 @@ def _one_line(exc: BaseException, *patterns: str) -> str:
     return msg
 
 
-def _make_special(kind: str, path: Path) -> None:
-    """A FIFO, character device (a copy of /dev/null), socket or directory at path; skip if not allowed."""
-    try:
-        if kind == "fifo":
-            os.mkfifo(path)
-        elif kind == "chardev":
-            os.mknod(path, stat.S_IFCHR | 0o666, os.makedev(1, 3))
-        elif kind == "socket":
-            s = socket.socket(socket.AF_UNIX)
-            s.bind(str(path))
-            s.close()
-        else:
-            path.mkdir()
-    except (PermissionError, AttributeError, OSError) as exc:
-        pytest.skip(f"this system does not let the tests make a {kind} ({exc})")
-
-
 def _temp_files(folder: Path) -> list:
     return [p.name for p in folder.iterdir() if p.name.endswith(".tmp")]
 
@@ -155,7 +139,7 @@ SPECIAL = {"fifo": (stat.S_ISFIFO, r"named pipe"), "chardev": (stat.S_ISCHR, r"c
 @pytest.mark.parametrize("kind", list(SPECIAL))
 def test_save_never_replaces_a_special_file(tiny_model, tmp_path: Path, kind):
     node = tmp_path / "NODE"
-    _make_special(kind, node)
+    make_special(kind, node)
     is_kind, hint = SPECIAL[kind]
     for save in (lambda: tiny_model.save(node), lambda: persistence.check_writable(node)):
         with pytest.raises(lm.ModelFileError) as exc:
@@ -168,7 +152,7 @@ def test_save_never_replaces_a_special_file(tiny_model, tmp_path: Path, kind):
 @pytest.mark.parametrize("kind", ["fifo", "chardev", "directory"])
 def test_symlink_to_a_special_file_is_refused(tiny_model, tmp_path: Path, kind):
     node = tmp_path / "NODE"
-    _make_special(kind, node)
+    make_special(kind, node)
     link = tmp_path / "link.lm"
     link.symlink_to(node)
     with pytest.raises(lm.ModelFileError) as exc:
