@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from .config import GenerateConfig, TrainConfig, precision_override
-from .engine import persistence
+from .engine import memory, persistence
 from .engine.data import DataStats, _fingerprint, prepare
 from .engine.distributed import Ranks, process_group
 from .engine.inference import Predictor
@@ -173,7 +173,11 @@ class LanguageModel:
         }
 
     def save(self, path: Union[str, "os.PathLike[str]"]) -> None:
-        """Write the model to one file (atomically: an existing file is replaced whole or not at all)."""
+        """Write the model to one file (atomically: an existing file is replaced whole or not at all).
+
+        Only a regular file is replaced (a link to one is written through); a directory, device, FIFO or
+        socket, a read-only or full disk and a bad path are each a one-line ModelFileError, with the old
+        file intact. A replaced file keeps its mode; a new one gets the umask's (0644 under 022)."""
         sd = {k: v.detach().cpu().contiguous() for k, v in self.net.state_dict().items()}
         persistence.write_checkpoint(path, {
             "hparams": self.net.hparams(), "config": self.config.to_dict(),
@@ -212,8 +216,11 @@ def train(data: Any, *, val_data: Any = None, init: Optional[LanguageModel] = No
     val_data : same kinds, optional
         Validation text; by default about ``val_fraction`` of the rows are held out (seeded).
     init : LanguageModel, optional
-        Continue training this model: its vocabulary and settings are kept (new words become <unk>,
-        counted in the summary) unless overridden here. ``init`` itself is never modified.
+        Continue training this model: its vocabulary and network are kept (new words become <unk>,
+        counted in the summary). Settings that made them (level, lowercase, min_freq, max_vocab,
+        embed_dim, hidden_dim, num_layers, tie_weights, softmax, adaptive_threshold) cannot change: a
+        different value is a ConfigError. The others (lr, epochs, dropout, seq_len, batch_size, ...)
+        apply. ``init`` itself is never modified.
     config : TrainConfig, optional
         Base settings; ``options`` (any TrainConfig field, e.g. ``epochs=5, hidden_dim=256``) override it.
     on_step, on_epoch : callables, optional
@@ -234,10 +241,7 @@ def train(data: Any, *, val_data: Any = None, init: Optional[LanguageModel] = No
     if init is not None and not isinstance(init, LanguageModel):
         raise ConfigError(f"init must be a LanguageModel (from lm.train or lm.load), got {type(init).__name__}.")
     if init is not None:
-        # Keep the model's settings; the data-sized ones (batch, epochs) are chosen afresh for the new text.
-        base = (config or init.config).to_dict()
-        base.update(batch_size=None, epochs=None, lr=None, max_steps=None, max_time=None)
-        cfg = TrainConfig.from_dict(base, **options)
+        cfg = continue_config(init, config, **options)
         tokenizer = Tokenizer.from_dict(init.tokenizer.to_dict())  # fitted: the vocabulary is kept
     else:
         cfg = (config or TrainConfig()).replace(**options)
@@ -246,10 +250,15 @@ def train(data: Any, *, val_data: Any = None, init: Optional[LanguageModel] = No
     if distributed and init is not None:
         raise ConfigError("Continuing a model is not supported under torchrun; continue it in one process "
                           "(drop --nproc), or train a new model with several.")
+    if not distributed:
+        # An unknown or absent device, and a hopeless size, fail before the data is read.
+        _check_memory(cfg, max(4, len(tokenizer)), init, 0, resolve_device(cfg.device),
+                      init.net.adaptive if init is not None else None)
     group = process_group(cfg.device) if distributed else contextlib.nullcontext((Ranks(), None))
     with group as (ranks, device):
         from .engine.streaming import prepare_stream, should_stream
 
+        device = device or resolve_device(cfg.device)
         if should_stream(data, stream):
             corpus = prepare_stream(data, tokenizer, val_source=val_data, val_fraction=cfg.val_fraction,
                                     seed=cfg.seed, cache_dir=cache_dir)
@@ -262,11 +271,27 @@ def train(data: Any, *, val_data: Any = None, init: Optional[LanguageModel] = No
         if corpus.train.size - corpus.stats.train_rows <= 0 and corpus.train.size < 2:
             raise DataError("Too little text to train on; give at least a sentence or two.")
 
+        cfg, why = auto_config(cfg, corpus.stats.train_tokens)
+        V = len(tokenizer)
+        hparams, why_net = network_hparams(cfg, V)
+        adaptive = init.net.adaptive if init is not None else hparams["adaptive"]
+        cfg, fitted = fit_to_data(cfg, corpus.train.size // ranks.world)
+        notes += fitted
+        # Every size is known now: refuse in one line what cannot fit, before anything big is allocated.
+        # Ranks on one machine share its memory; they refuse together, so none is left waiting.
+        shard_tokens = 0 if isinstance(corpus.train, np.memmap) else int(corpus.train.size // ranks.world)
+        try:
+            _check_memory(cfg, V, init, shard_tokens, device, adaptive,
+                          processes=ranks.local_world if device.type == "cpu" else 1)
+            refusal = ""
+        except ConfigError as exc:
+            refusal = str(exc)
+        refusals = [r for r in ranks.gather(refusal) if r]
+        if refusals:
+            raise ConfigError(refusals[0])
+
         if init is not None:
             net = clone_model(init.net)
-            h = net.hparams()
-            cfg = cfg.replace(embed_dim=h["embed_dim"], hidden_dim=h["hidden_dim"], num_layers=h["num_layers"])
-            cfg, why = auto_config(cfg, corpus.stats.train_tokens)
             net.drop.p = cfg.dropout
             net.lstm.dropout = cfg.dropout if net.num_layers > 1 else 0.0
             unk = corpus.stats.unk_tokens
@@ -274,12 +299,8 @@ def train(data: Any, *, val_data: Any = None, init: Optional[LanguageModel] = No
                          f"its vocabulary of {len(tokenizer):,} words"
                          + (f" ({unk:,} new-word tokens became <unk>)" if unk else ""))
         else:
-            cfg, why = auto_config(cfg, corpus.stats.train_tokens)
-            hparams, why_net = network_hparams(cfg, len(tokenizer))
             why += why_net
             net = build_network(hparams, seed=cfg.seed)   # the same initial weights on every rank
-        cfg, fitted = fit_to_data(cfg, corpus.train.size // ranks.world)
-        notes += fitted
         if ranks.distributed:
             notes.append(f"DistributedDataParallel: {ranks.world} processes ({ranks.backend}), "
                          f"{corpus.train.size // ranks.world:,} tokens each")
@@ -314,26 +335,155 @@ def _shard_record(ranks: Ranks, corpus: Any, report: TrainReport) -> dict:
             "last_loss": report.losses[-1] if report.losses else None}
 
 
+def _check_memory(cfg: TrainConfig, V: int, init: Optional[LanguageModel], tokens: int, device: torch.device,
+                  adaptive: Optional[bool] = None, processes: int = 1) -> None:
+    """Refuse a run whose estimated memory does not fit. Sizes still left to the data count at their
+    smallest (auto_config's smallest tier), so the check can run before the data is read."""
+    memory.check_training(memory.training_estimate(
+        V, cfg.embed_dim or 64, cfg.hidden_dim or 128, cfg.num_layers or 1, cfg.tie_weights,
+        _adaptive(cfg, V) if adaptive is None else adaptive, cfg.batch_size or 1, cfg.seq_len, cfg.optimizer,
+        keep_original=init is not None, tokens=tokens), device, processes=processes)
+
+
+def _adaptive(cfg: TrainConfig, vocab_size: int) -> bool:
+    """Whether cfg's softmax setting gives an adaptive output layer for this vocabulary size."""
+    return network_hparams(cfg, vocab_size)[0]["adaptive"]
+
+
+# Settings that made a model's vocabulary and network: continuing it cannot change them.
+FIXED_WHEN_CONTINUING = ("level", "lowercase", "min_freq", "max_vocab", "embed_dim", "hidden_dim", "num_layers",
+                         "tie_weights", "softmax", "adaptive_threshold")
+
+
+def continue_config(init: LanguageModel, config: Optional[TrainConfig] = None, **options: Any) -> TrainConfig:
+    """The settings for training ``init`` further: its structural settings, then the given ones that apply.
+
+    The structural settings (FIXED_WHEN_CONTINUING) come from the model itself (its tokenizer and network,
+    so the result tells the truth even for a file whose config did not); a given value that differs is a
+    one-line ConfigError. The data-sized settings (batch_size, epochs, lr, max_steps, max_time) are chosen
+    afresh for the new text unless given; the rest (dropout, seq_len, optimizer, seed, ...) are the model's
+    unless given. ``config``'s fields that differ from TrainConfig's defaults count as given.
+    """
+    if not isinstance(init, LanguageModel):
+        raise ConfigError(f"init must be a LanguageModel (from lm.train or lm.load), got {type(init).__name__}.")
+    given_cfg = {}
+    if config is not None:
+        if not isinstance(config, TrainConfig):
+            raise ConfigError(f"config must be a TrainConfig, got {type(config).__name__}.")
+        default = TrainConfig().to_dict()
+        given_cfg = {k: v for k, v in config.to_dict().items() if v != default[k]}
+    TrainConfig.from_dict({}, **options)          # names and values checked first, with the usual messages
+    wanted = {**given_cfg, **options}
+    tok, h = init.tokenizer, init.net.hparams()
+    V = len(tok)
+    old = {"level": tok.level, "lowercase": tok.lowercase, "min_freq": tok.min_freq, "max_vocab": tok.max_vocab,
+           "embed_dim": h["embed_dim"], "hidden_dim": h["hidden_dim"], "num_layers": h["num_layers"],
+           "tie_weights": init.config.tie_weights, "softmax": init.config.softmax,
+           "adaptive_threshold": init.config.adaptive_threshold}
+    probe = TrainConfig.from_dict(init.config.to_dict(), **{k: wanted[k] for k in ("softmax", "adaptive_threshold")
+                                                              if k in wanted})
+    conflicts = []
+    for key in FIXED_WHEN_CONTINUING:
+        if key not in wanted or wanted[key] == old[key]:
+            continue
+        if key == "tie_weights" and (wanted[key] and not init.net.adaptive) == init.net.tied:
+            continue      # the same network either way (an adaptive output layer is never tied)
+        if key in ("softmax", "adaptive_threshold") and _adaptive(probe, V) == init.net.adaptive:
+            continue      # resolves to the output layer the model has
+        shown = "adaptive" if key == "softmax" and init.net.adaptive else (
+            "full" if key == "softmax" else old[key])
+        conflicts.append(f"{key}={wanted[key]!r} (the model has {shown!r})")
+    if conflicts:
+        raise ConfigError(f"Continuing a model keeps its vocabulary and network, so {', '.join(conflicts)} "
+                          f"cannot apply; leave {'it' if len(conflicts) == 1 else 'them'} out, or train a new "
+                          f"model instead.")
+    base = init.config.to_dict()
+    base.update(batch_size=None, epochs=None, lr=None, max_steps=None, max_time=None)
+    base.update({k: v for k, v in wanted.items() if k not in FIXED_WHEN_CONTINUING})
+    base.update({k: old[k] for k in FIXED_WHEN_CONTINUING})
+    return TrainConfig.from_dict(base)
+
+
 # ---------------------------------------------------------------------------------------------- load
 
 def load(path: Union[str, "os.PathLike[str]"], device: str = "cpu") -> LanguageModel:
-    """Load a model saved with ``model.save(path)``. Never runs code from the file."""
+    """Load a model saved with ``model.save(path)``. Never runs code from the file.
+
+    The sizes the file declares are checked against the tensors it holds (and its vocabulary) before
+    the network is built, so a small crafted file cannot make this allocate gigabytes.
+    """
     from .errors import ModelFileError
 
     ckpt = persistence.read_checkpoint(path)
+    shown = persistence.shown_path(path if isinstance(path, (str, os.PathLike)) else str(path))
+
+    def damaged(exc: BaseException) -> ModelFileError:
+        why = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+        return ModelFileError(f"{shown} is damaged: {why}. Save the model again.")
+
     try:
         tok = Tokenizer.from_dict(ckpt["tokenizer"])
         h = ckpt["hparams"]
+        n_params = _check_declared_sizes(h, ckpt["state_dict"], len(tok))
+        cfg = TrainConfig.from_dict(ckpt["config"])
+    except Exception as exc:
+        raise damaged(exc) from None
+    # The file's tensors are in memory already; building the network takes as much again.
+    memory.check(4 * n_params, f"Loading {shown} ({memory.fmt_count(n_params)} parameters)",
+                 "load it where more memory is free", error=ModelFileError)
+    try:
         net = build_network(h)
         net.load_state_dict(ckpt["state_dict"])
-        cfg = TrainConfig.from_dict(ckpt["config"])
-        if len(tok) != h["vocab_size"]:
-            raise ValueError("vocabulary and weights disagree")
+        # The config tells what the network and vocabulary are (a file written by an older version
+        # after `--continue` could claim otherwise).
+        cfg = cfg.replace(level=tok.level, lowercase=tok.lowercase, min_freq=tok.min_freq,
+                          max_vocab=tok.max_vocab, embed_dim=net.embed_dim, hidden_dim=net.hidden_dim,
+                          num_layers=net.num_layers)
     except Exception as exc:
-        raise ModelFileError(f"'{path}' is damaged: {str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__}"
-                             f". Save the model again.") from None
+        raise damaged(exc) from None
     model = LanguageModel(net, tok, cfg, ckpt["meta"])
     return model.to(device) if device != "cpu" else model
+
+
+def _check_declared_sizes(h: dict, state_dict: dict, n_words: int) -> int:
+    """Check the sizes a file declares against the tensors it holds; return the parameter count.
+
+    Raises ValueError naming the first disagreement. Cheap: compares shapes, allocates nothing (the
+    reference network is built on torch's "meta" device, which has shapes and no storage)."""
+    sizes = {k: h.get(k) for k in ("vocab_size", "embed_dim", "hidden_dim", "num_layers")}
+    for key, value in sizes.items():
+        if type(value) is not int or value < 1:
+            raise ValueError(f"it declares {key}={value!r}")
+    for key in ("tie_weights", "adaptive"):
+        if not isinstance(h.get(key), bool):
+            raise ValueError(f"it declares {key}={h.get(key)!r}")
+    V, E, H, L = sizes["vocab_size"], sizes["embed_dim"], sizes["hidden_dim"], sizes["num_layers"]
+    if n_words != V:
+        raise ValueError(f"its vocabulary has {n_words:,} words but its settings declare vocab_size={V:,}")
+    if not isinstance(state_dict, dict) or not all(isinstance(t, torch.Tensor) for t in state_dict.values()):
+        raise ValueError("its weights are not all tensors")
+    shapes = {str(k): tuple(t.shape) for k, t in state_dict.items()}
+    if shapes.get("embed.weight") != (V, E):
+        raise ValueError(f"its settings declare a {V:,} x {E:,} embedding but it holds "
+                         f"{shapes.get('embed.weight', 'none')}")
+    layers = sum(1 for k in shapes if k.startswith("lstm.weight_ih_l") and k[16:].isdigit())
+    if layers != L or shapes.get("lstm.weight_hh_l0") != (4 * H, H):
+        raise ValueError(f"its settings declare {L} LSTM layer(s) of {H:,} units but it holds {layers} layer(s) "
+                         f"with weight_hh_l0 {shapes.get('lstm.weight_hh_l0', 'missing')}")
+    cutoffs = h.get("cutoffs") or (adaptive_cutoffs(V) if h["adaptive"] else [])
+    tails = sum(1 for k in shapes if k.startswith("head.tail.") and k.endswith(".0.weight"))
+    if not isinstance(cutoffs, (list, tuple)) or len(cutoffs) != (tails if h["adaptive"] else 0):
+        raise ValueError(f"its settings declare cut-offs {cutoffs!r} for {tails} tail cluster(s)")
+    # Every declared size now matches a tensor of the file, so the reference network is no bigger than
+    # the file: build it without storage and compare every shape.
+    with torch.device("meta"):
+        ref = LSTMLanguageModel(V, E, H, L, 0.0, h["tie_weights"], h["adaptive"], list(cutoffs) or None)
+    expected = {k: tuple(t.shape) for k, t in ref.state_dict().items()}
+    for k in sorted(expected.keys() | shapes.keys()):
+        if expected.get(k) != shapes.get(k):
+            raise ValueError(f"weights {k!r} have shape {shapes.get(k, 'missing')} where its settings need "
+                             f"{expected.get(k, 'none')}")
+    return ref.num_parameters()
 
 
 # ---------------------------------------------------------------------------------------------- scoring a frame

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 from typing import List, Optional, Sequence
 
@@ -109,6 +110,29 @@ def _read_lines(path: str) -> List[str]:
         raise DataError(f"Cannot read '{path}': {exc.strerror or exc}. Check the path.") from None
 
 
+def _check_output(output: str, inputs: Sequence[str]) -> None:
+    """Refuse, before any training, an output path that cannot be saved to or is one of the input files."""
+    from .engine.data import files
+    from .engine.persistence import check_writable, shown_path
+    from .errors import DataError, ModelFileError
+
+    target = check_writable(output)
+    if not target.exists():
+        return
+    try:
+        paths = files(*inputs).paths() if inputs and list(inputs) != ["-"] else []
+    except DataError:
+        return                  # reading the inputs reports that one
+    for p in paths:
+        try:
+            same = os.path.samefile(p, target)
+        except OSError:
+            continue
+        if same:
+            raise ModelFileError(f"The output {shown_path(output)} is also an input file; writing the model "
+                                 f"there would replace the text. Give another -o.")
+
+
 def _run_train(args: argparse.Namespace) -> int:
     from . import api
     from .engine.data import files
@@ -117,6 +141,8 @@ def _run_train(args: argparse.Namespace) -> int:
 
     from .engine.distributed import in_torchrun
 
+    if not in_torchrun() or int(os.environ.get("RANK", "0")) == 0:
+        _check_output(args.output, args.files)       # a bad -o fails now, not after the whole run
     if args.nproc is not None and not in_torchrun():   # `--nproc N`: relaunch under torchrun
         if args.init or args.files == ["-"]:
             raise _Usage(f"{PROG} train: --nproc works with files, not --init or stdin")
@@ -219,6 +245,8 @@ def _run_demo(args: argparse.Namespace) -> int:
     from .display import Completions, TrainSummary
     from .progress import TrainProgress
 
+    if args.output:
+        _check_output(args.output, [])
     rows = stdlib_docstrings()
     print(f"Training on {len(rows):,} docstrings of the standard library "
           f"({sum(len(r.split()) for r in rows):,} words)...", file=sys.stderr)

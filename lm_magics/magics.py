@@ -246,6 +246,8 @@ class LMMagics(Magics):
         else:
             name = args.name or self.default_model or "model"
         TrainConfig().replace(**options)     # check option values before anything starts
+        if init is not None:
+            api.continue_config(init, **options)   # settings that cannot change when continuing: refused now
 
         if args.background:
             try:
@@ -386,7 +388,8 @@ class LMMagics(Magics):
 
     @magic_arguments()
     @argument("--name", default=None, help="the model to save [default: the default model]")
-    @argument("path", help="the file to write (replaced atomically if it exists)")
+    @argument("path", help="the file to write (a regular file is replaced atomically if it exists; a "
+                           "directory, device or pipe is refused)")
     @line_magic
     @_user_errors
     def lm_save(self, line: str) -> None:

@@ -7,7 +7,10 @@ train their own.
 
 from __future__ import annotations
 
+import os
 import random
+import socket
+import stat
 from pathlib import Path
 
 import pytest
@@ -71,4 +74,24 @@ def saved_model(tiny_model: "lm.LanguageModel", tmp_path: Path) -> Path:
     """tiny_model saved to a file in tmp_path; returns the path."""
     path = tmp_path / "tiny.lm"
     tiny_model.save(path)
+    return path
+
+
+def make_special(kind: str, path: Path) -> Path:
+    """Put a FIFO, a character device (a copy of /dev/null: ``mknod NODE c 1 3``), a socket, a directory or a
+    plain file at path, for tests of what a save refuses; skip the test where the system does not allow it."""
+    try:
+        if kind == "fifo":
+            os.mkfifo(path)
+        elif kind == "chardev":
+            os.mknod(path, stat.S_IFCHR | 0o666, os.makedev(1, 3))
+        elif kind == "socket":
+            with socket.socket(socket.AF_UNIX) as s:
+                s.bind(str(path))
+        elif kind == "directory":
+            path.mkdir()
+        else:
+            path.write_text("not a folder")
+    except (PermissionError, AttributeError, OSError) as exc:
+        pytest.skip(f"this system does not let the tests make a {kind} ({exc}); the other kinds still run")
     return path

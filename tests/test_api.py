@@ -127,3 +127,83 @@ def test_to_device_cpu(model_copy):
 def test_interrupted_flag_on_a_loaded_model(saved_model):
     m = lm.load(saved_model)
     assert m.interrupted is False and m.report is None
+
+
+# ------------------------------------------------------------------------------ continuing (init=)
+# Issue 11: settings that made the vocabulary and the network cannot change when continuing; a different
+# value is refused in one line, the others apply, and the continued model's config tells the truth.
+
+STRUCTURAL = ("level", "lowercase", "min_freq", "max_vocab", "embed_dim", "hidden_dim", "num_layers",
+              "tie_weights", "softmax", "adaptive_threshold")
+
+
+def _structural(cfg: lm.TrainConfig) -> dict:
+    return {k: getattr(cfg, k) for k in STRUCTURAL}
+
+
+@pytest.mark.parametrize("option", [
+    dict(level="char"), dict(level="whitespace"), dict(lowercase=True), dict(min_freq=3), dict(max_vocab=10),
+    dict(embed_dim=8), dict(hidden_dim=999), dict(num_layers=2), dict(tie_weights=False), dict(softmax="adaptive"),
+    dict(adaptive_threshold=5),
+], ids=lambda o: next(iter(o)))
+def test_continue_refuses_what_cannot_change(tiny_model, tiny_text, option):
+    with pytest.raises(lm.ConfigError) as exc:
+        lm.train(tiny_text, init=tiny_model, **option)
+    msg = str(exc.value)
+    name, value = next(iter(option.items()))
+    assert "\n" not in msg and f"{name}={value!r}" in msg and "cannot apply" in msg, msg
+
+
+def test_continue_lists_every_conflict_at_once(tiny_model, tiny_text):
+    # The issue's case: %%lm_train --continue --level char --hidden-dim 999 --lowercase true
+    with pytest.raises(lm.ConfigError) as exc:
+        lm.train(tiny_text, init=tiny_model, level="char", hidden_dim=999, lowercase=True)
+    msg = str(exc.value)
+    assert all(s in msg for s in ("level='char' (the model has 'word')", "hidden_dim=999 (the model has 32)",
+                                  "lowercase=True (the model has False)")), msg
+
+
+def test_continue_refuses_a_config_object_that_differs(tiny_model, tiny_text):
+    with pytest.raises(lm.ConfigError, match=r"level='char'"):
+        lm.train(tiny_text, init=tiny_model, config=lm.TrainConfig(level="char"))
+
+
+def test_continue_accepts_the_same_values_and_applies_the_others(tiny_model, tiny_text, tmp_path: Path):
+    same = {**_structural(tiny_model.config), "softmax": "full"}      # 'full' is what 'auto' gave it
+    m2 = lm.train(tiny_text, init=tiny_model, **same, lr=0.002, epochs=1, dropout=0.25,
+                  seq_len=9, batch_size=2, seed=7, patience=1)
+    assert (m2.config.lr, m2.config.epochs, m2.config.dropout, m2.config.seq_len, m2.config.batch_size,
+            m2.config.seed, m2.config.patience) == (0.002, 1, 0.25, 9, 2, 7, 1)
+    assert m2.net.drop.p == 0.25 and len(m2.report.history) == 1
+    assert _structural(m2.config) == _structural(tiny_model.config)            # 'auto' is kept
+    m2.save(tmp_path / "m2.lm")
+    assert _structural(lm.load(tmp_path / "m2.lm").config) == _structural(tiny_model.config)
+
+
+def test_continued_config_tells_the_truth(tiny_model, tiny_text):
+    m2 = lm.train(tiny_text, init=tiny_model, epochs=1)
+    h = m2.net.hparams()
+    assert (m2.config.embed_dim, m2.config.hidden_dim, m2.config.num_layers) == (h["embed_dim"], h["hidden_dim"],
+                                                                                h["num_layers"])
+    tok = m2.tokenizer
+    assert (m2.config.level, m2.config.lowercase, m2.config.min_freq, m2.config.max_vocab) == (
+        tok.level, tok.lowercase, tok.min_freq, tok.max_vocab)
+
+
+def test_a_file_whose_config_lies_loads_with_the_truth(saved_model: Path, tmp_path: Path):
+    # What an earlier version saved after `--continue --level char --lowercase true --hidden-dim 999`.
+    import torch
+
+    ckpt = torch.load(saved_model, weights_only=True)
+    ckpt["config"].update(level="char", lowercase=True, hidden_dim=999)
+    torch.save(ckpt, tmp_path / "lying.lm")
+    m = lm.load(tmp_path / "lying.lm")
+    assert (m.config.level, m.config.lowercase, m.config.hidden_dim) == ("word", False, 32)
+
+
+def test_adaptive_model_continues_with_its_own_output_layer(tiny_text):
+    m = lm.train(tiny_text, hidden_dim=16, embed_dim=8, epochs=1, seed=0, softmax="adaptive")
+    m2 = lm.train(tiny_text, init=m, epochs=1, tie_weights=False, softmax="adaptive")
+    assert m2.net.adaptive and m2.config.softmax == "adaptive"
+    with pytest.raises(lm.ConfigError, match=r"softmax='full' \(the model has 'adaptive'\)"):
+        lm.train(tiny_text, init=m, softmax="full")

@@ -12,6 +12,8 @@ import lm_magics as lm
 from lm_magics.cli import build_parser, main
 from lm_magics.config import TrainConfig, option_specs
 
+from conftest import make_special
+
 TINY = ["--hidden-dim", "32", "--embed-dim", "16", "--epochs", "3", "--lr", "0.03", "--seed", "0", "--threads", "1"]
 
 
@@ -133,3 +135,106 @@ def test_python_dash_m_help():
     assert done.returncode == 0
     for command in ("train", "complete", "generate", "score", "info"):
         assert command in done.stdout
+
+
+# ------------------------------------------------------------------- the output, checked before training
+# Issue 11: `train -o` that cannot be written is refused in one line before any training starts.
+
+def _no_training(monkeypatch):
+    from lm_magics import api, cli
+
+    def trained(*a, **k):
+        raise AssertionError("training started although the output cannot be written")
+
+    monkeypatch.setattr(api, "train", trained)
+    monkeypatch.setattr(cli, "launch", trained)
+
+
+@pytest.mark.parametrize("kind, expected", [
+    ("directory", "is a directory"), ("fifo", "named pipe"), ("chardev", "character device"),
+    ("missing-folder", "does not exist"), ("file-parent", "is a file, not a folder"),
+])
+@pytest.mark.parametrize("nproc", [None, "2"])
+def test_train_refuses_a_bad_output_before_training(tmp_path, tiny_text, capsys, monkeypatch, kind, expected,
+                                                    nproc):
+    (tmp_path / "t.txt").write_text(tiny_text)
+    if kind == "missing-folder":
+        out = tmp_path / "no" / "m.lm"
+    elif kind == "file-parent":
+        out = make_special("file", tmp_path / "NODE") / "m.lm"
+    else:
+        out = make_special(kind, tmp_path / "NODE")
+    _no_training(monkeypatch)
+    argv = ["train", str(tmp_path / "t.txt"), "-o", str(out), "--quiet"] + (["--nproc", nproc] if nproc else [])
+    assert main(argv) == 1
+    err = capsys.readouterr().err.strip()
+    assert expected in err and "\n" not in err and "Traceback" not in err, err
+
+
+def test_train_refuses_a_read_only_or_full_output_before_training(tmp_path, tiny_text, capsys, monkeypatch):
+    import errno
+    import os
+    import tempfile
+
+    (tmp_path / "t.txt").write_text(tiny_text)
+    _no_training(monkeypatch)
+
+    def read_only(*a, **k):
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    with monkeypatch.context() as mp:
+        mp.setattr(tempfile, "mkstemp", read_only)
+        assert main(["train", str(tmp_path / "t.txt"), "-o", str(tmp_path / "m.lm"), "--quiet"]) == 1
+    assert "read-only" in capsys.readouterr().err
+    with monkeypatch.context() as mp:
+        mp.setattr(os, "statvfs", lambda p: os.statvfs_result((4096, 4096, 1000, 0, 0, 1000, 10, 10, 0, 255)))
+        assert main(["train", str(tmp_path / "t.txt"), "-o", str(tmp_path / "m.lm"), "--quiet"]) == 1
+    assert "disk is full" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["t.txt"]
+
+
+def test_train_refuses_to_write_over_its_own_input(tmp_path, tiny_text, capsys, monkeypatch):
+    (tmp_path / "t.txt").write_text(tiny_text)
+    _no_training(monkeypatch)
+    assert main(["train", str(tmp_path / "*.txt"), "-o", str(tmp_path / "t.txt"), "--quiet"]) == 1
+    assert "also an input file" in capsys.readouterr().err
+    assert (tmp_path / "t.txt").read_text() == tiny_text
+
+
+def test_demo_checks_its_output_first(tmp_path, capsys, monkeypatch):
+    from lm_magics import demo
+
+    monkeypatch.setattr(demo, "stdlib_docstrings", lambda: pytest.fail("the demo started before checking -o"))
+    assert main(["demo", "-o", str(tmp_path), "--quiet"]) == 1
+    assert "is a directory" in capsys.readouterr().err
+
+
+def test_ddp_rank_0_checks_the_output_before_training(tmp_path, tiny_text, capsys, monkeypatch):
+    # Under torchrun (`torchrun -m lm_magics train ...` without the --nproc launcher) rank 0 checks.
+    from lm_magics import cli
+
+    (tmp_path / "t.txt").write_text(tiny_text)
+    for k, v in dict(RANK="0", WORLD_SIZE="2", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1").items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.setattr(cli, "_train_as_rank", lambda *a, **k: pytest.fail("training started"))
+    assert main(["train", str(tmp_path / "t.txt"), "-o", str(tmp_path), "--quiet"]) == 1
+    assert "is a directory" in capsys.readouterr().err
+
+
+def test_continue_refuses_settings_it_cannot_apply(model_file, tmp_path, tiny_text, capsys):
+    (tmp_path / "t.txt").write_text(tiny_text)
+    out = tmp_path / "k2.lm"
+    assert main(["train", str(tmp_path / "t.txt"), "-o", str(out), "--init", str(model_file), "--quiet",
+                 "--level", "char", "--hidden-dim", "999", "--lowercase", "true"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert "level='char'" in err and "hidden_dim=999" in err and "lowercase=True" in err and "\n" not in err
+    assert not out.exists()
+
+
+def test_huge_sizes_are_one_line(tmp_path, tiny_text, capsys):
+    (tmp_path / "t.txt").write_text(tiny_text)
+    assert main(["train", str(tmp_path / "t.txt"), "-o", str(tmp_path / "m.lm"), "--hidden-dim", "100000000",
+                 "--quiet"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert "needs about" in err and "LM_MAGICS_MEMORY_LIMIT" in err and "\n" not in err
+    assert not (tmp_path / "m.lm").exists()

@@ -509,3 +509,49 @@ def test_progress_shows_an_early_stop_as_a_short_success():
         assert styles == [style], status            # never red first, for an early stop
         assert label in label_html.value.replace("\u2007", " "), label_html.value    # tqdm pads with U+2007
         assert pbar.value == (10 if status == "finished" else 2) and pbar.max == 10   # short stays short
+
+
+# ------------------------------------------------------------------------------------ issue 11
+
+@pytest.mark.parametrize("kind", ["chardev", "fifo"])
+def test_lm_save_never_replaces_a_device_or_pipe(shell, trained, tmp_path, kind):
+    import os
+    import stat
+
+    from conftest import make_special
+
+    node = make_special(kind, tmp_path / "NODE")                     # chardev: `mknod NODE c 1 3`, a /dev/null
+    msg = _usage(shell, "lm_save", f"--name tiny {node}")
+    assert ("character device" if kind == "chardev" else "named pipe") in msg and "Saved" not in msg
+    mode = os.lstat(node).st_mode
+    assert stat.S_ISCHR(mode) if kind == "chardev" else stat.S_ISFIFO(mode)
+
+
+def test_continue_refuses_settings_it_cannot_apply(shell, trained, tiny_text):
+    reg = get_registry(shell)
+    old = reg.get("tiny")
+    msg = _usage(shell, "cell", "--name tiny --continue --level char --hidden-dim 999 --lowercase true --quiet",
+                 tiny_text)
+    assert "level='char'" in msg and "hidden_dim=999" in msg and "lowercase=True" in msg
+    assert reg.get("tiny") is old
+
+
+def test_continue_in_the_background_is_refused_before_it_starts(shell, trained, tiny_text, monkeypatch):
+    from lm_magics.widgets import monitor          # ipywidgets: in the test extra
+
+    monkeypatch.setattr(monitor, "start_background_training", lambda **k: pytest.fail("training started"))
+    msg = _usage(shell, "cell", "--name tiny --continue --background --num-layers 3", tiny_text)
+    assert "num_layers=3 (the model has 1)" in msg
+
+
+def test_continue_applies_what_it_can(shell, trained, tiny_text):
+    reg = get_registry(shell)
+    old = reg.get("tiny")
+    try:
+        shell.run_cell_magic("lm_train", "--name tiny --continue --epochs 1 --lr 0.001 --dropout 0.2 --quiet "
+                                         "--hidden-dim 32 --level word", tiny_text)
+        new = reg.get("tiny")
+        assert new is not old and (new.config.lr, new.config.dropout, new.config.epochs) == (0.001, 0.2, 1)
+        assert (new.config.hidden_dim, new.config.level) == (32, "word")
+    finally:
+        reg.set("tiny", old)

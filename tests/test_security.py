@@ -16,6 +16,7 @@ from __future__ import annotations
 import io
 import os
 import pickle
+import re
 import signal
 import subprocess
 import sys
@@ -260,3 +261,102 @@ def test_keyboard_interrupt_during_save_keeps_the_old_file(tiny_model, tiny_text
     assert _predictions(lm.load(saved_model)) == _predictions(tiny_model)
     other.save(saved_model)                                                  # and the next save works
     assert lm.load(saved_model).info["hidden_dim"] == 8
+
+
+# -------------------------------------------------------------------------------- declared sizes
+# Issue 11: a small crafted file that declares huge sizes is refused before anything big is built.
+
+def _crafted(saved_model: Path, tmp_path: Path, name: str, edit) -> Path:
+    ckpt = torch.load(saved_model, weights_only=True)
+    edit(ckpt)
+    path = tmp_path / name
+    torch.save(ckpt, path)
+    return path
+
+
+@pytest.fixture
+def no_big_networks(monkeypatch):
+    """Fail the test if lm.load builds a real (not shape-only "meta") network bigger than 10M parameters."""
+    from lm_magics import api
+    from lm_magics.engine.model import LSTMLanguageModel
+
+    built = []
+
+    def guarded(V, E, H, L=2, dropout=0.2, tie_weights=True, adaptive=False, cutoffs=None):
+        n = V * (E + H) + 4 * H * (E + H) * L            # about the parameters (embedding, output, LSTM)
+        on_meta = torch.empty(0).device.type == "meta"
+        built.append((n, on_meta))
+        assert on_meta or n < 10_000_000, f"lm.load built a {n:,}-parameter network from a crafted file"
+        return LSTMLanguageModel(V, E, H, L, dropout, tie_weights, adaptive, cutoffs)
+
+    monkeypatch.setattr(api, "LSTMLanguageModel", guarded)
+    return built
+
+
+@pytest.mark.parametrize("name, edit, hint", [
+    ("vocab60M", lambda c: (c["hparams"].update(vocab_size=60_000_000), c["config"].update(max_vocab=60_000_000)),
+     r"vocabulary has \d+ words but its settings declare vocab_size=60,000,000"),
+    ("hidden40k", lambda c: (c["hparams"].update(hidden_dim=40_000), c["config"].update(hidden_dim=40_000)),
+     r"1 LSTM layer\(s\) of 40,000 units"),
+    ("embed40k", lambda c: c["hparams"].update(embed_dim=40_000), r"embedding"),
+    ("layers1000", lambda c: c["hparams"].update(num_layers=1000), r"1000 LSTM layer"),
+    ("adaptive", lambda c: c["hparams"].update(adaptive=True, cutoffs=[2, 5] * 1000), r"cut-offs"),
+    ("not-int", lambda c: c["hparams"].update(hidden_dim=32.0), r"hidden_dim=32\.0"),
+    ("bool", lambda c: c["hparams"].update(num_layers=True), r"num_layers=True"),
+    ("shape", lambda c: c["state_dict"].update({"lstm.bias_ih_l0": torch.zeros(7)}), r"lstm\.bias_ih_l0"),
+    ("extra", lambda c: c["state_dict"].update({"extra.weight": torch.zeros(3)}), r"extra\.weight"),
+])
+def test_crafted_sizes_are_refused_before_building(saved_model: Path, tmp_path: Path, no_big_networks, name,
+                                                   edit, hint):
+    path = _crafted(saved_model, tmp_path, f"{name}.lm", edit)
+    assert path.stat().st_size < 1_000_000                      # a small file ...
+    with pytest.raises(lm.ModelFileError) as exc:                # ... refused in one line
+        lm.load(path)
+    msg = str(exc.value)
+    assert "\n" not in msg and "damaged" in msg and re.search(hint, msg), msg
+    assert all(on_meta or n < 10_000_000 for n, on_meta in no_big_networks)
+
+
+def test_crafted_sizes_through_lm_load_magic(saved_model: Path, tmp_path: Path, tiny_model, no_big_networks):
+    from IPython.core.error import UsageError
+    from IPython.core.interactiveshell import InteractiveShell
+
+    from lm_magics.registry import get_registry
+
+    path = _crafted(saved_model, tmp_path, "big.lm", lambda c: c["hparams"].update(vocab_size=60_000_000))
+    shell = InteractiveShell.instance()
+    shell.run_line_magic("load_ext", "lm_magics")
+    reg = get_registry(shell)
+    reg.set("kept", tiny_model)
+    with pytest.raises(UsageError, match="vocab_size=60,000,000"):
+        shell.run_line_magic("lm_load", f"{path} --name kept")
+    assert reg.get("kept") is tiny_model
+    reg.drop("kept")
+
+
+def test_honest_models_of_every_shape_still_load(tiny_text, tmp_path: Path, no_big_networks):
+    for i, kw in enumerate([dict(num_layers=2), dict(tie_weights=False), dict(embed_dim=8, hidden_dim=24),
+                            dict(softmax="adaptive"), dict(softmax="adaptive", num_layers=2)]):
+        m = lm.train(tiny_text, **{"hidden_dim": 16, "embed_dim": 16, "epochs": 1, "seed": 0, **kw})
+        m.save(tmp_path / f"{i}.lm")
+        back = lm.load(tmp_path / f"{i}.lm")
+        assert back.next_words("the cat", k=5) == m.next_words("the cat", k=5), kw
+
+
+def test_a_zip_that_unpacks_to_more_than_memory_is_refused(saved_model: Path, tmp_path: Path, monkeypatch):
+    import zipfile
+
+    from lm_magics.engine import memory
+
+    bomb = tmp_path / "bomb.lm"
+    with zipfile.ZipFile(saved_model) as src, zipfile.ZipFile(bomb, "w") as dst:
+        for info in src.infolist():
+            dst.writestr(info, src.read(info))
+        prefix = src.namelist()[0].split("/")[0]
+        dst.writestr(f"{prefix}/data/999", b"\0" * 50_000_000, compress_type=zipfile.ZIP_DEFLATED)
+    assert bomb.stat().st_size < 1_000_000
+    monkeypatch.setenv(memory.ENV, "20MB")
+    with pytest.raises(lm.ModelFileError) as exc:
+        lm.load(bomb)
+    assert re.search(r"Loading '.*bomb\.lm' needs about 50\.\d MB of memory, more than the 20\.0 MB",
+                     str(exc.value)), str(exc.value)

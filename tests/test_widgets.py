@@ -609,8 +609,7 @@ def test_panel_switches_when_background_training_finishes(reg, model, monitors):
     p = CompletionPanel("pets", registry=reg, debounce=0)
     p.value = "the "
     mon = start_background_training(registry=reg, name="pets", data=TEXT,
-                                    options=dict(epochs=1, hidden_dim=16, embed_dim=8, seed=1),
-                                    continue_from=model)
+                                    options=dict(epochs=1, seed=1), continue_from=model)
     monitors.append(mon)
     assert mon.join(60)
     assert mon.error is None and not mon.interrupted

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from ..config import GenerateConfig
+from . import memory
 from .model import LSTMLanguageModel, State
 from .tokenizer import SPECIALS, Tokenizer
 
@@ -168,6 +169,12 @@ class Predictor:
 
     def _beam(self, prefix: str, cfg: GenerateConfig, stop_at_eos: bool) -> List[int]:
         """Beam search: keep the cfg.beam most likely continuations, return the best one."""
+        # Each step holds a (beams, V) block of scores in a few copies: refuse a width that cannot fit.
+        net = self.net
+        memory.check(memory.beam_bytes(cfg.beam, len(self.tok), cfg.n_words, net.hidden_dim, net.num_layers,
+                                       net.embed_dim if net.proj is not None else net.hidden_dim),
+                     f"Beam search with beam={cfg.beam:,} over {len(self.tok):,} words",
+                     "use a smaller beam (4 to 10 is usual)", device=self.device)
         ids = self.context_ids(prefix)
         unk, eos = self.tok.unk_id, self.tok.eos_id
         with self._lock, torch.inference_mode():

@@ -128,3 +128,20 @@ def test_ctrl_c_ends_every_rank_after_the_same_step(runs):
     assert model.meta["interrupted"] is True
     shards = model.meta["ddp"]["shards"]
     assert len(shards) == 2                           # both ranks reached the end together
+
+
+def test_every_rank_refuses_a_size_that_cannot_fit(tmp_path):
+    # Issue 11: each rank estimates its memory before building the network; all stop together, none hangs.
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text(make_text(100, seed=2) + "\n")
+    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""),
+               OMP_NUM_THREADS="1")
+    env.pop("LM_MAGICS_MEMORY_LIMIT", None)
+    cmd = torchrun_command(2, ["train", str(corpus), "-o", str(tmp_path / "m.lm"), "--hidden-dim", "100000000",
+                               "--quiet"])
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
+    assert proc.returncode != 0
+    refusals = [ln for ln in proc.stderr.splitlines() if ln.startswith("lm-magics: error:")]
+    assert len(refusals) == 2 and all("needs about" in ln and "smaller hidden_dim" in ln for ln in refusals), \
+        proc.stderr[-3000:]
+    assert not (tmp_path / "m.lm").exists()
