@@ -20,12 +20,14 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, List, Optional, Seque
 import numpy as np
 import torch
 
-from .config import GenerateConfig, TrainConfig, precision_override
+from .config import _LSTM_ONLY, GenerateConfig, TrainConfig, precision_override
 from .engine import memory, persistence
 from .engine.data import DataStats, _fingerprint, prepare
 from .engine.distributed import Ranks, process_group
 from .engine.inference import Predictor
 from .engine.model import LSTMLanguageModel, build_network, network_hparams
+from .engine.ngram import (CopyIndex, MixPredictor, NGramModel, NGramPredictor, copy_report, default_order,
+                           fit_mix_weight, stream_rows)
 from .engine.tokenizer import EOS, Tokenizer
 from .engine.training import (EpochInfo, StepInfo, TrainReport, auto_config, clone_model, fit, fit_to_data,
                               resolve_device)
@@ -36,16 +38,115 @@ if TYPE_CHECKING:
 
 __all__ = ["LanguageModel", "train", "load", "score_frame"]
 
+# An n-gram's config keeps the LSTM-only options at their defaults (kind='ngram' refuses others).
+_LSTM_DEFAULTS = {k: v for k, v in TrainConfig().to_dict().items() if k in _LSTM_ONLY}
+# Validation tokens used to fit the mixture weight (one LSTM pass over them; more changes nothing).
+_MIX_FIT_TOKENS = 200_000
+
 
 class LanguageModel:
-    """A trained word-level LSTM language model with its tokenizer, settings and training record."""
+    """A trained word-level language model with its tokenizer, settings and training record.
 
-    def __init__(self, net: LSTMLanguageModel, tokenizer: Tokenizer, config: TrainConfig,
-                 meta: Optional[dict] = None, report: Optional[TrainReport] = None):
-        self.net, self.tokenizer, self.config = net.eval(), tokenizer, config
+    ``kind`` (``config.kind``) says what predicts: ``"lstm"`` (the network ``net``), ``"ngram"`` (the
+    count model ``ngram``, no network) or ``"mix"`` (both, interpolated with ``meta["mix_weight"]``).
+    An LSTM usually carries its n-gram baseline in ``ngram`` too (``model.baseline``), and ``copy_index``
+    holds what ``copies()`` needs (None when it was not kept or was stripped).
+    """
+
+    def __init__(self, net: Optional[LSTMLanguageModel], tokenizer: Tokenizer, config: TrainConfig,
+                 meta: Optional[dict] = None, report: Optional[TrainReport] = None, *,
+                 ngram: Optional[NGramModel] = None, copy_index: Optional[CopyIndex] = None):
+        self.net = net.eval() if net is not None else None
+        self.tokenizer, self.config = tokenizer, config
         self.meta = dict(meta or {})
         self.report = report
-        self._predictor = Predictor(self.net, tokenizer)
+        self.ngram, self.copy_index = ngram, copy_index
+        self._make_predictor()
+
+    def _make_predictor(self) -> None:
+        kind = self.kind
+        if kind == "ngram":
+            self._predictor = NGramPredictor(self.ngram, self.tokenizer)
+            return
+        lstm = Predictor(self.net, self.tokenizer)
+        if kind == "mix":
+            self._predictor = MixPredictor(lstm, self.ngram, self.tokenizer, self.meta.get("mix_weight", 0.5))
+        else:
+            self._predictor = lstm
+
+    @property
+    def kind(self) -> str:
+        """'lstm', 'ngram' or 'mix' (files of format 1 are all 'lstm')."""
+        return self.config.kind
+
+    @property
+    def baseline(self) -> Optional["LanguageModel"]:
+        """The n-gram over the same training rows and vocabulary, as a model of its own (None if the
+        model has none; an n-gram model is its own baseline)."""
+        if self.ngram is None:
+            return None
+        if self.kind == "ngram":
+            return self
+        cfg = TrainConfig.from_dict({**self.config.to_dict(), **_LSTM_DEFAULTS}, kind="ngram",
+                                    order=self.ngram.order)
+        meta = {k: self.meta.get(k) for k in ("rows", "tokens", "fingerprint", "trained_at", "seed")}
+        meta["val_ppl"] = self.meta.get("baseline_val_ppl")
+        return LanguageModel(None, self.tokenizer, cfg, meta, ngram=self.ngram)
+
+    def part(self, name: str) -> Optional["LanguageModel"]:
+        """One part of the model by name: 'lstm', 'ngram' (the baseline) or 'mix' (None if absent)."""
+        if name == "ngram":
+            return self.baseline
+        if self.net is None:
+            return None
+        if name == "lstm":
+            return self if self.kind == "lstm" else self._variant("lstm")
+        if name == "mix":
+            if self.ngram is None:
+                return None
+            return self if self.kind == "mix" else self._variant("mix")
+        raise ConfigError(f"No model part {name!r}; use 'lstm', 'ngram' or 'mix'.")
+
+    def _variant(self, kind: str) -> "LanguageModel":
+        """The same network and n-gram predicting as another kind (shares weights; no copy)."""
+        return LanguageModel(self.net, self.tokenizer, self.config.replace(kind=kind), self.meta, self.report,
+                             ngram=self.ngram, copy_index=self.copy_index)
+
+    # --------------------------------------------------------------------------- copies
+
+    def copies(self, text: str) -> Optional[List[dict]]:
+        """Runs of text that repeat ``copy_window`` (default 8) or more consecutive tokens of one training
+        row: ``[{"start", "length", "row", "text"}, ...]`` (start and length in tokens of text, row = the
+        training row, numbered from 0 in the order rows were read, missing values skipped). Returns None
+        when the model keeps no copy index (trained with copy_window=0, stripped, or an older file): "not
+        available", which is not the same as "no copies" (``[]``).
+
+        >>> model.copies("the cat sat on the mat and then it rained")    # doctest: +SKIP
+        [{'start': 0, 'length': 10, 'row': 12, 'text': 'the cat sat on the mat and then it rained'}]
+        """
+        _check_text(text, "text")
+        if self.copy_index is None:
+            return None
+        ids = self.tokenizer.encode(text)
+        found = copy_report(self.copy_index, ids)
+        for c in found:
+            c["text"] = self.tokenizer.decode(ids[c["start"]: c["start"] + c["length"]])
+        return found
+
+    def strip(self, baseline: bool = False) -> "LanguageModel":
+        """Drop what holds pieces of the training rows, before sharing a model file: the copy index, and
+        with ``baseline=True`` the n-gram baseline too (whose counts hold every n-gram of the rows; a
+        'mix' model becomes an 'lstm'). An n-gram model is made of counts: strip keeps them. In place;
+        returns the model."""
+        self.copy_index = None
+        self.meta.pop("copy_check", None)
+        if baseline and self.kind != "ngram" and self.ngram is not None:
+            self.ngram = None
+            self.config = self.config.replace(kind="lstm", baseline=False)
+            for k in ("mix_weight", "mix_note", "baseline_val_ppl"):
+                self.meta.pop(k, None)
+        self._make_predictor()
+        return self
 
     # --------------------------------------------------------------------------- predictions
 
@@ -161,15 +262,28 @@ class LanguageModel:
 
     @property
     def info(self) -> dict:
-        """Vocabulary size, parameters, tokens seen, validation perplexity and the settings."""
-        h = self.net.hparams()
+        """Kind, vocabulary size, parameters, tokens seen, validation perplexity, baseline, copy check,
+        where the text came from. For an n-gram model, parameters counts the stored n-grams."""
+        h = self.net.hparams() if self.net is not None else {}
+        ng = self.ngram
+        copy = self.copy_index
         return {
-            "vocab_size": len(self.tokenizer), "parameters": self.net.num_parameters(),
-            "embed_dim": h["embed_dim"], "hidden_dim": h["hidden_dim"], "num_layers": h["num_layers"],
-            "softmax": "adaptive" if h["adaptive"] else "full", "tie_weights": h["tie_weights"],
+            "kind": self.kind, "vocab_size": len(self.tokenizer),
+            "parameters": self.net.num_parameters() if self.net is not None else ng.num_ngrams,
+            "embed_dim": h.get("embed_dim"), "hidden_dim": h.get("hidden_dim"), "num_layers": h.get("num_layers"),
+            "softmax": ("adaptive" if h["adaptive"] else "full") if h else None, "tie_weights": h.get("tie_weights"),
             "level": self.tokenizer.level, "lowercase": self.tokenizer.lowercase,
             **{k: self.meta.get(k) for k in ("rows", "tokens", "tokens_seen", "val_ppl", "epochs_trained",
                                             "elapsed", "seed", "fingerprint", "trained_at", "runs")},
+            "order": ng.order if ng is not None else None,
+            "ngrams": ng.num_ngrams if ng is not None else None,
+            "baseline": (None if ng is None or self.kind == "ngram" else
+                         {"order": ng.order, "ngrams": ng.num_ngrams, "val_ppl": self.meta.get("baseline_val_ppl")}),
+            "mix_weight": self.meta.get("mix_weight"), "mix_note": self.meta.get("mix_note"),
+            "copy_check": (None if copy is None else
+                           {"window": copy.window, "windows": int(copy.hashes.size), "bytes": copy.nbytes,
+                            "every": copy.every}),
+            "provenance": self.meta.get("provenance"),
         }
 
     def save(self, path: Union[str, "os.PathLike[str]"]) -> None:
@@ -178,14 +292,21 @@ class LanguageModel:
         Only a regular file is replaced (a link to one is written through); a directory, device, FIFO or
         socket, a read-only or full disk and a bad path are each a one-line ModelFileError, with the old
         file intact. A replaced file keeps its mode; a new one gets the umask's (0644 under 022)."""
-        sd = {k: v.detach().cpu().contiguous() for k, v in self.net.state_dict().items()}
-        persistence.write_checkpoint(path, {
-            "hparams": self.net.hparams(), "config": self.config.to_dict(),
-            "tokenizer": self.tokenizer.to_dict(), "state_dict": sd, "meta": _plain(self.meta)})
+        payload: dict = {"kind": self.kind, "config": self.config.to_dict(), "tokenizer": self.tokenizer.to_dict(),
+                         "meta": _plain(self.meta)}
+        if self.net is not None:
+            payload["hparams"] = self.net.hparams()
+            payload["state_dict"] = {k: v.detach().cpu().contiguous() for k, v in self.net.state_dict().items()}
+        if self.ngram is not None:
+            payload["ngram"] = self.ngram.to_dict()
+        if self.copy_index is not None:
+            payload["copies"] = self.copy_index.to_dict()
+        persistence.write_checkpoint(path, payload)
 
     def to(self, device: Union[str, torch.device]) -> "LanguageModel":
-        self.net.to(resolve_device(str(device)))
-        self._predictor = Predictor(self.net, self.tokenizer)
+        if self.net is not None:
+            self.net.to(resolve_device(str(device)))
+        self._make_predictor()
         return self
 
     def __repr__(self) -> str:
@@ -206,7 +327,7 @@ def train(data: Any, *, val_data: Any = None, init: Optional[LanguageModel] = No
           on_step: Optional[Callable[[StepInfo], None]] = None,
           on_epoch: Optional[Callable[[EpochInfo], None]] = None,
           stream: Optional[bool] = None, cache_dir: Optional[str] = None, distributed: bool = False,
-          **options: Any) -> LanguageModel:
+          provenance: Optional[dict] = None, **options: Any) -> LanguageModel:
     """Train a language model on text and return it.
 
     Parameters
@@ -231,6 +352,14 @@ def train(data: Any, *, val_data: Any = None, init: Optional[LanguageModel] = No
     distributed : bool
         Inside torchrun: train with DistributedDataParallel, each process on its shard of the token
         stream; every rank returns the same model (save it on rank 0 only, ``model.meta["ddp"]``).
+    provenance : dict, optional
+        Where the text came from, as front-ends know it (``{"dataframe": "df", "column": "text", "where":
+        ...}``, ``{"cell": True}``); files, the model continued from and the package version are added
+        here. Kept in ``model.meta["provenance"]`` and shown by ``%lm_info``.
+
+    ``kind="ngram"`` counts an interpolated modified Kneser-Ney n-gram instead (seconds, no network);
+    ``kind="mix"`` trains the LSTM and interpolates it with its n-gram. An LSTM keeps an n-gram over
+    the same rows as its baseline unless ``baseline=False``, and a copy index unless ``copy_window=0``.
 
     Returns the trained LanguageModel; ``model.report`` tells what happened. A KeyboardInterrupt
     keeps the best model so far and sets ``model.interrupted``.
@@ -250,7 +379,13 @@ def train(data: Any, *, val_data: Any = None, init: Optional[LanguageModel] = No
     if distributed and init is not None:
         raise ConfigError("Continuing a model is not supported under torchrun; continue it in one process "
                           "(drop --nproc), or train a new model with several.")
-    if not distributed:
+    if distributed and cfg.kind == "ngram":
+        raise ConfigError("An n-gram model counts in one process (a million tokens take seconds); drop --nproc.")
+    if init is not None and (init.kind == "ngram" or cfg.kind == "ngram"):
+        raise ConfigError("An n-gram model cannot be continued; train a new one on all the text "
+                          "(it takes seconds).")
+    prov = _provenance(data, init, provenance)
+    if not distributed and cfg.kind != "ngram":
         # An unknown or absent device, and a hopeless size, fail before the data is read.
         _check_memory(cfg, max(4, len(tokenizer)), init, 0, resolve_device(cfg.device),
                       init.net.adaptive if init is not None else None)
@@ -270,6 +405,9 @@ def train(data: Any, *, val_data: Any = None, init: Optional[LanguageModel] = No
         notes = list(corpus.stats.notes)
         if corpus.train.size - corpus.stats.train_rows <= 0 and corpus.train.size < 2:
             raise DataError("Too little text to train on; give at least a sentence or two.")
+
+        if cfg.kind == "ngram":
+            return _train_ngram(corpus, tokenizer, cfg, notes, t_start, prov)
 
         cfg, why = auto_config(cfg, corpus.stats.train_tokens)
         V = len(tokenizer)
@@ -309,6 +447,9 @@ def train(data: Any, *, val_data: Any = None, init: Optional[LanguageModel] = No
         report = fit(net, corpus, cfg, on_step=on_step, on_epoch=on_epoch, report=report, ranks=ranks,
                      device=device)
         shards = ranks.gather(_shard_record(ranks, corpus, report)) if ranks.distributed else None
+    net = net.cpu()
+    ngram, extra = _baseline_and_mix(net, tokenizer, corpus, cfg, report) if cfg.baseline else (None, {})
+    copy_index = _copy_index(corpus, cfg)
     prev = init.meta if init is not None else {}
     meta = {
         "rows": corpus.stats.rows, "missing": corpus.stats.missing, "tokens": corpus.stats.train_tokens,
@@ -323,7 +464,92 @@ def train(data: Any, *, val_data: Any = None, init: Optional[LanguageModel] = No
     }
     if shards is not None:
         meta["ddp"] = {"world_size": ranks.world, "backend": ranks.backend, "shards": shards}
-    return LanguageModel(net.cpu(), tokenizer, cfg, meta, report)
+    meta.update(extra, provenance=prov)
+    return LanguageModel(net, tokenizer, cfg, meta, report, ngram=ngram, copy_index=copy_index)
+
+
+def _train_ngram(corpus: Any, tokenizer: Tokenizer, cfg: TrainConfig, notes: List[str], t_start: float,
+                 prov: dict) -> LanguageModel:
+    """kind='ngram': count the training stream; validation perplexity from the held-out rows."""
+    t0 = time.perf_counter()
+    order = cfg.order or default_order(corpus.stats.train_tokens)
+    why = [] if cfg.order else [f"order {order} chosen for {corpus.stats.train_tokens:,} training tokens"]
+    ng = NGramModel.fit(corpus.train, len(tokenizer), tokenizer.eos_id, order)
+    val_ppl = float(np.exp(ng.stream_nll(corpus.val).mean())) if corpus.val.size else None
+    elapsed = time.perf_counter() - t0
+    cfg = cfg.replace(order=order)
+    report = TrainReport(config=cfg, notes=why + notes, tokens_seen=int(corpus.train.size), elapsed=elapsed,
+                         best_val_ppl=val_ppl, stop_reason="counted")
+    meta = {
+        "rows": corpus.stats.rows, "missing": corpus.stats.missing, "tokens": corpus.stats.train_tokens,
+        "val_tokens": corpus.stats.val_tokens, "unk_tokens": corpus.stats.unk_tokens,
+        "tokens_seen": int(corpus.train.size), "epochs_trained": 0, "val_ppl": val_ppl, "seed": cfg.seed,
+        "fingerprint": corpus.fingerprint, "elapsed": round(time.perf_counter() - t_start, 3),
+        "train_elapsed": round(elapsed, 3), "trained_at": time.strftime("%Y-%m-%dT%H:%M:%S"), "runs": 1,
+        "interrupted": False, "provenance": prov,
+    }
+    return LanguageModel(None, tokenizer, cfg, meta, report, ngram=ng, copy_index=_copy_index(corpus, cfg))
+
+
+def _baseline_and_mix(net: LSTMLanguageModel, tokenizer: Tokenizer, corpus: Any, cfg: TrainConfig,
+                      report: TrainReport) -> Tuple[NGramModel, dict]:
+    """The n-gram over the LSTM's own training stream, and the mixture weight fitted on validation rows."""
+    order = cfg.order or default_order(corpus.stats.train_tokens)
+    ng = NGramModel.fit(corpus.train, len(tokenizer), tokenizer.eos_id, order)
+    extra: dict = {}
+    held_out = corpus.val.size > 0 and corpus.val is not corpus.train
+    if corpus.val.size:
+        extra["baseline_val_ppl"] = float(np.exp(ng.stream_nll(corpus.val).mean()))
+    if held_out:
+        rows = stream_rows(np.asarray(corpus.val[:_MIX_FIT_TOKENS]), tokenizer.eos_id)
+        lstm = np.concatenate(Predictor(net, tokenizer).encoded_nll([r.tolist() for r in rows]))
+        ngram = np.concatenate(ng.rows_nll([r.tolist() for r in rows]))
+        extra["mix_weight"] = fit_mix_weight(lstm, ngram)
+        extra["mix_note"] = f"weight fitted on {lstm.size:,} validation tokens"
+    else:
+        extra["mix_weight"] = 0.5
+        extra["mix_note"] = "no held-out validation rows: a fixed weight of 0.5"
+    if cfg.kind == "mix":
+        report.notes.append(f"mixture: LSTM weight {extra['mix_weight']:.2f} ({extra['mix_note']})")
+    return ng, extra
+
+
+def _copy_index(corpus: Any, cfg: TrainConfig) -> Optional[CopyIndex]:
+    """Hashes of the training rows' token runs (None with copy_window=0)."""
+    if not cfg.copy_window:
+        return None
+    eos = corpus.tokenizer.eos_id
+    rows = [r[:-1] if len(r) and r[-1] == eos else r for r in stream_rows(np.asarray(corpus.train), eos)]
+    numbers = corpus.train_row_numbers
+    if numbers is None or len(numbers) != len(rows):
+        numbers = np.arange(len(rows))
+    return CopyIndex.build(rows, numbers, cfg.copy_window)
+
+
+def _provenance(data: Any, init: Optional[LanguageModel], given_by_caller: Optional[dict]) -> dict:
+    """Where the text came from: the caller's description, files with sizes and mtimes, the model
+    continued from, and the package version."""
+    from . import __version__
+    from .engine.data import Files
+
+    prov: dict = {"package": f"lm_magics {__version__}"}
+    prov.update(given_by_caller or {})
+    if isinstance(data, (Files, os.PathLike)):
+        paths = data.paths() if isinstance(data, Files) else [data]
+        prov["files"] = [{"path": os.path.abspath(p), "bytes": os.path.getsize(p),
+                          "mtime": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(os.path.getmtime(p)))}
+                         for p in paths[:100]]
+        if len(paths) > 100:
+            prov["files_not_listed"] = len(paths) - 100
+    elif "source" not in prov:
+        name = getattr(data, "name", None)
+        prov["source"] = ("text" if isinstance(data, str) else
+                          f"Series {name!r}" if hasattr(data, "dtype") else type(data).__name__)
+    if init is not None:
+        prov["continued_from"] = {k: init.meta.get(k) for k in ("fingerprint", "trained_at", "tokens_seen")}
+        if init.meta.get("provenance"):
+            prov["continued_from"]["provenance"] = init.meta["provenance"]
+    return prov
 
 
 def _shard_record(ranks: Ranks, corpus: Any, report: TrainReport) -> dict:
@@ -422,26 +648,38 @@ def load(path: Union[str, "os.PathLike[str]"], device: str = "cpu") -> LanguageM
         return ModelFileError(f"{shown} is damaged: {why}. Save the model again.")
 
     try:
+        kind = ckpt["kind"]
         tok = Tokenizer.from_dict(ckpt["tokenizer"])
-        h = ckpt["hparams"]
-        n_params = _check_declared_sizes(h, ckpt["state_dict"], len(tok))
-        cfg = TrainConfig.from_dict(ckpt["config"])
+        net = ngram = copy_index = None
+        h = ckpt.get("hparams")
+        n_params = _check_declared_sizes(h, ckpt["state_dict"], len(tok)) if kind != "ngram" else 0
+        if isinstance(ckpt.get("ngram"), dict):
+            ngram = NGramModel.from_dict(ckpt["ngram"])   # checks shapes, ranges and key order
+            if ngram.vocab_size != len(tok) or ngram.eos_id != tok.eos_id:
+                raise ValueError(f"its vocabulary has {len(tok):,} words but its n-gram counts "
+                                 f"{ngram.vocab_size:,}")
+        if isinstance(ckpt.get("copies"), dict):
+            copy_index = CopyIndex.from_dict(ckpt["copies"])
+        cfg = TrainConfig.from_dict(ckpt["config"], kind=kind)
     except Exception as exc:
         raise damaged(exc) from None
-    # The file's tensors are in memory already; building the network takes as much again.
-    memory.check(4 * n_params, f"Loading {shown} ({memory.fmt_count(n_params)} parameters)",
-                 "load it where more memory is free", error=ModelFileError)
-    try:
-        net = build_network(h)
-        net.load_state_dict(ckpt["state_dict"])
-        # The config tells what the network and vocabulary are (a file written by an older version
-        # after `--continue` could claim otherwise).
-        cfg = cfg.replace(level=tok.level, lowercase=tok.lowercase, min_freq=tok.min_freq,
-                          max_vocab=tok.max_vocab, embed_dim=net.embed_dim, hidden_dim=net.hidden_dim,
-                          num_layers=net.num_layers)
-    except Exception as exc:
-        raise damaged(exc) from None
-    model = LanguageModel(net, tok, cfg, ckpt["meta"])
+    if kind != "ngram":
+        # The file's tensors are in memory already; building the network takes as much again.
+        memory.check(4 * n_params, f"Loading {shown} ({memory.fmt_count(n_params)} parameters)",
+                     "load it where more memory is free", error=ModelFileError)
+        try:
+            net = build_network(h)
+            net.load_state_dict(ckpt["state_dict"])
+            # The config tells what the network and vocabulary are (a file written by an older version
+            # after `--continue` could claim otherwise).
+            cfg = cfg.replace(level=tok.level, lowercase=tok.lowercase, min_freq=tok.min_freq,
+                              max_vocab=tok.max_vocab, embed_dim=net.embed_dim, hidden_dim=net.hidden_dim,
+                              num_layers=net.num_layers)
+        except Exception as exc:
+            raise damaged(exc) from None
+    else:
+        cfg = cfg.replace(level=tok.level, lowercase=tok.lowercase, min_freq=tok.min_freq, max_vocab=tok.max_vocab)
+    model = LanguageModel(net, tok, cfg, ckpt["meta"], ngram=ngram, copy_index=copy_index)
     return model.to(device) if device != "cpu" else model
 
 

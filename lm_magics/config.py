@@ -69,9 +69,29 @@ class TrainConfig:
     seed: int = _opt(0, "random seed: same seed, same data, same CPU -> same model", min=0)
     device: str = _opt("auto", "'auto' (cuda, then mps, then cpu), 'cpu', 'cuda', 'cuda:1', 'mps'")
     threads: Optional[int] = _opt(None, "CPU threads for torch (default: torch's own choice)", positive=True)
+    # -- model kind, n-gram baseline, copy check
+    kind: str = _opt("lstm", "'lstm', 'ngram' (interpolated modified Kneser-Ney: trains in seconds) or 'mix' "
+                     "(the LSTM interpolated with its n-gram, the weight fitted on the validation rows)",
+                     choices=("lstm", "ngram", "mix"))
+    order: Optional[int] = _opt(None, "n-gram order, 2-5 (default: 3 below 100k training tokens, 4 below 5M, "
+                                "else 5)", min=2, max=5)
+    baseline: bool = _opt(True, "also count an n-gram over the same rows and vocabulary (seconds; for "
+                          "scores with --baseline and the mixture)")
+    copy_window: int = _opt(8, "keep hashes of every run of this many tokens of the training rows, so "
+                            "generation can flag a continuation that copies one (0: keep none)", min=0)
 
     def __post_init__(self) -> None:
         _check(self)
+        if self.copy_window == 1:
+            raise ConfigError("copy_window must be 0 (no copy check) or at least 2; the default is 8.")
+        if self.kind == "ngram":
+            # Options that only shape or train a network mean nothing to a count model: say so, once.
+            given = [f.name for f in fields(self) if f.name in _LSTM_ONLY and getattr(self, f.name) != f.default]
+            if given:
+                raise ConfigError(f"kind='ngram' has no {', '.join(given)} (those train an LSTM); drop "
+                                  f"{'it' if len(given) == 1 else 'them'} or use kind='lstm'.")
+        if self.kind == "mix" and not self.baseline:
+            raise ConfigError("kind='mix' interpolates the LSTM with its n-gram; drop baseline=False.")
 
     def replace(self, **changes: Any) -> "TrainConfig":
         return replace(self, **_checked_names(type(self), changes))
@@ -85,6 +105,13 @@ class TrainConfig:
         base = {k: v for k, v in d.items() if k in known}  # tolerate keys from other versions
         base.update(_checked_names(cls, overrides))
         return cls(**base)
+
+
+# Options that only shape or train the network (kind='ngram' refuses them; device is harmless).
+_LSTM_ONLY = frozenset({"embed_dim", "hidden_dim", "num_layers", "dropout", "tie_weights", "softmax",
+                        "adaptive_threshold", "seq_len", "batch_size", "epochs", "max_steps", "max_time", "lr",
+                        "optimizer", "weight_decay", "grad_clip", "schedule", "patience", "precision",
+                        "threads"})
 
 
 @dataclass(frozen=True)

@@ -170,6 +170,7 @@ class Corpus:
     tokenizer: Tokenizer
     stats: DataStats
     fingerprint: str = ""        # hash of the training ids: recorded in the model file
+    train_row_numbers: Optional[np.ndarray] = None   # source row number of each training row (copy check)
 
 
 def _fingerprint(ids: np.ndarray) -> str:
@@ -223,10 +224,14 @@ def prepare(source: object, tokenizer: Tokenizer, *, val_source: object = None, 
     # convention, kept so perplexities compare with the textbook model's).
     train_parts: List[List[int]] = []
     val_parts: List[List[int]] = []
+    train_numbers: List[int] = []
     for is_val, r in split_rows():
-        stats.rows += 1
         ids = tokenizer.encode_line(r)
+        if not is_val:
+            train_numbers.append(stats.rows)
+        stats.rows += 1
         (val_parts if is_val else train_parts).append(ids)
+    numbers = np.asarray(train_numbers, dtype=np.int64)
     stats.train_rows, stats.val_rows = len(train_parts), len(val_parts)
 
     train = _concat(train_parts)
@@ -257,13 +262,14 @@ def prepare(source: object, tokenizer: Tokenizer, *, val_source: object = None, 
             stats.notes.append(f"only {allids.size} tokens: validation perplexity is measured on the "
                                f"training text (add more text for a held-out estimate)")
         stats.train_rows, stats.val_rows = stats.rows, 0
+        numbers = None   # the rows are no longer whole training rows in order: no row numbers
     stats.train_tokens, stats.val_tokens = int(train.size), int(val.size)
     stats.unk_tokens = int(np.count_nonzero(train == tokenizer.unk_id))
     if stats.missing:
         stats.notes.append(f"skipped {stats.missing} missing value(s)")
     if stats.converted:
         stats.notes.append(f"turned {stats.converted} non-text value(s) into text")
-    return Corpus(train, val, tokenizer, stats, _fingerprint(train))
+    return Corpus(train, val, tokenizer, stats, _fingerprint(train), numbers)
 
 
 def _concat(parts: Sequence) -> np.ndarray:

@@ -216,9 +216,12 @@ class Predictor:
         Rows are sorted by length and packed into batches of similar lengths (right-padded; the LSTM is
         causal, so padding after a row never changes its scores), so batched equals one at a time.
         """
-        encoded = [None if r is None else self.tok.encode_line(r) for r in rows]
+        return self.encoded_nll([None if r is None else self.tok.encode_line(r) for r in rows])
+
+    def encoded_nll(self, encoded: Sequence[Optional[List[int]]]) -> List[Optional[np.ndarray]]:
+        """row_nll for rows already encoded (ids ending in <eos>); None stays None."""
         order = sorted((i for i, e in enumerate(encoded) if e is not None), key=lambda i: len(encoded[i]))
-        out: List[Optional[np.ndarray]] = [None] * len(rows)
+        out: List[Optional[np.ndarray]] = [None] * len(encoded)
         eos = self.tok.eos_id
         with self._lock, torch.inference_mode():
             start = 0

@@ -2,9 +2,14 @@
 
 A model file is ``torch.save`` of a plain dict (no pickled classes)::
 
-    {"format": "lm_magics.model", "format_version": 1,
-     "hparams": {...}, "config": {...}, "tokenizer": {"itos": [...], ...},
-     "state_dict": {name: tensor}, "meta": {rows, tokens, fingerprint, seed, val_ppl, elapsed, ...}}
+    {"format": "lm_magics.model", "format_version": 2, "kind": "lstm" | "ngram" | "mix",
+     "config": {...}, "tokenizer": {"itos": [...], ...}, "meta": {rows, tokens, fingerprint, provenance, ...},
+     "hparams": {...}, "state_dict": {name: tensor},          # lstm and mix
+     "ngram": {"order", "vocab_size", "eos_id", "keys": [tensor], "counts": [tensor], "discounts"},
+                                                              # ngram, mix, and an lstm's baseline
+     "copies": {"window", "every", "hashes": tensor, "rows": tensor}}     # optional: the copy index
+
+Format 1 (before n-gram models) had no "kind", "ngram" or "copies": it reads as kind "lstm".
 
 Loading uses ``torch.load(weights_only=True)``, whose unpickler accepts only tensors and plain
 containers, so a file can never run code; anything else is refused with ModelFileError. Saving writes a
@@ -40,8 +45,11 @@ __all__ = ["FORMAT", "FORMAT_VERSION", "write_checkpoint", "read_checkpoint", "a
            "model_path", "shown_path"]
 
 FORMAT = "lm_magics.model"
-FORMAT_VERSION = 1
-_REQUIRED = ("hparams", "config", "tokenizer", "state_dict", "meta")
+FORMAT_VERSION = 2
+KINDS = ("lstm", "ngram", "mix")
+_REQUIRED = {"lstm": ("hparams", "config", "tokenizer", "state_dict", "meta"),
+             "ngram": ("config", "tokenizer", "meta", "ngram"),
+             "mix": ("hparams", "config", "tokenizer", "state_dict", "meta", "ngram")}
 _ZIP_MAGIC = b"PK\x03\x04"
 _TMP_SUFFIX = ".tmp"
 
@@ -411,7 +419,11 @@ def read_checkpoint(path: PathLike) -> Dict[str, Any]:
     if version > FORMAT_VERSION:
         raise ModelFileError(f"'{p}' was saved by a newer lm_magics (format {version}, this one reads up to "
                              f"{FORMAT_VERSION}); upgrade with `pip install -U lm-magics`.")
-    missing = [k for k in _REQUIRED if not isinstance(ckpt.get(k), dict)]
+    kind = ckpt.setdefault("kind", "lstm")    # format 1 files hold LSTMs only
+    if kind not in KINDS:
+        raise ModelFileError(f"'{p}' holds a model of unknown kind {kind!r}; it is damaged or from a newer "
+                             f"lm_magics. Save the model again.")
+    missing = [k for k in _REQUIRED[kind] if not isinstance(ckpt.get(k), dict)]
     if missing:
         raise ModelFileError(f"'{p}' lacks {', '.join(missing)}; it is damaged. Save the model again.")
     return ckpt
