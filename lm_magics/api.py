@@ -133,6 +133,15 @@ class LanguageModel:
             c["text"] = self.tokenizer.decode(ids[c["start"]: c["start"] + c["length"]])
         return found
 
+    def copied(self, prefix: str, continuation: str) -> Optional[List[dict]]:
+        """The copies (see :meth:`copies`) in prefix + continuation that reach into the continuation:
+        what generation flags. None when the model keeps no copy index."""
+        if self.copy_index is None:
+            return None
+        n_prefix = len(self.tokenizer.encode(prefix)) if prefix.strip() else 0
+        found = self.copies(self.join_text(prefix, continuation)) or []
+        return [c for c in found if c["start"] + c["length"] > n_prefix]
+
     def strip(self, baseline: bool = False) -> "LanguageModel":
         """Drop what holds pieces of the training rows, before sharing a model file: the copy index, and
         with ``baseline=True`` the n-gram baseline too (whose counts hold every n-gram of the rows; a
@@ -727,13 +736,20 @@ def _check_declared_sizes(h: dict, state_dict: dict, n_words: int) -> int:
 # ---------------------------------------------------------------------------------------------- scoring a frame
 
 def score_frame(model: LanguageModel, df: Any, column: str, into: Optional[str] = None,
-                overwrite: bool = False, top: int = 5, model_name: str = "") -> "ScoreReport":
+                overwrite: bool = False, top: int = 5, model_name: str = "", *, baseline: bool = False,
+                label: Optional[str] = None, positive: Any = None) -> "ScoreReport":
     """Score every row of ``df[column]`` and write the scores back into ``df`` (in place).
 
     Adds ``into`` (default ``f"{column}_ppl"``: perplexity per row) and ``into`` with ``_ppl`` replaced
     by ``_bits`` (or ``+ "_bits"``: mean surprisal in bits per token). Missing rows get NaN. Existing
     columns are only replaced with ``overwrite=True``. Returns a ScoreReport with the ``top`` most and
     least surprising rows.
+
+    ``baseline=True`` also writes the model's n-gram baseline (``COL_ngram_ppl``) and the LSTM + n-gram
+    mixture (``COL_mix_ppl``; for a 'mix' model, the LSTM alone: ``COL_lstm_ppl``): same rows, same
+    vocabulary. ``label`` (a boolean column, or any column with ``positive`` naming the positive class;
+    rows without a label are left out) adds the ROC AUC of each score for telling the positive rows
+    (as the more surprising ones) from the others: ``report.auc``.
 
     >>> report = score_frame(model, df, "text", top=3)     # doctest: +SKIP
     >>> df.sort_values("text_ppl").tail(3)                  # doctest: +SKIP
@@ -746,9 +762,13 @@ def score_frame(model: LanguageModel, df: Any, column: str, into: Optional[str] 
     if isinstance(top, bool) or not isinstance(top, (int, np.integer)) or top < 0:
         raise ConfigError(f"top must be a whole number of at least 0, got {top!r}.")
     ppl_col = into or f"{column}_ppl"
-    bits_col = ppl_col[:-4] + "_bits" if ppl_col.endswith("_ppl") else ppl_col + "_bits"
+    stem = ppl_col[:-4] if ppl_col.endswith("_ppl") else ppl_col
+    bits_col = stem + "_bits"
+    parts = _side_parts(model) if baseline else {}
+    part_cols = {name: f"{stem}_{name}_ppl" for name in parts}
+    y = _binary_labels(df, label, positive) if label is not None else None
     if not overwrite:
-        taken = [c for c in (ppl_col, bits_col) if c in df.columns]
+        taken = [c for c in (ppl_col, bits_col, *part_cols.values()) if c in df.columns]
         if taken:
             raise ConfigError(f"Column {taken[0]!r} already exists; choose another with --into NAME "
                               f"(into=...) or pass --overwrite (overwrite=True) to replace it.")
@@ -765,6 +785,15 @@ def score_frame(model: LanguageModel, df: Any, column: str, into: Optional[str] 
     bits = pd.Series(mean / math.log(2), index=df.index, name=bits_col)
     df[ppl_col] = ppl.to_numpy()     # by position: an index with duplicate labels must not misalign
     df[bits_col] = bits.to_numpy()
+    side = {}
+    for name, part in parts.items():
+        part_mean = np.array([v.mean() if v is not None else np.nan for v in part._row_nll(series)])
+        side[name] = pd.Series(np.exp(part_mean), index=df.index, name=part_cols[name])
+        df[part_cols[name]] = side[name].to_numpy()
+    auc: dict = {}
+    if y is not None:
+        auc[model.kind] = _roc_auc(mean, y)
+        auc.update({name: _roc_auc(np.log(s.to_numpy()), y) for name, s in side.items()})
 
     def rows(labels_positions: Sequence[int]) -> List[ScoredRow]:
         out = []
@@ -779,7 +808,68 @@ def score_frame(model: LanguageModel, df: Any, column: str, into: Optional[str] 
     n = min(int(top), order.size)
     most = rows(order[::-1][:n]) if n else []
     least = rows(order[:n]) if n else []
-    return ScoreReport(column, ppl_col, bits_col, ppl, bits, most, least, model_name)
+    label_text = "" if y is None else (f"{label} == {positive!r}" if positive is not None else str(label))
+    return ScoreReport(column, ppl_col, bits_col, ppl, bits, most, least, model_name, model.kind, side, auc,
+                       label_text, int(np.count_nonzero(np.isfinite(y))) if y is not None else 0)
+
+
+def _side_parts(model: LanguageModel) -> dict:
+    """The scores that go beside a model's own with baseline=True: its n-gram, and the other LSTM form."""
+    if model.kind == "ngram":
+        raise ConfigError("This model is an n-gram itself; --baseline (baseline=True) puts an LSTM's n-gram "
+                          "beside it: score with an LSTM model.")
+    if model.ngram is None:
+        raise ConfigError("This model has no n-gram baseline (trained with baseline=False, stripped, or saved by "
+                          "an older lm_magics); train it again, or train one with kind='ngram' and score with it.")
+    other = "mix" if model.kind == "lstm" else "lstm"
+    return {"ngram": model.part("ngram"), other: model.part(other)}
+
+
+def _binary_labels(df: Any, label: str, positive: Any) -> np.ndarray:
+    """1.0 for the positive class, 0.0 for the other, NaN where the label is missing."""
+    if label not in df.columns:
+        near = ", ".join(repr(c) for c in list(df.columns)[:10])
+        raise DataError(f"No label column {label!r} in the DataFrame (columns: {near}).")
+    col = df[label]
+    present = ~col.isna().to_numpy()
+    classes = list(dict.fromkeys(col[present].tolist()))
+    if len(classes) > 2:
+        shown = ", ".join(repr(c) for c in classes[:5]) + (", ..." if len(classes) > 5 else "")
+        raise DataError(f"Label column {label!r} has {len(classes)} classes ({shown}); ROC AUC compares two: "
+                        f"make a two-class column first, e.g. df['is_x'] = df[{label!r}] == {classes[0]!r}.")
+    if positive is None:
+        if not all(isinstance(c, (bool, np.bool_)) for c in classes):
+            raise ConfigError(f"Label column {label!r} is not boolean; name its positive class: --label {label} "
+                              f"--positive VALUE (positive=...).")
+        match = True
+    else:
+        hits = [c for c in classes if c == positive or str(c) == str(positive)]
+        if not hits:
+            raise DataError(f"No row has {label} == {positive!r} (its values: "
+                            f"{', '.join(repr(c) for c in classes)}); pick one of them with --positive.")
+        match = hits[0]
+    y = np.full(len(col), np.nan)
+    vals = col.to_numpy()
+    y[present] = [1.0 if v == match else 0.0 for v in vals[present]]
+    if np.nansum(y) == 0 or np.nansum(y) == np.count_nonzero(present):
+        raise DataError(f"Label column {label!r} has rows of one class only; ROC AUC needs both.")
+    return y
+
+
+def _roc_auc(scores: np.ndarray, y: np.ndarray) -> Optional[float]:
+    """ROC AUC of scores for telling y == 1 (higher score) from y == 0; rows with a NaN left out.
+    The Mann-Whitney form: the share of (positive, negative) pairs ranked right, ties counting half."""
+    ok = np.isfinite(scores) & np.isfinite(y)
+    s, t = np.asarray(scores)[ok], y[ok] == 1
+    n_pos, n_neg = int(t.sum()), int((~t).sum())
+    if n_pos == 0 or n_neg == 0:
+        return None
+    order = np.argsort(s, kind="stable")
+    ranks = np.empty(len(s))
+    ranks[order] = np.arange(1, len(s) + 1)
+    uniq, inv = np.unique(s, return_inverse=True)           # tied scores share their mean rank
+    ranks = (np.bincount(inv, weights=ranks) / np.bincount(inv))[inv]
+    return float((ranks[t].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
 # ---------------------------------------------------------------------------------------------- helpers

@@ -107,17 +107,27 @@ class Generation:
     model_name: str = ""
     settings: dict = field(default_factory=dict)
     full: str = ""           # prefix and text joined with the tokenizer's spacing
+    copies: Optional[List[dict]] = None    # runs copied from training rows (None: the model cannot tell)
+
+    def _copy_note(self) -> str:
+        if not self.copies:
+            return ""
+        return "; ".join(f"copies {c['length']} tokens of training row {c['row']}: {c['text']!r}"
+                         for c in self.copies)
 
     def __str__(self) -> str:
         return self.full or (f"{self.prefix} {self.text}".strip() if self.prefix else self.text)
 
     def __repr__(self) -> str:
-        return str(self)
+        note = self._copy_note()
+        return str(self) + (f"\n[{note}]" if note else "")
 
     def _repr_html_(self) -> str:
+        note = self._copy_note()
         return (f"<div class='lm-generation' style='font-family:var(--jp-content-font-family,serif);"
                 f"white-space:pre-wrap'><span style='color:#888'>{_e(self.prefix)}</span>{self._sep()}"
-                f"<b>{_e(self.text)}</b></div>")
+                f"<b>{_e(self.text)}</b></div>"
+                + (f"<div class='lm-copies' style='color:#c60'>⚠ {_e(note)}</div>" if note else ""))
 
     def _sep(self) -> str:
         """The space between prefix and text, as the joined text has it ("dog" + "," gets none)."""
@@ -133,14 +143,52 @@ class Generation:
 
 def _model_facts(i: dict) -> List[Tuple[str, str]]:
     """The lines that describe a model, from its ``info`` dict."""
-    return [
+    kind = i.get("kind", "lstm")
+    lstm = (f"LSTM {i['num_layers']}x{i['hidden_dim']}, embedding {i['embed_dim']}, {i['softmax']} softmax"
+            + (", tied" if i["tie_weights"] else ""))
+    ngram = f"{i.get('order')}-gram, interpolated modified Kneser-Ney"
+    network = {"lstm": lstm, "ngram": ngram,
+               "mix": f"{lstm} + {ngram} (LSTM weight {i.get('mix_weight') or 0:.2f})"}[kind]
+    facts = [
         ("vocabulary", f"{i['vocab_size']:,} {i['level']} tokens" + (" (lowercased)" if i["lowercase"] else "")),
-        ("network", f"LSTM {i['num_layers']}x{i['hidden_dim']}, embedding {i['embed_dim']}, {i['softmax']} softmax"
-                    + (", tied" if i["tie_weights"] else "")),
-        ("parameters", f"{i['parameters']:,}"),
+        ("network" if kind != "ngram" else "model", network),
+        ("parameters" if kind != "ngram" else "n-grams", f"{i['parameters']:,}"),
         ("trained on", f"{_fmt_int(i['rows'])} rows, {_fmt_int(i['tokens'])} tokens; seen {_fmt_int(i['tokens_seen'])}"),
         ("validation perplexity", _fmt_ppl(i["val_ppl"])),
     ]
+    if kind == "lstm":
+        b = i.get("baseline")
+        facts.append(("baseline", "none (trained with baseline=False, stripped, or an older file)" if not b else
+                      f"{b['order']}-gram over the same rows, {b['ngrams']:,} n-grams, validation perplexity "
+                      f"{_fmt_ppl(b['val_ppl'])}; mixture weight {i.get('mix_weight') or 0:.2f} ({i.get('mix_note')})"))
+    c = i.get("copy_check")
+    facts.append(("copy check", "not available (no copy index: copy_window=0, stripped, or an older file)"
+                  if not c else f"runs of {c['window']}+ tokens of a training row; {c['windows']:,} hashes, "
+                  f"{c['bytes'] / 1e6:.1f} MB in the file" + (f", 1 in {c['every']} kept" if c["every"] > 1 else "")
+                  + "; model.strip() removes it before sharing"))
+    prov = i.get("provenance")
+    if prov:
+        facts.append(("data from", _provenance_text(prov)))
+    return facts
+
+
+def _provenance_text(p: dict) -> str:
+    parts = []
+    if p.get("cell"):
+        parts.append("a notebook cell")
+    if p.get("dataframe"):
+        parts.append(f"DataFrame {p['dataframe']}[{p.get('column')!r}]" + (f" where {p['where']}" if p.get("where") else ""))
+    for f in p.get("files") or []:
+        parts.append(f"{f['path']} ({f['bytes']:,} bytes, modified {f['mtime']})")
+    if p.get("files_not_listed"):
+        parts.append(f"and {p['files_not_listed']:,} more files")
+    if not parts and p.get("source"):
+        parts.append(str(p["source"]))
+    c = p.get("continued_from")
+    if c:
+        parts.append(f"continued from the model trained {c.get('trained_at')} (fingerprint {c.get('fingerprint')})")
+    parts.append(str(p.get("package", "")))
+    return "; ".join(x for x in parts if x)
 
 
 def model_text(info: dict) -> str:
@@ -248,6 +296,11 @@ class ScoreReport:
     top: List[ScoredRow]
     bottom: List[ScoredRow]
     model_name: str = ""
+    kind: str = "lstm"
+    side: dict = field(default_factory=dict)    # part name -> perplexity Series (n-gram, mix or lstm)
+    auc: dict = field(default_factory=dict)     # kind or part name -> ROC AUC (None: one class only)
+    label: str = ""                             # what the AUC separates ("is_comment", "label == 'spam'")
+    labelled: int = 0                           # rows with a label
 
     @property
     def missing(self) -> int:
@@ -259,13 +312,23 @@ class ScoreReport:
         med = f"median perplexity {float(ok.median()):,.1f}" if len(ok) else "no text to score"
         by = f" with '{self.model_name}'" if self.model_name else ""
         miss = f", {self.missing:,} missing (NaN)" if self.missing else ""
+        side = "".join(f", '{s.name}'" for s in self.side.values())
         return (f"Scored {n:,} rows of '{self.column}'{by}: {med}{miss}; "
-                f"wrote '{self.ppl_column}' (perplexity) and '{self.bits_column}' (bits per token)")
+                f"wrote '{self.ppl_column}' (perplexity), '{self.bits_column}' (bits per token){side}")
+
+    def _auc_line(self) -> str:
+        if not self.auc:
+            return ""
+        names = {"lstm": "LSTM", "ngram": "n-gram", "mix": "mixture"}
+        cells = [f"{names.get(k, k)}{' (this model)' if k == self.kind and len(self.auc) > 1 else ''} "
+                 + ("n/a" if v is None else f"{v:.3f}") for k, v in self.auc.items()]
+        return (f"ROC AUC for {self.label} (more surprising = positive), {self.labelled:,} labelled rows: "
+                + " | ".join(cells))
 
     # ------------------------------------------------------------------------------ plain text
 
     def __repr__(self) -> str:
-        lines = [self._headline()]
+        lines = [self._headline()] + ([self._auc_line()] if self.auc else [])
         for title, rows in (("Most surprising", self.top), ("Least surprising", self.bottom)):
             if not rows:
                 continue
@@ -283,6 +346,7 @@ class ScoreReport:
     def _repr_html_(self) -> str:
         e = _e
         parts = [f"<div class='lm-score-report' style='{_SCORE_CSS}'><div><b>{e(self._headline())}</b></div>",
+                 f"<div class='lm-auc'>{e(self._auc_line())}</div>" if self.auc else "",
                  "<div style='display:flex;gap:24px;align-items:flex-start;flex-wrap:wrap'>"]
         for title, rows in (("Most surprising", self.top), ("Least surprising", self.bottom)):
             if not rows:

@@ -114,6 +114,13 @@ def _widgets(module: str, name: str) -> Any:
         raise
 
 
+def _provenance(args: Any) -> dict:
+    """Where %%lm_train's text came from, as the line says it (files are described by api.train)."""
+    if args.df:
+        return {"dataframe": args.df, "column": args.column, "where": args.where}
+    return {} if args.file else {"cell": True}
+
+
 def _is_comments(cell: str) -> bool:
     return all(not ln.strip() or ln.lstrip().startswith("#") for ln in cell.splitlines())
 
@@ -265,7 +272,7 @@ class LMMagics(Magics):
         progress = None if (args.quiet or self.quiet) else TrainProgress(desc=f"training '{name}'")
         try:
             model = api.train(data, init=init, on_step=progress and progress.on_step,
-                              on_epoch=progress and progress.on_epoch, **options)
+                              on_epoch=progress and progress.on_epoch, provenance=_provenance(args), **options)
             if progress is not None:
                 progress.close(model.report.stop_reason if model.report else "")
         except KeyboardInterrupt:
@@ -348,7 +355,8 @@ class LMMagics(Magics):
         cfg = GenerateConfig(**given(args, GenerateConfig))
         name, model = self._model(args.name)
         text = model.generate_with(prefix, cfg)
-        result = Generation(prefix, text, name, given(args, GenerateConfig), model.join_text(prefix, text))
+        result = Generation(prefix, text, name, given(args, GenerateConfig), model.join_text(prefix, text),
+                            model.copied(prefix, text))
         self._store(args.output, result)
         return result
 
@@ -423,6 +431,13 @@ class LMMagics(Magics):
     @argument("--into", default=None, metavar="NEWCOL",
               help="the perplexity column to write [default: COL_ppl]; bits per token go to NEWCOL_bits")
     @argument("--overwrite", action="store_true", help="replace the score columns if they exist")
+    @argument("--baseline", action="store_true",
+              help="also write the model's n-gram baseline (NEWCOL stem + _ngram_ppl) and the LSTM + n-gram "
+                   "mixture (_mix_ppl) beside its scores")
+    @argument("--label", metavar="COL", default=None,
+              help="a boolean column (or any, with --positive): report the ROC AUC of each score side by side "
+                   "(rows without a label are left out)")
+    @argument("--positive", metavar="VALUE", default=None, help="the positive class of --label")
     @argument("--top", type=int, default=5, metavar="N", help="show the N most and least surprising rows "
                                                               "[default: 5]")
     @argument("-o", "--output", metavar="VAR", default=None, help="also store the report in VAR")
@@ -441,8 +456,10 @@ class LMMagics(Magics):
             raise DataError(f"'{args.df}' is a {type(df).__name__}, not a pandas DataFrame; pass --df with a "
                             f"pandas DataFrame variable (polars: df.to_pandas()).")
         name, model = self._model(args.name)
+        if args.positive is not None and args.label is None:
+            raise ConfigError("--positive needs --label COL (the column it is a value of).")
         report = api.score_frame(model, df, args.column, into=args.into, overwrite=args.overwrite, top=args.top,
-                                 model_name=name)
+                                 model_name=name, baseline=args.baseline, label=args.label, positive=args.positive)
         self._store(args.output, report)
         return report
 
