@@ -207,3 +207,110 @@ def test_adaptive_model_continues_with_its_own_output_layer(tiny_text):
     assert m2.net.adaptive and m2.config.softmax == "adaptive"
     with pytest.raises(lm.ConfigError, match=r"softmax='full' \(the model has 'adaptive'\)"):
         lm.train(tiny_text, init=m, softmax="full")
+# ---------------------------------------------------------------------------------------------- n-gram kind,
+# baseline, mixture, copies, provenance, model files by kind
+
+DATA = __import__("pathlib").Path(__file__).parent / "data"
+
+
+@pytest.fixture(scope="module")
+def ngram_model(tiny_text):
+    return lm.train(tiny_text, kind="ngram", seed=0)
+
+
+def test_ngram_kind_has_the_language_model_surface(ngram_model, tiny_text, tmp_path):
+    m = ngram_model
+    assert m.kind == "ngram" and m.net is None and m.info["order"] == 3      # tiny data: order 3
+    words = [w for w, _ in m.next_words("The cat", k=5)]
+    assert words and set(words) <= {"sat", "looked", "ran", "walked", "slept", "played"}
+    assert m.generate("The cat", n_words=5, seed=0) == m.generate("The cat", n_words=5, seed=0)
+    assert m.perplexity(tiny_text) < m.perplexity("zebra quantum gravel.")
+    assert [w for w, _ in m.surprisal("The cat sat")] == ["The", "cat", "sat"]
+    assert m.score(["The cat sat on the mat.", None])[1] != m.score(["The cat sat on the mat."])[0]
+    m.save(tmp_path / "ng.lm")
+    back = lm.load(tmp_path / "ng.lm")
+    assert back.kind == "ngram" and back.info == m.info
+    assert back.next_words("The dog", k=3) == m.next_words("The dog", k=3)
+
+
+def test_ngram_refuses_network_options_in_one_line(tiny_text):
+    with pytest.raises(lm.ConfigError, match="kind='ngram' has no hidden_dim, epochs") as info:
+        lm.train(tiny_text, kind="ngram", hidden_dim=64, epochs=3)
+    assert "\n" not in str(info.value)
+    with pytest.raises(lm.ConfigError, match="cannot be continued"):
+        lm.train(tiny_text, init=lm.train(tiny_text, kind="ngram"))
+
+
+def test_format_1_files_still_load():
+    old = lm.load(DATA / "format1.lm")
+    assert old.kind == "lstm" and old.baseline is None and old.copies("the cat sat") is None
+    assert old.next_words("The cat", k=2)
+    assert "not available" in repr(old)
+
+
+def test_damaged_ngram_tables_are_a_model_file_error(ngram_model, tmp_path):
+    from lm_magics.engine import persistence
+
+    path = tmp_path / "bad.lm"
+    ngram_model.save(path)
+    ckpt = persistence.read_checkpoint(path)
+    ckpt["ngram"]["counts"][0] = ckpt["ngram"]["counts"][0][:3]                # sizes no longer match
+    persistence.write_checkpoint(path, {k: v for k, v in ckpt.items() if k not in ("format", "format_version")})
+    with pytest.raises(lm.ModelFileError, match="damaged"):
+        lm.load(path)
+
+
+def test_lstm_carries_a_baseline_and_a_mixture_never_worse_on_validation(tiny_model, tiny_text):
+    from lm_magics.engine.ngram import stream_rows
+
+    assert tiny_model.info["baseline"]["order"] == 3 and 0 <= tiny_model.meta["mix_weight"] <= 1
+    # Held-out rows as the training split saw them: the mixture's perplexity there beats neither part's worse.
+    from lm_magics.engine.data import prepare
+    from lm_magics.engine.tokenizer import Tokenizer
+
+    corpus = prepare(tiny_text, Tokenizer.from_dict(tiny_model.tokenizer.to_dict()), seed=0)
+    rows = [r.tolist() for r in stream_rows(corpus.val, tiny_model.tokenizer.eos_id)]
+    nll = {k: np.concatenate(tiny_model.part(k)._predictor.encoded_nll(rows)).mean() for k in ("lstm", "ngram", "mix")}
+    assert nll["mix"] <= min(nll["lstm"], nll["ngram"]) + 1e-9
+
+
+def test_score_frame_with_baseline_and_label(tiny_model):
+    pd = pytest.importorskip("pandas")
+    prose = ["The cat sat on the mat.", "The dog ran to the door.", "A bird looked at the tree."] * 4
+    code = ["import os, sys", "for i in range(10): x += i", "def f(a, b): return a * b"] * 4
+    df = pd.DataFrame({"text": prose + code, "kind": ["prose"] * 12 + ["code"] * 11 + [None]})
+    report = lm.score_frame(tiny_model, df, "text", baseline=True, label="kind", positive="code", top=1)
+    assert {"text_ngram_ppl", "text_mix_ppl"} <= set(df.columns)
+    assert set(report.auc) == {"lstm", "ngram", "mix"} and report.labelled == 23
+    assert all(v > 0.7 for v in report.auc.values())
+    assert "ROC AUC" in repr(report) and "n-gram" in repr(report)
+    df["three"] = ["a", "b", "c"] * 8
+    with pytest.raises(lm.DataError, match="3 classes"):
+        lm.score_frame(tiny_model, df, "text", overwrite=True, label="three", positive="a")
+    with pytest.raises(lm.ConfigError, match="not boolean"):
+        lm.score_frame(tiny_model, df, "text", overwrite=True, label="kind")
+    df["is_code"] = df["kind"] == "code"
+    assert lm.score_frame(tiny_model, df, "text", overwrite=True, label="is_code").auc["lstm"] > 0.5
+
+
+def test_planted_row_is_flagged_verbatim_not_paraphrased():
+    rows = [f"row {i} says the weather is fine today ." for i in range(20)]
+    rows.append("patient zeta reported sharp pain in the left knee after the long walk home")
+    m = lm.train(rows, kind="ngram", val_fraction=0.0)
+    hits = m.copies("so patient zeta reported sharp pain in the left knee after the long walk home")
+    assert len(hits) == 1 and hits[0]["row"] == 20 and hits[0]["length"] >= 8
+    assert m.copies("patient zeta said a sharp pain hit the left knee after a long walk") == []
+    assert m.copied("patient zeta reported", "sharp pain in the left knee after the long walk")[0]["row"] == 20
+    assert "copy check" in repr(m) and m.strip().copies("patient zeta") is None
+    assert lm.train(rows, kind="ngram", copy_window=0).copies("x") is None
+
+
+def test_provenance_survives_save_and_load(tmp_path):
+    f = tmp_path / "notes.txt"
+    f.write_text("The cat sat on the mat.\nThe dog sat on the log.\n" * 10)
+    m = lm.train(lm.files(str(f)), kind="ngram", provenance={"cell": True})
+    m.save(tmp_path / "m.lm")
+    prov = lm.load(tmp_path / "m.lm").meta["provenance"]
+    assert prov["files"][0]["bytes"] == f.stat().st_size and prov["cell"] is True
+    assert prov["package"].startswith("lm_magics ")
+    assert str(f) in repr(lm.load(tmp_path / "m.lm"))
