@@ -538,10 +538,15 @@ def _copy_index(corpus: Any, cfg: TrainConfig) -> Optional[CopyIndex]:
 def _provenance(data: Any, init: Optional[LanguageModel], given_by_caller: Optional[dict]) -> dict:
     """Where the text came from: the caller's description, files with sizes and mtimes, the model
     continued from, and the package version."""
-    from . import __version__
+    from importlib import metadata
+
     from .engine.data import Files
 
-    prov: dict = {"package": f"lm_magics {__version__}"}
+    try:   # the installed distribution's version (importing the package's __version__ would be a cycle)
+        version = metadata.version("lm-magics")
+    except metadata.PackageNotFoundError:
+        version = "unknown"
+    prov: dict = {"package": f"lm_magics {version}"}
     prov.update(given_by_caller or {})
     if isinstance(data, (Files, os.PathLike)):
         paths = data.paths() if isinstance(data, Files) else [data]

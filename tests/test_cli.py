@@ -238,3 +238,12 @@ def test_huge_sizes_are_one_line(tmp_path, tiny_text, capsys):
     err = capsys.readouterr().err.strip()
     assert "needs about" in err and "LM_MAGICS_MEMORY_LIMIT" in err and "\n" not in err
     assert not (tmp_path / "m.lm").exists()
+
+
+def test_train_ngram_kind(tmp_path, tiny_text, capsys):
+    (tmp_path / "t.txt").write_text(tiny_text)
+    out = tmp_path / "ng.lm"
+    assert main(["train", str(tmp_path / "t.txt"), "-o", str(out), "--kind", "ngram", "--quiet"]) == 0
+    assert lm.load(out).kind == "ngram"
+    assert main(["train", str(tmp_path / "t.txt"), "-o", str(out), "--kind", "ngram", "--epochs", "2"]) == 1
+    assert "kind='ngram' has no epochs" in capsys.readouterr().err

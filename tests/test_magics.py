@@ -555,3 +555,25 @@ def test_continue_applies_what_it_can(shell, trained, tiny_text):
         assert (new.config.hidden_dim, new.config.level) == (32, "word")
     finally:
         reg.set("tiny", old)
+
+
+# ---------------------------------------------------------------------------------------------- n-gram kind
+
+def test_train_ngram_kind_and_score_beside_a_baseline(shell, ns, tiny_text, tiny_model):
+    summary = shell.run_cell_magic("lm_train", "--name ng --kind ngram --order 2 --quiet", tiny_text)
+    assert summary.model.kind == "ngram" and summary.model.info["order"] == 2
+    assert "2-gram" in repr(shell.run_line_magic("lm_info", "ng"))
+    assert "a notebook cell" in repr(shell.run_line_magic("lm_info", "ng"))
+    assert "kind='ngram' has no hidden_dim" in _usage(shell, "cell", "--kind ngram --hidden-dim 8", "a b c")
+    get_registry(shell).set("withbase", tiny_model)
+    ns["frame"] = pd.DataFrame({"text": ["The cat sat on the mat.", "import os, sys"] * 3,
+                                "code": [False, True] * 3})
+    report = shell.run_line_magic("lm_score", "--name withbase --df frame --column text --baseline --label code")
+    assert set(report.auc) == {"lstm", "ngram", "mix"} and "text_ngram_ppl" in ns["frame"].columns
+    assert "is an n-gram itself" in _usage(shell, "lm_score", "--name ng --df frame --column text --baseline "
+                                           "--overwrite")
+    assert "--positive needs --label" in _usage(shell, "lm_score", "--name withbase --df frame --column text "
+                                                "--overwrite --positive x")
+    gen = shell.run_line_magic("lm_generate", "--name ng -n 5 --seed 0 The cat")
+    assert gen.copies is not None          # the model keeps a copy index: a list, maybe empty
+    get_registry(shell).drop("ng"), get_registry(shell).drop("withbase")

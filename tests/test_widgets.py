@@ -734,3 +734,15 @@ def test_lm_train_background_magic_returns_a_stoppable_monitor(shell):
     reg = get_registry(shell)
     assert reg.get("widget_bg") is mon.model and mon.model.interrupted
     reg.drop("widget_bg")
+
+
+def test_panel_and_chat_work_with_an_ngram_model(tiny_text):
+    reg = ModelRegistry()
+    reg.set("ng", lm.train(tiny_text, kind="ngram"))
+    panel = CompletionPanel("ng", registry=reg, k=3)
+    panel.value = "The cat"
+    assert panel.words and panel.continue_text(4)
+    chat = ChatAssistant("ng", registry=reg)
+    chat.send("The dog")
+    assert chat.messages[-1]
+    panel.close(), chat.close()
