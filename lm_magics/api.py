@@ -378,6 +378,9 @@ def train(data: Any, *, val_data: Any = None, init: Optional[LanguageModel] = No
     t_start = time.perf_counter()
     if init is not None and not isinstance(init, LanguageModel):
         raise ConfigError(f"init must be a LanguageModel (from lm.train or lm.load), got {type(init).__name__}.")
+    if init is not None and (init.kind == "ngram" or options.get("kind") == "ngram"):
+        raise ConfigError("An n-gram model cannot be continued; train a new one on all the text "
+                          "(it takes seconds).")
     if init is not None:
         cfg = continue_config(init, config, **options)
         tokenizer = Tokenizer.from_dict(init.tokenizer.to_dict())  # fitted: the vocabulary is kept
@@ -390,9 +393,6 @@ def train(data: Any, *, val_data: Any = None, init: Optional[LanguageModel] = No
                           "(drop --nproc), or train a new model with several.")
     if distributed and cfg.kind == "ngram":
         raise ConfigError("An n-gram model counts in one process (a million tokens take seconds); drop --nproc.")
-    if init is not None and (init.kind == "ngram" or cfg.kind == "ngram"):
-        raise ConfigError("An n-gram model cannot be continued; train a new one on all the text "
-                          "(it takes seconds).")
     prov = _provenance(data, init, provenance)
     if not distributed and cfg.kind != "ngram":
         # An unknown or absent device, and a hopeless size, fail before the data is read.
