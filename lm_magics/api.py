@@ -540,7 +540,7 @@ def _provenance(data: Any, init: Optional[LanguageModel], given_by_caller: Optio
     continued from, and the package version."""
     from importlib import metadata
 
-    from .engine.data import Files
+    from .engine.data import Files, files
 
     try:   # the installed distribution's version (importing the package's __version__ would be a cycle)
         version = metadata.version("lm-magics")
@@ -549,7 +549,7 @@ def _provenance(data: Any, init: Optional[LanguageModel], given_by_caller: Optio
     prov: dict = {"package": f"lm_magics {version}"}
     prov.update(given_by_caller or {})
     if isinstance(data, (Files, os.PathLike)):
-        paths = data.paths() if isinstance(data, Files) else [data]
+        paths = (data if isinstance(data, Files) else files(data)).paths()   # a missing file: DataError
         prov["files"] = [{"path": os.path.abspath(p), "bytes": os.path.getsize(p),
                           "mtime": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(os.path.getmtime(p)))}
                          for p in paths[:100]]
