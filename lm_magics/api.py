@@ -34,9 +34,9 @@ from .engine.training import (EpochInfo, StepInfo, TrainReport, auto_config, clo
 from .errors import ConfigError, DataError
 
 if TYPE_CHECKING:
-    from .display import ScoreReport
+    from .display import Explanation, GroupComparison, ScoreReport
 
-__all__ = ["LanguageModel", "train", "load", "score_frame"]
+__all__ = ["LanguageModel", "train", "load", "score_frame", "explain", "compare_groups"]
 
 # An n-gram's config keeps the LSTM-only options at their defaults (kind='ngram' refuses others).
 _LSTM_DEFAULTS = {k: v for k, v in TrainConfig().to_dict().items() if k in _LSTM_ONLY}
@@ -875,6 +875,127 @@ def _roc_auc(scores: np.ndarray, y: np.ndarray) -> Optional[float]:
     uniq, inv = np.unique(s, return_inverse=True)           # tied scores share their mean rank
     ranks = (np.bincount(inv, weights=ranks) / np.bincount(inv))[inv]
     return float((ranks[t].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+# ---------------------------------------------------------------------------------------------- explaining a text
+
+def explain(model: LanguageModel, text: str, top: int = 3, k: int = 3, model_name: str = "") -> "Explanation":
+    """Per-word surprisal of one text, and what the model expected at its ``top`` most surprising words
+    (the ``k`` likeliest words there, with probabilities).
+
+    >>> lm.explain(model, "the cat sat on the river")      # doctest: +SKIP
+    6 words: 3.10 bits per word (perplexity 8.6)
+      word 6 'river' (7.9 bits); expected: mat 41%, log 12%, door 9%
+    """
+    from .display import Explanation
+
+    _check_text(text, "text")
+    for v, what in ((top, "top"), (k, "k")):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+            raise ConfigError(f"{what} must be a whole number of at least 1, got {v!r}.")
+    if not text.strip():
+        raise DataError("Give a text to explain, e.g. /explain the cat sat on the mat.")
+    words = model.surprisal(text)
+    # The most surprising positions, each with the words the model expected after everything before it.
+    order = sorted(range(len(words)), key=lambda i: -words[i][1])[: int(top)]
+    shown = [w for w, _ in words]
+    alternatives = [(i, words[i][0], words[i][1], model.next_words(model.tokenizer.join(shown[:i]), int(k)))
+                    for i in order]
+    return Explanation(text, words, alternatives, model_name)
+
+
+# ---------------------------------------------------------------------------------------------- comparing groups
+
+_SMOOTH = 0.5    # add-1/2 smoothing of word counts: an unseen word gets half a count, never probability 0
+
+
+def compare_groups(df: Any, column: str, by: str, model: Optional[LanguageModel] = None, *, min_rows: int = 5,
+                   top_words: int = 5, model_name: str = "") -> "GroupComparison":
+    """Which groups of rows (``df[by]``) have the most unusual text (``df[column]``), and the words that
+    characterise each group.
+
+    Every row is scored once: with ``model`` (mean bits per word under the LSTM), or without one with the
+    word counts of the whole column (a unigram model, add-1/2 smoothed: quick for any number of groups).
+    A group's ``excess_bits`` is its rows' mean bits per word minus that of all other rows. Its
+    characteristic words are those most frequent in the group relative to the rest (smoothed log2 ratio
+    of the two frequencies; words seen at least twice in the group). Groups with fewer than ``min_rows``
+    rows are listed in ``.too_small`` instead. Works on pandas and polars frames.
+
+    >>> result = lm.compare_groups(reviews, "text", by="product")      # doctest: +SKIP
+    >>> result.table.head(3)                                            # doctest: +SKIP
+    """
+    from collections import Counter
+
+    from .display import GroupComparison
+    from .frames import _check_text as check_column, column_of
+    import pandas as pd
+
+    if not hasattr(df, "columns"):
+        raise DataError(f"Expected a DataFrame, got {type(df).__name__}.")
+    if model is not None and not isinstance(model, LanguageModel):
+        raise ConfigError(f"model must be a LanguageModel or None, got {type(model).__name__}.")
+    for v, what, low in ((min_rows, "min_rows", 1), (top_words, "top_words", 0)):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < low:
+            raise ConfigError(f"{what} must be a whole number of at least {low}, got {v!r}.")
+    text_col = column_of(df, column)
+    check_column(text_col, f"Column '{column}'", df)
+    group_col = column_of(df, by)
+    if by == column:
+        raise DataError(f"Group by another column than the text itself ('{column}').")
+
+    from .engine.data import _is_missing
+
+    texts, groups = text_col.to_list(), group_col.to_list()
+    keep = [i for i, (t, g) in enumerate(zip(texts, groups)) if isinstance(t, str) and t.strip()
+            and not _is_missing(g)]
+    texts, groups = [texts[i] for i in keep], [groups[i] for i in keep]
+    skipped = len(text_col) - len(keep)
+
+    tok = model.tokenizer if model is not None else Tokenizer("word", lowercase=True)
+    tokens = [tok.tokenize(t) for t in texts]
+    counts = Counter(w for row in tokens for w in row)
+    total, vocab = sum(counts.values()), len(counts) + 1          # + 1: room for a word never seen
+    if model is not None:
+        nll = model._row_nll(texts)                               # one packed pass over all rows
+        bits = np.array([v.mean() / math.log(2) if v is not None and len(v) else np.nan for v in nll])
+        used = model_name or "the LSTM model"
+        used = f"'{used}'" if model_name else used
+    else:
+        logp = {w: math.log2((c + _SMOOTH) / (total + _SMOOTH * vocab)) for w, c in counts.items()}
+        bits = np.array([-np.mean([logp[w] for w in row]) if row else np.nan for row in tokens])
+        used = "word counts of the column (unigram, add-1/2)"
+
+    by_group: dict = {}
+    for i, g in enumerate(groups):
+        by_group.setdefault(g, []).append(i)
+    too_small = {g: len(ix) for g, ix in sorted(by_group.items(), key=lambda kv: str(kv[0])) if len(ix) < min_rows}
+    compared = {g: ix for g, ix in by_group.items() if len(ix) >= min_rows}
+    if len(compared) < 2:
+        raise DataError(f"Only {len(compared)} group(s) of '{by}' have at least {min_rows} rows of text "
+                        f"({len(by_group)} groups in all); pass a smaller min_rows (--min-rows) or group by "
+                        f"another column.")
+    finite = np.isfinite(bits)
+    all_sum, all_n = float(bits[finite].sum()), int(finite.sum())
+    rows = []
+    for g, ix in compared.items():
+        b = bits[ix]
+        b = b[np.isfinite(b)]
+        rest_n = all_n - b.size
+        mean = float(b.mean()) if b.size else float("nan")
+        rest = (all_sum - float(b.sum())) / rest_n if rest_n else float("nan")
+        own = Counter(w for i in ix for w in tokens[i])
+        n_g = sum(own.values())
+        n_r = total - n_g
+        ratio = {w: math.log2((c + _SMOOTH) / (n_g + _SMOOTH * vocab))
+                 - math.log2((counts[w] - c + _SMOOTH) / (n_r + _SMOOTH * vocab))
+                 for w, c in own.items() if c >= 2 and any(ch.isalnum() for ch in w)}
+        # Only words more frequent here than in the rest characterise the group.
+        words = [w for w, r in sorted(ratio.items(), key=lambda kv: (-kv[1], kv[0])) if r > 0][: int(top_words)]
+        rows.append((g, len(ix), mean, rest, mean - rest, words))
+    rows.sort(key=lambda r: (-r[4] if math.isfinite(r[4]) else math.inf, str(r[0])))
+    table = pd.DataFrame([r[1:] for r in rows], columns=["rows", "bits", "rest_bits", "excess_bits", "words"],
+                         index=pd.Index([r[0] for r in rows], name=by))
+    return GroupComparison(column, by, table, too_small, int(min_rows), used, skipped)
 
 
 # ---------------------------------------------------------------------------------------------- helpers

@@ -14,8 +14,11 @@ from typing import Any, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from .frames import ref_text
+
 __all__ = ["Completions", "Generation", "TrainSummary", "ScoredRow", "ScoreReport", "model_text", "model_html",
-           "sparkline_svg", "shade_words", "histogram_svg"]
+           "sparkline_svg", "shade_words", "histogram_svg", "Explanation", "GroupComparison", "DataOverview",
+           "bars_svg"]
 
 _CSS = "font-family:var(--jp-ui-font-family,sans-serif);font-size:13px;border-collapse:collapse"
 _BAR = "#4c8bf5"
@@ -400,3 +403,180 @@ def histogram_svg(values: np.ndarray, bins: int = 30, width: int = 360, height: 
             f"text-anchor='middle'>{_e(label)}</text>"
             f"<text x='{width - 2}' y='{height - 2}' font-size='10' fill='#666' text-anchor='end'>{hi:.2f}</text>"
             f"</svg>")
+
+
+# ------------------------------------------------------------------------------------------ explain
+
+@dataclass
+class Explanation:
+    """What ``lm.explain`` / ``%lm_explain`` / the chat's ``/explain`` return: per-word surprisal (``.words``,
+    (word, bits)) and, at the most surprising words, what the model expected there (``.alternatives``:
+    (position, word, bits, [(likely word, probability), ...]))."""
+
+    text: str
+    words: List[Tuple[str, float]]
+    alternatives: List[Tuple[int, str, float, List[Tuple[str, float]]]]
+    model_name: str = ""
+
+    @property
+    def bits(self) -> float:
+        """Mean surprisal in bits per word (NaN for a text without words)."""
+        return float(np.mean([b for _, b in self.words])) if self.words else float("nan")
+
+    def _headline(self) -> str:
+        by = f" under '{self.model_name}'" if self.model_name else ""
+        if not self.words:
+            return f"No words to explain in {self.text!r}"
+        return f"{len(self.words)} words{by}: {self.bits:.2f} bits per word (perplexity {2 ** self.bits:,.1f})"
+
+    def __repr__(self) -> str:
+        lines = [self._headline()]
+        if self.words:
+            lines.append("  " + " ".join(f"{w}[{b:.1f}]" for w, b in self.words))
+        for pos, w, b, alts in self.alternatives:
+            lines.append(f"  word {pos + 1} {w!r} ({b:.1f} bits); expected: "
+                         + (", ".join(f"{a} {p:.0%}" for a, p in alts) or "(none)"))
+        return "\n".join(lines)
+
+    def _repr_html_(self) -> str:
+        alts = "".join(
+            f"<li><b>{_e(w)}</b> <span style='color:#888'>({b:.1f} bits, word {pos + 1})</span> — expected "
+            + ", ".join(f"<code>{_e(a)}</code> {p:.0%}" for a, p in al) + "</li>"
+            for pos, w, b, al in self.alternatives)
+        return (f"<div class='lm-explain' style='{_SCORE_CSS}'><div><b>{_e(self._headline())}</b></div>"
+                f"<div style='margin:4px 0;line-height:1.7'>{shade_words(self.words)}</div>"
+                + (f"<div>At the most surprising words the model expected:</div><ul style='margin:2px 0'>"
+                   f"{alts}</ul>" if alts else "") + "</div>")
+
+
+# ------------------------------------------------------------------------------------------ compare groups
+
+def bars_svg(labels: Sequence[str], values: Sequence[float], width: int = 360, label: str = "") -> str:
+    """Horizontal bars around zero (positive to the right, in the accent colour; negative to the left, grey)
+    as inline SVG: one row per label."""
+    vals = [float(v) for v in values]
+    if not vals:
+        return ""
+    row, text_w = 16, 110
+    span = max(abs(v) for v in vals if math.isfinite(v)) if any(math.isfinite(v) for v in vals) else 1.0
+    span = span or 1.0
+    plot_w = width - text_w - 50
+    zero = text_w + plot_w / 2
+    height = row * len(vals) + 16
+    parts = []
+    for i, (name, v) in enumerate(zip(labels, vals)):
+        y = i * row + 2
+        w = 0.0 if not math.isfinite(v) else abs(v) / span * plot_w / 2
+        x = zero if v >= 0 else zero - w
+        shown = str(name) if len(str(name)) <= 16 else str(name)[:15] + "…"
+        parts.append(f"<text x='{text_w - 4}' y='{y + 11}' font-size='11' text-anchor='end' fill='#333'>"
+                     f"{_e(shown)}</text><rect x='{x:.1f}' y='{y + 2}' width='{max(w, 1):.1f}' height='{row - 5}' "
+                     f"fill='{_BAR if v >= 0 else '#bbb'}'><title>{_e(name)}: {v:+.3f}</title></rect>"
+                     f"<text x='{zero + (w + 3 if v >= 0 else 3):.1f}' y='{y + 11}' font-size='10' fill='#666'>"
+                     f"{v:+.2f}</text>")
+    axis = f"<line x1='{zero:.1f}' y1='0' x2='{zero:.1f}' y2='{height - 14}' stroke='#999' stroke-width='1'/>"
+    return (f"<svg class='lm-bars' width='{width}' height='{height}' role='img' aria-label='{_e(label)}'>"
+            f"{axis}{''.join(parts)}<text x='{zero:.1f}' y='{height - 2}' font-size='10' fill='#666' "
+            f"text-anchor='middle'>{_e(label)}</text></svg>")
+
+
+@dataclass
+class GroupComparison:
+    """What ``lm.compare_groups`` / ``%lm_compare`` / the chat's ``/compare`` return.
+
+    ``.table``: a DataFrame, one row per group (most unusual first): ``rows``, ``bits`` (mean bits per word
+    of its rows), ``rest_bits`` (the same over all other rows), ``excess_bits`` (bits - rest_bits: how much
+    more surprising the group is than the rest) and ``words`` (the words that characterise it).
+    ``.too_small``: groups with fewer than ``min_rows`` rows, {group: rows}, left out of the comparison.
+    """
+
+    column: str
+    by: str
+    table: Any
+    too_small: dict
+    min_rows: int
+    model_name: str
+    skipped: int = 0          # rows without text or without a group
+
+    def _headline(self) -> str:
+        return (f"'{self.column}' by '{self.by}': {len(self.table)} groups compared with {self.model_name}")
+
+    def _notes(self) -> List[str]:
+        notes = []
+        if self.too_small:
+            listed = ", ".join(f"{g!s} ({n})" for g, n in list(self.too_small.items())[:8])
+            more = f", ... ({len(self.too_small)} in all)" if len(self.too_small) > 8 else ""
+            notes.append(f"too small to compare (under {self.min_rows} rows): {listed}{more}")
+        if self.skipped:
+            notes.append(f"{self.skipped:,} rows without text or group left out")
+        return notes
+
+    def __repr__(self) -> str:
+        lines = [self._headline()]
+        if len(self.table):
+            width = max(len(str(g)) for g in self.table.index)
+            for g, r in self.table.iterrows():
+                lines.append(f"  {str(g):<{width}}  {int(r['rows']):>6,} rows  {r['bits']:6.2f} bits  "
+                             f"{r['excess_bits']:+6.2f} vs rest  {', '.join(r['words'])}")
+        lines += [f"  note: {n}" for n in self._notes()]
+        return "\n".join(lines)
+
+    def _repr_html_(self) -> str:
+        body = "".join(
+            f"<tr><td style='padding:2px 8px'><b>{_e(g)}</b></td><td style='padding:2px 8px;text-align:right'>"
+            f"{int(r['rows']):,}</td><td style='padding:2px 8px;text-align:right'>{r['bits']:.2f}</td>"
+            f"<td style='padding:2px 8px;text-align:right'>{r['excess_bits']:+.2f}</td>"
+            f"<td style='padding:2px 8px'>{_e(', '.join(r['words']))}</td></tr>" for g, r in self.table.iterrows())
+        head = "".join(f"<th style='padding:2px 8px;text-align:{a}'>{h}</th>" for h, a in
+                       (("group", "left"), ("rows", "right"), ("bits/word", "right"), ("vs rest", "right"),
+                        ("characteristic words", "left")))
+        chart = bars_svg([str(g) for g in self.table.index], self.table["excess_bits"].tolist(),
+                         label="bits per word above the rest")
+        notes = "".join(f"<div style='color:#777;font-size:12px'>{_e(n)}</div>" for n in self._notes())
+        return (f"<div class='lm-compare' style='{_SCORE_CSS}'><div><b>{_e(self._headline())}</b></div>"
+                f"<div style='display:flex;gap:16px;align-items:flex-start;flex-wrap:wrap'>"
+                f"<table class='lm-compare-table' style='border-collapse:collapse'><tr>{head}</tr>{body}</table>"
+                f"{chart}</div>{notes}</div>")
+
+
+# ------------------------------------------------------------------------------------------ data overview
+
+@dataclass
+class DataOverview:
+    """The notebook's text data (the chat's ``/data``): one dict per text column, from
+    ``frames.text_overview`` (var, column, kind, rows, missing, mean_words)."""
+
+    entries: List[dict]
+
+    def _cells(self) -> List[Tuple[str, str, str, str, str]]:
+        out = []
+        for d in self.entries:
+            name = ref_text(d["var"], d["column"])
+            if "missing" not in d:
+                out.append((name, d["kind"], _fmt_int(d["rows"]), "", "no text columns"))
+                continue
+            mean = "n/a" if not math.isfinite(d["mean_words"]) else f"{d['mean_words']:.1f}"
+            out.append((name, d["kind"], _fmt_int(d["rows"]), _fmt_int(d["missing"]),
+                        mean + (" (sampled)" if d.get("sampled") else "")))
+        return out
+
+    def __repr__(self) -> str:
+        if not self.entries:
+            return "No DataFrames, Series or lists of text in the notebook yet."
+        cells = [("column", "kind", "rows", "missing", "mean words")] + self._cells()
+        w = [max(len(r[i]) for r in cells) for i in range(5)]
+        return "\n".join("  ".join(f"{c:{'>' if i in (2, 3) else '<'}{w[i]}}" for i, c in enumerate(r)).rstrip()
+                         for r in cells)
+
+    def _repr_html_(self) -> str:
+        if not self.entries:
+            return f"<div>{_e(repr(self))}</div>"
+        head = "".join(f"<th style='padding:1px 8px;text-align:{a}'>{h}</th>" for h, a in
+                       (("column", "left"), ("kind", "left"), ("rows", "right"), ("missing", "right"),
+                        ("mean words", "right")))
+        body = "".join("<tr>" + "".join(f"<td style='padding:1px 8px;text-align:{a}'>"
+                                        + (f"<code>{_e(c)}</code>" if i == 0 else _e(c)) + "</td>"
+                                        for i, (c, a) in enumerate(zip(r, ("left", "left", "right", "right", "right"))))
+                       + "</tr>" for r in self._cells())
+        return f"<table class='lm-data' style='border-collapse:collapse'><tr>{head}</tr>{body}</table>"
+

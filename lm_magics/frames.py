@@ -9,11 +9,14 @@ Shared by ``%%lm_train --df VAR --column COL [--where ...]`` and ``%lm_score``. 
 from __future__ import annotations
 
 import difflib
-from typing import Any, List, Mapping, Optional
+import re
+from dataclasses import dataclass
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from .errors import DataError
 
-__all__ = ["lookup", "text_rows", "select_rows", "column_of", "describe", "is_dataframe", "is_series"]
+__all__ = ["lookup", "text_rows", "select_rows", "column_of", "describe", "is_dataframe", "is_series",
+           "ColumnRef", "parse_column_ref", "ref_text", "spaced_column", "resolve_column", "text_overview"]
 
 _MAX_LISTED = 12      # columns or variables named in an error message
 
@@ -199,3 +202,151 @@ def text_rows(user_ns: Mapping[str, Any], var: str, column: Optional[str] = None
         raise DataError(f"{name} is empty; give it some rows of text.")
     _check_text(obj, name)
     return obj
+
+
+# ---------------------------------------------------------------------------------------------- column references
+
+# A column named the way Python code names it: ``reviews.text`` (everything after the first dot is the
+# column, so ``df.text.clean`` names the column 'text.clean'), ``reviews["review text"]`` or
+# ``reviews['review text']`` for names with spaces, or a bare ``reviews`` for a Series or list of str.
+_REF = re.compile(r"""^\s*(?P<var>[A-Za-z_]\w*)\s*(?:\[\s*(?P<q>["'])(?P<quoted>.*?)(?P=q)\s*\]|\.(?P<dotted>\S+))?""")
+
+
+def parse_column_ref(text: str) -> Tuple[str, Optional[str], str]:
+    """Split ``reviews.text rest...`` or ``reviews["review text"] rest...`` into (variable, column or None,
+    the rest of the text). A DataError says how to write one when text does not start with a name."""
+    m = _REF.match(text)
+    if not m:
+        raise DataError(f"Name a column like reviews.text or reviews[\"review text\"], got {text.strip()!r}.")
+    column = m.group("quoted") if m.group("q") else m.group("dotted")
+    return m.group("var"), column, text[m.end():].strip()
+
+
+def ref_text(var: str, column: Optional[str]) -> str:
+    """How to write a reference back: ``reviews.text``, or ``reviews["review text"]`` when needed."""
+    if column is None:
+        return var
+    if re.fullmatch(r"[^\s\[\]'\"]+", column):
+        return f"{var}.{column}"
+    return f'{var}["{column}"]' if '"' not in column else f"{var}[{column!r}]"
+
+
+def spaced_column(user_ns: Mapping[str, Any], var: str, column: Optional[str], rest: str) -> Optional[str]:
+    """The reference a user most likely meant when ``reviews.review text`` split a name with a space:
+    ``reviews["review text"]`` if that column exists, else None."""
+    obj = user_ns.get(var)
+    if column is None or not rest or not is_dataframe(obj):
+        return None
+    typed = f"{column} {rest}"
+    for c in sorted((str(c) for c in obj.columns), key=len, reverse=True):
+        if " " in c and (typed == c or typed.startswith(c + " ")):
+            return ref_text(var, c)
+    return None
+
+
+@dataclass
+class ColumnRef:
+    """A resolved column: the variable's name, the column (None for a Series or list), the object the
+    variable holds and the text values (a Series or list)."""
+
+    var: str
+    column: Optional[str]
+    frame: Any
+    values: Any
+
+    def __str__(self) -> str:
+        return ref_text(self.var, self.column)
+
+
+def resolve_column(user_ns: Mapping[str, Any], ref: str, *, need_text: bool = True) -> ColumnRef:
+    """The column a reference names, checked: the variable exists (close matches if not), holds a
+    DataFrame with that column (close matches, and the bracket syntax for names with spaces) or a Series
+    or list of str, and (``need_text``) holds text."""
+    var, column, rest = parse_column_ref(ref)
+    if rest:
+        meant = spaced_column(user_ns, var, column, rest) or ref_text(var, "name with spaces")
+        raise DataError(f"Unexpected {rest!r} after {ref_text(var, column)}; for a column name with spaces "
+                        f"write {meant}.")
+    obj = lookup(user_ns, var)
+    if type(obj).__name__ == "LazyFrame":
+        raise DataError(f"'{var}' is a polars LazyFrame; collect it first: `{var} = {var}.collect()`.")
+    if is_dataframe(obj):
+        if column is None:
+            cols = _text_columns(obj) or [str(c) for c in obj.columns]
+            example = ref_text(var, cols[0]) if cols else f"{var}.text"
+            raise DataError(f"'{var}' is a DataFrame; name one of its columns, e.g. {example} "
+                            f"(text columns: {_listing(cols)}).")
+        if column not in obj.columns:
+            cols = [str(c) for c in obj.columns]
+            near = difflib.get_close_matches(column, cols, n=3, cutoff=0.5)
+            hint = f" Did you mean {', '.join(ref_text(var, c) for c in near)}?" if near else ""
+            raise DataError(f"'{var}' has no column '{column}'.{hint} Columns: {_listing(cols)}.")
+        values = obj[column]
+        if need_text:
+            _check_text(values, f"Column '{column}' of '{var}'", obj)
+        return ColumnRef(var, column, obj, values)
+    if column is not None:
+        raise DataError(f"'{var}' is a {_kind(obj)}, which has no columns; name it alone: {var}.")
+    if not (is_series(obj) or isinstance(obj, (list, tuple))):
+        raise DataError(f"'{var}' is a {_kind(obj)}, not a DataFrame, Series or list of str; run /data to see "
+                        f"what there is.")
+    if need_text:
+        if len(obj) == 0:
+            raise DataError(f"'{var}' is empty; give it some rows of text.")
+        _check_text(obj, f"'{var}'")
+    return ColumnRef(var, None, obj, obj)
+
+
+# ---------------------------------------------------------------------------------------------- overview
+
+_SAMPLE_ROWS = 10_000   # mean words are counted over at most this many (evenly spaced) rows
+
+
+def _column_facts(values: Any) -> Dict[str, Any]:
+    """Rows, missing values and mean words of a column: one pass over at most _SAMPLE_ROWS values."""
+    from .engine.data import _is_missing
+
+    n = len(values)
+    if hasattr(values, "null_count"):                 # polars
+        missing = int(values.null_count())
+    elif hasattr(values, "isna"):                     # pandas
+        missing = int(values.isna().sum())
+    else:
+        missing = sum(1 for v in values if _is_missing(v))
+    step = max(1, n // _SAMPLE_ROWS)
+    sample = values[::step] if not hasattr(values, "gather_every") else values.gather_every(step)
+    words = [len(v.split()) for v in (sample.to_list() if hasattr(sample, "to_list") else sample)
+             if isinstance(v, str)]
+    return {"rows": n, "missing": missing, "mean_words": sum(words) / len(words) if words else float("nan"),
+            "sampled": step > 1}
+
+
+def text_overview(user_ns: Mapping[str, Any]) -> List[Dict[str, Any]]:
+    """The notebook's DataFrames and Series (pandas, polars) and lists of str, with their text columns:
+    one dict per text column (var, column, kind, rows, missing, mean_words, sampled), by variable name.
+    A DataFrame without text columns gets one entry with column None."""
+    out: List[Dict[str, Any]] = []
+    for var in sorted(k for k in user_ns if not k.startswith("_")):
+        obj = user_ns[var]
+        kind = _kind(obj)
+        try:
+            if is_dataframe(obj) and type(obj).__name__ == "DataFrame":
+                cols = [c for c in _text_columns(obj) if _has_text(obj[c])]
+                if not cols:
+                    out.append({"var": var, "column": None, "kind": kind, "rows": len(obj)})
+                for c in cols:
+                    out.append({"var": var, "column": c, "kind": kind, **_column_facts(obj[c])})
+            elif is_series(obj) and _has_text(obj):
+                out.append({"var": var, "column": None, "kind": kind, **_column_facts(obj)})
+            elif isinstance(obj, list) and obj and all(isinstance(v, str) for v in obj[:100]):
+                out.append({"var": var, "column": None, "kind": kind, **_column_facts(obj)})
+        except Exception:   # an odd object in the namespace must not break the listing
+            continue
+    return out
+
+
+def _has_text(values: Any) -> bool:
+    """True when the first non-missing values include a str (object columns may hold anything)."""
+    head = values.head(50) if hasattr(values, "head") else values[:50]
+    vals = head.to_list() if hasattr(head, "to_list") else list(head)
+    return any(isinstance(v, str) for v in vals)
