@@ -7,7 +7,7 @@
 In IPython / Jupyter: ``%load_ext lm_magics``, then ``%%lm_train``, ``%lm_complete``, ... (``%lm_train?``).
 """
 
-from .api import LanguageModel, load, score_frame, train
+from .api import LanguageModel, compare_groups, explain, load, score_frame, train
 from .config import GenerateConfig, TrainConfig
 from .engine.data import files
 from .engine.training import EpochInfo, StepInfo, StopTraining, TrainReport
@@ -20,7 +20,7 @@ __all__ = [
     "TrainConfig", "GenerateConfig", "TrainReport", "StepInfo", "EpochInfo", "StopTraining",
     "LMError", "ConfigError", "TrainingDiverged", "DataError", "ModelFileError", "ModelNotFoundError",
     "load_ipython_extension", "unload_ipython_extension",
-    "CompletionPanel", "ChatAssistant", "score_frame",
+    "CompletionPanel", "ChatAssistant", "score_frame", "explain", "compare_groups",
     "__version__",
 ]
 

@@ -1,4 +1,5 @@
-"""IPython magics: ``%%lm_train``, ``%lm_complete``, ``%lm_generate``, ``%lm_models`` and friends.
+"""IPython magics: ``%%lm_train``, ``%lm_complete``, ``%lm_generate``, ``%lm_models`` and friends
+(``%lm_score``, ``%lm_explain`` and ``%lm_compare`` explore a text column).
 
 Each magic is a thin layer: parse the line (flags generated from TrainConfig / GenerateConfig, so
 ``%lm_train?`` shows every option with its default) -> config -> the public API -> a result object from
@@ -32,7 +33,7 @@ from .config import GenerateConfig, TrainConfig, add_arguments, given
 from .display import Completions, Generation, TrainSummary, _e, _fmt_ppl
 from .errors import ConfigError, DataError, LMError
 from .engine.data import files
-from .frames import lookup, text_rows
+from .frames import is_dataframe, lookup, text_rows
 from .registry import ModelRegistry, get_registry
 
 __all__ = ["LMMagics", "ModelTable", "load_ipython_extension", "unload_ipython_extension"]
@@ -504,6 +505,58 @@ class LMMagics(Magics):
         self.registry.drop(args.name)
         left = self.registry.names()
         print(f"Dropped '{args.name}'. Models left: {', '.join(left) if left else 'none'}.")
+
+    # ----------------------------------------------------------------------------------------- exploring
+
+    @magic_arguments()
+    @argument("--name", default=None, help="the model [default: the default model]")
+    @argument("--top", type=int, default=3, metavar="N", help="show alternatives at the N most surprising "
+                                                              "words [default: 3]")
+    @argument("-k", type=int, default=3, help="how many alternatives at each [default: 3]")
+    @argument("-o", "--output", metavar="VAR", default=None, help="also store the result in VAR")
+    @argument("text", nargs="*", help="the text to explain")
+    @line_magic
+    @_user_errors
+    def lm_explain(self, line: str) -> Any:
+        """The surprisal of each word of TEXT (shaded) and the words the model expected at the most
+        surprising ones, e.g. ``%lm_explain the cat sat on the river``."""
+        args, text = self._parse_with_text(self.lm_explain, line)
+        self._store(args.output, None)
+        name, model = self._model(args.name)
+        result = api.explain(model, text, top=args.top, k=args.k, model_name=name)
+        self._store(args.output, result)
+        return result
+
+    @magic_arguments()
+    @argument("--df", required=True, metavar="VAR", help="the DataFrame variable (pandas or polars)")
+    @argument("--column", required=True, metavar="COL", help="the text column")
+    @argument("--by", required=True, metavar="GROUPCOL", help="the column whose values form the groups")
+    @argument("--name", default=None, help="score the rows with this model [default: word counts of the "
+                                           "column, quick for any number of groups]")
+    @argument("--min-rows", type=int, default=5, metavar="N",
+              help="groups with fewer rows are reported as too small [default: 5]")
+    @argument("--top-words", type=int, default=5, metavar="N", help="characteristic words per group [default: 5]")
+    @argument("-o", "--output", metavar="VAR", default=None, help="also store the result in VAR")
+    @line_magic
+    @_user_errors
+    def lm_compare(self, line: str) -> Any:
+        """Which groups of rows have the most unusual text, and the words that characterise each group.
+
+        ``%lm_compare --df reviews --column text --by product``: every row is scored once (with --name's
+        model, or the column's word counts); each group's mean bits per word is compared with the rest's.
+        Returns a result whose ``.table`` is a DataFrame.
+        """
+        args = self._parse(self.lm_compare, line)
+        self._store(args.output, None)
+        df = lookup(self._ns(), args.df)
+        if not is_dataframe(df) or type(df).__name__ != "DataFrame":
+            raise DataError(f"'{args.df}' is a {type(df).__name__}, not a DataFrame; pass --df with a pandas or "
+                            f"polars DataFrame variable.")
+        model = self._model(args.name) if args.name else (None, None)
+        result = api.compare_groups(df, args.column, args.by, model[1], min_rows=args.min_rows,
+                                    top_words=args.top_words, model_name=model[0] or "")
+        self._store(args.output, result)
+        return result
 
 
 # ------------------------------------------------------------------------------------------ extension

@@ -1,22 +1,35 @@
-"""ChatAssistant: a conversation with a language model, plus slash commands to inspect it.
+"""ChatAssistant: a conversation with a language model, plus slash commands to explore a text column.
 
 The "assistant" answers a message by continuing it with the model, streamed word by word into its
-bubble. Commands (``/help``) switch models, change settings, show next words, score text and export
-the conversation.
+bubble. Commands (``/help``) switch models, change settings, show next words, list the notebook's text
+data (``/data``), score a column (``/unusual``), explain a text (``/explain``), compare groups of rows
+(``/compare``), train in the background (``/learn``) and export the conversation. Every answer that
+computed something shows the magic that computes it again, with a Copy button, so the work can go
+into a cell. Columns are named as in Python: ``reviews.text`` or ``reviews["review text"]``.
 """
 
 from __future__ import annotations
 
+import glob
 import math
+import os
+import re
 import shlex
-from typing import Any, Callable, Dict, List, Optional
+import threading
+import weakref
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import ipywidgets as W
 
+from .. import api
 from ..config import GenerateConfig
-from ..errors import ConfigError
+from ..display import DataOverview
+from ..engine.data import files
+from ..errors import ConfigError, DataError
+from ..frames import (ColumnRef, is_dataframe, lookup, parse_column_ref, ref_text, resolve_column, select_rows,
+                      spaced_column, text_overview)
 from ..registry import ModelRegistry
-from ._base import ModelWidget, _shell, esc, iter_words, pairs_text
+from ._base import GIVEN, ModelWidget, _shell, esc, iter_words, pairs_text
 
 __all__ = ["ChatAssistant"]
 
@@ -29,23 +42,51 @@ _STYLE = {
     "error": "background:#fee2e2;color:#900;font-size:12px;margin:3px 0;",
 }
 
+# (command, what it does, an example). COLUMN is reviews.text or reviews["review text"].
 HELP_ROWS = [
-    ("/help", "this list"),
-    ("/models", "the models of this session"),
-    ("/use NAME", "answer with another model"),
-    ("/temp T", "sampling temperature (0 = always the most likely word)"),
-    ("/k K", "how many next-word alternatives to show"),
-    ("/len N", "words per answer"),
-    ("/next TEXT", "the most likely next words after TEXT"),
-    ("/score TEXT", "perplexity of TEXT and its most surprising words"),
-    ("/clear", "forget the conversation"),
-    ("/export VAR", "the conversation as a DataFrame (or list of dicts) in variable VAR"),
+    ("/help", "this list", "/help"),
+    ("/data", "the DataFrames, Series and text lists of the notebook: rows, missing, mean words", "/data"),
+    ("/unusual COLUMN [with MODEL] [top N]", "score every row (adds COL_ppl, COL_bits) and show the most "
+     "and least surprising", "/unusual reviews.text top 3"),
+    ("/explain TEXT", "the surprisal of each word and what the model expected instead",
+     "/explain the cat sat on the river"),
+    ("/compare COLUMN by GROUP [with MODEL] [min N]", "which groups are most unusual, and their words",
+     "/compare reviews.text by product"),
+    ("/learn COLUMN [where EXPR] [as NAME]", "train a model in the background (Stop in the chat)",
+     "/learn reviews.text where stars > 3 as happy"),
+    ("/learn FILES... [as NAME]", "train on text files (glob patterns allowed)", "/learn notes/*.txt as notes"),
+    ("/stop", "stop the trainings started here (the best model so far is kept)", "/stop"),
+    ("/models", "the models of this session", "/models"),
+    ("/use NAME", "answer with another model", "/use happy"),
+    ("/next TEXT", "the most likely next words after TEXT", "/next the cat"),
+    ("/score TEXT", "perplexity of TEXT and its most surprising words", "/score the cat sat"),
+    ("/temp T", "sampling temperature (0 = always the most likely word)", "/temp 0.5"),
+    ("/k K", "how many next-word alternatives to show", "/k 5"),
+    ("/len N", "words per answer", "/len 30"),
+    ("/clear", "forget the conversation", "/clear"),
+    ("/export VAR", "the conversation as a DataFrame (or list of dicts) in variable VAR", "/export convo"),
 ]
-HELP = "\n".join(f"{command:<19}{what}" for command, what in HELP_ROWS)
+_W = max(len(c) for c, _, _ in HELP_ROWS) + 2
+HELP = "\n".join(f"{command:<{_W}}{what} (e.g. {example})" for command, what, example in HELP_ROWS) + \
+    "\nAny other message: the model continues your text."
 # In the bubble the columns are a table: spaces cannot align a proportional font.
 _HELP_HTML = ("<table class='lm-chat-help' style='border-collapse:collapse'>" + "".join(
     f"<tr><td style='padding:0 1.5em 0 0;white-space:nowrap'><code>{esc(command)}</code></td>"
-    f"<td style='padding:0'>{esc(what)}</td></tr>" for command, what in HELP_ROWS) + "</table>")
+    f"<td style='padding:0 1.5em 0 0'>{esc(what)}</td>"
+    f"<td style='padding:0;white-space:nowrap;color:#555'><code>{esc(example)}</code></td></tr>"
+    for command, what, example in HELP_ROWS) + "</table>"
+    "<div style='color:#666'>Any other message: the model continues your text.</div>")
+
+# A plain message that reads like a request for a command gets a one-line hint: (words, command).
+_WANTS = [
+    (re.compile(r"\b(unusual|surprising|odd|weird|strange|outliers?|anomal\w*|rare)\b"), "unusual"),
+    (re.compile(r"\b(compare|comparing|differ\w*|versus|vs)\b"), "compare"),
+    (re.compile(r"\b(train|learn|fit)\b"), "learn"),
+    (re.compile(r"\b(explain|why)\b"), "explain"),
+    (re.compile(r"\b(data\s?frames?|columns?|datasets?|variables|what data)\b"), "data"),
+]
+# A reference to a notebook variable inside running text: name.column or name["column"].
+_REF_IN_TEXT = re.compile(r"""\b([A-Za-z_]\w*)(\[\s*(["']).*?\3\s*\]|\.[^\s,;:!?]*[^\s,;:!?.])""")
 
 
 class ChatAssistant(ModelWidget):
@@ -82,7 +123,12 @@ class ChatAssistant(ModelWidget):
         self.max_messages = max_messages
         self.show_alternatives = show_alternatives
         self.messages: List[Dict[str, Any]] = []
-        self._bubbles: List[W.HTML] = []
+        self._bubbles: List[W.Widget] = []
+        self.trainings: List[Any] = []                  # TrainingMonitors started by /learn
+        # Score columns /unusual wrote: (a weak reference to the frame, column). Running it again may
+        # replace these, never a column the user made.
+        self._written: List[Tuple[Any, str]] = []
+        self._lock = threading.RLock()                  # /learn's watcher adds messages from its thread
 
         self.history = W.VBox(layout=W.Layout(width="100%", flex="0 0 auto"))   # never squeezed: the box scrolls
         self.history.add_class("lm-chat-history")
@@ -113,6 +159,8 @@ class ChatAssistant(ModelWidget):
             "help": self._cmd_help, "models": self._cmd_models, "use": self._cmd_use,
             "temp": self._cmd_temp, "k": self._cmd_k, "len": self._cmd_len, "next": self._cmd_next,
             "score": self._cmd_score, "clear": self._cmd_clear, "export": self._cmd_export,
+            "data": self._cmd_data, "unusual": self._cmd_unusual, "explain": self._cmd_explain,
+            "compare": self._cmd_compare, "learn": self._cmd_learn, "stop": self._cmd_stop,
         }
         self._set_status()
 
@@ -130,7 +178,12 @@ class ChatAssistant(ModelWidget):
                 self._command(text)
                 return None
             self._add("user", text)
-            return self._answer(text)
+            hint = self._hint(text)
+            try:
+                return self._answer(text)
+            finally:
+                if hint:
+                    self._say(f"Looks like a request for a command: {hint}  (/help lists them all)")
         except Exception as exc:  # noqa: BLE001 - shown in the chat, never lost
             self._report(exc)
             return None
@@ -162,23 +215,27 @@ class ChatAssistant(ModelWidget):
 
     # ------------------------------------------------------------------ messages
 
-    def _add(self, role: str, text: str, *, body: Optional[str] = None, **extra: Any) -> int:
-        """Append a message and its bubble (body: HTML shown instead of the text); drop the oldest
-        beyond max_messages. Returns its index."""
-        msg = {"role": role, "text": text, **extra}
-        self.messages.append(msg)
-        bubble = W.HTML(_bubble_html(msg, body))
-        bubble.add_class("lm-chat-msg")
-        bubble.add_class(f"lm-chat-{role}")
-        self._bubbles.append(bubble)
-        excess = len(self.messages) - self.max_messages
-        if excess > 0:
-            del self.messages[:excess]
-            for b in self._bubbles[:excess]:
-                b.close()
-            del self._bubbles[:excess]
-        self.history.children = tuple(self._bubbles)
-        return len(self.messages) - 1
+    def _add(self, role: str, text: str, *, body: Optional[str] = None, widget: Optional[W.Widget] = None,
+             **extra: Any) -> int:
+        """Append a message and its bubble (body: HTML shown instead of the text; widget: a live widget
+        shown below it, e.g. a training monitor); drop the oldest beyond max_messages. Returns its index."""
+        with self._lock:
+            msg = {"role": role, "text": text, **extra}
+            self.messages.append(msg)
+            bubble: W.Widget = W.HTML(_bubble_html(msg, body))
+            if widget is not None:
+                bubble = W.VBox([bubble, widget], layout=W.Layout(width="100%"))
+            bubble.add_class("lm-chat-msg")
+            bubble.add_class(f"lm-chat-{role}")
+            self._bubbles.append(bubble)
+            excess = len(self.messages) - self.max_messages
+            if excess > 0:
+                del self.messages[:excess]
+                for b in self._bubbles[:excess]:
+                    b.close()
+                del self._bubbles[:excess]
+            self.history.children = tuple(self._bubbles)
+            return len(self.messages) - 1
 
     def _update(self, msg: Dict[str, Any], bubble: W.HTML) -> None:
         bubble.value = _bubble_html(msg)
@@ -239,8 +296,29 @@ class ChatAssistant(ModelWidget):
             raise ConfigError(f"Unknown command /{name}; type /help for the list.")
         handler(arg.strip())
 
-    def _say(self, text: str) -> None:
-        self._add("system", text)
+    def _say(self, text: str, **extra: Any) -> None:
+        self._add("system", text, **extra)
+
+    def _computed(self, text: str, body: str, code: str, **extra: Any) -> None:
+        """An answer that computed something: its text (and HTML body) and the line that computes it again
+        in a cell (shown with a Copy button; also at the end of the message's text)."""
+        self._add("system", f"{text}\n{code}", body=body, code=code, **extra)
+
+    def _ns(self) -> dict:
+        ns = self.user_ns
+        if ns is None:
+            shell = _shell()
+            ns = shell.user_ns if shell is not None else None
+        if ns is None:
+            raise ConfigError("No notebook namespace to read variables from: pass user_ns= to ChatAssistant.")
+        return ns
+
+    def _model_for(self, name: Optional[str]) -> Tuple[Optional[str], Any]:
+        """(name, model) for ``with NAME``, or the chat's model (name None when it is not registered)."""
+        if name:
+            return name, self.registry.get(name)
+        model = self.require_model()
+        return (None if self.name == GIVEN else self.name), model
 
     def _cmd_help(self, arg: str) -> None:
         self._add("system", HELP, body=_HELP_HTML)
@@ -308,6 +386,227 @@ class ChatAssistant(ModelWidget):
         self._say(f"Exported {len(records)} messages to {var}.")
 
 
+    # ------------------------------------------------------------------ exploring data
+
+    def _cmd_data(self, arg: str) -> None:
+        overview = DataOverview(text_overview(self._ns()))
+        self._add("system", repr(overview), body=overview._repr_html_())
+
+    def _cmd_unusual(self, arg: str) -> None:
+        usage = "/unusual COLUMN [with MODEL] [top N], e.g. /unusual reviews.text top 3"
+        ref, opts = self._column_and_options(arg, usage, {"with": str, "top": int})
+        frame = ref.frame
+        if ref.column is None or not is_dataframe(frame):
+            raise DataError(f"'{ref.var}' is a {type(frame).__name__}; /unusual writes its scores as columns, so "
+                            f"name a DataFrame column (e.g. {ref.var}_df = {ref.var}.to_frame() in a cell).")
+        if type(frame).__module__.startswith("polars"):
+            raise DataError(f"'{ref.var}' is a polars DataFrame, which cannot take new columns in place; run "
+                            f"`{ref.var}_pd = {ref.var}.to_pandas()` in a cell and /unusual {ref.var}_pd.…")
+        top = opts.get("top", 5)
+        if top < 1:
+            raise ConfigError(f"top must be at least 1, got {top}.")
+        name, model = self._model_for(opts.get("with"))
+        into, replace = self._score_columns(frame, ref.column)
+        report = api.score_frame(model, frame, ref.column, into=None if into == f"{ref.column}_ppl" else into,
+                                 overwrite=replace, top=top, model_name=name or "")
+        self._written += [(weakref.ref(frame), c) for c in (report.ppl_column, report.bits_column)]
+        code = " ".join(["%lm_score", "--df", ref.var, "--column", shlex.quote(ref.column)]
+                        + (["--name", shlex.quote(name)] if name else [])
+                        + (["--into", shlex.quote(into)] if into != f"{ref.column}_ppl" else [])
+                        + (["--overwrite"] if replace else []) + ["--top", str(top)])
+        if name is None:
+            code = f"lm.score_frame(model, {ref.var}, {ref.column!r}, top={top}, overwrite={replace})"
+        note = ""
+        if into != f"{ref.column}_ppl":
+            note = f" ('{ref.column}_ppl' is your column, so the scores went to '{into}')"
+        self._computed(repr(report) + note, (f"<div>{esc(note.strip(' ()'))}</div>" if note else "")
+                       + report._repr_html_(), code)
+
+    def _score_columns(self, frame: Any, column: str) -> Tuple[str, bool]:
+        """The perplexity column for /unusual: COL_ppl, unless the user has a column of that name (or of
+        its _bits partner), then COL_2_ppl, COL_3_ppl, ... Columns this chat wrote may be replaced:
+        returns (column, whether it replaces ones it wrote)."""
+        own = {c for ref, c in self._written if ref() is frame}
+        n = 1
+        while True:
+            into = f"{column}_ppl" if n == 1 else f"{column}_{n}_ppl"
+            pair = (into, into[:-4] + "_bits")
+            if not any(c in frame.columns and c not in own for c in pair):
+                return into, any(c in frame.columns for c in pair)
+            n += 1
+
+    def _cmd_explain(self, arg: str) -> None:
+        text = arg.strip()
+        if not text:
+            raise ConfigError("Give the text to explain: /explain the cat sat on the river.")
+        name, model = self._model_for(None)
+        result = api.explain(model, text, top=3, k=self.k, model_name=name or "")
+        flags = (["--name", shlex.quote(name)] if name else []) + ["-k", str(self.k)]
+        code = (f"%lm_explain {' '.join(flags)} {text}" if name else f"lm.explain(model, {text!r}, k={self.k})")
+        self._computed(repr(result), result._repr_html_(), code)
+
+    def _cmd_compare(self, arg: str) -> None:
+        usage = ("/compare COLUMN by GROUP [with MODEL] [min N], e.g. /compare reviews.text by product "
+                 "(a group name with spaces in quotes: by \"product line\")")
+        ref, opts = self._column_and_options(arg, usage, {"by": str, "with": str, "min": int})
+        if "by" not in opts:
+            raise ConfigError(f"Say which column holds the groups: {usage}.")
+        if ref.column is None or not is_dataframe(ref.frame):
+            raise DataError(f"'{ref.var}' is a {type(ref.frame).__name__}; /compare needs a DataFrame with a text "
+                            f"column and a group column.")
+        resolve_column(self._ns(), ref_text(ref.var, opts["by"]), need_text=False)   # names close matches
+        name = opts.get("with")
+        model = self.registry.get(name) if name else None
+        result = api.compare_groups(ref.frame, ref.column, opts["by"], model, min_rows=opts.get("min", 5),
+                                    model_name=name or "")
+        code = " ".join(["%lm_compare", "--df", ref.var, "--column", shlex.quote(ref.column), "--by",
+                         shlex.quote(opts["by"])] + (["--name", shlex.quote(name)] if name else [])
+                        + (["--min-rows", str(opts["min"])] if "min" in opts else []))
+        self._computed(repr(result), result._repr_html_(), code)
+
+    def _column_and_options(self, arg: str, usage: str, kinds: Dict[str, type]) -> Tuple[ColumnRef, dict]:
+        """Parse ``COLUMN [key value]...`` (keys from kinds: ``with pets``, ``top 3``, ``by product``)."""
+        if not arg.strip():
+            raise ConfigError(f"Name a column: {usage}.")
+        ns = self._ns()
+        var, column, rest = parse_column_ref(arg)
+        try:
+            words = shlex.split(rest)
+        except ValueError:
+            raise ConfigError(f"Unbalanced quotes in {rest!r}; {usage}.") from None
+        opts: dict = {}
+        i = 0
+        while i < len(words):
+            key = words[i].lower()
+            if key not in kinds or i + 1 >= len(words):
+                meant = spaced_column(ns, var, column, rest)
+                if meant:
+                    raise DataError(f"A column name with spaces needs brackets: {meant}.")
+                lookup(ns, var)       # an unknown variable is the clearer message
+                raise ConfigError(f"Did not understand {' '.join(words[i:])!r}; {usage}.")
+            value = words[i + 1]
+            if kinds[key] is int:
+                value = _number(value, f"{key} N", int)
+            opts[key] = value
+            i += 2
+        return resolve_column(ns, ref_text(var, column)), opts
+
+    # ------------------------------------------------------------------ training
+
+    def _cmd_learn(self, arg: str) -> None:
+        usage = "/learn COLUMN [where EXPR] [as NAME] or /learn FILES... [as NAME]"
+        if not arg.strip():
+            raise ConfigError(f"Say what to learn from: {usage}, e.g. /learn reviews.text as reviews.")
+        m = re.search(r"\s+as\s+(\S+)\s*$", arg)
+        name = m.group(1) if m else None
+        body = arg[:m.start()] if m else arg
+        ns = self._ns()
+        var, column, rest = parse_column_ref(body) if re.match(r"\s*[A-Za-z_]", body) else ("", None, body)
+        if var and var in ns:
+            where = None
+            if rest:
+                w = re.match(r"where\s+(.+)$", rest, re.S)
+                if not w:
+                    meant = spaced_column(ns, var, column, rest)
+                    raise DataError(f"A column name with spaces needs brackets: {meant}." if meant else
+                                    f"Did not understand {rest!r}; {usage}.")
+                where = w.group(1).strip()
+            ref = resolve_column(ns, ref_text(var, column))
+            data = ref.values
+            if where:
+                frame = select_rows(ref.frame, where, ns, f"'{var}'")
+                data = frame[column] if column is not None else frame
+            name = name or re.sub(r"\W+", "_", f"{var}_{column}" if column else var)
+            src = ["--df", var] + (["--column", shlex.quote(column)] if column else []) \
+                + (["--where", shlex.quote(where)] if where else [])
+            what = f"{ref} ({len(data):,} rows{', where ' + where if where else ''})"
+        else:
+            try:
+                patterns = shlex.split(body)
+            except ValueError:
+                raise ConfigError(f"Unbalanced quotes in {body!r}; {usage}.") from None
+            if var and not any(glob.glob(os.path.expanduser(p)) for p in patterns):
+                # Neither a variable nor a file: name the variables it may have meant.
+                try:
+                    lookup(ns, var)
+                except DataError as exc:
+                    raise DataError(f"{exc} (No file {patterns[0]!r} either.)") from None
+            data = files(*patterns)
+            paths = data.paths()                    # a DataError now for a pattern that matches nothing
+            name = name or re.sub(r"\W+", "_", os.path.splitext(paths[0].name)[0]) or "model"
+            src = ["--file"] + [shlex.quote(p) for p in patterns]
+            what = f"{len(paths)} file{'s' if len(paths) != 1 else ''}"
+        from .monitor import start_background_training
+
+        monitor = start_background_training(registry=self.registry, name=name, data=data, options={})
+        self.trainings.append(monitor)
+        code = " ".join(["%lm_train", "--name", shlex.quote(name)] + src + ["--background"])
+        self._add("system", f"Training '{name}' on {what} in the background; Stop (or /stop) keeps the best "
+                            f"model so far.\n{code}", code=code, widget=monitor.widget,
+                  body=f"Training <b>{esc(name)}</b> on {esc(what)} in the background; Stop (or /stop) keeps "
+                       f"the best model so far.")
+        threading.Thread(target=self._watch, args=(monitor,), daemon=True, name=f"lm-chat-{name}").start()
+
+    def _watch(self, monitor: Any) -> None:
+        """Wait for a /learn run and say in the conversation how it ended."""
+        monitor.join()
+        try:
+            if monitor.model is None:
+                self._add("error", f"Training '{monitor.name}' failed: {monitor.error}")
+                return
+            got = getattr(monitor, "registered_as", None) or monitor.name
+            ppl = monitor.model.meta.get("val_ppl")
+            how = "stopped" if monitor.model.interrupted else "finished"
+            kept = f"; the earlier '{monitor.name}' is kept" if got != monitor.name else ""
+            use = "" if self.name == got else f" /use {got} to answer with it."
+            self._say(f"Training {how}: '{got}' is registered (validation perplexity "
+                      f"{'n/a' if ppl is None else f'{ppl:,.1f}'}){kept}.{use}")
+        except Exception as exc:  # noqa: BLE001 - a thread's error is shown, never lost
+            self._report(exc)
+        finally:
+            self._set_status()
+
+    def _cmd_stop(self, arg: str) -> None:
+        running = [m for m in self.trainings if m.running]
+        if not running:
+            self._say("No training started here is running.")
+            return
+        for m in running:
+            m.stop()
+        self._say(f"Stopping {', '.join(repr(m.name) for m in running)} after the current step; the best "
+                  f"model so far is kept.")
+
+    # ------------------------------------------------------------------ hints
+
+    def _hint(self, text: str) -> Optional[str]:
+        """The command a plain message seems to ask for ("unusual rows in reviews.text" -> /unusual
+        reviews.text), or None."""
+        low = text.lower()
+        try:
+            ns = self._ns()
+        except ConfigError:
+            ns = {}
+        ref = None
+        for m in _REF_IN_TEXT.finditer(text):
+            if m.group(1) in ns:
+                ref = m.group(0)
+                break
+        for pattern, command in _WANTS:
+            if not pattern.search(low):
+                continue
+            if command in ("unusual", "learn") and ref:
+                return f"/{command} {ref}"
+            if command == "compare" and ref:
+                by = re.search(r"\bby\s+([\w\"'][^\s,;:!?]*)", text)
+                return f"/compare {ref} by {by.group(1) if by else 'GROUP'}"
+            if command == "explain":
+                after = re.split(r"\b(?:explain|why)\b", text, maxsplit=1, flags=re.I)[-1].strip(" :?\"'")
+                return f"/explain {after or 'TEXT'}"
+            if command == "data":
+                return "/data"
+        return None
+
+
 def _number(arg: str, usage: str, typ: type) -> Any:
     try:
         parts = shlex.split(arg)
@@ -328,16 +627,32 @@ def _positive_int(v: Any, name: str) -> int:
     return v
 
 
+_COPY_JS = ("navigator.clipboard.writeText(this.parentElement.querySelector('code').textContent)"
+            ".then(() => { this.textContent = 'Copied'; })")
+
+
+def code_html(code: str) -> str:
+    """The line that computes an answer again, with a Copy button (the browser's clipboard API)."""
+    return (f"<div class='lm-chat-code' style='margin-top:4px;display:flex;gap:6px;align-items:center;"
+            f"white-space:normal'><code style='background:#fff;border:1px solid #ddd;border-radius:3px;"
+            f"padding:1px 5px;white-space:pre-wrap'>{esc(code)}</code><button class='lm-copy' type='button' "
+            f"title='Copy to the clipboard, then paste it into a cell' style='font-size:11px;cursor:pointer' "
+            f"onclick=\"{_COPY_JS}\">Copy</button></div>")
+
+
 def _bubble_html(msg: Dict[str, Any], body: Optional[str] = None) -> str:
     role = msg["role"]
     text = body if body is not None else esc(msg["text"])
+    if msg.get("code"):
+        text = (text if body is not None else esc(msg["text"].rsplit("\n", 1)[0])) + code_html(msg["code"])
     text += "<span class='lm-cursor'>▍</span>" if msg.get("streaming") else ""
     alts = msg.get("alternatives")
     extra = ""
     if alts and not msg.get("streaming"):
         extra = (f"<div class='lm-chat-alternatives' style='color:#777;font-size:11px;margin-top:3px'>"
                  f"other first words: {esc(pairs_text(alts))}</div>")
-    who = {"user": "you", "assistant": esc(msg.get("model") or "model"), "system": "lm", "error": "error"}[role]
+    who = {"user": "you", "assistant": esc(msg.get("model") or "model") + " · continuing your text",
+           "system": "lm", "error": "error"}[role]
     return (f"<div class='lm-bubble lm-bubble-{role}' style='{_STYLE[role]}border-radius:8px;padding:4px 10px;"
             f"white-space:pre-wrap;line-height:1.35'><span style='color:#888;font-size:10px'>{who}"
             f"</span><br>{text}{extra}</div>")
