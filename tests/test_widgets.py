@@ -440,11 +440,17 @@ def test_chat_help_is_a_table(reg):
     c = ChatAssistant("pets", registry=reg, seed=0)
     c.send("/help")
     assert c.messages[-1] == {"role": "system", "text": HELP}
-    assert HELP.splitlines()[0] == "/help              this list"          # the text keeps its columns
-    assert len({line.index(what) for line, (_, what) in zip(HELP.splitlines(), HELP_ROWS)}) == 1
+    lines = HELP.splitlines()
+    assert lines[0].startswith("/help ") and lines[0].endswith("this list (e.g. /help)")
+    # the text keeps its columns, and every command has an example
+    assert len({line.index(what) for line, (_, what, _) in zip(lines, HELP_ROWS)}) == 1
+    assert all(f"(e.g. {example})" in line and example.split()[0] == command.split()[0]
+               for line, (command, _, example) in zip(lines, HELP_ROWS))
     html = c.history.children[-1].value
-    assert html.count("<tr>") == len(HELP_ROWS) == 10 and "<table class='lm-chat-help'" in html
+    assert html.count("<tr>") == len(HELP_ROWS) and "<table class='lm-chat-help'" in html
     assert "<td style='padding:0 1.5em 0 0;white-space:nowrap'><code>/export VAR</code></td>" in html
+    for command in ("/data", "/unusual", "/explain", "/compare", "/learn", "/stop", "/next", "/score"):
+        assert any(row[0].startswith(command) for row in HELP_ROWS), command
 
 
 def test_chat_submit_on_enter_and_send_button(reg):

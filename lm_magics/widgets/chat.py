@@ -525,7 +525,8 @@ class ChatAssistant(ModelWidget):
                 patterns = shlex.split(body)
             except ValueError:
                 raise ConfigError(f"Unbalanced quotes in {body!r}; {usage}.") from None
-            if var and not any(glob.glob(os.path.expanduser(p)) for p in patterns):
+            looks_like_ref = len(patterns) == 1 and re.fullmatch(r"[A-Za-z_]\w*(\.[^/\\*?]+|\[.*\])?", patterns[0])
+            if var and looks_like_ref and not glob.glob(os.path.expanduser(patterns[0])):
                 # Neither a variable nor a file: name the variables it may have meant.
                 try:
                     lookup(ns, var)

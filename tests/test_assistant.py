@@ -1,0 +1,390 @@
+"""The assistant that explores a text column: column references, /data, /unusual, /explain, /compare,
+/learn, /stop, hints for plain messages, the line to copy into a cell; lm.explain, lm.compare_groups and
+their magics (%lm_explain, %lm_compare). Tiny seeded data and models; properties, never float digits."""
+
+from __future__ import annotations
+
+import random
+import time
+
+import pytest
+
+pd = pytest.importorskip("pandas")
+pytest.importorskip("ipywidgets")
+
+import lm_magics as lm  # noqa: E402
+from lm_magics.display import DataOverview, Explanation, GroupComparison  # noqa: E402
+from lm_magics.errors import ConfigError, DataError, LMError  # noqa: E402
+from lm_magics.frames import parse_column_ref, ref_text, resolve_column, text_overview  # noqa: E402
+from lm_magics.registry import ModelRegistry  # noqa: E402
+from lm_magics.widgets import ChatAssistant  # noqa: E402
+from lm_magics.widgets.monitor import TrainingMonitor  # noqa: E402
+
+WORDS = "the a cat dog sat ran on mat log park".split()
+
+
+def make_reviews(seed: int = 0, per_group: int = 20) -> "pd.DataFrame":
+    """Three products of seeded reviews; 'toys' reviews say 'zap zip'; one product has a single row."""
+    rng = random.Random(seed)
+    rows = []
+    for product in ("toys", "books", "garden"):
+        for _ in range(per_group):
+            words = [rng.choice(WORDS) for _ in range(6)] + (["zap", "zip"] if product == "toys" else [])
+            rows.append((product, " ".join(words), rng.randint(1, 5)))
+    rows.append(("solo", "one lonely row", 3))
+    df = pd.DataFrame(rows, columns=["product", "text", "stars"])
+    df["review text"] = df["text"]
+    return df
+
+
+@pytest.fixture(scope="module")
+def model():
+    return lm.train("\n".join(make_reviews(1).text), epochs=2, hidden_dim=16, embed_dim=8, seed=0)
+
+
+@pytest.fixture
+def reg(model):
+    r = ModelRegistry()
+    r.set("pets", model)
+    return r
+
+
+@pytest.fixture
+def ns():
+    return {"reviews": make_reviews(), "texts": ["the cat sat", "a dog ran"], "n": 3,
+            "s": pd.Series(["the cat", None, "a dog ran on"])}
+
+
+@pytest.fixture
+def chat(reg, ns):
+    c = ChatAssistant("pets", registry=reg, user_ns=ns, seed=0)
+    yield c
+    for m in c.trainings:          # never leave a training thread behind
+        m.stop()
+        m.join(30)
+    c.close()
+
+
+def last(chat):
+    return chat.messages[-1]
+
+
+def wait_until(cond, timeout=30.0):
+    """Poll cond() until true (never a timing assertion: the timeout only bounds a hang)."""
+    end = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > end:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+# ------------------------------------------------------------------------------------ column references
+
+def test_column_references_survive_dots_and_spaces(ns):
+    assert parse_column_ref("reviews.text top 3") == ("reviews", "text", "top 3")
+    assert parse_column_ref('reviews["review text"] by product') == ("reviews", "review text", "by product")
+    assert parse_column_ref("reviews['a.b'] x") == ("reviews", "a.b", "x")
+    assert parse_column_ref("df.text.clean") == ("df", "text.clean", "")     # dots after the first: the column
+    assert parse_column_ref("texts") == ("texts", None, "")
+    assert ref_text("reviews", "text") == "reviews.text"
+    assert ref_text("reviews", "review text") == 'reviews["review text"]'
+    ref = resolve_column(ns, 'reviews["review text"]')
+    assert ref.column == "review text" and list(ref.values) == list(ns["reviews"]["review text"])
+    assert str(ref) == 'reviews["review text"]'
+    assert resolve_column(ns, "texts").values == ns["texts"]
+
+
+@pytest.mark.parametrize("ref, message", [
+    ("review.text", "No variable named 'review' in the notebook. Did you mean 'reviews'?"),
+    ("reviews.txt", "'reviews' has no column 'txt'. Did you mean reviews.text"),
+    ("reviews.stars", "Column 'stars' of 'reviews' holds int values, not text. Text columns:"),
+    ("reviews", "'reviews' is a DataFrame; name one of its columns, e.g. reviews.product"),
+    ("reviews.review text", 'for a column name with spaces write reviews["review text"]'),
+    ("n.text", "'n' is a int, which has no columns"),
+    ("n", "'n' is a int, not a DataFrame, Series or list of str"),
+    ("3abc", "Name a column like reviews.text"),
+])
+def test_column_reference_mistakes_say_what_to_write(ns, ref, message):
+    with pytest.raises(DataError) as err:
+        resolve_column(ns, ref)
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_text_overview_lists_text_columns_with_rows_missing_and_words(ns):
+    ns = dict(ns, numbers=pd.DataFrame({"x": [1, 2]}), _hidden=pd.Series(["a"]))
+    entries = {(d["var"], d["column"]): d for d in text_overview(ns)}
+    assert ("reviews", "text") in entries and ("reviews", "review text") in entries
+    assert ("reviews", "stars") not in entries and ("n", None) not in entries
+    assert not any(var == "_hidden" for var, _ in entries)
+    assert entries[("numbers", None)].get("missing") is None           # a frame without text is listed as such
+    s = entries[("s", None)]
+    assert (s["rows"], s["missing"], s["mean_words"]) == (3, 1, 3.0)
+    assert entries[("reviews", "text")]["mean_words"] > entries[("reviews", "product")]["mean_words"]
+    text = repr(DataOverview(list(entries.values())))
+    assert "reviews.text" in text and 'reviews["review text"]' in text and "no text columns" in text
+
+
+# ------------------------------------------------------------------------------------ the chat
+
+def test_data_lists_the_notebooks_text(chat):
+    chat.send("/data")
+    msg = last(chat)
+    assert msg["role"] == "system" and "reviews.text" in msg["text"] and "texts" in msg["text"]
+    assert "<table class='lm-data'" in chat.history.children[-1].value
+
+
+def test_unusual_scores_a_column_and_replaces_only_its_own_columns(chat, ns):
+    df = ns["reviews"]
+    chat.send("/unusual reviews.text top 2")
+    msg = last(chat)
+    assert msg["role"] == "system", msg["text"]
+    assert {"text_ppl", "text_bits"} <= set(df.columns)
+    assert msg["code"] == "%lm_score --df reviews --column text --name pets --top 2"
+    assert msg["text"].endswith(msg["code"]) and "Most surprising" in msg["text"]
+    # the lone row with words the model never saw is the most surprising one
+    assert df["text_ppl"].idxmax() == df.index[-1]
+    html = chat.history.children[-1].value
+    assert "class='lm-copy'" in html and "navigator.clipboard" in html and "lm-score-report" in html
+    first = df["text_ppl"].copy()
+    chat.send("/unusual reviews.text top 2")             # again: its own columns are replaced
+    assert last(chat)["code"].endswith("--overwrite --top 2")
+    assert list(df.columns).count("text_ppl") == 1 and df["text_ppl"].equals(first)
+    # a column of the user's is never replaced: the scores go next to it
+    df["review text_ppl"] = 1.0
+    chat.send('/unusual reviews["review text"] top 1')
+    assert (df["review text_ppl"] == 1.0).all() and "review text_2_ppl" in df.columns
+    assert "--into 'review text_2_ppl'" in last(chat)["code"] and "is your column" in last(chat)["text"]
+
+
+def test_unusual_with_another_model(chat, reg, model):
+    reg.set("other", model, make_default=False)
+    chat.send("/unusual reviews.text with other top 1")
+    assert last(chat)["code"] == "%lm_score --df reviews --column text --name other --top 1"
+    assert chat.name == "pets"
+
+
+@pytest.mark.parametrize("command, message", [
+    ("/unusual", "Name a column: /unusual COLUMN"),
+    ("/unusual revews.text", "Did you mean 'reviews'?"),
+    ("/unusual reviews.stars", "holds int values, not text"),
+    ("/unusual reviews.txt", "Did you mean reviews.text"),
+    ("/unusual reviews.review text", 'needs brackets: reviews["review text"]'),
+    ("/unusual reviews.text top many", "top N needs a whole number"),
+    ("/unusual reviews.text top 0", "top must be at least 1"),
+    ("/unusual reviews.text sideways", "Did not understand 'sideways'"),
+    ("/unusual reviews.text with nope", "No model named 'nope'"),
+    ("/unusual s", "name a DataFrame column"),
+    ("/explain", "Give the text to explain"),
+    ("/compare reviews.text", "Say which column holds the groups"),
+    ("/compare reviews.text by prodct", "'reviews' has no column 'prodct'. Did you mean reviews.product?"),
+    ("/compare reviews.stars by product", "holds int values, not text"),
+    ("/compare reviews.text by product min 50", "Only 0 group(s) of 'product' have at least 50 rows"),
+    ("/compare texts by product", "/compare needs a DataFrame"),
+    ("/learn", "Say what to learn from"),
+    ("/learn revews.text", "No variable named 'revews' in the notebook. Did you mean 'reviews'?"),
+    ("/learn reviews.stars", "holds int values, not text"),
+    ("/learn reviews.text where nonsense ==", "Cannot filter 'reviews'"),
+    ("/learn reviews.text where stars > 9", "keeps no rows"),
+    ("/learn no_such_dir/*.txt", "No file matches"),
+])
+def test_chat_command_mistakes_are_one_line_errors(chat, command, message):
+    chat.send(command)
+    msg = last(chat)
+    assert msg["role"] == "error" and message in msg["text"], msg["text"]
+    assert "\n" not in msg["text"]
+
+
+def test_explain_shades_words_and_names_alternatives(chat):
+    chat.send("/explain the cat sat on the zap")
+    msg = last(chat)
+    assert msg["role"] == "system" and msg["code"] == "%lm_explain --name pets -k 3 the cat sat on the zap"
+    assert "'zap'" in msg["text"] and "expected:" in msg["text"]
+    html = chat.history.children[-1].value
+    assert "lm-explain" in html and "bits'" in html and html.count("<li>") == 3
+
+
+def test_compare_finds_the_odd_group_and_its_words(chat):
+    chat.send("/compare reviews.text by product")
+    msg = last(chat)
+    assert msg["role"] == "system" and msg["code"] == "%lm_compare --df reviews --column text --by product"
+    assert "word counts of the column" in msg["text"]             # says which model it used
+    assert "too small to compare (under 5 rows): solo (1)" in msg["text"]   # a group with one row
+    lines = msg["text"].splitlines()
+    assert lines[1].split()[0] == "toys" and "zap" in lines[1] and "zip" in lines[1]
+    html = chat.history.children[-1].value
+    assert "<svg class='lm-bars'" in html and "lm-compare-table" in html
+    chat.send("/compare reviews.text by product with pets min 2")
+    assert last(chat)["code"].endswith("--by product --name pets --min-rows 2")
+    assert "with 'pets'" in last(chat)["text"]
+
+
+def test_a_plain_message_is_continued_and_may_get_a_hint(chat):
+    chat.send("show me the unusual rows in reviews.text")
+    roles = [m["role"] for m in chat.messages]
+    assert roles == ["user", "assistant", "system"]
+    assert last(chat)["text"].startswith("Looks like a request for a command: /unusual reviews.text")
+    assert "continuing your text" in chat.history.children[1].value
+    for text, hint in [('compare reviews["review text"] by product', '/compare reviews["review text"] by product'),
+                       ("please learn from reviews.text", "/learn reviews.text"),
+                       ("which dataframes do I have?", "/data"),
+                       ("explain the cat sat", "/explain the cat sat")]:
+        chat.send(text)
+        assert hint in last(chat)["text"], text
+    n = len(chat.messages)
+    chat.send("the cat sat on the mat")            # no command asked for: no hint
+    assert len(chat.messages) == n + 2 and chat.messages[-1]["role"] == "assistant"
+
+
+# ------------------------------------------------------------------------------------ /learn
+
+LONG = ["epochs 400", "patience 1000"]
+
+
+def test_learn_trains_in_the_background_and_stops_from_the_chat(chat, reg, monkeypatch):
+    import lm_magics.widgets.monitor as monitor
+
+    real = monitor.start_background_training
+
+    def long_run(**kw):        # a run long enough to be stopped (options a user cannot pass to /learn)
+        kw["options"] = dict(epochs=400, patience=1000, hidden_dim=8, embed_dim=8, seed=0)
+        return real(**kw)
+
+    monkeypatch.setattr(monitor, "start_background_training", long_run)
+    chat.send("/learn reviews.text where stars > 2 as happy")
+    msg = last(chat)
+    assert msg["role"] == "system", msg["text"]
+    assert msg["code"] == "%lm_train --name happy --df reviews --column text --where 'stars > 2' --background"
+    mon = chat.trainings[0]
+    assert isinstance(mon, TrainingMonitor) and mon.name == "happy"
+    assert mon.widget in chat.history.children[-1].children        # the monitor lives in the conversation
+    assert wait_until(lambda: mon.step is not None)
+    chat.send("/data")                                               # the kernel stays usable meanwhile
+    assert last(chat)["role"] == "system"
+    chat.send("/stop")
+    assert "Stopping 'happy'" in last(chat)["text"]
+    assert mon.join(30)
+    assert wait_until(lambda: "Training stopped" in last(chat)["text"])
+    assert "'happy' is registered" in last(chat)["text"] and "/use happy" in last(chat)["text"]
+    assert reg.get("happy") is mon.model and mon.model.interrupted
+    chat.send("/stop")
+    assert last(chat)["text"] == "No training started here is running."
+
+
+def test_learn_a_stopped_run_never_replaces_a_model_of_its_name(chat, reg, model, monkeypatch):
+    import lm_magics.widgets.monitor as monitor
+
+    probe = TrainingMonitor("x", "a b", registry=ModelRegistry())
+    if not hasattr(probe, "registered_as"):
+        pytest.skip("the monitor registers stopped runs by the rule of issue 11 once that lands")
+    real = monitor.start_background_training
+    monkeypatch.setattr(monitor, "start_background_training", lambda **kw: real(**dict(
+        kw, options=dict(epochs=400, patience=1000, hidden_dim=8, embed_dim=8, seed=0))))
+    chat.send("/learn reviews.text as pets")
+    mon = chat.trainings[0]
+    assert wait_until(lambda: mon.step is not None)
+    mon.stop_button.click()
+    assert mon.join(30) and wait_until(lambda: "Training stopped" in last(chat)["text"])
+    assert reg.get("pets") is model and reg.get("pets_interrupted") is mon.model
+    assert "the earlier 'pets' is kept" in last(chat)["text"]
+
+
+def test_learn_from_files(chat, reg, tmp_path):
+    (tmp_path / "notes.txt").write_text("the cat sat on the mat\nthe dog sat on the log\n" * 5)
+    chat.send(f"/learn {tmp_path}/*.txt")
+    msg = last(chat)
+    assert msg["role"] == "system" and "on 1 file" in msg["text"]
+    assert msg["code"] == f"%lm_train --name notes --file '{tmp_path}/*.txt' --background"
+    assert chat.trainings[0].join(60)
+    assert wait_until(lambda: "Training finished" in last(chat)["text"] or "Training stopped" in last(chat)["text"])
+    assert "notes" in reg
+
+
+# ------------------------------------------------------------------------------------ polars
+
+def test_polars_frames_in_data_compare_and_learn(chat, ns, monkeypatch):
+    pl = pytest.importorskip("polars")
+    df = make_reviews()
+    ns["plr"] = pl.DataFrame({"product": df["product"].tolist(), "text": df["text"].tolist(),
+                              "stars": df["stars"].tolist()})
+    chat.send("/data")
+    assert "plr.text" in last(chat)["text"] and "polars.DataFrame" in last(chat)["text"]
+    chat.send("/compare plr.text by product")
+    assert last(chat)["role"] == "system" and last(chat)["text"].splitlines()[1].split()[0] == "toys"
+    chat.send("/unusual plr.text")
+    assert last(chat)["role"] == "error" and "plr.to_pandas()" in last(chat)["text"]
+    chat.send("/unusual plr.stars")
+    assert last(chat)["role"] == "error" and "not text" in last(chat)["text"]
+
+
+# ------------------------------------------------------------------------------------ API and magics
+
+def test_compare_groups_api(model):
+    df = make_reviews()
+    result = lm.compare_groups(df, "text", "product")
+    assert isinstance(result, GroupComparison)
+    assert list(result.table.columns) == ["rows", "bits", "rest_bits", "excess_bits", "words"]
+    assert result.table.index[0] == "toys" and result.table.index.name == "product"
+    assert result.table.loc["toys", "words"][:2] in (["zap", "zip"], ["zip", "zap"])
+    assert result.too_small == {"solo": 1} and result.table["rows"].sum() == 60
+    assert (result.table["excess_bits"].diff().dropna() <= 0).all()          # most unusual first
+    with_model = lm.compare_groups(df, "text", "product", model, model_name="pets", min_rows=1)
+    assert "solo" in with_model.table.index and with_model.model_name == "'pets'"
+    html = result._repr_html_()
+    assert "<svg class='lm-bars'" in html and "toys" in html
+    df.loc[0, "product"] = None                                          # rows without a group are left out
+    assert lm.compare_groups(df, "text", "product").skipped == 1
+    with pytest.raises(DataError, match="no column 'nope'"):
+        lm.compare_groups(df, "text", "nope")
+    with pytest.raises(DataError, match="another column than the text"):
+        lm.compare_groups(df, "text", "text")
+    with pytest.raises(ConfigError, match="min_rows"):
+        lm.compare_groups(df, "text", "product", min_rows=0)
+
+
+def test_explain_api(model):
+    result = lm.explain(model, "the cat sat on the zap", top=2, k=4)
+    assert isinstance(result, Explanation) and [w for w, _ in result.words][-1] == "zap"
+    assert len(result.alternatives) == 2 and all(len(a[3]) == 4 for a in result.alternatives)
+    top_pos = max(range(len(result.words)), key=lambda i: result.words[i][1])
+    assert result.alternatives[0][0] == top_pos
+    with pytest.raises(DataError):
+        lm.explain(model, "   ")
+    with pytest.raises(ConfigError):
+        lm.explain(model, "the cat", top=0)
+
+
+@pytest.fixture
+def shell(model):
+    from IPython.core.interactiveshell import InteractiveShell
+
+    from lm_magics.registry import get_registry
+
+    sh = InteractiveShell.instance()
+    sh.run_line_magic("load_ext", "lm_magics")
+    get_registry(sh).set("assist_pets", model)
+    sh.user_ns["assist_reviews"] = make_reviews()
+    yield sh
+    get_registry(sh).drop("assist_pets")
+    sh.user_ns.pop("assist_reviews", None)
+
+
+def test_lm_compare_and_lm_explain_magics(shell):
+    from IPython.core.error import UsageError
+
+    r = shell.run_line_magic("lm_compare", "--df assist_reviews --column text --by product -o assist_cmp")
+    assert isinstance(r, GroupComparison) and shell.user_ns.pop("assist_cmp") is r and r.table.index[0] == "toys"
+    r = shell.run_line_magic("lm_compare", "--df assist_reviews --column text --by product --name assist_pets "
+                                           "--min-rows 1 --top-words 2")
+    assert "solo" in r.table.index and all(len(w) <= 2 for w in r.table["words"])
+    for line, message in [("--df nope --column text --by product", "No variable named 'nope'"),
+                          ("--df assist_reviews --column text --by prodct", "Did you mean 'product'"),
+                          ("--df assist_reviews --column stars --by product", "not text"),
+                          ("--df assist_reviews --column text", "--by"),
+                          ("--df assist_reviews --column text --by product --name nope", "No model named 'nope'")]:
+        with pytest.raises(UsageError, match=message):
+            shell.run_line_magic("lm_compare", line)
+    e = shell.run_line_magic("lm_explain", "--name assist_pets -k 2 the cat sat on the zap")
+    assert isinstance(e, Explanation) and all(len(a[3]) == 2 for a in e.alternatives)
+    with pytest.raises(UsageError, match="Give a text to explain"):
+        shell.run_line_magic("lm_explain", "--name assist_pets")
