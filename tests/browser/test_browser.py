@@ -1,8 +1,9 @@
 """The panel, the chat and background training in a real JupyterLab, driven by Chromium.
 
-The notebook trains a tiny model, shows a panel and a chat, starts a background training, and runs two
-trainings that stop early (one with its progress bar, one in the background). The tests type, click
-and read the DOM as a user would, and save screenshots of panel and chat to $LM_SCREENSHOT_DIR
+The notebook trains a tiny model, shows a panel and a chat, starts a background training, runs two
+trainings that stop early (one with its progress bar, one in the background), and makes a small DataFrame
+that the chat explores (/data, /unusual, /explain, /compare, /learn). The tests type, click
+and read the DOM as a user would, and save screenshots of panel, chat and assistant to $LM_SCREENSHOT_DIR
 (default: tests/_artifacts/screenshots, ignored by git). Refresh the README's images with
 
     LM_SCREENSHOT_DIR=docs python -m pytest tests/browser
@@ -15,6 +16,8 @@ import re
 from pathlib import Path
 
 import pytest
+
+from lm_magics.widgets.chat import HELP_ROWS
 
 from .conftest import REPO, UI_TIMEOUT_MS, write_notebook
 
@@ -43,6 +46,10 @@ CELLS = [
     "--threads 1\n" + TEXT,
     "%%lm_train --name early_bg --background --epochs 30 --patience 1 --hidden-dim 32 --embed-dim 8 --lr 0.1 "
     "--seed 0 --threads 1\n" + TEXT,
+    # the column the chat explores (/data, /unusual, /compare, /learn)
+    "import pandas as pd\nreviews = pd.DataFrame({'text': %r})\n"
+    "reviews['kind'] = ['cats' if 'cat' in t else 'dogs' if 'dog' in t else 'birds' for t in reviews.text]"
+    % TEXT.splitlines(),
 ]
 EARLY_CELL = 5
 
@@ -194,7 +201,7 @@ def test_chat_scrolls_to_the_newest_message_and_lays_out_bubbles(page, notebook)
     assert geo["userLeft"] == pytest.approx(0.2 * geo["width"], abs=2) and geo["userRight"] < 2, geo
     assert geo["botRight"] == pytest.approx(0.2 * geo["width"], abs=2) and geo["botLeft"] < 2, geo
     # /help: the descriptions start in one column
-    assert len(geo["cols"]) == 10 and max(geo["cols"]) - min(geo["cols"]) < 1, geo["cols"]
+    assert len(geo["cols"]) == len(HELP_ROWS) and max(geo["cols"]) - min(geo["cols"]) < 1, geo["cols"]
     SHOTS.mkdir(parents=True, exist_ok=True)
     chat.screenshot(path=str(SHOTS / "chat.png"))
 
@@ -256,3 +263,43 @@ def test_early_stops_look_like_an_early_success(page, notebook):
     assert filled == pytest.approx(step / total, abs=0.02), (filled, stats)
     expect(mon.locator(".lm-monitor-stop")).to_be_disabled()
     expect(mon.locator(".lm-monitor-stop")).not_to_have_class(re.compile(r"mod-danger"))
+
+
+def test_chat_explores_a_column_with_copyable_lines(page, notebook, jupyter_server):
+    from playwright.sync_api import expect
+
+    notebook.context.grant_permissions(["clipboard-read", "clipboard-write"], origin=jupyter_server.url)
+    chat = notebook.locator(".jp-OutputArea-output .lm-chat")
+    box = chat.locator(".lm-chat-input input")
+
+    def ask(text):
+        n = chat.locator(".lm-chat-msg").count()
+        box.fill(text)
+        box.press("Enter")
+        answer = chat.locator(".lm-chat-msg").nth(n + 1)       # yours, then the answer
+        expect(answer).to_be_attached(timeout=ROUNDTRIP_MS)
+        return answer
+
+    expect(ask("/data")).to_contain_text("reviews.text")
+    answer = ask("/unusual reviews.text top 2")
+    expect(answer.locator(".lm-score-report span[title$='bits']").first).to_be_visible()   # shaded words
+    code = answer.locator(".lm-chat-code code")
+    expect(code).to_have_text("%lm_score --df reviews --column text --name pets --top 2")
+    answer.locator(".lm-copy").click()
+    expect(answer.locator(".lm-copy")).to_have_text("Copied", timeout=ROUNDTRIP_MS)
+    assert notebook.evaluate("navigator.clipboard.readText()") == code.inner_text()
+    expect(ask("/unusual reviews.txt")).to_contain_text("Did you mean reviews.text")
+    expect(ask("/explain the cat sat on the tree").locator(".lm-explain li")).to_have_count(3)
+    answer = ask("/compare reviews.text by kind")
+    expect(answer.locator("svg.lm-bars rect")).to_have_count(2)            # cats, dogs
+    expect(answer).to_contain_text("too small to compare (under 5 rows): birds (3)")
+    expect(answer.locator(".lm-chat-code code")).to_have_text("%lm_compare --df reviews --column text --by kind")
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    chat.screenshot(path=str(SHOTS / "assistant.png"))
+
+    # /learn: the monitor and its Stop live in the conversation; the run ends stopped or finished
+    learn = ask("/learn reviews.text as learned")
+    expect(learn.locator(".lm-monitor")).to_be_visible()
+    learn.locator(".lm-monitor-stop").click()
+    expect(chat.locator(".lm-chat-system").last).to_contain_text(
+        re.compile(r"Training (stopped|finished): 'learned' is registered"), timeout=ROUNDTRIP_MS)
