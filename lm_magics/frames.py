@@ -299,6 +299,7 @@ def resolve_column(user_ns: Mapping[str, Any], ref: str, *, need_text: bool = Tr
 
 # ---------------------------------------------------------------------------------------------- overview
 
+_SHELL_NAMES = {"In", "Out", "exit", "quit", "get_ipython"}   # IPython's own, not the user's data
 _SAMPLE_ROWS = 10_000   # mean words are counted over at most this many (evenly spaced) rows
 
 
@@ -326,7 +327,7 @@ def text_overview(user_ns: Mapping[str, Any]) -> List[Dict[str, Any]]:
     one dict per text column (var, column, kind, rows, missing, mean_words, sampled), by variable name.
     A DataFrame without text columns gets one entry with column None."""
     out: List[Dict[str, Any]] = []
-    for var in sorted(k for k in user_ns if not k.startswith("_")):
+    for var in sorted(k for k in user_ns if not k.startswith("_") and k not in _SHELL_NAMES):
         obj = user_ns[var]
         kind = _kind(obj)
         try:

@@ -154,7 +154,7 @@ def test_unusual_scores_a_column_and_replaces_only_its_own_columns(chat, ns):
     df["review text_ppl"] = 1.0
     chat.send('/unusual reviews["review text"] top 1')
     assert (df["review text_ppl"] == 1.0).all() and "review text_2_ppl" in df.columns
-    assert "--into 'review text_2_ppl'" in last(chat)["code"] and "is your column" in last(chat)["text"]
+    assert '--into "review text_2_ppl"' in last(chat)["code"] and "is your column" in last(chat)["text"]
 
 
 def test_unusual_with_another_model(chat, reg, model):
@@ -254,7 +254,7 @@ def test_learn_trains_in_the_background_and_stops_from_the_chat(chat, reg, monke
     chat.send("/learn reviews.text where stars > 2 as happy")
     msg = last(chat)
     assert msg["role"] == "system", msg["text"]
-    assert msg["code"] == "%lm_train --name happy --df reviews --column text --where 'stars > 2' --background"
+    assert msg["code"] == '%lm_train --name happy --df reviews --column text --where "stars > 2" --background'
     mon = chat.trainings[0]
     assert isinstance(mon, TrainingMonitor) and mon.name == "happy"
     assert mon.widget in chat.history.children[-1].children        # the monitor lives in the conversation
@@ -294,7 +294,7 @@ def test_learn_from_files(chat, reg, tmp_path):
     chat.send(f"/learn {tmp_path}/*.txt")
     msg = last(chat)
     assert msg["role"] == "system" and "on 1 file" in msg["text"]
-    assert msg["code"] == f"%lm_train --name notes --file '{tmp_path}/*.txt' --background"
+    assert msg["code"] == f"%lm_train --name notes --file {tmp_path}/*.txt --background"
     assert chat.trainings[0].join(60)
     assert wait_until(lambda: "Training finished" in last(chat)["text"] or "Training stopped" in last(chat)["text"])
     assert "notes" in reg

@@ -410,9 +410,9 @@ class ChatAssistant(ModelWidget):
         report = api.score_frame(model, frame, ref.column, into=None if into == f"{ref.column}_ppl" else into,
                                  overwrite=replace, top=top, model_name=name or "")
         self._written += [(weakref.ref(frame), c) for c in (report.ppl_column, report.bits_column)]
-        code = " ".join(["%lm_score", "--df", ref.var, "--column", shlex.quote(ref.column)]
-                        + (["--name", shlex.quote(name)] if name else [])
-                        + (["--into", shlex.quote(into)] if into != f"{ref.column}_ppl" else [])
+        code = " ".join(["%lm_score", "--df", ref.var, "--column", _quote(ref.column)]
+                        + (["--name", _quote(name)] if name else [])
+                        + (["--into", _quote(into)] if into != f"{ref.column}_ppl" else [])
                         + (["--overwrite"] if replace else []) + ["--top", str(top)])
         if name is None:
             code = f"lm.score_frame(model, {ref.var}, {ref.column!r}, top={top}, overwrite={replace})"
@@ -441,7 +441,7 @@ class ChatAssistant(ModelWidget):
             raise ConfigError("Give the text to explain: /explain the cat sat on the river.")
         name, model = self._model_for(None)
         result = api.explain(model, text, top=3, k=self.k, model_name=name or "")
-        flags = (["--name", shlex.quote(name)] if name else []) + ["-k", str(self.k)]
+        flags = (["--name", _quote(name)] if name else []) + ["-k", str(self.k)]
         code = (f"%lm_explain {' '.join(flags)} {text}" if name else f"lm.explain(model, {text!r}, k={self.k})")
         self._computed(repr(result), result._repr_html_(), code)
 
@@ -459,8 +459,8 @@ class ChatAssistant(ModelWidget):
         model = self.registry.get(name) if name else None
         result = api.compare_groups(ref.frame, ref.column, opts["by"], model, min_rows=opts.get("min", 5),
                                     model_name=name or "")
-        code = " ".join(["%lm_compare", "--df", ref.var, "--column", shlex.quote(ref.column), "--by",
-                         shlex.quote(opts["by"])] + (["--name", shlex.quote(name)] if name else [])
+        code = " ".join(["%lm_compare", "--df", ref.var, "--column", _quote(ref.column), "--by",
+                         _quote(opts["by"])] + (["--name", _quote(name)] if name else [])
                         + (["--min-rows", str(opts["min"])] if "min" in opts else []))
         self._computed(repr(result), result._repr_html_(), code)
 
@@ -517,8 +517,8 @@ class ChatAssistant(ModelWidget):
                 frame = select_rows(ref.frame, where, ns, f"'{var}'")
                 data = frame[column] if column is not None else frame
             name = name or re.sub(r"\W+", "_", f"{var}_{column}" if column else var)
-            src = ["--df", var] + (["--column", shlex.quote(column)] if column else []) \
-                + (["--where", shlex.quote(where)] if where else [])
+            src = ["--df", var] + (["--column", _quote(column)] if column else []) \
+                + (["--where", _quote(where)] if where else [])
             what = f"{ref} ({len(data):,} rows{', where ' + where if where else ''})"
         else:
             try:
@@ -535,13 +535,13 @@ class ChatAssistant(ModelWidget):
             data = files(*patterns)
             paths = data.paths()                    # a DataError now for a pattern that matches nothing
             name = name or re.sub(r"\W+", "_", os.path.splitext(paths[0].name)[0]) or "model"
-            src = ["--file"] + [shlex.quote(p) for p in patterns]
+            src = ["--file"] + [_quote(p) for p in patterns]
             what = f"{len(paths)} file{'s' if len(paths) != 1 else ''}"
         from .monitor import start_background_training
 
         monitor = start_background_training(registry=self.registry, name=name, data=data, options={})
         self.trainings.append(monitor)
-        code = " ".join(["%lm_train", "--name", shlex.quote(name)] + src + ["--background"])
+        code = " ".join(["%lm_train", "--name", _quote(name)] + src + ["--background"])
         self._add("system", f"Training '{name}' on {what} in the background; Stop (or /stop) keeps the best "
                             f"model so far.\n{code}", code=code, widget=monitor.widget,
                   body=f"Training <b>{esc(name)}</b> on {esc(what)} in the background; Stop (or /stop) keeps "
@@ -606,6 +606,16 @@ class ChatAssistant(ModelWidget):
             if command == "data":
                 return "/data"
         return None
+
+
+def _quote(value: str) -> str:
+    """A magic's argument as a person writes it: as is, or in double quotes ("label == 'ham'") when it has
+    spaces or quotes; shlex's '"'"' dance only for a value that has both kinds of quote."""
+    if re.fullmatch(r"[\w@%+=:,./*?-]+", value):
+        return value
+    if '"' not in value and not re.search(r"[$`\\!]", value):
+        return f'"{value}"'
+    return shlex.quote(value)
 
 
 def _number(arg: str, usage: str, typ: type) -> Any:
