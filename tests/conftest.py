@@ -61,6 +61,36 @@ def tiny_model(tiny_text: str) -> "lm.LanguageModel":
     return lm.train(tiny_text, **TINY_OPTIONS)
 
 
+@pytest.fixture(scope="module")
+def shell():
+    """A real IPython InteractiveShell with ``%load_ext lm_magics`` (unloaded after the module)."""
+    from IPython.core.interactiveshell import InteractiveShell
+
+    ip = InteractiveShell.instance()
+    ip.run_line_magic("load_ext", "lm_magics")
+    yield ip
+    ip.run_line_magic("unload_ext", "lm_magics")
+
+
+@pytest.fixture
+def interrupt_at(monkeypatch):
+    """``interrupt_at(owner, "name", n)``: owner.name raises KeyboardInterrupt on its n-th call (1-based),
+    as Ctrl-C would there; ``monkeypatch.undo()`` puts it back."""
+
+    def patch(owner: object, name: str, when: int = 1) -> None:
+        real = getattr(owner, name)
+        calls = {"n": 0}
+
+        def wrapper(*a, **k):
+            calls["n"] += 1
+            if calls["n"] == when:
+                raise KeyboardInterrupt
+            return real(*a, **k)
+
+        monkeypatch.setattr(owner, name, wrapper)
+    return patch
+
+
 @pytest.fixture
 def model_copy(tiny_model: "lm.LanguageModel", tmp_path: Path) -> "lm.LanguageModel":
     """A private copy of tiny_model (through a save/load round trip)."""

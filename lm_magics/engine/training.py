@@ -30,6 +30,7 @@ from __future__ import annotations
 import copy
 import math
 import os
+import signal
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, List, Optional, Tuple
@@ -175,7 +176,8 @@ class TrainReport:
     elapsed: float = 0.0
     best_epoch: Optional[int] = None
     best_val_ppl: Optional[float] = None
-    interrupted: bool = False            # KeyboardInterrupt or Stop: the best model so far was kept
+    interrupted: bool = False            # KeyboardInterrupt or Stop after the first step: the best model so
+                                         # far was kept (front-ends never let it replace an existing one)
     stop_reason: str = ""                # "finished", "early stop", "max_steps", "max_time", "interrupted"
     notes: List[str] = field(default_factory=list)
     losses: List[float] = field(default_factory=list)   # per-step training loss, for the curve
@@ -259,8 +261,9 @@ class BestWeights:
     def update(self, model: nn.Module, epoch: int, val_ppl: float) -> bool:
         """Record an epoch's validation perplexity; snapshot the weights when it is the best."""
         if val_ppl < self.ppl:
-            self.ppl, self.epoch, self.bad = val_ppl, epoch, 0
-            self.state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            # Copy first, then record: a Ctrl-C during the copy leaves the previous best whole.
+            state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            self.state, self.ppl, self.epoch, self.bad = state, val_ppl, epoch, 0
             return True
         self.bad += 1
         return False
@@ -346,7 +349,8 @@ def fit(model: LSTMLanguageModel, corpus: Corpus, cfg: TrainConfig, *,
     weights) is taken by all ranks together. Callbacks run on every rank.
 
     On KeyboardInterrupt or StopTraining (raised from a callback) the best weights so far are restored
-    and the report says ``interrupted``; an interrupt before the first optimizer step propagates.
+    and the report says ``interrupted``; so does a Ctrl-C while they are restored after the loop. A
+    KeyboardInterrupt before the first optimizer step propagates (nothing was trained).
     """
     ranks = ranks or Ranks()
     # Tiny networks lose more to thread hand-offs than they gain from a second core (and suffer most
@@ -453,7 +457,7 @@ def _fit(model, corpus, cfg, on_step, on_epoch, report, ranks: Ranks, device, si
             el = time.perf_counter() - t0
             loss_sum, n_win = ranks.sum([float(epoch_loss), float(epoch_windows)], device)
             better = has_val and best.update(model, epoch, val_ppl)
-            if better or not has_val:
+            if not has_val:
                 report.best_epoch = epoch
             info = EpochInfo(epoch, loss_sum / max(n_win, 1.0), val_ppl, lr, tokens, tokens / el, el, better)
             report.history.append(info)
@@ -471,16 +475,32 @@ def _fit(model, corpus, cfg, on_step, on_epoch, report, ranks: Ranks, device, si
                 break
     except (KeyboardInterrupt, StopTraining) as exc:
         if step == 0 and isinstance(exc, KeyboardInterrupt):
-            raise
-        report.interrupted = True
-        report.stop_reason = "interrupted"
+            raise            # nothing trained yet: nothing to keep, and nothing of the caller's has changed
+        report.interrupted, report.stop_reason = True, "interrupted"
         if best.state is None and has_val:
-            # Interrupted inside the first epoch: measure what we have so the report is honest.
-            best.ppl = validate()
-            report.best_epoch = None
+            # Interrupted inside the first epoch: measure what we have so the report is honest. A second
+            # Ctrl-C skips the measuring; the perplexity is then unknown (None), not made up.
+            try:
+                best.ppl = validate()
+            except KeyboardInterrupt:
+                pass
+    # The run is over: hand back the best weights whole. Ctrl-C is held while they are copied back (half
+    # a restore would mix two epochs), and one that comes now, even after a planned end, makes this an
+    # interrupted run like one during a step: the caller must not let it replace an earlier model.
+    with deferred_signals(True) as held:
+        try:
+            best.restore(model)
+        except KeyboardInterrupt:          # raised by the copy itself, before it finished: copy again
+            held.caught = signal.SIGINT
+            best.restore(model)
+    if held.caught is not None and not report.interrupted:
+        report.notes.append(f"Ctrl-C came as the run ended ({report.stop_reason}); it counts as interrupted")
+        report.interrupted, report.stop_reason = True, "interrupted"
+    if has_val:
+        report.best_epoch = best.epoch
+    if report.interrupted:
         report.notes.append("interrupted: kept the best model so far"
-                            + (f" (epoch {report.best_epoch})" if report.best_epoch else f" (after {step} steps)"))
-    best.restore(model)
+                            + (f" (epoch {best.epoch})" if best.epoch else f" (after {step} steps)"))
     model.eval()
     model.embed.sparse = False
     report.steps, report.tokens_seen = step, tokens

@@ -159,22 +159,8 @@ def test_resolve_device():
             training.resolve_device("cuda")
 
 
-def _interrupt_once_at(monkeypatch, module, name, when):
-    """Replace module.name by a wrapper that raises KeyboardInterrupt on call number `when` (1-based)."""
-    real = getattr(module, name)
-    calls = {"n": 0}
-
-    def wrapper(*a, **k):
-        calls["n"] += 1
-        if calls["n"] == when:
-            raise KeyboardInterrupt
-        return real(*a, **k)
-
-    monkeypatch.setattr(module, name, wrapper)
-
-
-def test_interrupt_during_validation_keeps_the_last_best_epoch(tiny_text, tiny_options, monkeypatch):
-    _interrupt_once_at(monkeypatch, training, "evaluate", 2)       # Ctrl-C while validating epoch 2
+def test_interrupt_during_validation_keeps_the_last_best_epoch(tiny_text, tiny_options, monkeypatch, interrupt_at):
+    interrupt_at(training, "evaluate", 2)       # Ctrl-C while validating epoch 2
     holder, snapshots = {}, []
     real_fit = training.fit
 
@@ -191,20 +177,50 @@ def test_interrupt_during_validation_keeps_the_last_best_epoch(tiny_text, tiny_o
     assert len(m.next_words("the", k=3)) == 3
 
 
-def test_interrupt_during_first_validation_measures_what_it_has(tiny_text, tiny_options, monkeypatch):
-    _interrupt_once_at(monkeypatch, training, "evaluate", 1)
+def test_interrupt_during_first_validation_measures_what_it_has(tiny_text, tiny_options, interrupt_at):
+    interrupt_at(training, "evaluate", 1)
     m = lm.train(tiny_text, **tiny_options)
     assert m.interrupted and m.report.best_epoch is None and m.report.history == []
     assert m.report.best_val_ppl is not None and math.isfinite(m.report.best_val_ppl)
 
 
-def test_interrupt_while_tokenizing_propagates_and_leaves_models_alone(tiny_text, tiny_model, monkeypatch):
+def test_interrupt_while_tokenizing_propagates_and_leaves_models_alone(tiny_text, tiny_model, monkeypatch,
+                                                                      interrupt_at):
     from lm_magics.engine.tokenizer import Tokenizer
 
     before = tiny_model.next_words("the cat", k=5)
-    _interrupt_once_at(monkeypatch, Tokenizer, "encode_line", 3)
+    interrupt_at(Tokenizer, "encode_line", 3)
     with pytest.raises(KeyboardInterrupt):
         lm.train(tiny_text, init=tiny_model, epochs=1)
     monkeypatch.undo()
     assert tiny_model.next_words("the cat", k=5) == before
     assert lm.train(tiny_text, init=tiny_model, epochs=1).vocab == tiny_model.vocab   # and training works again
+
+
+def test_interrupt_while_copying_the_best_weights_keeps_the_previous_best():
+    from lm_magics.engine.model import LSTMLanguageModel
+
+    net = LSTMLanguageModel(10, 4, 8, 1, 0.0, False, False)
+    best = training.BestWeights(patience=2)
+    best.update(net, 1, 50.0)
+
+    class CutShort(torch.nn.Module):
+        def state_dict(self, *a, **k):      # Ctrl-C in the middle of taking the snapshot
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        best.update(CutShort(), 2, 40.0)
+    assert (best.ppl, best.epoch) == (50.0, 1) and best.state.keys() == net.state_dict().keys()
+
+
+def test_second_interrupt_while_measuring_leaves_the_perplexity_unknown(tiny_text, tiny_options, monkeypatch):
+    def always(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(training, "evaluate", always)   # Ctrl-C in validation, and again while measuring
+    try:
+        m = lm.train(tiny_text, **tiny_options)
+    except KeyboardInterrupt:
+        pytest.fail("a second Ctrl-C while measuring lost the run")
+    assert m.interrupted and m.report.best_val_ppl is None and m.meta["val_ppl"] is None
+
