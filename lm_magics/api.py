@@ -370,8 +370,9 @@ def train(data: Any, *, val_data: Any = None, init: Optional[LanguageModel] = No
     ``kind="mix"`` trains the LSTM and interpolates it with its n-gram. An LSTM keeps an n-gram over
     the same rows as its baseline unless ``baseline=False``, and a copy index unless ``copy_window=0``.
 
-    Returns the trained LanguageModel; ``model.report`` tells what happened. A KeyboardInterrupt
-    keeps the best model so far and sets ``model.interrupted``.
+    Returns the trained LanguageModel; ``model.report`` tells what happened. A KeyboardInterrupt (or
+    StopTraining) after the first step ends training and returns the best model so far with
+    ``model.interrupted`` set; one before the first step propagates (nothing was trained).
 
     >>> model = lm.train("the cat sat on the mat.\\nthe dog sat on the log.", epochs=2, seed=0)  # doctest: +SKIP
     """

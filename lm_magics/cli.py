@@ -20,7 +20,7 @@ import sys
 from typing import List, Optional, Sequence
 
 from .config import GenerateConfig, TrainConfig, add_arguments, given
-from .errors import LMError
+from .errors import Interrupted, LMError
 
 __all__ = ["main", "build_parser"]
 
@@ -136,7 +136,6 @@ def _check_output(output: str, inputs: Sequence[str]) -> None:
 def _run_train(args: argparse.Namespace) -> int:
     from . import api
     from .engine.data import files
-    from .display import TrainSummary
     from .progress import TrainProgress
 
     from .engine.distributed import in_torchrun
@@ -150,20 +149,48 @@ def _run_train(args: argparse.Namespace) -> int:
     data = "\n".join(_read_lines("-")) if args.files == ["-"] else files(*args.files)
     if in_torchrun():                                      # torchrun ... -m lm_magics train
         return _train_as_rank(args, data)
-    init = _load(args.init) if args.init else None
+    model = None
     progress = None if args.quiet else TrainProgress(file=sys.stderr)
     try:
+        init = _load(args.init) if args.init else None
         model = api.train(data, init=init, on_step=progress and progress.on_step,
                           on_epoch=progress and progress.on_epoch, **given(args, TrainConfig))
         if progress is not None:
             progress.close(model.report.stop_reason if model.report else "")
+    except KeyboardInterrupt:   # lm.train raises it only before the first step
+        when = "before the first step" if model is None else "before the model was saved"
+        raise Interrupted(f"Training interrupted {when}: nothing was written{_kept(args.output)}") from None
     finally:
         if progress is not None:
             progress.close()
-    model.save(args.output)
-    print(repr(TrainSummary(args.output, model)))
-    print(f"saved {args.output}" + (" (interrupted: the best model so far)" if model.interrupted else ""))
-    return 0
+    return _save(model, args.output)
+
+
+def _save(model, output: str) -> int:
+    """Write a trained model to output and say so; 130 for an interrupted run, which never replaces a file
+    that exists: existing.lm stays, and the run goes to existing.interrupted.lm (then .interrupted2.lm)."""
+    from .display import TrainSummary, interrupted_text
+    from .registry import derived_name
+
+    out = output
+    if model.interrupted and os.path.lexists(output):
+        out = derived_name(os.path.lexists, "{0}.interrupted{n}{1}", *os.path.splitext(output))
+    try:
+        model.save(out)
+    except KeyboardInterrupt:   # the write is all or nothing
+        raise Interrupted(f"Interrupted while saving {out}: nothing was written{_kept(output)}") from None
+    print(repr(TrainSummary(out, model)))
+    print(f"saved {out}" + (" (interrupted: the best model so far)" if model.interrupted else ""))
+    if not model.interrupted:
+        return 0
+    line = interrupted_text("interrupted", model.report.steps, out, model.meta.get("val_ppl"),
+                            output if out != output else None)
+    print(f"{PROG}: {line}", file=sys.stderr)
+    return 130
+
+
+def _kept(path: str) -> str:
+    return f"; {path} is unchanged" if os.path.lexists(path) else ""
 
 
 # ------------------------------------------------------------------------------ several processes (DDP)
@@ -210,10 +237,7 @@ def torchrun_args(args: argparse.Namespace) -> List[str]:
 
 def _train_as_rank(args: argparse.Namespace, data) -> int:
     """``lm-magics train`` as one rank under torchrun: every rank trains, rank 0 reports and saves."""
-    import os
-
     from . import api
-    from .display import TrainSummary
     from .progress import TrainProgress
 
     rank = int(os.environ.get("RANK", "0"))
@@ -233,9 +257,7 @@ def _train_as_rank(args: argparse.Namespace, data) -> int:
                   f"{s['fingerprint']} loss {s['first_loss']:.3f} -> {s['last_loss']:.3f}", file=sys.stderr,
                   flush=True)
     if rank == 0:
-        model.save(args.output)
-        print(repr(TrainSummary(args.output, model)))
-        print(f"saved {args.output}" + (" (interrupted: the best model so far)" if model.interrupted else ""))
+        _save(model, args.output)    # the same rule; the exit code stays 0 so torchrun reports no failure
     return 0
 
 
@@ -318,8 +340,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except (LMError, FloatingPointError) as exc:   # FloatingPointError: training diverged (lr too high)
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print(f"{PROG}: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as exc:     # Interrupted says what was kept; a bare Ctrl-C says nothing
+        print(f"{PROG}: {exc or 'interrupted'}", file=sys.stderr)
         return 130
     except BrokenPipeError:              # `lm-magics score ... | head`
         return 0

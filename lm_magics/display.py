@@ -18,7 +18,7 @@ from .frames import ref_text
 
 __all__ = ["Completions", "Generation", "TrainSummary", "ScoredRow", "ScoreReport", "model_text", "model_html",
            "sparkline_svg", "shade_words", "histogram_svg", "Explanation", "GroupComparison", "DataOverview",
-           "bars_svg"]
+           "bars_svg", "interrupted_text"]
 
 _CSS = "font-family:var(--jp-ui-font-family,sans-serif);font-size:13px;border-collapse:collapse"
 _BAR = "#4c8bf5"
@@ -49,6 +49,23 @@ def sparkline_svg(values: Sequence[float], width: int = 220, height: int = 48, l
             f'<polyline fill="none" stroke="{_BAR}" stroke-width="1.5" points="{pts}"/>'
             f'<text x="2" y="10" font-size="9" fill="#666">{hi:.2f}</text>'
             f'<text x="2" y="{height - 2}" font-size="9" fill="#666">{lo:.2f}</text></svg>')
+
+
+def interrupted_text(how: str, steps: int, new: str, new_ppl: Optional[float], earlier: Optional[str] = None,
+                     earlier_ppl: Optional[float] = None) -> str:
+    """The one line after an interrupted or stopped run that says which model is which.
+
+    ``new`` / ``earlier`` are shown as given ("'good'" in a session, a path in the CLI); ``earlier`` is
+    the model or file of that name that the run did not replace (None: the name was new).
+
+    >>> interrupted_text("interrupted", 8, "'good_interrupted'", 440.9, "'good'", 322.9)
+    "Training interrupted after 8 steps: kept the earlier 'good' (val ppl 322.9); the interrupted model is 'good_interrupted' (val ppl 440.9)."
+    """
+    head = f"Training {how} after {steps:,} step{'' if steps == 1 else 's'}: "
+    if earlier is None:
+        return head + f"kept the best model so far as {new} (val ppl {_fmt_ppl(new_ppl)})."
+    was = "" if earlier_ppl is None else f" (val ppl {_fmt_ppl(earlier_ppl)})"
+    return head + f"kept the earlier {earlier}{was}; the {how} model is {new} (val ppl {_fmt_ppl(new_ppl)})."
 
 
 # ------------------------------------------------------------------------------------------ completions

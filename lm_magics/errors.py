@@ -12,11 +12,17 @@ and keeps its full traceback.
     ├── DataError          the text to train on or score is unusable (empty, missing column, no file)
     ├── ModelNotFoundError no model of that name in the session
     └── ModelFileError     a model file is missing, truncated, corrupt, foreign or of a newer format
+
+Ctrl-C is not a mistake: a command it ends raises ``Interrupted``, a ``KeyboardInterrupt`` whose
+message says what was kept; IPython shows it as that one line, and the CLI prints it and exits 130.
 """
 
 from __future__ import annotations
 
-__all__ = ["LMError", "ConfigError", "TrainingDiverged", "DataError", "ModelNotFoundError", "ModelFileError"]
+from typing import List
+
+__all__ = ["LMError", "ConfigError", "TrainingDiverged", "DataError", "ModelNotFoundError", "ModelFileError",
+           "Interrupted"]
 
 
 class LMError(Exception):
@@ -44,3 +50,10 @@ class ModelNotFoundError(LMError, KeyError):
 
 class ModelFileError(LMError, OSError):
     """A model file cannot be read or written."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C ended a command; the message says what is unchanged or where the result went."""
+
+    def _render_traceback_(self) -> List[str]:   # how IPython shows an exception: one line, no traceback
+        return [f"KeyboardInterrupt: {self}"]

@@ -30,8 +30,8 @@ from traitlets import Bool, Int, Unicode
 
 from . import api
 from .config import GenerateConfig, TrainConfig, add_arguments, given
-from .display import Completions, Generation, TrainSummary, _e, _fmt_ppl
-from .errors import ConfigError, DataError, LMError
+from .display import Completions, Generation, TrainSummary, _e, _fmt_ppl, interrupted_text
+from .errors import ConfigError, DataError, Interrupted, LMError
 from .engine.data import files
 from .frames import is_dataframe, lookup, text_rows
 from .registry import ModelRegistry, get_registry
@@ -120,6 +120,11 @@ def _provenance(args: Any) -> dict:
     if args.df:
         return {"dataframe": args.df, "column": args.column, "where": args.where}
     return {} if args.file else {"cell": True}
+
+
+def _name_of(registry: ModelRegistry, model: Optional[api.LanguageModel]) -> Optional[str]:
+    """The name model is registered under, if it is."""
+    return next((n for n in registry.names() if model is not None and registry.get(n) is model), None)
 
 
 def _is_comments(cell: str) -> bool:
@@ -244,7 +249,10 @@ class LMMagics(Magics):
         """
         args = self._parse(self.lm_train, line)
         self._store(args.output, None)       # a bad -o name fails now, not after training
-        data = self._train_data(args, cell)
+        try:
+            data = self._train_data(args, cell)   # --df --where on a big frame takes a while
+        except KeyboardInterrupt:
+            raise Interrupted("Training interrupted while reading the data; nothing has changed.") from None
         options = given(args, TrainConfig)
         if "device" not in options and self.device:
             options["device"] = self.device
@@ -270,27 +278,36 @@ class LMMagics(Magics):
 
         from .progress import TrainProgress
 
+        reg = self.registry
         progress = None if (args.quiet or self.quiet) else TrainProgress(desc=f"training '{name}'")
+        model = placed = None
         try:
             model = api.train(data, init=init, on_step=progress and progress.on_step,
                               on_epoch=progress and progress.on_epoch, provenance=_provenance(args), **options)
             if progress is not None:
                 progress.close(model.report.stop_reason if model.report else "")
+            # An interrupted run never replaces the model that has its name (it gets name_interrupted).
+            placed = reg.set(name, model, replace=not model.interrupted)
+            samples = self._samples(model)
         except KeyboardInterrupt:
-            # Interrupted before the first step: nothing to keep. Say that the old model is still there.
-            kept = f"'{name}' is unchanged" if name in self.registry else f"no model '{name}' was made"
-            print(f"Training interrupted before the first step; {kept}.", file=sys.stderr)
-            raise
+            placed = placed or _name_of(reg, model)
+            if placed is None:   # lm.train raises it only before the first step; nothing has changed
+                kept = f"'{name}' is unchanged" if name in reg else f"no model '{name}' was made"
+                when = "before the first step" if model is None else "before the model was registered"
+                raise Interrupted(f"Training interrupted {when}; {kept}.") from None
+            samples = []         # Ctrl-C while picking sample completions: the summary goes without them
         except FloatingPointError as exc:   # diverged: the user can fix it with a smaller lr
             raise UsageError(f"{exc}. '{name}' is unchanged.") from None
         finally:
             if progress is not None:
                 progress.close()
-        self.registry.set(name, model)
-        summary = TrainSummary(name, model, self._samples(model))
+        summary = TrainSummary(placed, model, samples)
         self._store(args.output, summary)
         if model.interrupted:
-            print(f"Training was interrupted: kept the best model so far as '{name}'.", file=sys.stderr)
+            earlier = reg.get(name) if placed != name and name in reg else None
+            old = (f"'{name}'", earlier.meta.get("val_ppl")) if earlier is not None else ()
+            print(interrupted_text("interrupted", model.report.steps, f"'{placed}'", model.meta.get("val_ppl"),
+                                   *old), file=sys.stderr)
         return summary
 
     def _train_data(self, args: Any, cell: Optional[str]) -> Any:

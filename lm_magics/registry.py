@@ -4,6 +4,10 @@ One registry per IPython shell (kept on the shell object, so it survives ``%relo
 outside IPython, ``get_registry()`` returns a process-wide one. Replacing a model is a single reference
 swap under a lock, so a reader sees the old model or the new one, never a half-trained mix; observers
 (panels, chats) are told so that they switch to the new model.
+
+An interrupted or stopped run never replaces a model that has its name (``set(..., replace=False)``):
+the earlier one keeps its name, and the new one is registered as ``NAME_interrupted`` (then
+``NAME_interrupted2``, ...). ``derived_name`` gives the CLI the same rule for files.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from typing import Callable, Dict, List, Optional
 from .api import LanguageModel
 from .errors import ModelNotFoundError
 
-__all__ = ["ModelRegistry", "get_registry"]
+__all__ = ["ModelRegistry", "derived_name", "get_registry"]
 
 Observer = Callable[[str, Optional[LanguageModel]], None]   # (name, model or None when dropped)
 
@@ -54,14 +58,23 @@ class ModelRegistry:
         self.get(name)
         return name or self.default  # type: ignore[return-value]
 
-    def set(self, name: str, model: LanguageModel, make_default: bool = True) -> None:
+    def set(self, name: str, model: LanguageModel, make_default: bool = True, *, replace: bool = True) -> str:
+        """Register model as name (and make it the default model); return the name it got.
+
+        ``replace=False`` is for the result of an interrupted or stopped run: if name holds a model, that
+        one keeps its name (and stays the default if it was); the new one goes under name_interrupted
+        (name_interrupted2, ... if that is taken too) and does not become the default.
+        """
         with self._lock:
+            if not replace and name in self._models:
+                name, make_default = derived_name(self._models.__contains__, "{0}_interrupted{n}", name), False
             self._models[name] = model
             if make_default or self.default is None:
                 self.default = name
             observers = list(self._observers)
         for cb in observers:
             cb(name, model)
+        return name
 
     def drop(self, name: str) -> LanguageModel:
         with self._lock:
@@ -89,6 +102,17 @@ class ModelRegistry:
                 if callback in self._observers:
                     self._observers.remove(callback)
         return unsubscribe
+
+
+def derived_name(taken: Callable[[str], bool], template: str, *parts: str) -> str:
+    """The first of template.format(*parts, n=""), then n=2, 3, ... that is not taken:
+    ``derived_name(names.__contains__, "{0}_interrupted{n}", "good")`` -> "good_interrupted"."""
+    n = 1
+    while True:
+        candidate = template.format(*parts, n=n if n > 1 else "")
+        if not taken(candidate):
+            return candidate
+        n += 1
 
 
 _process_registry = ModelRegistry()

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from lm_magics.display import (Completions, Generation, ScoredRow, ScoreReport, histogram_svg, model_html,
-                               model_text, shade_words, sparkline_svg)
+from lm_magics.display import (Completions, Generation, ScoredRow, ScoreReport, histogram_svg, interrupted_text,
+                               model_html, model_text, shade_words, sparkline_svg)
 
 INFO = {"vocab_size": 1234, "level": "word", "lowercase": True, "num_layers": 1, "hidden_dim": 128,
         "embed_dim": 64, "softmax": "full", "tie_weights": True, "parameters": 98765, "rows": 10,
@@ -57,3 +57,14 @@ def test_score_report_text_and_html():
     assert "Scored 2 rows of 'text' with 'pets'" in text and "1 missing" in text and "the <cat>" in text
     html = report._repr_html_()
     assert "&lt;cat&gt;" in html and "<cat>" not in html and "lm-score-hist" in html
+
+
+def test_the_interrupted_line_says_which_model_is_which():
+    assert interrupted_text("interrupted", 8, "'good_interrupted'", 440.9, "'good'", 322.9) == (
+        "Training interrupted after 8 steps: kept the earlier 'good' (val ppl 322.9); the interrupted model is "
+        "'good_interrupted' (val ppl 440.9).")
+    assert interrupted_text("stopped", 1, "'new'", None) == (
+        "Training stopped after 1 step: kept the best model so far as 'new' (val ppl n/a).")
+    assert interrupted_text("interrupted", 1200, "m.interrupted.lm", 2670.0, "m.lm") == (
+        "Training interrupted after 1,200 steps: kept the earlier m.lm; the interrupted model is m.interrupted.lm "
+        "(val ppl 2,670.0).")

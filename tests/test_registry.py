@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from lm_magics.errors import ModelNotFoundError
-from lm_magics.registry import ModelRegistry, get_registry
+from lm_magics.registry import ModelRegistry, derived_name, get_registry
 
 
 class Dummy:
@@ -68,3 +68,21 @@ def test_each_shell_has_its_own_registry():
     assert get_registry(one) is get_registry(one)
     assert get_registry(one) is not get_registry(two)
     assert get_registry() is get_registry(None)
+
+
+def test_an_interrupted_result_never_replaces_a_model_that_has_the_name():
+    reg, good, cut, again, seen = ModelRegistry(), Dummy(), Dummy(), Dummy(), []
+    reg.set("good", good)
+    reg.set("other", Dummy(), make_default=False)
+    reg.observe(lambda name, model: seen.append(name))
+    assert reg.set("good", cut, replace=False) == "good_interrupted"
+    assert reg.set("good", again, replace=False) == "good_interrupted2"
+    assert reg.get("good") is good and reg.get("good_interrupted") is cut and reg.get("good_interrupted2") is again
+    assert reg.default == "good" and seen == ["good_interrupted", "good_interrupted2"]   # good's followers stay
+    assert reg.set("new", cut, replace=False) == "new" and reg.default == "new"       # a new name: as before
+
+
+def test_derived_names_number_on_until_one_is_free():
+    taken = {"m.interrupted.lm", "m.interrupted2.lm"}
+    assert derived_name(taken.__contains__, "{0}.interrupted{n}{1}", "m", ".lm") == "m.interrupted3.lm"
+    assert derived_name(set().__contains__, "{0}_interrupted{n}", "good") == "good_interrupted"

@@ -611,6 +611,28 @@ def test_background_training_stop_registers_best_model(reg, monitors):
     assert "application/vnd.jupyter.widget-view+json" in mon._repr_mimebundle_()
 
 
+def test_stopping_a_run_whose_name_exists_keeps_the_earlier_model(reg, model, monitors):
+    """Stop follows the rule of Ctrl-C: the earlier 'pets' keeps its name, its panels and chats."""
+    panel = CompletionPanel("pets", registry=reg, debounce=0)
+    chat = ChatAssistant("pets", registry=reg, seed=0)
+    mon = start_background_training(registry=reg, name="pets", data=TEXT, continue_from=model,
+                                    options=dict(epochs=400, patience=1000, seed=0))   # the network is model's
+    monitors.append(mon)
+    assert wait_until(lambda: mon.step is not None and mon.step.step >= 2)
+    mon.stop_button.click()
+    assert mon.join(30) and mon.interrupted and mon.error is None
+    assert reg.get("pets") is model and reg.default == "pets"
+    assert mon.registered_as == "pets_interrupted" and reg.get("pets_interrupted") is mon.model
+    assert panel.model is model and chat.model is model
+    steps = mon.model.report.steps
+    assert mon.summary() == (f"Training stopped after {steps:,} steps: kept the earlier 'pets' (val ppl "
+                             f"{model.meta['val_ppl']:,.1f}); the stopped model is 'pets_interrupted' (val ppl "
+                             f"{mon.model.meta['val_ppl']:,.1f}).")
+    assert "registered as <b>pets_interrupted</b>" in mon.status.value
+    assert "the earlier <b>pets</b> is kept" in mon.status.value
+    panel.close(), chat.close()
+
+
 def test_panel_switches_when_background_training_finishes(reg, model, monitors):
     p = CompletionPanel("pets", registry=reg, debounce=0)
     p.value = "the "

@@ -4,7 +4,9 @@ A widget callback cannot run while a cell is busy, so a Stop button only works i
 outside the cell: here, in a thread. The thread's callbacks record progress and update the widget at
 most ``max_updates_per_s`` times a second; Stop sets an event that makes the next step raise
 ``StopTraining`` (the engine then keeps the best model so far). The finished model is registered
-under its name, so panels and chats that follow the name switch to it.
+under its name, so panels and chats that follow the name switch to it. A stopped run follows the rule
+for interrupted ones: if the name holds a model, that one keeps it (and its panels and chats), and the
+stopped model is registered as ``NAME_interrupted``.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import ipywidgets as W
 
 from ..api import LanguageModel, train
 from ..config import TrainConfig
-from ..display import sparkline_svg
+from ..display import interrupted_text, sparkline_svg
 from ..engine.training import EpochInfo, StepInfo, StopTraining
 from ..errors import ConfigError, LMError
 from ..registry import ModelRegistry, get_registry
@@ -34,7 +36,9 @@ class TrainingMonitor:
     """A training run in a background thread and the widget that shows it.
 
     ``.widget`` (progress, epoch, loss, perplexity, tokens/s, loss curve, Stop); ``.stop()``;
-    ``.join(timeout)``; ``.done``; ``.model`` (None until finished); ``.error`` (text, if it failed).
+    ``.join(timeout)``; ``.done``; ``.model`` (None until finished); ``.registered_as`` (the name it got:
+    ``name``, or ``name_interrupted`` for a stopped run whose name held a model); ``.error`` (text, if it
+    failed).
     """
 
     def __init__(self, name: str, data: Any, *, registry: ModelRegistry, options: Optional[dict] = None,
@@ -43,6 +47,7 @@ class TrainingMonitor:
         self.data, self.options, self.continue_from = data, dict(options or {}), continue_from
         self.min_interval = 1.0 / max_updates_per_s if max_updates_per_s > 0 else 0.0
         self.model: Optional[LanguageModel] = None
+        self.registered_as: Optional[str] = None
         self.error: Optional[str] = None
         self.step: Optional[StepInfo] = None
         self.epochs: List[EpochInfo] = []
@@ -80,7 +85,8 @@ class TrainingMonitor:
         return self
 
     def stop(self) -> None:
-        """Ask training to stop at the next step; the best model so far is kept and registered."""
+        """Ask training to stop at the next step; the best model so far is kept and registered (as
+        name_interrupted if name holds a model: a stopped run never replaces one)."""
         if not self._done.is_set():
             self._stop.set()
             self.stop_button.disabled = True
@@ -116,8 +122,10 @@ class TrainingMonitor:
         try:
             model = train(self.data, init=self.continue_from, on_step=self._on_step, on_epoch=self._on_epoch,
                           **self.options)
+            # Observers (panels, chats) of the name switch to a finished model; a stopped one never
+            # replaces the model that has the name.
+            self.registered_as = self.registry.set(self.name, model, replace=not model.interrupted)
             self.model = model
-            self.registry.set(self.name, model)     # observers (panels, chats) switch to it
         except StopTraining:
             self.error = "stopped before the first step: no model was registered"
         except Exception as exc:  # noqa: BLE001 - shown in the widget; the session keeps going
@@ -170,8 +178,9 @@ class TrainingMonitor:
             if not m.interrupted:
                 self.progress.bar_style = "success"
             how = "stopped" if m.interrupted else _how_it_ended(m)
+            kept = "" if self.registered_as == self.name else f"; the earlier <b>{esc(self.name)}</b> is kept"
             self.status.value = (f"<span class='lm-status lm-done'>{esc(how)}: best model registered as "
-                                 f"<b>{esc(self.name)}</b> ({esc(_best_text(m))})</span>")
+                                 f"<b>{esc(self.registered_as)}</b> ({esc(_best_text(m))}){kept}</span>")
             if m.report is not None:
                 self.curve.value = sparkline_svg(_thin(m.report.losses), label="training loss")
         else:
@@ -184,6 +193,10 @@ class TrainingMonitor:
                                                    else "starting")
         if self.model is None:
             return f"training '{self.name}' failed: {self.error}"
+        if self.registered_as != self.name:     # stopped, and the earlier model kept the name
+            earlier = self.registry.get(self.name).meta.get("val_ppl") if self.name in self.registry else None
+            return interrupted_text("stopped", self.model.report.steps, f"'{self.registered_as}'",
+                                    self.model.meta.get("val_ppl"), f"'{self.name}'", earlier)
         return f"training '{self.name}' {'stopped' if self.model.interrupted else _how_it_ended(self.model)}"
 
     def __repr__(self) -> str:
