@@ -274,9 +274,6 @@ def test_learn_trains_in_the_background_and_stops_from_the_chat(chat, reg, monke
 def test_learn_a_stopped_run_never_replaces_a_model_of_its_name(chat, reg, model, monkeypatch):
     import lm_magics.widgets.monitor as monitor
 
-    probe = TrainingMonitor("x", "a b", registry=ModelRegistry())
-    if not hasattr(probe, "registered_as"):
-        pytest.skip("the monitor registers stopped runs by the rule of issue 11 once that lands")
     real = monitor.start_background_training
     monkeypatch.setattr(monitor, "start_background_training", lambda **kw: real(**dict(
         kw, options=dict(epochs=400, patience=1000, hidden_dim=8, embed_dim=8, seed=0))))
