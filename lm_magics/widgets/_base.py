@@ -192,3 +192,24 @@ def iter_words(model: LanguageModel, prefix: str, cfg: GenerateConfig) -> Iterat
         left -= len(words)
         context = f"{context} {' '.join(words)}\n"     # spacing does not matter to the tokenizer
         line += 1
+
+
+def copy_check(model: LanguageModel, prefix: str, tokens: List[str]) -> Optional[List[dict]]:
+    """The runs of a generated continuation (tokens, EOS for a line end) that reproduce a training row
+    (``model.copied``): ``[]`` when none does, None when the model cannot tell (it keeps no copy index)."""
+    if not any(t != EOS for t in tokens):
+        return []
+    return model.copied(prefix, model.tokenizer.join(list(tokens)))
+
+
+def copies_text(copies: Optional[List[dict]], width: int = 60) -> str:
+    """One line about copies for a generation's reader: which training rows it reproduces, that the check
+    is not available, or "" when it found none."""
+    if copies is None:
+        return "copy check not available: this model keeps no copy index of its training rows"
+    notes = []
+    for c in copies:
+        text = " ".join(c["text"].split())
+        text = text if len(text) <= width else text[: width - 1] + "…"
+        notes.append(f"reproduces {c['length']} tokens of training row {c['row']}: “{text}”")
+    return "; ".join(notes)

@@ -29,7 +29,7 @@ from ..errors import ConfigError, DataError
 from ..frames import (ColumnRef, is_dataframe, lookup, parse_column_ref, ref_text, resolve_column, select_rows,
                       spaced_column, text_overview)
 from ..registry import ModelRegistry
-from ._base import GIVEN, ModelWidget, _shell, esc, iter_words, pairs_text
+from ._base import GIVEN, ModelWidget, _shell, copies_text, copy_check, esc, iter_words, pairs_text
 
 __all__ = ["ChatAssistant"]
 
@@ -254,6 +254,11 @@ class ChatAssistant(ModelWidget):
                 tokens.append(tok)
                 msg["text"] = join(tokens)
                 self._update(msg, bubble)
+            if tokens:
+                # Does the reply recite a training row? The runs (or None: the model cannot tell) and a
+                # note under the bubble.
+                msg["copies"] = copy_check(model, text, tokens)
+                msg["copy_note"] = copies_text(msg["copies"])
         finally:
             msg.pop("streaming", None)
             if not tokens:
@@ -662,6 +667,11 @@ def _bubble_html(msg: Dict[str, Any], body: Optional[str] = None) -> str:
     if alts and not msg.get("streaming"):
         extra = (f"<div class='lm-chat-alternatives' style='color:#777;font-size:11px;margin-top:3px'>"
                  f"other first words: {esc(pairs_text(alts))}</div>")
+    note = msg.get("copy_note")
+    if note and not msg.get("streaming"):
+        style = "color:#c60" if msg.get("copies") else "color:#888"
+        extra += (f"<div class='lm-chat-copies' style='{style};font-size:11px;margin-top:3px'>"
+                  f"{'⚠ ' if msg.get('copies') else ''}{esc(note)}</div>")
     who = {"user": "you", "assistant": esc(msg.get("model") or "model") + " · continuing your text",
            "system": "lm", "error": "error"}[role]
     return (f"<div class='lm-bubble lm-bubble-{role}' style='{_STYLE[role]}border-radius:8px;padding:4px 10px;"

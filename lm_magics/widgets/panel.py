@@ -22,7 +22,7 @@ import ipywidgets as W
 from ..config import GenerateConfig
 from ..engine.tokenizer import EOS
 from ..registry import ModelRegistry
-from ._base import ModelWidget, esc, is_punct, iter_words, pairs_text, prob_text, word_text
+from ._base import ModelWidget, copy_check, copies_text, esc, is_punct, iter_words, pairs_text, prob_text, word_text
 
 __all__ = ["CompletionPanel", "split_partial"]
 
@@ -110,6 +110,10 @@ class CompletionPanel(ModelWidget):
         self.seed = seed
         self.suggestions: List[Tuple[str, float]] = []
         self.latency_ms: Optional[float] = None
+        # What the last Continue copied from training rows: a list of runs ([]: none), or None when the
+        # model cannot tell (no copy index) or nothing was generated since the text last changed.
+        self.copies: Optional[List[dict]] = None
+        self._copy_note = ""
         self.mode = "first"           # "first" (empty text), "next" (next word) or "complete" (a half-typed word)
         self.hint = ""                # why the suggestions are not what the mode suggests ("" when they are)
         self._seq = 0                 # bumped on every text change: a result for an older text is dropped
@@ -144,12 +148,14 @@ class CompletionPanel(ModelWidget):
         self.model_select.add_class("lm-panel-model")
         self.status = W.HTML()
         self.status.add_class("lm-panel-status")
+        self.copy_label = W.HTML()
+        self.copy_label.add_class("lm-panel-copies")
         controls = W.HBox([self.model_select, self.k_slider, self.temperature, self.n_words,
                            self.continue_button], layout=W.Layout(flex_flow="row wrap"))
         controls.add_class("lm-panel-controls")
         suggestion_row = W.HBox([self.mode_label, self.suggestion_box], layout=W.Layout(align_items="center"))
         suggestion_row.add_class("lm-panel-suggestion-row")
-        self.widget = W.VBox([self.input, suggestion_row, controls, self.status, self.log])
+        self.widget = W.VBox([self.input, suggestion_row, controls, self.copy_label, self.status, self.log])
         self._shown_text = value      # the text the suggestions and the mode label are for
         self.widget.add_class("lm-panel")
 
@@ -225,15 +231,24 @@ class CompletionPanel(ModelWidget):
 
     def continue_text(self, n_words: Optional[int] = None) -> str:
         """Append n_words generated words (the "Continue" button); returns the new text. The words
-        are joined as ``generate`` joins them, as running text: no line breaks."""
+        are joined as ``generate`` joins them, as running text: no line breaks.
+
+        When the words reproduce a run of a training row (``model.copied``), a note below the controls
+        says which row (``panel.copy_note``; ``panel.copies`` holds the runs)."""
         model = self.require_model()
         n = self.n_words.value if n_words is None else n_words
         text = self.value
         cfg = GenerateConfig(n_words=n, temperature=self.temperature.value, seed=self.seed)
         tokens = list(iter_words(model, text, cfg))
+        self._show_copies(copy_check(model, text, tokens), checked=True)
         self._set_text(join_continuation(model.tokenizer, text, tokens))
         self.refresh()
         return self.value
+
+    @property
+    def copy_note(self) -> str:
+        """The note about the last Continue's copies as plain text ("" when there is none to show)."""
+        return self._copy_note
 
     def __repr__(self) -> str:
         return (f"CompletionPanel(model={self.name!r}, k={self.k}, text={self.value!r}, "
@@ -295,6 +310,20 @@ class CompletionPanel(ModelWidget):
     def _show_error(self, text: str) -> None:
         self.status.value = f"<span class='lm-error' style='color:#c00'>Error: {esc(text)}</span>"
 
+    def _show_copies(self, copies: Optional[List[dict]], checked: bool) -> None:
+        """The note under the controls: a warning for copies, a grey line when the model cannot tell,
+        nothing when the continuation copies no training row (or nothing was generated yet)."""
+        self.copies = copies
+        self._copy_note = copies_text(copies) if checked else ""
+        if not self._copy_note:
+            self.copy_label.value = ""
+        elif copies:
+            self.copy_label.value = (f"<span class='lm-copies' style='color:#c60;font-size:12px'>⚠ "
+                                     f"{esc(self._copy_note)}</span>")
+        else:
+            self.copy_label.value = (f"<span class='lm-copies-unavailable' style='color:#888;font-size:12px'>"
+                                     f"{esc(self._copy_note)}</span>")
+
     def _sync_dropdown(self) -> None:
         self._syncing = True
         try:
@@ -325,6 +354,8 @@ class CompletionPanel(ModelWidget):
             self._seq += 1
         if self._suppress:
             return
+        if self._copy_note:
+            self._show_copies(None, checked=False)   # the note was about the last Continue's words
         if self.debounce <= 0:
             self.refresh()
         else:
