@@ -4,6 +4,7 @@
     lm-magics complete notes.lm "the cat"
     lm-magics generate notes.lm "the cat" -n 20 --seed 0
     lm-magics score notes.lm test.txt          # perplexity<TAB>line, one per line
+    lm-magics score notes.lm test.txt --baseline   # perplexity<TAB>n-gram baseline perplexity<TAB>line
     lm-magics info notes.lm
     lm-magics demo                              # train on the stdlib's docstrings, show completions
 
@@ -73,9 +74,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("score", help="perplexity of each line of a file",
                        description="Print the perplexity of each line of FILE: perplexity<TAB>line "
-                                   "(nan for a blank line).")
+                                   "(nan for a blank line); with --baseline, perplexity<TAB>baseline "
+                                   "perplexity<TAB>line.")
     p.add_argument("model", metavar="MODEL", help="a model file")
     p.add_argument("file", metavar="FILE", help="a text file ('-' reads stdin)")
+    p.add_argument("--baseline", action="store_true",
+                   help="also print the perplexity under the model's n-gram baseline (same rows and vocabulary), "
+                        "in a column between the model's and the line")
     p.set_defaults(run=_run_score)
 
     p = sub.add_parser("demo", help="train on the standard library's docstrings and show what the model does",
@@ -312,10 +317,17 @@ def _run_generate(args: argparse.Namespace) -> int:
 
 def _run_score(args: argparse.Namespace) -> int:
     lines = _read_lines(args.file)
+    from .api import _side_parts
+
     model = _load(args.model)
-    scores = model.score([ln if ln.strip() else None for ln in lines]) if lines else []
-    for line, ppl in zip(lines, scores):
-        print(f"{'nan' if math.isnan(ppl) else f'{ppl:.3f}'}\t{line}")
+    # The baseline is checked before scoring: a model without one fails at once, not after the file.
+    baseline = _side_parts(model)["ngram"] if args.baseline else None
+    rows = [ln if ln.strip() else None for ln in lines]
+    columns = [model.score(rows) if lines else []]
+    if baseline is not None:
+        columns.append(baseline.score(rows) if lines else [])
+    for line, *ppls in zip(lines, *columns):
+        print("\t".join(["nan" if math.isnan(p) else f"{p:.3f}" for p in ppls] + [line]))
     return 0
 
 

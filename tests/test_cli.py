@@ -83,6 +83,27 @@ def test_score_per_line(model_file, tmp_path, capsys):
     assert float(rows[0][0]) == pytest.approx(expected, rel=1e-3)
 
 
+def test_score_with_the_baseline_beside(model_file, tmp_path, capsys):
+    f = tmp_path / "score.txt"
+    f.write_text("The cat sat on the mat.\n\nThe dog ran to the river.\n")
+    assert main(["score", str(model_file), str(f), "--baseline"]) == 0
+    rows = [line.split("\t") for line in capsys.readouterr().out.splitlines()]
+    assert [len(r) for r in rows] == [3, 3, 3] and rows[2][2] == "The dog ran to the river."
+    assert math.isnan(float(rows[1][0])) and math.isnan(float(rows[1][1]))
+    model = lm.load(model_file)
+    assert float(rows[0][0]) == pytest.approx(model.score(["The cat sat on the mat."])[0], rel=1e-3)
+    assert float(rows[0][1]) == pytest.approx(model.baseline.score(["The cat sat on the mat."])[0], rel=1e-3)
+    assert main(["score", "--help"]) == 0 and "--baseline" in capsys.readouterr().out
+
+    ngram = tmp_path / "ng.lm"
+    model.baseline.save(ngram)
+    assert main(["score", str(ngram), str(f), "--baseline"]) == 1
+    assert "n-gram itself" in capsys.readouterr().err
+    model.strip(baseline=True).save(tmp_path / "bare.lm")
+    assert main(["score", str(tmp_path / "bare.lm"), str(f), "--baseline"]) == 1
+    assert "no n-gram baseline" in capsys.readouterr().err
+
+
 def test_info(model_file, capsys):
     assert main(["info", str(model_file)]) == 0
     info = dict(line.split("\t", 1) for line in capsys.readouterr().out.splitlines())
