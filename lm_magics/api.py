@@ -800,13 +800,15 @@ def score_frame(model: LanguageModel, df: Any, column: str, into: Optional[str] 
     if y is not None:
         auc[model.kind] = _roc_auc(mean, y)
         auc.update({name: _roc_auc(np.log(s.to_numpy()), y) for name, s in side.items()})
+    # Without labels, how far each side score orders the rows as the model does (Spearman; 1 = the same order).
+    agreement = {name: _spearman(mean, np.log(s.to_numpy())) for name, s in side.items()}
 
     def rows(labels_positions: Sequence[int]) -> List[ScoredRow]:
         out = []
         for pos in labels_positions:
             text = str(series.iloc[pos])
             out.append(ScoredRow(df.index[pos], text, float(ppl.iloc[pos]), float(bits.iloc[pos]),
-                                 model.surprisal(text)))
+                                 model.surprisal(text), {name: float(s.iloc[pos]) for name, s in side.items()}))
         return out
 
     valid = np.flatnonzero(np.isfinite(mean))
@@ -816,7 +818,7 @@ def score_frame(model: LanguageModel, df: Any, column: str, into: Optional[str] 
     least = rows(order[:n]) if n else []
     label_text = "" if y is None else (f"{label} == {positive!r}" if positive is not None else str(label))
     return ScoreReport(column, ppl_col, bits_col, ppl, bits, most, least, model_name, model.kind, side, auc,
-                       label_text, int(np.count_nonzero(np.isfinite(y))) if y is not None else 0)
+                       label_text, int(np.count_nonzero(np.isfinite(y))) if y is not None else 0, agreement)
 
 
 def _side_parts(model: LanguageModel) -> dict:
@@ -862,6 +864,27 @@ def _binary_labels(df: Any, label: str, positive: Any) -> np.ndarray:
     return y
 
 
+def _ranks(x: np.ndarray) -> np.ndarray:
+    """1-based ranks of x, tied values sharing their mean rank."""
+    order = np.argsort(x, kind="stable")
+    ranks = np.empty(len(x))
+    ranks[order] = np.arange(1, len(x) + 1)
+    _, inv = np.unique(x, return_inverse=True)
+    return (np.bincount(inv, weights=ranks) / np.bincount(inv))[inv]
+
+
+def _spearman(a: np.ndarray, b: np.ndarray) -> Optional[float]:
+    """Spearman rank correlation of a and b over the rows where both are finite (None under 3 rows or
+    when one of them is constant)."""
+    ok = np.isfinite(a) & np.isfinite(b)
+    if ok.sum() < 3:
+        return None
+    ra, rb = _ranks(np.asarray(a)[ok]), _ranks(np.asarray(b)[ok])
+    if ra.std() == 0 or rb.std() == 0:
+        return None
+    return float(np.corrcoef(ra, rb)[0, 1])
+
+
 def _roc_auc(scores: np.ndarray, y: np.ndarray) -> Optional[float]:
     """ROC AUC of scores for telling y == 1 (higher score) from y == 0; rows with a NaN left out.
     The Mann-Whitney form: the share of (positive, negative) pairs ranked right, ties counting half."""
@@ -870,11 +893,7 @@ def _roc_auc(scores: np.ndarray, y: np.ndarray) -> Optional[float]:
     n_pos, n_neg = int(t.sum()), int((~t).sum())
     if n_pos == 0 or n_neg == 0:
         return None
-    order = np.argsort(s, kind="stable")
-    ranks = np.empty(len(s))
-    ranks[order] = np.arange(1, len(s) + 1)
-    uniq, inv = np.unique(s, return_inverse=True)           # tied scores share their mean rank
-    ranks = (np.bincount(inv, weights=ranks) / np.bincount(inv))[inv]
+    ranks = _ranks(s)                                        # tied scores share their mean rank
     return float((ranks[t].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
@@ -917,7 +936,8 @@ def compare_groups(df: Any, column: str, by: str, model: Optional[LanguageModel]
 
     Every row is scored once: with ``model`` (mean bits per word under the LSTM), or without one with the
     word counts of the whole column (a unigram model, add-1/2 smoothed: quick for any number of groups).
-    A group's ``excess_bits`` is its rows' mean bits per word minus that of all other rows. Its
+    A group's ``excess_bits`` is its rows' mean bits per word minus that of all other rows; when the model
+    has an n-gram baseline, ``ngram_excess_bits`` is the same under it (so you see whether the two agree). Its
     characteristic words are those most frequent in the group relative to the rest (smoothed log2 ratio
     of the two frequencies; words seen at least twice in the group). Groups with fewer than ``min_rows``
     rows are listed in ``.too_small`` instead. Works on pandas and polars frames.
@@ -956,11 +976,17 @@ def compare_groups(df: Any, column: str, by: str, model: Optional[LanguageModel]
     tokens = [tok.tokenize(t) for t in texts]
     counts = Counter(w for row in tokens for w in row)
     total, vocab = sum(counts.values()), len(counts) + 1          # + 1: room for a word never seen
+    def row_bits(m: LanguageModel) -> np.ndarray:
+        nll = m._row_nll(texts)                                   # one packed pass over all rows
+        return np.array([v.mean() / math.log(2) if v is not None and len(v) else np.nan for v in nll])
+
+    base_bits = None
     if model is not None:
-        nll = model._row_nll(texts)                               # one packed pass over all rows
-        bits = np.array([v.mean() / math.log(2) if v is not None and len(v) else np.nan for v in nll])
+        bits = row_bits(model)
         used = model_name or "the LSTM model"
         used = f"'{used}'" if model_name else used
+        if model.kind != "ngram" and model.ngram is not None:
+            base_bits = row_bits(model.baseline)                  # the n-gram beside it: which to trust
     else:
         logp = {w: math.log2((c + _SMOOTH) / (total + _SMOOTH * vocab)) for w, c in counts.items()}
         bits = np.array([-np.mean([logp[w] for w in row]) if row else np.nan for row in tokens])
@@ -975,15 +1001,18 @@ def compare_groups(df: Any, column: str, by: str, model: Optional[LanguageModel]
         raise DataError(f"Only {len(compared)} group(s) of '{by}' have at least {min_rows} rows of text "
                         f"({len(by_group)} groups in all); pass a smaller min_rows (--min-rows) or group by "
                         f"another column.")
-    finite = np.isfinite(bits)
-    all_sum, all_n = float(bits[finite].sum()), int(finite.sum())
+    def excess(values: np.ndarray, ix: List[int]) -> Tuple[float, float]:
+        """Mean of values over the group's rows, and that over all other rows."""
+        finite = np.isfinite(values)
+        b = values[ix]
+        b = b[np.isfinite(b)]
+        rest_n = int(finite.sum()) - b.size
+        mean = float(b.mean()) if b.size else float("nan")
+        return mean, (float(values[finite].sum()) - float(b.sum())) / rest_n if rest_n else float("nan")
+
     rows = []
     for g, ix in compared.items():
-        b = bits[ix]
-        b = b[np.isfinite(b)]
-        rest_n = all_n - b.size
-        mean = float(b.mean()) if b.size else float("nan")
-        rest = (all_sum - float(b.sum())) / rest_n if rest_n else float("nan")
+        mean, rest = excess(bits, ix)
         own = Counter(w for i in ix for w in tokens[i])
         n_g = sum(own.values())
         n_r = total - n_g
@@ -992,11 +1021,15 @@ def compare_groups(df: Any, column: str, by: str, model: Optional[LanguageModel]
                  for w, c in own.items() if c >= 2 and any(ch.isalnum() for ch in w)}
         # Only words more frequent here than in the rest characterise the group.
         words = [w for w, r in sorted(ratio.items(), key=lambda kv: (-kv[1], kv[0])) if r > 0][: int(top_words)]
-        rows.append((g, len(ix), mean, rest, mean - rest, words))
+        base = [] if base_bits is None else [float(np.subtract(*excess(base_bits, ix)))]
+        rows.append((g, len(ix), mean, rest, mean - rest, words, *base))
     rows.sort(key=lambda r: (-r[4] if math.isfinite(r[4]) else math.inf, str(r[0])))
-    table = pd.DataFrame([r[1:] for r in rows], columns=["rows", "bits", "rest_bits", "excess_bits", "words"],
-                         index=pd.Index([r[0] for r in rows], name=by))
-    return GroupComparison(column, by, table, too_small, int(min_rows), used, skipped)
+    columns = ["rows", "bits", "rest_bits", "excess_bits", "words"] + ([] if base_bits is None else
+                                                                       ["ngram_excess_bits"])
+    table = pd.DataFrame([r[1:] for r in rows], columns=columns, index=pd.Index([r[0] for r in rows], name=by))
+    agreement = (None if base_bits is None else
+                 _spearman(table["excess_bits"].to_numpy(float), table["ngram_excess_bits"].to_numpy(float)))
+    return GroupComparison(column, by, table, too_small, int(min_rows), used, skipped, agreement)
 
 
 # ---------------------------------------------------------------------------------------------- helpers

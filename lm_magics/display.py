@@ -301,6 +301,11 @@ class ScoredRow:
     ppl: float
     bits: float
     words: List[Tuple[str, float]] = field(default_factory=list)   # (word, bits), <eos> not included
+    side: dict = field(default_factory=dict)    # part name -> this row's perplexity under it (--baseline)
+
+
+_PART_NAMES = {"lstm": "LSTM", "ngram": "n-gram", "mix": "mixture"}
+_PART_SHORT = {"lstm": "lstm", "ngram": "n-gram", "mix": "mix"}      # column heads beside "ppl"
 
 
 @dataclass
@@ -321,6 +326,7 @@ class ScoreReport:
     auc: dict = field(default_factory=dict)     # kind or part name -> ROC AUC (None: one class only)
     label: str = ""                             # what the AUC separates ("is_comment", "label == 'spam'")
     labelled: int = 0                           # rows with a label
+    agreement: dict = field(default_factory=dict)   # part name -> Spearman rank correlation with the model
 
     @property
     def missing(self) -> int:
@@ -339,16 +345,34 @@ class ScoreReport:
     def _auc_line(self) -> str:
         if not self.auc:
             return ""
-        names = {"lstm": "LSTM", "ngram": "n-gram", "mix": "mixture"}
+        names = _PART_NAMES
         cells = [f"{names.get(k, k)}{' (this model)' if k == self.kind and len(self.auc) > 1 else ''} "
                  + ("n/a" if v is None else f"{v:.3f}") for k, v in self.auc.items()]
         return (f"ROC AUC for {self.label} (more surprising = positive), {self.labelled:,} labelled rows: "
                 + " | ".join(cells))
 
+    def _side_line(self) -> str:
+        """Without labels: each side score's median and how far it orders the rows as the model does."""
+        if not self.side or self.auc:
+            return ""
+        cells = []
+        for k, s in self.side.items():
+            ok = s.dropna()
+            med = f"median perplexity {float(ok.median()):,.1f}" if len(ok) else "no scores"
+            rho = self.agreement.get(k)
+            cells.append(f"{_PART_NAMES.get(k, k)} {med}"
+                         + ("" if rho is None else f", rank agreement with the model {rho:.2f}"))
+        return (f"Beside it: {'; '.join(cells)} (Spearman, 1 = same order). Which ranking to trust: label some "
+                f"rows and pass --label COL (label=...) for the ROC AUC of each.")
+
+    def _side_cells(self, r: ScoredRow) -> str:
+        return "".join(f"  {_PART_SHORT.get(k, k)} {v:9.1f}" for k, v in r.side.items())
+
     # ------------------------------------------------------------------------------ plain text
 
     def __repr__(self) -> str:
         lines = [self._headline()] + ([self._auc_line()] if self.auc else [])
+        lines += [self._side_line()] if self._side_line() else []
         for title, rows in (("Most surprising", self.top), ("Least surprising", self.bottom)):
             if not rows:
                 continue
@@ -358,7 +382,8 @@ class ScoreReport:
                 text = " ".join(r.text.split())
                 if len(text) > _TEXT_WIDTH:
                     text = text[: _TEXT_WIDTH - 1] + "…"
-                lines.append(f"  {str(r.index):>{width}}  ppl {r.ppl:9.1f}  {r.bits:5.2f} bits  {text}")
+                lines.append(f"  {str(r.index):>{width}}  ppl {r.ppl:9.1f}{self._side_cells(r)}  {r.bits:5.2f} bits  "
+                             f"{text}")
         return "\n".join(lines)
 
     # ------------------------------------------------------------------------------ HTML
@@ -367,6 +392,7 @@ class ScoreReport:
         e = _e
         parts = [f"<div class='lm-score-report' style='{_SCORE_CSS}'><div><b>{e(self._headline())}</b></div>",
                  f"<div class='lm-auc'>{e(self._auc_line())}</div>" if self.auc else "",
+                 f"<div class='lm-side' style='color:#555'>{e(self._side_line())}</div>" if self._side_line() else "",
                  "<div style='display:flex;gap:24px;align-items:flex-start;flex-wrap:wrap'>"]
         for title, rows in (("Most surprising", self.top), ("Least surprising", self.bottom)):
             if not rows:
@@ -374,9 +400,12 @@ class ScoreReport:
             body = "".join(
                 f"<tr><td style='color:#888;padding:2px 6px;vertical-align:top'>{e(str(r.index))}</td>"
                 f"<td style='padding:2px 6px;text-align:right;vertical-align:top'>{r.ppl:,.1f}</td>"
-                f"<td style='padding:2px 6px;max-width:520px'>{shade_words(r.words)}</td></tr>" for r in rows)
+                + "".join(f"<td style='padding:2px 6px;text-align:right;vertical-align:top;color:#666'>{v:,.1f}</td>"
+                          for v in r.side.values())
+                + f"<td style='padding:2px 6px;max-width:520px'>{shade_words(r.words)}</td></tr>" for r in rows)
+            side_heads = "".join(f"<th>{e(_PART_SHORT.get(k, k))}</th>" for k in self.side)
             parts.append(f"<table class='lm-score-rows' style='border-collapse:collapse'><caption "
-                         f"style='text-align:left'>{title}</caption><tr><th>row</th><th>ppl</th>"
+                         f"style='text-align:left'>{title}</caption><tr><th>row</th><th>ppl</th>{side_heads}"
                          f"<th style='text-align:left'>text (shaded by surprisal)</th></tr>{body}</table>")
         parts.append("</div>")
         parts.append(histogram_svg(self.bits.dropna().to_numpy(), label="bits per token"))
@@ -514,9 +543,21 @@ class GroupComparison:
     min_rows: int
     model_name: str
     skipped: int = 0          # rows without text or without a group
+    agreement: Optional[float] = None   # Spearman of excess_bits and ngram_excess_bits over the groups
+
+    @property
+    def has_baseline(self) -> bool:
+        return "ngram_excess_bits" in getattr(self.table, "columns", ())
 
     def _headline(self) -> str:
         return (f"'{self.column}' by '{self.by}': {len(self.table)} groups compared with {self.model_name}")
+
+    def _baseline_line(self) -> str:
+        if not self.has_baseline:
+            return ""
+        agree = ("" if self.agreement is None else
+                 f"; rank agreement with the model {self.agreement:.2f} (Spearman, 1 = the same order of groups)")
+        return f"beside it: the model's n-gram baseline (n-gram vs rest){agree}"
 
     def _notes(self) -> List[str]:
         notes = []
@@ -533,8 +574,10 @@ class GroupComparison:
         if len(self.table):
             width = max(len(str(g)) for g in self.table.index)
             for g, r in self.table.iterrows():
+                base = f" (n-gram {r['ngram_excess_bits']:+6.2f})" if self.has_baseline else ""
                 lines.append(f"  {str(g):<{width}}  {int(r['rows']):>6,} rows  {r['bits']:6.2f} bits  "
-                             f"{r['excess_bits']:+6.2f} vs rest  {', '.join(r['words'])}")
+                             f"{r['excess_bits']:+6.2f} vs rest{base}  {', '.join(r['words'])}")
+        lines += [f"  {self._baseline_line()}"] if self.has_baseline else []
         lines += [f"  note: {n}" for n in self._notes()]
         return "\n".join(lines)
 
@@ -543,13 +586,17 @@ class GroupComparison:
             f"<tr><td style='padding:2px 8px'><b>{_e(g)}</b></td><td style='padding:2px 8px;text-align:right'>"
             f"{int(r['rows']):,}</td><td style='padding:2px 8px;text-align:right'>{r['bits']:.2f}</td>"
             f"<td style='padding:2px 8px;text-align:right'>{r['excess_bits']:+.2f}</td>"
-            f"<td style='padding:2px 8px'>{_e(', '.join(r['words']))}</td></tr>" for g, r in self.table.iterrows())
+            + (f"<td style='padding:2px 8px;text-align:right;color:#666'>{r['ngram_excess_bits']:+.2f}</td>"
+               if self.has_baseline else "")
+            + f"<td style='padding:2px 8px'>{_e(', '.join(r['words']))}</td></tr>" for g, r in self.table.iterrows())
+        heads = [("group", "left"), ("rows", "right"), ("bits/word", "right"), ("vs rest", "right")]
+        heads += [("n-gram vs rest", "right")] if self.has_baseline else []
         head = "".join(f"<th style='padding:2px 8px;text-align:{a}'>{h}</th>" for h, a in
-                       (("group", "left"), ("rows", "right"), ("bits/word", "right"), ("vs rest", "right"),
-                        ("characteristic words", "left")))
+                       heads + [("characteristic words", "left")])
         chart = bars_svg([str(g) for g in self.table.index], self.table["excess_bits"].tolist(),
                          label="bits per word above the rest")
-        notes = "".join(f"<div style='color:#777;font-size:12px'>{_e(n)}</div>" for n in self._notes())
+        notes = "".join(f"<div style='color:#777;font-size:12px'>{_e(n)}</div>"
+                        for n in ([self._baseline_line()] if self.has_baseline else []) + self._notes())
         return (f"<div class='lm-compare' style='{_SCORE_CSS}'><div><b>{_e(self._headline())}</b></div>"
                 f"<div style='display:flex;gap:16px;align-items:flex-start;flex-wrap:wrap'>"
                 f"<table class='lm-compare-table' style='border-collapse:collapse'><tr>{head}</tr>{body}</table>"

@@ -291,6 +291,11 @@ def test_score_frame_with_baseline_and_label(tiny_model):
         lm.score_frame(tiny_model, df, "text", overwrite=True, label="kind")
     df["is_code"] = df["kind"] == "code"
     assert lm.score_frame(tiny_model, df, "text", overwrite=True, label="is_code").auc["lstm"] > 0.5
+    # without labels: each side score's rank agreement with the model's, and its figure on every shown row
+    unlabelled = lm.score_frame(tiny_model, df, "text", overwrite=True, baseline=True, top=2)
+    assert set(unlabelled.agreement) == {"ngram", "mix"} and all(-1 <= v <= 1 for v in unlabelled.agreement.values())
+    assert "rank agreement" in repr(unlabelled) and "--label" in repr(unlabelled)
+    assert set(unlabelled.top[0].side) == {"ngram", "mix"} and "<th>n-gram</th>" in unlabelled._repr_html_()
 
 
 def test_planted_row_is_flagged_verbatim_not_paraphrased():

@@ -139,29 +139,39 @@ def test_unusual_scores_a_column_and_replaces_only_its_own_columns(chat, ns):
     chat.send("/unusual reviews.text top 2")
     msg = last(chat)
     assert msg["role"] == "system", msg["text"]
-    assert {"text_ppl", "text_bits"} <= set(df.columns)
-    assert msg["code"] == "%lm_score --df reviews --column text --name pets --top 2"
+    assert {"text_ppl", "text_bits", "text_ngram_ppl", "text_mix_ppl"} <= set(df.columns)
+    assert msg["code"] == "%lm_score --df reviews --column text --name pets --top 2 --baseline"
     assert msg["text"].endswith(msg["code"]) and "Most surprising" in msg["text"]
+    assert "rank agreement with the model" in msg["text"] and "n-gram" in msg["text"]   # the baseline beside it
     # the lone row with words the model never saw is the most surprising one
     assert df["text_ppl"].idxmax() == df.index[-1]
     html = chat.history.children[-1].value
     assert "class='lm-copy'" in html and "navigator.clipboard" in html and "lm-score-report" in html
     first = df["text_ppl"].copy()
     chat.send("/unusual reviews.text top 2")             # again: its own columns are replaced
-    assert last(chat)["code"].endswith("--overwrite --top 2")
+    assert last(chat)["code"].endswith("--overwrite --top 2 --baseline")
     assert list(df.columns).count("text_ppl") == 1 and df["text_ppl"].equals(first)
     # a column of the user's is never replaced: the scores go next to it
     df["review text_ppl"] = 1.0
     chat.send('/unusual reviews["review text"] top 1')
     assert (df["review text_ppl"] == 1.0).all() and "review text_2_ppl" in df.columns
     assert '--into "review text_2_ppl"' in last(chat)["code"] and "is your column" in last(chat)["text"]
+    # ... nor one named like the baseline's column
+    df["title"], df["title_ngram_ppl"] = df["text"], 2.0
+    chat.send("/unusual reviews.title top 1")
+    assert (df["title_ngram_ppl"] == 2.0).all() and {"title_2_ppl", "title_2_ngram_ppl"} <= set(df.columns)
 
 
 def test_unusual_with_another_model(chat, reg, model):
     reg.set("other", model, make_default=False)
     chat.send("/unusual reviews.text with other top 1")
-    assert last(chat)["code"] == "%lm_score --df reviews --column text --name other --top 1"
+    assert last(chat)["code"] == "%lm_score --df reviews --column text --name other --top 1 --baseline"
     assert chat.name == "pets"
+    # a model without a baseline: its own scores alone, and no claim about one
+    bare = lm.train("\n".join(make_reviews(1).text), epochs=1, hidden_dim=16, embed_dim=8, seed=0, baseline=False)
+    reg.set("bare", bare, make_default=False)
+    chat.send("/unusual reviews.text with bare top 1")
+    assert last(chat)["code"].endswith("--top 1") and "n-gram" not in last(chat)["text"]
 
 
 @pytest.mark.parametrize("command, message", [
@@ -217,6 +227,9 @@ def test_compare_finds_the_odd_group_and_its_words(chat):
     chat.send("/compare reviews.text by product with pets min 2")
     assert last(chat)["code"].endswith("--by product --name pets --min-rows 2")
     assert "with 'pets'" in last(chat)["text"]
+    # the model's n-gram baseline beside its figures: a column per group and a line on their agreement
+    assert "(n-gram " in last(chat)["text"].splitlines()[1] and "rank agreement" in last(chat)["text"]
+    assert "n-gram vs rest" in chat.history.children[-1].value
 
 
 def test_a_plain_message_is_continued_and_may_get_a_hint(chat):
@@ -327,6 +340,9 @@ def test_compare_groups_api(model):
     assert (result.table["excess_bits"].diff().dropna() <= 0).all()          # most unusual first
     with_model = lm.compare_groups(df, "text", "product", model, model_name="pets", min_rows=1)
     assert "solo" in with_model.table.index and with_model.model_name == "'pets'"
+    assert "ngram_excess_bits" in with_model.table.columns and with_model.has_baseline
+    assert with_model.table["ngram_excess_bits"].notna().all() and -1 <= with_model.agreement <= 1
+    assert not result.has_baseline and "n-gram" not in repr(result)      # no model, no baseline to show
     html = result._repr_html_()
     assert "<svg class='lm-bars'" in html and "toys" in html
     df.loc[0, "product"] = None                                          # rows without a group are left out

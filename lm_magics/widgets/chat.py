@@ -411,31 +411,38 @@ class ChatAssistant(ModelWidget):
         if top < 1:
             raise ConfigError(f"top must be at least 1, got {top}.")
         name, model = self._model_for(opts.get("with"))
-        into, replace = self._score_columns(frame, ref.column)
+        # The model's n-gram baseline goes beside its scores when it has one: a column per row and a line
+        # saying how far the two rankings agree.
+        baseline = model.kind != "ngram" and model.ngram is not None
+        parts = ("ngram", "mix" if model.kind == "lstm" else "lstm") if baseline else ()
+        into, replace = self._score_columns(frame, ref.column, parts)
         report = api.score_frame(model, frame, ref.column, into=None if into == f"{ref.column}_ppl" else into,
-                                 overwrite=replace, top=top, model_name=name or "")
-        self._written += [(weakref.ref(frame), c) for c in (report.ppl_column, report.bits_column)]
+                                 overwrite=replace, top=top, model_name=name or "", baseline=baseline)
+        self._written += [(weakref.ref(frame), c) for c in (report.ppl_column, report.bits_column,
+                                                              *(s.name for s in report.side.values()))]
         code = " ".join(["%lm_score", "--df", ref.var, "--column", _quote(ref.column)]
                         + (["--name", _quote(name)] if name else [])
                         + (["--into", _quote(into)] if into != f"{ref.column}_ppl" else [])
-                        + (["--overwrite"] if replace else []) + ["--top", str(top)])
+                        + (["--overwrite"] if replace else []) + ["--top", str(top)]
+                        + (["--baseline"] if baseline else []))
         if name is None:
-            code = f"lm.score_frame(model, {ref.var}, {ref.column!r}, top={top}, overwrite={replace})"
+            code = (f"lm.score_frame(model, {ref.var}, {ref.column!r}, top={top}, overwrite={replace}"
+                    f"{', baseline=True' if baseline else ''})")
         note = ""
         if into != f"{ref.column}_ppl":
             note = f" ('{ref.column}_ppl' is your column, so the scores went to '{into}')"
         self._computed(repr(report) + note, (f"<div>{esc(note.strip(' ()'))}</div>" if note else "")
                        + report._repr_html_(), code)
 
-    def _score_columns(self, frame: Any, column: str) -> Tuple[str, bool]:
+    def _score_columns(self, frame: Any, column: str, parts: Tuple[str, ...] = ()) -> Tuple[str, bool]:
         """The perplexity column for /unusual: COL_ppl, unless the user has a column of that name (or of
-        its _bits partner), then COL_2_ppl, COL_3_ppl, ... Columns this chat wrote may be replaced:
-        returns (column, whether it replaces ones it wrote)."""
+        its _bits partner, or of the parts' COL_ngram_ppl ...), then COL_2_ppl, COL_3_ppl, ... Columns this
+        chat wrote may be replaced: returns (column, whether it replaces ones it wrote)."""
         own = {c for ref, c in self._written if ref() is frame}
         n = 1
         while True:
             into = f"{column}_ppl" if n == 1 else f"{column}_{n}_ppl"
-            pair = (into, into[:-4] + "_bits")
+            pair = (into, into[:-4] + "_bits", *(f"{into[:-4]}_{p}_ppl" for p in parts))
             if not any(c in frame.columns and c not in own for c in pair):
                 return into, any(c in frame.columns for c in pair)
             n += 1
