@@ -90,7 +90,7 @@ def speed(orders: List[int]) -> None:
         t_score, nll = best_of(lambda: ng.stream_nll(valid_ids))
         print(f"| {order} | {ng.num_ngrams:,} | {t_fit:.2f} | {train_ids.size / t_fit:,.0f} | {t_score:.2f} | "
               f"{valid_ids.size / t_score:,.0f} | {float(np.exp(np.mean(nll))):.1f} |")
-        del ng
+        ng = nll = None                       # free the counts before the next order
     t0 = time.perf_counter()
     model = lm.train(Path(train_path), kind="ngram", order=orders[0], seed=0, val_fraction=0.0)
     t_all = time.perf_counter() - t0
@@ -146,7 +146,7 @@ def auc(epochs: Optional[int], threads: int) -> None:
     t_train = time.perf_counter() - t0
     ng = model.ngram
     print(f"trained in {t_train:.1f} s: LSTM {model.config.num_layers}x{model.config.hidden_dim}, "
-          f"{model.report.epochs_done if hasattr(model.report, 'epochs_done') else model.meta.get('epochs_trained')} epochs, "
+          f"{model.meta.get('epochs_trained')} epochs, "
           f"{model.meta['tokens']:,} tokens, val ppl {model.meta['val_ppl']:.1f}; {ng.order}-gram baseline "
           f"val ppl {model.meta['baseline_val_ppl']:.1f}; mixture weight {model.meta['mix_weight']:.2f} "
           f"({model.meta['mix_note']})")
