@@ -25,7 +25,7 @@ from .engine import memory, persistence
 from .engine.data import DataStats, _fingerprint, prepare
 from .engine.distributed import Ranks, process_group
 from .engine.inference import Predictor
-from .engine.model import LSTMLanguageModel, build_network, network_hparams
+from .engine.model import LSTMLanguageModel, adaptive_cutoffs, build_network, network_hparams
 from .engine.ngram import (CopyIndex, MixPredictor, NGramModel, NGramPredictor, copy_report, default_order,
                            fit_mix_weight, stream_rows)
 from .engine.tokenizer import EOS, Tokenizer

@@ -316,8 +316,8 @@ class ScoreReport:
     column: str
     ppl_column: str
     bits_column: str
-    scores: "pd.Series"
-    bits: "pd.Series"
+    scores: Any              # a pandas Series aligned to the frame's index
+    bits: Any
     top: List[ScoredRow]
     bottom: List[ScoredRow]
     model_name: str = ""
