@@ -29,21 +29,14 @@ _MAX_CHECKPOINTS = 64
 _SCORE_BATCH_TOKENS = 16_384   # tokens per scoring batch (rows x padded length)
 
 
-class Predictor:
-    """Inference over one (network, tokenizer) pair. Thread-safe; one per LanguageModel."""
+class Vocabulary:
+    """What every predictor does with its tokenizer: the context ids of a prefix, the words that start
+    with a half-typed stem, and the top-k words of a next-token distribution."""
 
-    def __init__(self, net: LSTMLanguageModel, tokenizer: Tokenizer):
-        self.net, self.tok = net.eval(), tokenizer
-        self.device = next(net.parameters()).device
-        self._lock = threading.RLock()
-        self._checkpoints: List[Tuple[Tuple[int, ...], State]] = []   # (context ids, state after them)
-        self._last: Optional[Tuple[Tuple[int, ...], torch.Tensor]] = None  # (ids, log-probs after them)
+    def __init__(self, tokenizer: Tokenizer):
+        self.tok = tokenizer
         self._special_ids = torch.tensor([tokenizer.stoi[s] for s in SPECIALS])
-        self._no_ids = torch.zeros(0, dtype=torch.long)
-        self._unk_only = torch.tensor([tokenizer.unk_id])
         self._sorted_vocab: Optional[Tuple[List[str], np.ndarray]] = None
-
-    # ------------------------------------------------------------------------------ context state
 
     def context_ids(self, prefix: str) -> List[int]:
         """<eos> + the prefix's ids (unseen words -> <unk>, lines separated by <eos>)."""
@@ -51,6 +44,52 @@ class Predictor:
         if prefix.strip():
             ids.extend(self.tok.encode(prefix))
         return ids
+
+    def _ids_starting_with(self, stem: str) -> torch.Tensor:
+        """Vocabulary ids of words that start with stem (binary search in a sorted copy)."""
+        if self._sorted_vocab is None:
+            order = sorted(range(len(self.tok.itos)), key=self.tok.itos.__getitem__)
+            self._sorted_vocab = ([self.tok.itos[i] for i in order], np.asarray(order))
+        words, order = self._sorted_vocab
+        lo = bisect.bisect_left(words, stem)
+        hi = bisect.bisect_left(words, stem + "\U0010ffff")
+        return torch.from_numpy(order[lo:hi])
+
+    def _top_words(self, lp: torch.Tensor, k: int, include_special: bool,
+                   startswith: Optional[str]) -> List[Tuple[str, float]]:
+        """The k likeliest words of log-probs lp (V,), optionally only those starting with a stem."""
+        if startswith:
+            ids = self._ids_starting_with(self.tok._prep(startswith))
+            if not include_special:
+                ids = ids[~torch.isin(ids, self._special_ids)]
+            if ids.numel() == 0:
+                return []
+            vals, idx = torch.topk(lp[ids], min(k, ids.numel()))
+            idx = ids[idx]
+        else:
+            if not include_special:
+                lp = lp.clone()
+                lp[self._special_ids] = -math.inf
+            n = len(self.tok) - (0 if include_special else len(SPECIALS))
+            vals, idx = torch.topk(lp, max(0, min(k, n)))
+        itos = self.tok.itos
+        return [(itos[i], p) for i, p in zip(idx.tolist(), vals.exp().tolist())]
+
+
+class Predictor(Vocabulary):
+    """Inference over one (network, tokenizer) pair. Thread-safe; one per LanguageModel."""
+
+    def __init__(self, net: LSTMLanguageModel, tokenizer: Tokenizer):
+        super().__init__(tokenizer)
+        self.net = net.eval()
+        self.device = next(net.parameters()).device
+        self._lock = threading.RLock()
+        self._checkpoints: List[Tuple[Tuple[int, ...], State]] = []   # (context ids, state after them)
+        self._last: Optional[Tuple[Tuple[int, ...], torch.Tensor]] = None  # (ids, log-probs after them)
+        self._no_ids = torch.zeros(0, dtype=torch.long)
+        self._unk_only = torch.tensor([tokenizer.unk_id])
+
+    # ------------------------------------------------------------------------------ context state
 
     def _run(self, ids: Sequence[int], state: Optional[State]) -> Tuple[torch.Tensor, State]:
         x = torch.tensor(ids, dtype=torch.long, device=self.device).view(-1, 1)   # (T, 1)
@@ -93,44 +132,19 @@ class Predictor:
 
     # ------------------------------------------------------------------------------ next words
 
-    def _ids_starting_with(self, stem: str) -> torch.Tensor:
-        """Vocabulary ids of words that start with stem (binary search in a sorted copy)."""
-        if self._sorted_vocab is None:
-            order = sorted(range(len(self.tok.itos)), key=self.tok.itos.__getitem__)
-            self._sorted_vocab = ([self.tok.itos[i] for i in order], np.asarray(order))
-        words, order = self._sorted_vocab
-        lo = bisect.bisect_left(words, stem)
-        hi = bisect.bisect_left(words, stem + "\U0010ffff")
-        return torch.from_numpy(order[lo:hi])
-
     def next_words(self, prefix: str, k: int = 5, include_special: bool = False,
                    startswith: Optional[str] = None) -> List[Tuple[str, float]]:
         """Top-k next tokens after prefix as (token, probability), most likely first."""
         ids_ctx = self.context_ids(prefix)
         if not startswith:
+            # The pruned top-k over the output layer: exact, without the whole distribution.
             exclude = self._no_ids if include_special else self._special_ids
             n = len(self.tok) - exclude.numel()
             with self._lock, torch.inference_mode():
                 vals, idx = self.net.topk_next(self.features_after(ids_ctx), max(0, min(k, n)), exclude)
             itos = self.tok.itos
             return [(itos[i], p) for i, p in zip(idx.tolist(), vals.exp().tolist())]
-        lp = self.log_probs_after(ids_ctx)
-        if startswith:
-            ids = self._ids_starting_with(self.tok._prep(startswith))
-            if not include_special:
-                ids = ids[~torch.isin(ids, self._special_ids)]
-            if ids.numel() == 0:
-                return []
-            vals, idx = torch.topk(lp[ids], min(k, ids.numel()))
-            idx = ids[idx]
-        else:
-            if not include_special:
-                lp = lp.clone()
-                lp[self._special_ids] = -math.inf
-            n = len(self.tok) - (0 if include_special else len(SPECIALS))
-            vals, idx = torch.topk(lp, max(0, min(k, n)))
-        itos = self.tok.itos
-        return [(itos[i], p) for i, p in zip(idx.tolist(), vals.exp().tolist())]
+        return self._top_words(self.log_probs_after(ids_ctx), k, include_special, startswith)
 
     # ------------------------------------------------------------------------------ generation
 

@@ -30,7 +30,6 @@ Since D(a) <= a, each level's discounted mass is exactly what gamma hands down: 
 
 from __future__ import annotations
 
-import bisect
 import math
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -38,7 +37,8 @@ import numpy as np
 import torch
 
 from ..config import GenerateConfig
-from .tokenizer import SPECIALS, Tokenizer
+from .inference import Vocabulary
+from .tokenizer import Tokenizer
 
 __all__ = ["NGramModel", "CopyIndex", "TablePredictor", "NGramPredictor", "MixPredictor", "default_order",
            "fit_mix_weight", "stream_rows", "copy_report", "MIN_ORDER", "MAX_ORDER", "COPY_BUDGET_WINDOWS"]
@@ -424,17 +424,12 @@ class CopyIndex:
 
 # ---------------------------------------------------------------------------------------------- predictors
 
-class TablePredictor:
+class TablePredictor(Vocabulary):
     """next_words / generate / row_nll for any model that gives a full next-token distribution.
 
     Subclasses provide ``log_probs_after(ids) -> torch.Tensor (V,)`` and ``encoded_nll(encoded)``; the
     methods match :class:`lm_magics.engine.inference.Predictor`, so LanguageModel uses either.
     """
-
-    def __init__(self, tokenizer: Tokenizer):
-        self.tok = tokenizer
-        self._special_ids = torch.tensor([tokenizer.stoi[s] for s in SPECIALS])
-        self._sorted_vocab: Optional[Tuple[List[str], np.ndarray]] = None
 
     def log_probs_after(self, ids: Sequence[int]) -> torch.Tensor:
         raise NotImplementedError
@@ -445,37 +440,9 @@ class TablePredictor:
     def clear_cache(self) -> None:
         pass
 
-    def context_ids(self, prefix: str) -> List[int]:
-        ids = [self.tok.eos_id]
-        if prefix.strip():
-            ids.extend(self.tok.encode(prefix))
-        return ids
-
     def next_words(self, prefix: str, k: int = 5, include_special: bool = False,
                    startswith: Optional[str] = None) -> List[Tuple[str, float]]:
-        lp = self.log_probs_after(self.context_ids(prefix)).clone()
-        if startswith:
-            ids = self._ids_starting_with(self.tok._prep(startswith))
-            if not include_special:
-                ids = ids[~torch.isin(ids, self._special_ids)]
-            if ids.numel() == 0:
-                return []
-            vals, idx = torch.topk(lp[ids], min(k, ids.numel()))
-            idx = ids[idx]
-        else:
-            if not include_special:
-                lp[self._special_ids] = -math.inf
-            n = len(self.tok) - (0 if include_special else len(SPECIALS))
-            vals, idx = torch.topk(lp, max(0, min(k, n)))
-        return [(self.tok.itos[i], p) for i, p in zip(idx.tolist(), vals.exp().tolist())]
-
-    def _ids_starting_with(self, stem: str) -> torch.Tensor:
-        if self._sorted_vocab is None:
-            order = sorted(range(len(self.tok.itos)), key=self.tok.itos.__getitem__)
-            self._sorted_vocab = ([self.tok.itos[i] for i in order], np.asarray(order))
-        words, order = self._sorted_vocab
-        lo, hi = bisect.bisect_left(words, stem), bisect.bisect_left(words, stem + "\U0010ffff")
-        return torch.from_numpy(order[lo:hi])
+        return self._top_words(self.log_probs_after(self.context_ids(prefix)), k, include_special, startswith)
 
     def generate(self, prefix: str, cfg: GenerateConfig, stop_at_eos: bool = False) -> List[int]:
         from .inference import _pick   # the LSTM's sampling rule (temperature, top-k, top-p), shared
