@@ -11,6 +11,7 @@ import os
 import random
 import socket
 import stat
+import time
 from pathlib import Path
 
 import pytest
@@ -125,3 +126,13 @@ def make_special(kind: str, path: Path) -> Path:
     except (PermissionError, AttributeError, OSError) as exc:
         pytest.skip(f"this system does not let the tests make a {kind} ({exc}); the other kinds still run")
     return path
+
+
+def wait_until(cond, timeout: float = 30.0) -> bool:
+    """Poll cond() until true (never a timing assertion: the timeout only bounds a hang)."""
+    end = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > end:
+            return False
+        time.sleep(0.02)
+    return True

@@ -5,7 +5,6 @@ their magics (%lm_explain, %lm_compare). Tiny seeded data and models; properties
 from __future__ import annotations
 
 import random
-import time
 
 import pytest
 
@@ -19,6 +18,7 @@ from lm_magics.frames import parse_column_ref, ref_text, resolve_column, text_ov
 from lm_magics.registry import ModelRegistry  # noqa: E402
 from lm_magics.widgets import ChatAssistant  # noqa: E402
 from lm_magics.widgets.monitor import TrainingMonitor  # noqa: E402
+from conftest import wait_until
 
 WORDS = "the a cat dog sat ran on mat log park".split()
 
@@ -67,16 +67,6 @@ def chat(reg, ns):
 
 def last(chat):
     return chat.messages[-1]
-
-
-def wait_until(cond, timeout=30.0):
-    """Poll cond() until true (never a timing assertion: the timeout only bounds a hang)."""
-    end = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > end:
-            return False
-        time.sleep(0.02)
-    return True
 
 
 # ------------------------------------------------------------------------------------ column references

@@ -6,7 +6,6 @@ from __future__ import annotations
 import re
 import sys
 import threading
-import time
 
 import pytest
 
@@ -21,6 +20,7 @@ from lm_magics.widgets._base import iter_words, prob_text, word_text  # noqa: E4
 from lm_magics.widgets.chat import HELP, HELP_ROWS  # noqa: E402
 from lm_magics.widgets.monitor import start_background_training  # noqa: E402
 from lm_magics.widgets.panel import append_word, join_continuation, split_partial  # noqa: E402
+from conftest import wait_until
 
 TEXT = "\n".join([
     "the cat sat on the mat .",
@@ -51,16 +51,6 @@ def reg(model, other):
     r.set("other", other)
     r.set("pets", model)          # the default
     return r
-
-
-def wait_until(cond, timeout=20.0):
-    """Poll cond() until true (never a timing assertion: the timeout only bounds a hang)."""
-    end = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > end:
-            return False
-        time.sleep(0.02)
-    return True
 
 
 def visible(panel):
