@@ -41,10 +41,17 @@ def load_ipython_extension(ipython) -> None:
     """``%load_ext lm_magics``: register the magics (models already in the session are kept)."""
     from .magics import load_ipython_extension as _load
 
-    _load(ipython)
+    _load(_shell(ipython))
 
 
 def unload_ipython_extension(ipython) -> None:
     from .magics import unload_ipython_extension as _unload
 
-    _unload(ipython)
+    _unload(_shell(ipython))
+
+
+def _shell(ipython):
+    if not hasattr(ipython, "register_magics"):
+        raise ConfigError(f"lm_magics' extension hooks take an IPython shell, got {type(ipython).__name__}; "
+                          f"run `%load_ext lm_magics` in IPython or Jupyter.")
+    return ipython

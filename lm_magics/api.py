@@ -56,6 +56,11 @@ class LanguageModel:
     def __init__(self, net: Optional[LSTMLanguageModel], tokenizer: Tokenizer, config: TrainConfig,
                  meta: Optional[dict] = None, report: Optional[TrainReport] = None, *,
                  ngram: Optional[NGramModel] = None, copy_index: Optional[CopyIndex] = None):
+        if not (net is None or isinstance(net, torch.nn.Module)) or not isinstance(tokenizer, Tokenizer) \
+                or not isinstance(config, TrainConfig):
+            raise ConfigError(f"LanguageModel(net, tokenizer, config) takes a network, a Tokenizer and a TrainConfig, "
+                              f"got {type(net).__name__}, {type(tokenizer).__name__}, {type(config).__name__}; make "
+                              f"models with lm.train(...) or lm.load(path).")
         self.net = net.eval() if net is not None else None
         self.tokenizer, self.config = tokenizer, config
         self.meta = dict(meta or {})
@@ -172,6 +177,9 @@ class LanguageModel:
         _check_text(prefix, "prefix")
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
             raise ConfigError(f"k must be a whole number of at least 1, got {k!r}.")
+        _check_flag(include_special, "include_special")
+        if startswith is not None:
+            _check_text(startswith, "startswith")
         return self._predictor.next_words(prefix, int(k), include_special, startswith)
 
     def generate(self, prefix: str = "", n_words: int = 20, temperature: float = 1.0, top_k: int = 0,
@@ -189,6 +197,10 @@ class LanguageModel:
 
     def generate_with(self, prefix: str, cfg: GenerateConfig, *, stop_at_eos: bool = False,
                       include_prefix: bool = False) -> str:
+        """``generate`` with the settings in a GenerateConfig (what the magics and the CLI build)."""
+        _check_generate(prefix, cfg)
+        _check_flag(stop_at_eos, "stop_at_eos")
+        _check_flag(include_prefix, "include_prefix")
         ids = self._predictor.generate(prefix, cfg, stop_at_eos=stop_at_eos)
         if stop_at_eos and ids and ids[-1] == self.tokenizer.eos_id:
             ids = ids[:-1]
@@ -197,6 +209,8 @@ class LanguageModel:
 
     def join_text(self, prefix: str, continuation: str) -> str:
         """prefix + continuation, spaced the way decode spaces tokens ("The dog" + ", and" -> "The dog, and")."""
+        _check_text(prefix, "prefix")
+        _check_text(continuation, "continuation")
         if not prefix:
             return continuation
         if not continuation:
@@ -213,6 +227,7 @@ class LanguageModel:
 
     def iter_generate(self, prefix: str, cfg: GenerateConfig, stop_at_eos: bool = True):
         """Yield the generated tokens one at a time (for streaming into a chat bubble)."""
+        _check_generate(prefix, cfg)
         for i in self._predictor.generate(prefix, cfg, stop_at_eos=stop_at_eos):
             if i == self.tokenizer.eos_id:
                 return
@@ -313,8 +328,10 @@ class LanguageModel:
         persistence.write_checkpoint(path, payload)
 
     def to(self, device: Union[str, torch.device]) -> "LanguageModel":
+        """Move the model to a device ('cpu', 'cuda', 'cuda:N', 'mps' or 'auto')."""
+        dev = resolve_device(device)           # checked for every kind, n-gram models included
         if self.net is not None:
-            self.net.to(resolve_device(str(device)))
+            self.net.to(dev)
         self._make_predictor()
         return self
 
@@ -382,6 +399,16 @@ def train(data: Any, *, val_data: Any = None, init: Optional[LanguageModel] = No
     if init is not None and (init.kind == "ngram" or options.get("kind") == "ngram"):
         raise ConfigError("An n-gram model cannot be continued; train a new one on all the text "
                           "(it takes seconds).")
+    if config is not None and not isinstance(config, TrainConfig):
+        raise ConfigError(f"config must be a TrainConfig (lm.TrainConfig(epochs=5, ...)), got {type(config).__name__}; "
+                          f"or pass the options as keywords.")
+    for fn, what in ((on_step, "on_step"), (on_epoch, "on_epoch")):
+        if fn is not None and not callable(fn):
+            raise ConfigError(f"{what} must be a function (or None), got {type(fn).__name__}.")
+    if stream is not None:
+        _check_flag(stream, "stream")
+    if cache_dir is not None:
+        _check_path(cache_dir, "cache_dir")
     if init is not None:
         cfg = continue_config(init, config, **options)
         tokenizer = Tokenizer.from_dict(init.tokenizer.to_dict())  # fitted: the vocabulary is kept
@@ -655,6 +682,7 @@ def load(path: Union[str, "os.PathLike[str]"], device: str = "cpu") -> LanguageM
     """
     from .errors import ModelFileError
 
+    resolve_device(device)      # a bad device name fails before the file is read
     ckpt = persistence.read_checkpoint(path)
     shown = persistence.shown_path(path if isinstance(path, (str, os.PathLike)) else str(path))
 
@@ -760,13 +788,20 @@ def score_frame(model: LanguageModel, df: Any, column: str, into: Optional[str] 
     >>> report = score_frame(model, df, "text", top=3)     # doctest: +SKIP
     >>> df.sort_values("text_ppl").tail(3)                  # doctest: +SKIP
     """
+    from .frames import column_of
+
+    if not isinstance(model, LanguageModel):
+        raise ConfigError(f"model must be a LanguageModel (from lm.train or lm.load), got {type(model).__name__}.")
     if not hasattr(df, "columns") or not hasattr(df, "index"):
         raise DataError(f"Expected a pandas DataFrame, got {type(df).__name__}.")
-    if column not in df.columns:
-        near = ", ".join(repr(c) for c in list(df.columns)[:10])
-        raise DataError(f"No column {column!r} in the DataFrame (columns: {near}).")
+    series = column_of(df, column)            # missing, duplicated or MultiIndex: a DataError that says so
+    column = series.name
     if isinstance(top, bool) or not isinstance(top, (int, np.integer)) or top < 0:
         raise ConfigError(f"top must be a whole number of at least 0, got {top!r}.")
+    if into is not None and (not isinstance(into, str) or not into.strip()):
+        raise ConfigError(f"into must be a column name (text), got {into!r}.")
+    if not isinstance(overwrite, bool):
+        raise ConfigError(f"overwrite must be True or False, got {overwrite!r}.")
     ppl_col = into or f"{column}_ppl"
     stem = ppl_col[:-4] if ppl_col.endswith("_ppl") else ppl_col
     bits_col = stem + "_bits"
@@ -782,9 +817,6 @@ def score_frame(model: LanguageModel, df: Any, column: str, into: Optional[str] 
 
     from .display import ScoredRow, ScoreReport
 
-    series = df[column]
-    if getattr(series, "ndim", 1) != 1:
-        raise DataError(f"Column name {column!r} is not unique in the DataFrame; rename the duplicates.")
     nll = model._row_nll(series)                        # one packed pass over all rows
     mean = np.array([v.mean() if v is not None else np.nan for v in nll], dtype=np.float64)
     ppl = pd.Series(np.exp(mean), index=df.index, name=ppl_col)
@@ -1037,6 +1069,24 @@ def compare_groups(df: Any, column: str, by: str, model: Optional[LanguageModel]
 def _check_text(s: Any, what: str) -> None:
     if not isinstance(s, str):
         raise DataError(f"{what} must be text (str), got {type(s).__name__}.")
+
+
+def _check_flag(v: Any, what: str) -> None:
+    if not isinstance(v, (bool, np.bool_)):
+        raise ConfigError(f"{what} must be True or False, got {type(v).__name__}.")
+
+
+def _check_path(path: Any, what: str = "path") -> None:
+    if not isinstance(path, (str, os.PathLike)) or isinstance(os.fspath(path), bytes) or not os.fspath(path):
+        raise ConfigError(f"{what} must be a path (str or pathlib.Path), got "
+                          f"{repr(path) if isinstance(path, str) else type(path).__name__}.")
+
+
+def _check_generate(prefix: Any, cfg: Any) -> None:
+    _check_text(prefix, "prefix")
+    if not isinstance(cfg, GenerateConfig):
+        raise ConfigError(f"cfg must be a GenerateConfig (lm.GenerateConfig(n_words=20, ...)), got "
+                          f"{type(cfg).__name__}; or call generate() with keywords.")
 
 
 def _values_with_missing(texts: Any, stats: DataStats) -> List[Optional[str]]:

@@ -9,7 +9,10 @@
     lm-magics demo                              # train on the stdlib's docstrings, show completions
 
 Training flags are generated from TrainConfig and generation flags from GenerateConfig, like the magics'.
-Errors are one line on stderr; the exit code is 2 for a usage mistake and 1 for an LMError.
+Errors are one line on stderr. Exit codes: 2 for a usage mistake (a command line that cannot be parsed:
+an unknown command or option, a missing argument, options that do not go together); 1 for an LMError (a
+problem with the data, an option value, or a model file; a value of the wrong kind, such as
+``--epochs many``, is an option value too); 130 after Ctrl-C.
 """
 
 from __future__ import annotations
@@ -20,8 +23,8 @@ import os
 import sys
 from typing import List, Optional, Sequence
 
-from .config import GenerateConfig, TrainConfig, add_arguments, given
-from .errors import Interrupted, LMError
+from .config import GenerateConfig, TrainConfig, add_arguments, arg_type, check_parsed, given
+from .errors import ConfigError, DataError, Interrupted, LMError
 
 __all__ = ["main", "build_parser"]
 
@@ -51,10 +54,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, metavar="MODEL", help="the model file to write")
     p.add_argument("--init", metavar="MODEL", default=None, help="continue training this model file")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--encoding", metavar="ENC", default="utf-8",
+                   help="text encoding of the files and stdin, e.g. latin-1, cp1252, utf-16 [default: utf-8]")
     add_arguments(p.add_argument_group("training options ('from data': chosen from the data size)"), TrainConfig)
     # Another front-end (torchrun DDP: `train --nproc N`) can add its flags to this parser and branch in
     # _run_train; everything else stays as is.
-    p.add_argument("--nproc", type=int, default=None, metavar="N",
+    p.add_argument("--nproc", type=arg_type(int), default=None, metavar="N",
                    help="train with N processes (DistributedDataParallel, launched with torchrun)")
     p.set_defaults(run=_run_train)
 
@@ -62,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Print the most likely next words after PREFIX: word<TAB>probability.")
     p.add_argument("model", metavar="MODEL", help="a model file")
     p.add_argument("prefix", nargs="*", metavar="PREFIX", help="the text so far (empty: start of a text)")
-    p.add_argument("-k", type=int, default=5, help="how many words [default: 5]")
+    p.add_argument("-k", type=arg_type(int), default=5, help="how many words [default: 5]")
     p.set_defaults(run=_run_complete)
 
     p = sub.add_parser("generate", help="continue a prefix with generated text",
@@ -81,6 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--baseline", action="store_true",
                    help="also print the perplexity under the model's n-gram baseline (same rows and vocabulary), "
                         "in a column between the model's and the line")
+    p.add_argument("--encoding", metavar="ENC", default="utf-8",
+                   help="text encoding of FILE, e.g. latin-1, cp1252, utf-16 [default: utf-8]")
     p.set_defaults(run=_run_score)
 
     p = sub.add_parser("demo", help="train on the standard library's docstrings and show what the model does",
@@ -103,16 +110,30 @@ def _load(path: str):
     return load(path)
 
 
-def _read_lines(path: str) -> List[str]:
-    from .errors import DataError
+def _read_lines(path: str, encoding: str = "utf-8") -> List[str]:
+    """The lines of a text file, or of stdin for '-' (refusing what is not text, as training does)."""
+    from .engine.data import check_encoding, file_lines, text_lines
 
-    if path == "-":
-        return sys.stdin.read().splitlines()
+    check_encoding(encoding)
+    if path != "-":
+        return [line.rstrip("\n") for line in file_lines(path, encoding)]
+    stream = sys.stdin
+    how = "pipe text in (`cat notes.txt | lm-magics ... -`) or give a file name instead of '-'"
+    if stream is None or getattr(stream, "closed", False):
+        raise DataError(f"'-' reads stdin, but stdin is closed; {how}.")
     try:
-        with open(path, encoding="utf-8", errors="replace") as fh:
-            return fh.read().splitlines()
-    except OSError as exc:
-        raise DataError(f"Cannot read '{path}': {exc.strerror or exc}. Check the path.") from None
+        tty = stream.isatty()
+    except (OSError, ValueError):
+        tty = False
+    if tty:   # reading would wait for the keyboard: a forgotten pipe, not a way to type a corpus
+        raise DataError(f"'-' reads stdin, but stdin is a terminal, not a pipe or file; {how}.")
+    try:
+        binary = getattr(stream, "buffer", None)
+        if binary is None:       # a text stream without bytes underneath (io.StringIO)
+            return stream.read().splitlines()
+        return [line.rstrip("\n") for line in text_lines(binary, "<stdin>", encoding)]
+    except OSError as exc:       # descriptor 0 closed under Python's feet (EBADF)
+        raise DataError(f"Cannot read stdin: {exc.strerror or exc}; {how}.") from None
 
 
 def _check_output(output: str, inputs: Sequence[str]) -> None:
@@ -145,13 +166,18 @@ def _run_train(args: argparse.Namespace) -> int:
 
     from .engine.distributed import in_torchrun
 
+    if "-" in args.files and len(args.files) > 1:
+        raise _Usage(f"{PROG} train: '-' (stdin) cannot be combined with files")
     if not in_torchrun() or int(os.environ.get("RANK", "0")) == 0:
         _check_output(args.output, args.files)       # a bad -o fails now, not after the whole run
     if args.nproc is not None and not in_torchrun():   # `--nproc N`: relaunch under torchrun
         if args.init or args.files == ["-"]:
             raise _Usage(f"{PROG} train: --nproc works with files, not --init or stdin")
         return launch(args.nproc, torchrun_args(args))
-    data = "\n".join(_read_lines("-")) if args.files == ["-"] else files(*args.files)
+    if args.files == ["-"]:
+        data: object = "\n".join(_read_lines("-", args.encoding))
+    else:
+        data = files(*args.files, encoding=args.encoding)
     if in_torchrun():                                      # torchrun ... -m lm_magics train
         return _train_as_rank(args, data)
     model = None
@@ -235,6 +261,8 @@ def torchrun_args(args: argparse.Namespace) -> List[str]:
     out = ["train", *args.files, "-o", args.output]
     if args.quiet:
         out.append("--quiet")
+    if args.encoding != "utf-8":
+        out += ["--encoding", args.encoding]
     for name, value in given(args, TrainConfig).items():
         out += ["--" + name.replace("_", "-"), str(value)]
     return out
@@ -300,7 +328,7 @@ def _run_demo(args: argparse.Namespace) -> int:
 
 def _run_complete(args: argparse.Namespace) -> int:
     if args.k < 1:
-        raise _Usage(f"{PROG} complete: -k must be at least 1, got {args.k}")
+        raise ConfigError(f"-k must be at least 1, got {args.k}.")
     model = _load(args.model)
     for word, prob in model.next_words(" ".join(args.prefix), k=args.k):
         print(f"{word}\t{prob:.4f}")
@@ -316,7 +344,7 @@ def _run_generate(args: argparse.Namespace) -> int:
 
 
 def _run_score(args: argparse.Namespace) -> int:
-    lines = _read_lines(args.file)
+    lines = _read_lines(args.file, args.encoding)
     from .api import _side_parts
 
     model = _load(args.model)
@@ -341,9 +369,17 @@ def _run_info(args: argparse.Namespace) -> int:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run the command line; returns the exit code (0 ok, 1 LMError, 2 usage, 130 interrupted)."""
     parser = build_parser()
+    if sys.stdout is None:               # started with descriptor 1 closed (`lm-magics ... >&-`)
+        print(f"{PROG}: error: stdout is closed; send the output to a terminal, a file or a pipe.",
+              file=sys.stderr)
+        return 1
+    stdout = sys.stdout
+    sys.stdout = _Output(stdout)
     try:
-        args = parser.parse_args(argv)
-        return args.run(args)
+        args = check_parsed(parser.parse_args(argv))
+        code = args.run(args)
+        sys.stdout.flush()               # a full disk shows here, not as an "Exception ignored" at exit
+        return code
     except _Usage as exc:
         print(str(exc), file=sys.stderr)
         return 2
@@ -356,7 +392,50 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"{PROG}: {exc or 'interrupted'}", file=sys.stderr)
         return 130
     except BrokenPipeError:              # `lm-magics score ... | head`
+        _drop_output(stdout)
         return 0
+    except _OutputError as exc:          # `> /dev/full`
+        _drop_output(stdout)
+        print(f"{PROG}: error: cannot write the output: {exc}.", file=sys.stderr)
+        return 1
+    finally:
+        sys.stdout = stdout
+
+
+class _OutputError(Exception):
+    """Writing to stdout failed (a full disk, a closed descriptor), as opposed to any other OSError."""
+
+
+class _Output:
+    """sys.stdout while main() runs: a failed write or flush becomes _OutputError (BrokenPipeError stays)."""
+
+    def __init__(self, stream):
+        self._stream = stream
+
+    def _guard(self, method: str, *args):
+        try:
+            return getattr(self._stream, method)(*args)
+        except BrokenPipeError:
+            raise
+        except OSError as exc:
+            raise _OutputError(exc.strerror or str(exc)) from None
+
+    def write(self, text: str) -> int:
+        return self._guard("write", text)
+
+    def flush(self) -> None:
+        self._guard("flush")
+
+    def __getattr__(self, name: str):
+        return getattr(self._stream, name)
+
+
+def _drop_output(stream) -> None:
+    """Point stdout's descriptor at /dev/null, so Python's own flush at exit cannot fail (and print) again."""
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), stream.fileno())
+    except (OSError, ValueError, AttributeError):
+        pass
 
 
 if __name__ == "__main__":

@@ -13,20 +13,35 @@ from __future__ import annotations
 import argparse
 import difflib
 import math
+import numbers
 import os
+import re
 from dataclasses import MISSING, asdict, dataclass, field, fields, replace
-from typing import Any, Iterator, Optional
+from typing import Any, Iterator, Mapping, Optional
 
 from .errors import ConfigError
 
 __all__ = ["TrainConfig", "GenerateConfig", "option_specs", "OptionSpec", "add_arguments", "PRECISION_ENV",
-           "precision_override"]
+           "precision_override", "arg_type", "check_parsed", "check_device", "MAX_SEED"]
+
+# Seeds feed torch.manual_seed / torch.Generator, which take a signed 64-bit integer.
+MAX_SEED = 2**63 - 1
+# The devices lm_magics can run on. torch.device() accepts more ('meta', 'xla', 'ipu', ...), and those fail
+# deep inside training or generation with messages that say nothing about the option.
+_DEVICE = re.compile(r"(auto|cpu|mps|cuda(:[0-9]{1,4})?)\Z")
+
+
+def check_device(name: Any) -> str:
+    """The device name if lm_magics can use it ('auto', 'cpu', 'cuda', 'cuda:N', 'mps'), else ConfigError."""
+    if not isinstance(name, str) or not _DEVICE.match(name):
+        raise ConfigError(f"Unknown device {name!r}; use 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'.")
+    return name
 
 
 def _opt(default: Any, help: str, *, choices: tuple | None = None, min: float | None = None,
-         max: float | None = None, positive: bool = False) -> Any:
+         max: float | None = None, positive: bool = False, check: Any = None) -> Any:
     return field(default=default, metadata={"help": help, "choices": choices, "min": min, "max": max,
-                                            "positive": positive})
+                                            "positive": positive, "check": check})
 
 
 @dataclass(frozen=True)
@@ -66,9 +81,12 @@ class TrainConfig:
     val_fraction: float = _opt(0.1, "share of rows (or lines) held out for validation", min=0.0, max=0.5)
     precision: str = _opt("auto", "'auto' (bf16 where the hardware has it), 'bf16' or 'fp32'",
                           choices=("auto", "bf16", "fp32"))
-    seed: int = _opt(0, "random seed: same seed, same data, same CPU -> same model", min=0)
-    device: str = _opt("auto", "'auto' (cuda, then mps, then cpu), 'cpu', 'cuda', 'cuda:1', 'mps'")
-    threads: Optional[int] = _opt(None, "CPU threads for torch (default: torch's own choice)", positive=True)
+    seed: int = _opt(0, "random seed: same seed, same data, same CPU -> same model", min=0, max=MAX_SEED)
+    device: str = _opt("auto", "'auto' (cuda, then mps, then cpu), 'cpu', 'cuda', 'cuda:1', 'mps'",
+                       check=check_device)
+    # torch itself has no limit: 10**6 threads crashed the process (segmentation fault) instead of an error.
+    threads: Optional[int] = _opt(None, "CPU threads for torch (default: torch's own choice)", positive=True,
+                                  max=1024)
     # -- model kind, n-gram baseline, copy check
     kind: str = _opt("lstm", "'lstm', 'ngram' (interpolated modified Kneser-Ney: trains in seconds) or 'mix' "
                      "(the LSTM interpolated with its n-gram, the weight fitted on the validation rows)",
@@ -101,6 +119,8 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict, **overrides: Any) -> "TrainConfig":
+        if not isinstance(d, Mapping):
+            raise ConfigError(f"TrainConfig.from_dict needs a dict of options, got {type(d).__name__}.")
         known = {f.name for f in fields(cls)}
         base = {k: v for k, v in d.items() if k in known}  # tolerate keys from other versions
         base.update(_checked_names(cls, overrides))
@@ -118,13 +138,16 @@ _LSTM_ONLY = frozenset({"embed_dim", "hidden_dim", "num_layers", "dropout", "tie
 class GenerateConfig:
     """How text is generated from a prefix."""
 
-    n_words: int = _opt(20, "number of tokens to generate", positive=True)
-    temperature: float = _opt(1.0, "sampling temperature: <1 safer, >1 wilder, 0 = always the top word", min=0.0)
+    # The cap only stops a typo (-n 10000000000) from generating for days: a million words is ~10 minutes.
+    n_words: int = _opt(20, "number of tokens to generate", positive=True, max=1_000_000)
+    # By 100 the distribution is nearly flat (log-probs a few dozen nats apart); the cap keeps it meaningful.
+    temperature: float = _opt(1.0, "sampling temperature: <1 safer, >1 wilder, 0 = always the top word",
+                              min=0.0, max=100.0)
     top_k: int = _opt(0, "sample only among the k most likely words (0: all)", min=0)
     top_p: float = _opt(1.0, "sample only among the most likely words whose probabilities add up to p",
                         min=0.0, max=1.0)
     beam: int = _opt(1, "beam search width (1: sampling; >1: the most likely continuation)", positive=True)
-    seed: Optional[int] = _opt(None, "random seed for sampling (default: fresh randomness)", min=0)
+    seed: Optional[int] = _opt(None, "random seed for sampling (default: fresh randomness)", min=0, max=MAX_SEED)
 
     def __post_init__(self) -> None:
         _check(self)
@@ -172,7 +195,10 @@ def _checked_names(cls: type, kw: dict) -> dict:
 
 
 def _check(cfg: Any) -> None:
-    """Validate types and ranges of every field; raise ConfigError with a one-line fix."""
+    """Validate types and ranges of every field; raise ConfigError with a one-line fix.
+
+    Numbers are stored as plain int / float (numpy scalars are accepted and converted), so a config
+    always goes into a model file as plain data."""
     for f in fields(cfg):
         v = getattr(cfg, f.name)
         m = f.metadata
@@ -183,28 +209,52 @@ def _check(cfg: Any) -> None:
             raise ConfigError(f"{f.name} needs a value.")
         if typ is bool:
             if not isinstance(v, bool):
-                raise ConfigError(f"{f.name} must be True or False, got {v!r}.")
+                raise ConfigError(f"{f.name} must be True or False, got {_short(v)}.")
             continue
         if typ in (int, float):
-            if isinstance(v, bool) or not isinstance(v, (int, float)):
-                raise ConfigError(f"{f.name} must be a number, got {v!r}.")
-            if typ is int and not float(v).is_integer():
-                raise ConfigError(f"{f.name} must be a whole number, got {v!r}.")
-            if not math.isfinite(v):
-                raise ConfigError(f"{f.name} must be a finite number, got {v!r}.")
+            v = _number(f.name, v, typ)
             if m.get("positive") and v <= 0:
-                raise ConfigError(f"{f.name} must be above 0, got {v!r}.")
+                raise ConfigError(f"{f.name} must be above 0, got {_short(v)}.")
             if m.get("min") is not None and v < m["min"]:
-                raise ConfigError(f"{f.name} must be at least {m['min']}, got {v!r}.")
+                raise ConfigError(f"{f.name} must be at least {m['min']}, got {_short(v)}.")
             if m.get("max") is not None and v > m["max"]:
-                raise ConfigError(f"{f.name} must be at most {m['max']}, got {v!r}.")
-            if typ is int and not isinstance(v, int):
-                object.__setattr__(cfg, f.name, int(v))
+                raise ConfigError(f"{f.name} must be at most {m['max']}, got {_short(v)}.")
+            object.__setattr__(cfg, f.name, v)
         if typ is str:
             if not isinstance(v, str):
-                raise ConfigError(f"{f.name} must be text, got {v!r}.")
+                raise ConfigError(f"{f.name} must be text, got {_short(v)}.")
             if m.get("choices") and v not in m["choices"]:
                 raise ConfigError(f"{f.name} must be one of {', '.join(m['choices'])}; got {v!r}.")
+            if m.get("check") is not None:
+                m["check"](v)
+
+
+def _number(name: str, v: Any, typ: type) -> Any:
+    """v as a finite Python int (typ int) or float, or a ConfigError."""
+    if isinstance(v, bool) or not isinstance(v, numbers.Real):
+        raise ConfigError(f"{name} must be a number, got {_short(v)}.")
+    if isinstance(v, numbers.Integral):
+        v = int(v)                      # exact, however big: ranges are checked on the int
+        if typ is int:
+            return v
+    try:
+        x = float(v)
+    except OverflowError:               # an int beyond float range (10**400)
+        raise ConfigError(f"{name} must be a finite number, got {_short(v)}.") from None
+    if not math.isfinite(x):
+        raise ConfigError(f"{name} must be a finite number, got {v!r}.")
+    if typ is int:
+        if not x.is_integer():
+            raise ConfigError(f"{name} must be a whole number, got {v!r}.")
+        return int(x)
+    return x
+
+
+def _short(v: Any) -> str:
+    """repr(v), cut to a length that keeps an error message on one short line."""
+    r = repr(v) if not isinstance(v, int) or v.bit_length() < 200 else f"a {len(str(v))}-digit number"
+    r = " ".join(r.split())
+    return r if len(r) <= 60 else r[:57] + "..."
 
 
 def _base_type(annotation: Any) -> type:
@@ -235,24 +285,49 @@ def option_specs(cls: type) -> Iterator[OptionSpec]:
                          f.metadata.get("help", ""), f.metadata.get("choices"))
 
 
-def _bool_arg(text: str) -> bool:
-    t = text.strip().lower()
-    if t in ("1", "true", "yes", "on"):
-        return True
-    if t in ("0", "false", "no", "off"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+class _Invalid:
+    """A command-line value that could not be converted.
+
+    argparse would report a bad value as a usage mistake (exit code 2, like an unknown flag), but a value
+    of the wrong kind is an option-value problem (exit code 1, a ConfigError): the converters below
+    return this marker instead of failing, and ``check_parsed`` raises its ConfigError after parsing."""
+
+    def __init__(self, message: str):
+        self.message = message
+
+    def __repr__(self) -> str:
+        return f"<invalid value: {self.message}>"
 
 
-def _typed(typ: type) -> Any:
+def arg_type(typ: type, choices: Optional[tuple] = None) -> Any:
+    """An argparse ``type=`` for bool / int / float / str (with choices) values; see ``_Invalid``."""
     def convert(text: str) -> Any:
-        try:
-            return typ(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {'a whole number' if typ is int else 'a number'}, "
-                                             f"got {text!r}") from None
+        t = text.strip()
+        if typ is bool:
+            if t.lower() in ("1", "true", "yes", "on"):
+                return True
+            if t.lower() in ("0", "false", "no", "off"):
+                return False
+            return _Invalid(f"expected true or false, got {text!r}")
+        if choices is not None and text not in choices:
+            return _Invalid(f"invalid choice {text!r} (choose from {', '.join(choices)})")
+        if typ in (int, float):
+            try:
+                return typ(t)
+            except ValueError:
+                return _Invalid(f"expected {'a whole number' if typ is int else 'a number'}, got {text!r}")
+        return text
     convert.__name__ = typ.__name__
     return convert
+
+
+def check_parsed(namespace: argparse.Namespace) -> argparse.Namespace:
+    """Raise ConfigError for the first option whose value could not be converted (see ``arg_type``)."""
+    for dest, value in vars(namespace).items():
+        if isinstance(value, _Invalid):
+            name = dest.rstrip("_").replace("_", "-")
+            raise ConfigError(f"{'-' if len(name) == 1 else '--'}{name}: {value.message}.")
+    return namespace
 
 
 def add_arguments(parser: argparse.ArgumentParser, cls: type, *, skip: tuple = (),
@@ -266,15 +341,15 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type, *, skip: tuple = (
         shown = "from data" if spec.default is None else spec.default
         kw: dict = dict(dest=spec.name, default=None, help=f"{spec.help} [default: {shown}]")
         if spec.type is bool:
-            kw.update(type=_bool_arg, metavar="BOOL")
+            kw.update(type=arg_type(bool), metavar="BOOL")
         elif spec.choices:
-            kw.update(choices=spec.choices)
+            kw.update(type=arg_type(str, spec.choices), metavar="{" + ",".join(spec.choices) + "}")
         elif spec.type in (int, float):
-            kw.update(type=_typed(spec.type), metavar=spec.type.__name__.upper())
+            kw.update(type=arg_type(spec.type), metavar=spec.type.__name__.upper())
         parser.add_argument(*names, **kw)
 
 
 def given(namespace: argparse.Namespace, cls: type) -> dict:
-    """The config options the user actually gave on a command line."""
+    """The config options the user actually gave on a command line (after ``check_parsed``)."""
     return {s.name: getattr(namespace, s.name) for s in option_specs(cls)
             if getattr(namespace, s.name, None) is not None}

@@ -27,8 +27,9 @@ def _kind(obj: Any) -> str:
 
 def is_dataframe(obj: Any) -> bool:
     mod = type(obj).__module__
-    return (mod.startswith("pandas") or mod.startswith("polars")) and hasattr(obj, "columns") \
-        and type(obj).__name__ in ("DataFrame", "LazyFrame")
+    # A LazyFrame is recognized by name: asking it for .columns resolves its schema (and polars warns).
+    return (mod.startswith("pandas") or mod.startswith("polars")) and (
+        type(obj).__name__ == "LazyFrame" or (type(obj).__name__ == "DataFrame" and hasattr(obj, "columns")))
 
 
 def is_series(obj: Any) -> bool:
@@ -49,8 +50,13 @@ def describe(obj: Any) -> str:
     return f"{type(obj).__name__} ({n:,} rows)"
 
 
-def _listing(names: List[str]) -> str:
-    shown = ", ".join(repr(str(n)) for n in names[:_MAX_LISTED])
+def _label(name: Any) -> str:
+    """A column label as the user would write it: 'text', but 0 for an integer label."""
+    return repr(name) if isinstance(name, (str, int, float, tuple)) else repr(str(name))
+
+
+def _listing(names: List[Any]) -> str:
+    shown = ", ".join(_label(n) for n in names[:_MAX_LISTED])
     return shown + (f", ... ({len(names)} in all)" if len(names) > _MAX_LISTED else "")
 
 
@@ -69,80 +75,151 @@ def lookup(user_ns: Mapping[str, Any], name: str) -> Any:
 
 def select_rows(data: Any, where: str, user_ns: Mapping[str, Any], data_name: str = "the data") -> Any:
     """Keep the rows picked by ``where``: the name of a boolean mask variable, or a DataFrame.query
-    expression (``label == 'ham'``; ``@var`` refers to notebook variables)."""
+    expression (``label == 'ham'``; ``@var`` refers to notebook variables). Either must give one
+    True/False per row (missing values count as False, as in pandas and polars)."""
     where = where.strip()
     if not where:
         raise DataError("--where is empty; give a condition such as \"label == 'ham'\" or a boolean mask variable.")
     if where.isidentifier() and where in user_ns and not isinstance(user_ns[where], str):
-        return _apply_mask(data, user_ns[where], where, data_name)
-    if not is_dataframe(data):
+        mask = user_ns[where]
+        if is_series(mask) and not _is_polars(mask) and (is_dataframe(data) or is_series(data)) \
+                and not _is_polars(data) and not mask.index.equals(data.index):
+            raise DataError(f"--where {where}: the mask's index differs from the index of {data_name}; build "
+                            f"the mask from the same data (e.g. `{where} = df['label'] == 'ham'`).")
+        keep = _bool_mask(mask, data, f"--where {where}: the variable '{where}' holds",
+                          f"build a boolean mask like `{where} = df['label'] == 'ham'`", data_name)
+    elif not is_dataframe(data):
         raise DataError(f"--where {where!r} is an expression, which needs a DataFrame; {data_name} is a "
                         f"{type(data).__name__}. Pass a boolean mask variable instead.")
-    try:
-        if _is_polars(data):
-            import polars as pl
+    else:
+        try:
+            if _is_polars(data):
+                import polars as pl
 
-            out = data.filter(pl.sql_expr(where))
-        else:
-            out = data.query(where, local_dict=dict(user_ns), global_dict={})
-    except Exception as exc:  # pandas raises many kinds (SyntaxError, UndefinedVariableError, TypeError...)
-        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise DataError(f"Cannot filter {data_name} with --where {where!r}: {msg}. Columns: "
-                        f"{_listing([str(c) for c in data.columns])}.") from None
-    if len(out) == 0:
-        raise DataError(f"--where {where!r} keeps no rows of {data_name} ({len(data):,} rows); loosen the condition.")
-    return out
+                values = data.select(pl.sql_expr(where).alias("__where__")).to_series()
+                if len(values) == 1 and len(data) != 1:     # a literal such as `true`
+                    values = values[0]
+            else:
+                values = data.eval(where, local_dict=dict(user_ns), global_dict={})
+        except Exception as exc:  # pandas raises many kinds (SyntaxError, UndefinedVariableError, TypeError...)
+            msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise DataError(f"Cannot filter {data_name} with --where {where!r}: {msg}. Columns: "
+                            f"{_listing(list(data.columns))}.") from None
+        keep = _bool_mask(values, data, f"--where {where!r} gives",
+                          "write a condition that is True or False for each row, such as \"label == 'ham'\"",
+                          data_name)
+    if not keep.any():
+        raise DataError(f"--where {where!r} keeps no rows of {data_name} ({len(keep):,} rows); loosen the condition.")
+    if _is_polars(data):
+        return data.filter(keep)
+    if is_dataframe(data) or is_series(data):
+        return data[keep]
+    return [v for v, k in zip(data, keep) if k]
 
 
-def _apply_mask(data: Any, mask: Any, mask_name: str, data_name: str) -> Any:
+def _bool_mask(values: Any, data: Any, what: str, fix: str, data_name: str = "the data") -> Any:
+    """values (a mask variable, or what a --where expression gave) as a numpy bool array with one entry
+    per row of data (missing -> False), or a DataError that says what values is instead. ``what`` ends
+    in a verb ("--where 'n + 1' gives"); ``fix`` says what to do."""
     import numpy as np
 
-    values = mask.to_numpy() if hasattr(mask, "to_numpy") else mask
+    from .engine.data import _is_missing
+
+    n = len(data)
+    if is_dataframe(values):
+        raise DataError(f"{what} a whole {type(values).__name__}, not one True/False per row; {fix}.")
+    if isinstance(values, (str, bytes)) or not hasattr(values, "__len__"):
+        raise DataError(f"{what} a single value ({_short(values)}), not one True/False per row; {fix}.")
+    if _is_polars(values):
+        kind = str(values.dtype)
+        if kind == "Boolean":
+            values = values.fill_null(False).to_list()
+    elif is_series(values):
+        kind = str(values.dtype)
+        if kind == "boolean":                         # pandas' nullable booleans: <NA> -> False
+            values = values.to_numpy(dtype=bool, na_value=False)
+        values = values.to_numpy() if hasattr(values, "to_numpy") else values
     try:
         arr = np.asarray(values)
     except Exception:
         arr = np.asarray([], dtype=object)
+    flags = (bool, np.bool_)
+    if arr.dtype == object and arr.ndim == 1 and any(isinstance(v, flags) for v in arr) \
+            and all(v is None or isinstance(v, flags) for v in arr):
+        arr = np.array([bool(v) for v in arr], dtype=bool)    # a list of True/False/None
     if arr.dtype != bool:
-        raise DataError(f"--where {mask_name}: '{mask_name}' is a {type(mask).__name__} of {arr.dtype}, not a "
-                        f"boolean mask; build one like `{mask_name} = df['label'] == 'ham'`.")
-    try:
-        n = len(data)
-    except TypeError:
-        n = -1
-    if arr.ndim != 1 or len(arr) != n:
-        raise DataError(f"--where {mask_name}: the mask has {arr.size:,} values but {data_name} has {n:,} rows; "
-                        f"build the mask from the same data.")
-    if not arr.any():
-        raise DataError(f"--where {mask_name} keeps no rows of {data_name}; every value of the mask is False.")
-    if is_dataframe(data) or is_series(data):
-        if _is_polars(data):
-            return data.filter(arr)
-        return data[arr]
-    return [v for v, keep in zip(data, arr) if keep]
+        if arr.dtype == object:
+            kinds = sorted({type(v).__name__ for v in arr.ravel()[:1000] if not _is_missing(v)}) or ["missing"]
+            desc = "/".join(kinds)
+        else:
+            desc = str(arr.dtype)
+        raise DataError(f"{what} {desc} values, not True/False for each row; {fix}.")
+    if arr.ndim != 1 or arr.size != n:
+        raise DataError(f"{what} {arr.size:,} values but {data_name} has {n:,} rows; build the mask from the "
+                        f"same data.")
+    return arr
+
+
+def _short(v: Any) -> str:
+    r = " ".join(repr(v).split())
+    return r if len(r) <= 40 else r[:37] + "..."
 
 
 # ---------------------------------------------------------------------------------------------- columns
 
-def column_of(df: Any, column: str, df_name: str = "the DataFrame") -> Any:
-    """The Series ``df[column]``; a DataError lists the columns when it is missing."""
-    cols = [str(c) for c in df.columns]
-    if column not in df.columns:
-        near = difflib.get_close_matches(column, cols, n=1)
-        hint = f" Did you mean '{near[0]}'?" if near else ""
-        raise DataError(f"{df_name} has no column '{column}'.{hint} Columns: {_listing(cols)}.")
-    return df[column]
+def column_of(df: Any, column: Any, df_name: str = "the DataFrame") -> Any:
+    """The Series ``df[column]``; a DataError when the column is missing, ambiguous or not one column.
+
+    ``column`` may be a label of another type written as text: ``--column 0`` finds the integer label 0.
+    """
+    cols = list(df.columns)
+    if getattr(df.columns, "nlevels", 1) > 1 and not (isinstance(column, tuple) and column in cols):
+        raise DataError(f"{df_name} has MultiIndex columns ({_listing(cols)}); flatten them first, e.g. "
+                        f"`df.columns = ['_'.join(map(str, c)) for c in df.columns]`.")
+    try:
+        hash(column)
+    except TypeError:
+        raise DataError(f"A column is named by one label (str or int), got a {type(column).__name__}.") from None
+    label = column
+    if not any(_same(c, column) for c in cols) and isinstance(column, str):
+        spelled = [c for c in cols if not isinstance(c, str) and str(c) == column.strip()]
+        if len(spelled) == 1:             # --column 0 for the integer label 0
+            label = spelled[0]
+    hits = sum(_same(c, label) for c in cols)
+    if hits == 0:
+        strs = [str(c) for c in cols]
+        near = difflib.get_close_matches(str(column), strs, n=1)
+        hint = f" Did you mean {_label(cols[strs.index(near[0])])}?" if near else ""
+        other = [c for c in cols if not isinstance(c, str)]
+        numbers = f" (a label that is not text is given as written: --column {other[0]})" if other else ""
+        msg = f"{df_name} has no column {_label(column)}.{hint} Columns: {_listing(cols)}{numbers}."
+        raise DataError(msg[0].upper() + msg[1:])
+    if hits > 1:
+        raise DataError(f"{df_name} has {hits} columns labelled {_label(label)}; rename them so that each "
+                        f"label is unique (df.columns = [...]), then pick one.")
+    return df[label]
 
 
-def _text_columns(df: Any) -> List[str]:
+def _same(a: Any, b: Any) -> bool:
+    """Label equality without surprises: 1 is not True, and '0' is not 0."""
+    if isinstance(a, bool) != isinstance(b, bool) or isinstance(a, str) != isinstance(b, str):
+        return False
+    try:
+        return bool(a == b)
+    except Exception:
+        return False
+
+
+def _text_columns(df: Any) -> List[Any]:
     out = []
     for c in df.columns:
         try:
             col = df[c]
             if _is_polars(df):
                 if str(col.dtype) in ("String", "Utf8", "Categorical"):
-                    out.append(str(c))
-            elif getattr(col.dtype, "kind", "O") in "OSU" or str(col.dtype) in ("string", "category"):
-                out.append(str(c))
+                    out.append(c)
+            elif getattr(col.dtype, "kind", "O") in "OSU" or str(col.dtype) in ("string", "str", "category"):
+                out.append(c)
         except Exception:
             continue
     return out
@@ -189,14 +266,14 @@ def text_rows(user_ns: Mapping[str, Any], var: str, column: Optional[str] = None
     if where:
         obj = select_rows(obj, where, user_ns, name)
     if is_dataframe(obj):
-        if not column:
-            cols = _text_columns(obj) or [str(c) for c in obj.columns]
+        if column is None or column == "":
+            cols = _text_columns(obj) or list(obj.columns)
             raise DataError(f"{name} is a DataFrame; say which text column to use with --column "
                             f"(text columns: {_listing(cols)}).")
         series = column_of(obj, column, name)
-        _check_text(series, f"Column '{column}' of {name}", obj)
+        _check_text(series, f"Column {_label(series.name)} of {name}", obj)
         return series
-    if column:
+    if column is not None and column != "":
         raise DataError(f"{name} is a {type(obj).__name__}, which has no columns; drop --column {column}.")
     if len(obj) == 0:
         raise DataError(f"{name} is empty; give it some rows of text.")

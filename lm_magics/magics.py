@@ -29,7 +29,7 @@ from IPython.utils.process import arg_split
 from traitlets import Bool, Int, Unicode
 
 from . import api
-from .config import GenerateConfig, TrainConfig, add_arguments, given
+from .config import GenerateConfig, TrainConfig, add_arguments, check_parsed, given
 from .display import Completions, Generation, TrainSummary, _e, _fmt_ppl, interrupted_text
 from .errors import ConfigError, DataError, Interrupted, LMError
 from .engine.data import files
@@ -213,11 +213,12 @@ class LMMagics(Magics):
     def _parse(func: Callable, line: str) -> Any:
         try:
             # posix splitting, unlike parse_argstring: quotes group words and are removed ("label == 'x'").
-            return func.parser.parse_args(arg_split(line, posix=True))
+            args = func.parser.parse_args(arg_split(line, posix=True))
         except UsageError as exc:
             raise UsageError(f"{func.__name__}: {exc} (see `%{func.__name__}?`)") from None
         except ValueError as exc:   # shlex: "No closing quotation"
             raise UsageError(f"{func.__name__}: {exc}; check the quotes in the line.") from None
+        return check_parsed(args)   # a value of the wrong kind (--epochs many): ConfigError
 
     # ----------------------------------------------------------------------------------------- training
 
@@ -232,6 +233,8 @@ class LMMagics(Magics):
                    "name of a boolean mask variable")
     @argument("--file", metavar="PATH", nargs="+", default=None,
               help="train on text files (glob patterns allowed), one row per line")
+    @argument("--encoding", metavar="ENC", default=None,
+              help="the text encoding of the --file files, e.g. latin-1, cp1252, utf-16 [default: utf-8]")
     @argument("--continue", dest="continue_", action="store_true",
               help="train the named model further on this text (keeps its vocabulary and settings)")
     @argument("--quiet", action="store_true", help="no progress bar")
@@ -316,13 +319,16 @@ class LMMagics(Magics):
             raise DataError("Give either --df or --file, not both.")
         if (args.column or args.where) and not args.df:
             raise DataError(f"--{'column' if args.column else 'where'} needs --df VAR (the DataFrame to read).")
+        if args.encoding is not None and not args.file:
+            raise DataError("--encoding is the encoding of --file PATH; the cell's text and --df data are "
+                            "already text.")
         if args.df or args.file:
             if has_text:
                 src = "--df" if args.df else "--file"
                 raise DataError(f"The cell has text and {src} is given; use one (the cell may hold comments).")
             if args.df:
                 return text_rows(self._ns(), args.df, args.column, args.where)
-            return files(*args.file)
+            return files(*args.file, encoding=args.encoding or "utf-8")
         if cell is None:
             raise DataError("Nothing to train on: use %%lm_train with text in the cell, or %lm_train --df VAR "
                             "--column COL, or %lm_train --file PATH.")

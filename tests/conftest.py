@@ -136,3 +136,50 @@ def wait_until(cond, timeout: float = 30.0) -> bool:
             return False
         time.sleep(0.02)
     return True
+# ------------------------------------------------------------------------------ special files as input
+
+def _unblock(fifo: Path) -> None:
+    """Give EOF to anything still blocked opening or reading fifo (a reader that should have refused it)."""
+    try:
+        fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)   # ENXIO when nobody is reading: nothing to do
+    except OSError:
+        return
+    os.close(fd)
+
+
+@pytest.fixture
+def special_files(tmp_path: Path):
+    """Paths that exist but are not regular files, for tests of what a read refuses: {'named pipe': ...,
+    'socket': ..., 'character device': a copy of /dev/null} (never /dev/zero: a reader that failed to refuse
+    it would eat all memory). A reader that wrongly opens the FIFO would block forever; teardown unblocks it."""
+    found = {"named pipe": make_special("fifo", tmp_path / "pipe.txt"),
+             "socket": make_special("socket", tmp_path / "sock.txt"),
+             "character device": make_special("chardev", tmp_path / "null.dev")}
+    try:
+        yield found
+    finally:
+        _unblock(found["named pipe"])
+
+
+def no_hang(fn, seconds: float = 20.0, unblock: "Path | None" = None):
+    """Run fn() in a thread; fail (instead of hanging the suite) if it has not returned after seconds."""
+    import threading
+
+    box: dict = {}
+
+    def run():
+        try:
+            box["value"] = fn()
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
+            box["error"] = exc
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    t.join(seconds)
+    if t.is_alive():
+        if unblock is not None:
+            _unblock(unblock)
+        pytest.fail(f"still running after {seconds} s: it blocked reading a special file")
+    if "error" in box:
+        raise box["error"]
+    return box.get("value")

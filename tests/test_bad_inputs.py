@@ -103,10 +103,15 @@ def test_binary_bytes_decoded_as_text_still_train():
 
 
 def test_invalid_utf8_in_a_file_is_replaced_not_fatal(tmp_path: Path):
+    # A damaged byte or two in a text file costs nothing but a note; a file full of them is not UTF-8 text
+    # (tests/engine/test_data.py) and is refused.
     p = tmp_path / "bad.txt"
-    p.write_bytes(b"the cat \xff\xfe sat on the mat\n" * 30 + b"\xc3\x28 broken\n")
+    p.write_bytes(b"the cat sat on the mat\n" * 300 + b"the cat \xff\xfe sat\n" + b"\xc3\x28 broken\n")
     m = lm.train(lm.files(p), **TINY)
     assert "\ufffd" in m.vocab and "cat" in m.vocab
+    assert any("3 of 6,925 characters are undecodable" in n for n in m.report.notes)
+    p.write_bytes(b"the cat \xff\xfe sat on the mat\n" * 30)
+    expect(lm.DataError, lambda: lm.train(lm.files(p), **TINY), r"is not UTF-8 text", r"--encoding")
 
 
 def test_mixed_scripts_and_emoji_survive():
@@ -159,7 +164,23 @@ def test_all_tokens_below_min_freq():
     ("level", 1, r"level must be text"),
     ("seed", -1, r"seed must be at least 0"),
     ("device", "tpu9", r"use 'auto', 'cpu'"),
-], ids=lambda v: str(v))
+    # issue 11: values torch takes but cannot use, beyond 64 bits, or beyond float range
+    ("device", "meta", r"Unknown device 'meta'; use 'auto', 'cpu'"),
+    ("device", "cuda:x", r"Unknown device 'cuda:x'"),
+    ("device", "tpu", r"Unknown device 'tpu'"),
+    ("device", "CPU", r"Unknown device 'CPU'"),
+    ("device", "cpu:0 ", r"Unknown device"),
+    ("device", 0, r"device must be text"),
+    ("seed", 2**63, r"seed must be at most 9223372036854775807"),
+    ("seed", 2**64, r"seed must be at most"),
+    ("seed", 10**400, r"seed must be at most .*a 401-digit number"),
+    ("seed", -2**70, r"seed must be at least 0"),
+    ("lr", 10**400, r"lr must be a finite number"),
+    ("dropout", float("nan"), r"dropout must be a finite number"),
+    ("val_fraction", float("-inf"), r"finite number"),
+    ("max_time", float("inf"), r"max_time must be a finite number"),
+    ("threads", 10**6, r"threads must be at most 1024"),       # torch crashed (segmentation fault)
+], ids=lambda v: str(v)[:20])
 def test_bad_option_values_are_config_errors(tiny_text, option, value, hint):
     expect(lm.ConfigError, lambda: lm.train(tiny_text, **{**TINY, option: value}), hint)
 
@@ -222,9 +243,33 @@ def test_temperature_zero_is_greedy_and_negative_is_an_error(tiny_model):
     (dict(seed=-1), r"seed must be at least 0"),
     (dict(temperature=float("nan")), r"finite number"),
     (dict(temperature="hot"), r"must be a number"),
-], ids=lambda v: str(v))
+    (dict(temperature=1e308), r"temperature must be at most 100"),
+    (dict(temperature=float("inf")), r"temperature must be a finite number"),
+    (dict(temperature=100.5), r"temperature must be at most 100"),
+    (dict(top_p=float("nan")), r"top_p must be a finite number"),
+    (dict(top_p=float("-inf")), r"top_p must be a finite number"),
+    (dict(seed=2**64), r"seed must be at most 9223372036854775807"),
+    (dict(seed=2**63), r"seed must be at most"),
+    (dict(n_words=10**12), r"n_words must be at most 1000000"),
+    (dict(n_words=10**400), r"n_words must be at most 1000000, got a 401-digit number"),
+], ids=lambda v: str(v)[:30])
 def test_bad_generation_options(tiny_model, kw, hint):
     expect(lm.ConfigError, lambda: tiny_model.generate("the", **kw), hint)
+
+
+@pytest.mark.parametrize("kw", [
+    dict(temperature=1e-300), dict(temperature=5e-324), dict(temperature=1e-3), dict(temperature=100.0),
+    dict(temperature=100.0, top_p=1e-320), dict(top_p=5e-324), dict(top_p=1e-12, top_k=1),
+    dict(temperature=1e-300, top_k=3), dict(temperature=99.9, top_p=0.999999), dict(seed=2**63 - 1),
+], ids=lambda v: str(v))
+def test_every_allowed_generation_setting_generates(tiny_model, kw):
+    # lp / temperature in float32 was all -inf (tiny temperatures) or NaN (huge ones), and a top_p below
+    # float32's smallest number cut every word: "probability tensor contains either inf, nan or element < 0".
+    kw = {"seed": 0, **kw}
+    text = tiny_model.generate("the cat", n_words=8, **kw)
+    assert isinstance(text, str) and len(tiny_model.tokenizer.tokenize(text.replace("\n", " ")) or [1]) >= 1
+    if kw.get("temperature", 1) < 1e-100 or kw.get("top_p", 1) < 1e-100:   # effectively greedy
+        assert text == tiny_model.generate("the cat", n_words=8, temperature=0)
 
 
 # =========================================================================================== files
@@ -248,6 +293,17 @@ def test_training_file_without_permission(tmp_path: Path, monkeypatch):
         expect(lm.DataError, lambda: lm.train(lm.files(p), **TINY), r"No permission", r"Fix its permissions")
     finally:
         p.chmod(0o644)
+
+
+@pytest.mark.parametrize("kind", ["named pipe", "socket", "character device"])
+def test_model_files_that_are_not_regular_files(special_files, kind):
+    # lm.load(FIFO) blocked forever (so did %lm_load and `lm-magics info`); /dev/zero read until MemoryError.
+    from conftest import no_hang
+
+    path = special_files[kind]
+    with pytest.raises(lm.ModelFileError, match=rf"is a {kind}.*not a model file.*model\.save") as e:
+        no_hang(lambda: lm.load(path), unblock=special_files["named pipe"])
+    assert "\n" not in str(e.value)
 
 
 def test_model_file_not_found_directory_permission(tmp_path: Path, monkeypatch):
@@ -409,3 +465,81 @@ def test_perplexity_of_nothing(tiny_model):
 def test_continue_training_with_only_new_words(tiny_model):
     m2 = lm.train("qwxz vbnm zzzz\n" * 10, init=tiny_model, epochs=1)
     assert m2.meta["unk_tokens"] == 30 and any("<unk>" in n for n in m2.report.notes)
+
+
+# ============================================================================ wrong types (issue 11)
+
+class _Thing:
+    pass
+
+
+def _api_calls(model):
+    """Calls of the public API (lm.__all__) with arguments of the wrong type: each must raise one of
+    the project's errors (an LMError) with a one-line message, never TypeError / AttributeError."""
+    df = pd.DataFrame({"text": ["the cat sat"]})
+    return {
+        "load(None)": (lm.ModelFileError, lambda: lm.load(None), r"path must be text or a pathlib.Path"),
+        "load(42)": (lm.ModelFileError, lambda: lm.load(42), r"got int"),
+        "load('')": (lm.ModelFileError, lambda: lm.load(""), r"path is empty"),
+        "load(device=meta)": (lm.ConfigError, lambda: lm.load("x.lm", device="meta"), r"Unknown device 'meta'"),
+        "load(device=5)": (lm.ConfigError, lambda: lm.load("x.lm", device=5), r"Unknown device 5"),
+        "save(None)": (lm.ModelFileError, lambda: model.save(None), r"path must be text or a pathlib.Path"),
+        "save(object)": (lm.ModelFileError, lambda: model.save(_Thing()), r"got _Thing"),
+        "train(123)": (lm.DataError, lambda: lm.train(123), r"Cannot read text from a int"),
+        "train(object)": (lm.DataError, lambda: lm.train(_Thing()), r"Cannot read text"),
+        "train(config=5)": (lm.ConfigError, lambda: lm.train("a b", config=5), r"config must be a TrainConfig"),
+        "train(config=dict)": (lm.ConfigError, lambda: lm.train("a b", config={"epochs": 1}), r"TrainConfig"),
+        "train(init=str)": (lm.ConfigError, lambda: lm.train("a b", init="m.lm"), r"init must be a LanguageModel"),
+        "train(on_step=5)": (lm.ConfigError, lambda: lm.train("a b", on_step=5), r"on_step must be a function"),
+        "train(on_epoch='x')": (lm.ConfigError, lambda: lm.train("a b", on_epoch="x"), r"on_epoch must be"),
+        "train(stream='yes')": (lm.ConfigError, lambda: lm.train("a b", stream="yes"), r"stream must be True"),
+        "train(cache_dir=5)": (lm.ConfigError, lambda: lm.train("a b", cache_dir=5), r"cache_dir must be a path"),
+        "train(val_data=5)": (lm.DataError, lambda: lm.train("a b c d", val_data=5, **TINY), r"Cannot read text"),
+        "files(None)": (lm.DataError, lambda: lm.files(None), r"files\(\) takes paths"),
+        "files(1)": (lm.DataError, lambda: lm.files(1), r"got int"),
+        "files(encoding=1)": (lm.ConfigError, lambda: lm.files("x", encoding=1), r"encoding must be"),
+        "next_words(None)": (lm.DataError, lambda: model.next_words(None), r"prefix must be text"),
+        "next_words(k='5')": (lm.ConfigError, lambda: model.next_words("a", k="5"), r"k must be a whole number"),
+        "next_words(startswith=5)": (lm.DataError, lambda: model.next_words("a", startswith=5), r"startswith must be text"),
+        "next_words(include_special='x')": (lm.ConfigError, lambda: model.next_words("a", include_special="x"),
+                                            r"include_special must be True or False"),
+        "generate(5)": (lm.DataError, lambda: model.generate(5), r"prefix must be text"),
+        "generate(stop_at_eos=1)": (lm.ConfigError, lambda: model.generate("a", stop_at_eos=1), r"stop_at_eos"),
+        "generate(include_prefix='no')": (lm.ConfigError, lambda: model.generate("a", include_prefix="no"),
+                                          r"include_prefix must be True or False"),
+        "generate_with(cfg=None)": (lm.ConfigError, lambda: model.generate_with("a", None), r"cfg must be a GenerateConfig"),
+        "generate_with(cfg=dict)": (lm.ConfigError, lambda: model.generate_with("a", {"n_words": 3}), r"GenerateConfig"),
+        "iter_generate(cfg=None)": (lm.ConfigError, lambda: list(model.iter_generate("a", None)), r"GenerateConfig"),
+        "join_text(None)": (lm.DataError, lambda: model.join_text(None, "x"), r"prefix must be text"),
+        "score(object)": (lm.DataError, lambda: model.score(_Thing()), r"Cannot score a _Thing"),
+        "score(None)": (lm.DataError, lambda: model.score(None), r"Cannot score a NoneType"),
+        "bits_per_word(5)": (lm.DataError, lambda: model.bits_per_word(5), r"Cannot score a int"),
+        "perplexity(object)": (lm.DataError, lambda: model.perplexity(_Thing()), r"Cannot score"),
+        "surprisal(None)": (lm.DataError, lambda: model.surprisal(None), r"text must be text"),
+        "to('meta')": (lm.ConfigError, lambda: model.to("meta"), r"Unknown device 'meta'"),
+        "to(None)": (lm.ConfigError, lambda: model.to(None), r"Unknown device None"),
+        "LanguageModel(1, 2, 3)": (lm.ConfigError, lambda: lm.LanguageModel(1, 2, 3),
+                                   r"takes a network, a Tokenizer and a TrainConfig, got int, int, int"),
+        "TrainConfig(seed='1')": (lm.ConfigError, lambda: lm.TrainConfig(seed="1"), r"seed must be a number"),
+        "TrainConfig.from_dict(None)": (lm.ConfigError, lambda: lm.TrainConfig.from_dict(None), r"needs a dict"),
+        "TrainConfig(lowercase=None)": (lm.ConfigError, lambda: lm.TrainConfig(lowercase=None), r"needs a value"),
+        "GenerateConfig(beam=[])": (lm.ConfigError, lambda: lm.GenerateConfig(beam=[]), r"beam must be a number"),
+        "score_frame(5, df, col)": (lm.ConfigError, lambda: lm.score_frame(5, df, "text"), r"model must be a LanguageModel"),
+        "score_frame(m, 5, col)": (lm.DataError, lambda: lm.score_frame(model, 5, "text"), r"Expected a pandas DataFrame"),
+        "score_frame(m, df, [col])": (lm.DataError, lambda: lm.score_frame(model, df, ["text"]), r"one label"),
+        "score_frame(into=5)": (lm.ConfigError, lambda: lm.score_frame(model, df.copy(), "text", into=5), r"into must be"),
+        "load_ipython_extension(None)": (lm.ConfigError, lambda: lm.load_ipython_extension(None),
+                                         r"take an IPython shell"),
+        "unload_ipython_extension(1)": (lm.ConfigError, lambda: lm.unload_ipython_extension(1), r"IPython shell"),
+    }
+
+
+def test_wrong_types_through_the_python_api_are_the_projects_errors(tiny_model):
+    failures = []
+    for name, (exc_type, call, hint) in _api_calls(tiny_model).items():
+        try:
+            expect(exc_type, call, hint)
+        except BaseException as exc:  # noqa: BLE001 - collect them all, then report every one
+            failures.append(f"{name}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+    assert not failures, "\n".join(failures)
+    assert next(p for p in tiny_model.net.parameters()).device.type == "cpu"   # to('meta') moved nothing

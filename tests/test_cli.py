@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import gzip
+import io
 import math
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -118,21 +122,182 @@ def test_help_is_generated_from_the_config(capsys):
     assert "[default: from data]" in out
 
 
-@pytest.mark.parametrize("argv, code, expected", [
-    (["frob"], 2, "invalid choice"),
-    (["train", "x.txt"], 2, "-o/--output"),
-    (["train", "x.txt", "-o", "m.lm", "--epochs", "many"], 2, "expected a whole number"),
-    (["complete", "MODEL", "the", "-k", "0"], 2, "-k must be at least 1"),
-    (["train", "/nonexistent/*.txt", "-o", "m.lm"], 1, "No file matches"),
-    (["complete", "/nonexistent/m.lm", "the"], 1, "not found"),
-    (["score", "MODEL", "/nonexistent/t.txt"], 1, "Cannot read"),
-])
-def test_errors_are_one_line(argv, code, expected, model_file, capsys, tmp_path, monkeypatch):
+def _readme_exit_codes() -> dict:
+    """The exit codes the README promises, by kind of mistake (the test below holds the CLI to them)."""
+    from pathlib import Path
+
+    readme = " ".join((Path(__file__).resolve().parents[1] / "README.md").read_text().split())
+    m = re.search(r"the exit code is (\d) for a usage mistake \(a command line that cannot be parsed: .*?\) "
+                  r"and (\d) for a problem with the data, an option value \(of the wrong kind or out of range: "
+                  r".*?\) or a model file", readme)
+    assert m, "README.md no longer states the CLI's exit-code rule in the words this test checks"
+    return {"usage": int(m.group(1)), "value": int(m.group(2)), "data": int(m.group(2)), "model": int(m.group(2))}
+
+
+# Every way the CLI can fail, by the README's kinds: usage (the command line cannot be parsed), value (an
+# option value of the wrong kind or out of range), data, model (the model file).
+# MODEL: a good model file; TEXT: a text file; FIFO, SOCK, DEV: special files; LATIN1, GZIP: not UTF-8.
+CLI_ERRORS = [
+    ("usage", [], "the following arguments are required"),
+    ("usage", ["frob"], "invalid choice"),
+    ("usage", ["train", "TEXT"], "-o/--output"),
+    ("usage", ["train", "-o", "m.lm"], "the following arguments are required: FILE"),
+    ("usage", ["train", "TEXT", "-o", "m.lm", "--bogus"], "unrecognized arguments"),
+    ("usage", ["train", "TEXT", "-o", "m.lm", "--epochs"], "expected one argument"),
+    ("usage", ["train", "-", "TEXT", "-o", "m.lm"], "'-' (stdin) cannot be combined with files"),
+    ("usage", ["train", "-", "-o", "m.lm", "--nproc", "2"], "--nproc works with files"),
+    ("usage", ["train", "TEXT", "-o", "m.lm", "--nproc", "2", "--init", "MODEL"], "--nproc works with files"),
+    ("usage", ["complete"], "required: MODEL"),
+    ("usage", ["complete", "MODEL", "-k"], "expected one argument"),
+    ("usage", ["generate", "MODEL", "--top-k"], "expected one argument"),
+    ("usage", ["score", "MODEL"], "required: FILE"),
+    ("usage", ["score", "MODEL", "TEXT", "extra"], "unrecognized arguments"),
+    ("usage", ["info"], "required: MODEL"),
+    ("usage", ["info", "MODEL", "--verbose"], "unrecognized arguments"),
+    ("value", ["train", "TEXT", "-o", "m.lm", "--epochs", "many"], "--epochs: expected a whole number"),
+    ("value", ["train", "TEXT", "-o", "m.lm", "--epochs", "-2"], "epochs must be above 0"),
+    ("value", ["train", "TEXT", "-o", "m.lm", "--lr", "nan"], "lr must be a finite number"),
+    ("value", ["train", "TEXT", "-o", "m.lm", "--dropout", "x"], "--dropout: expected a number"),
+    ("value", ["train", "TEXT", "-o", "m.lm", "--level", "bpe"], "--level: invalid choice 'bpe'"),
+    ("value", ["train", "TEXT", "-o", "m.lm", "--lowercase", "maybe"], "--lowercase: expected true or false"),
+    ("value", ["train", "TEXT", "-o", "m.lm", "--device", "meta"], "Unknown device 'meta'"),
+    ("value", ["train", "TEXT", "-o", "m.lm", "--device", "cuda:x"], "Unknown device 'cuda:x'"),
+    ("value", ["train", "TEXT", "-o", "m.lm", "--seed", str(2**64)], "seed must be at most"),
+    ("value", ["train", "TEXT", "-o", "m.lm", "--seed", "-1"], "seed must be at least 0"),
+    ("value", ["train", "TEXT", "-o", "m.lm", "--encoding", "nope"], "Unknown text encoding 'nope'"),
+    ("value", ["train", "TEXT", "-o", "m.lm", "--nproc", "x"], "--nproc: expected a whole number"),
+    ("value", ["train", "TEXT", "-o", "m.lm", "--nproc", "0"], "--nproc must be a whole number of at least 1"),
+    ("value", ["complete", "MODEL", "the", "-k", "0"], "-k must be at least 1"),
+    ("value", ["complete", "MODEL", "the", "-k", "-3"], "-k must be at least 1"),
+    ("value", ["complete", "MODEL", "the", "-k", "many"], "-k: expected a whole number"),
+    ("value", ["generate", "MODEL", "the", "--temperature", "1e308"], "temperature must be at most 100"),
+    ("value", ["generate", "MODEL", "the", "--temperature", "inf"], "temperature must be a finite number"),
+    ("value", ["generate", "MODEL", "the", "--top-p", "nan"], "top_p must be a finite number"),
+    ("value", ["generate", "MODEL", "the", "--top-p", "0"], "top_p must be above 0"),
+    ("value", ["generate", "MODEL", "the", "--seed", str(2**64)], "seed must be at most"),
+    ("value", ["generate", "MODEL", "the", "-n", "0"], "n_words must be above 0"),
+    ("value", ["generate", "MODEL", "the", "--beam", "wide"], "--beam: expected a whole number"),
+    ("value", ["score", "MODEL", "TEXT", "--encoding", "rot13"], "Unknown text encoding 'rot13'"),
+    ("data", ["train", "/nonexistent/*.txt", "-o", "m.lm"], "No file matches"),
+    ("data", ["train", "/nonexistent/t.txt", "-o", "m.lm"], "File not found"),
+    ("data", ["train", "FIFO", "-o", "m.lm"], "is a named pipe (FIFO), not a regular file"),
+    ("data", ["train", "SOCK", "-o", "m.lm"], "is a socket, not a regular file"),
+    ("data", ["train", "DEV", "-o", "m.lm"], "is a character device, not a regular file"),
+    ("data", ["train", "LATIN1", "-o", "m.lm"], "is not UTF-8 text (it looks like Latin-1 text"),
+    ("data", ["train", "GZIP", "-o", "m.lm"], "is not UTF-8 text (it looks like gzip-compressed data"),
+    ("data", ["train", "EMPTY", "-o", "m.lm"], "No text to train on"),
+    ("data", ["score", "MODEL", "/nonexistent/t.txt"], "Cannot read"),
+    ("data", ["score", "MODEL", "FIFO"], "is a named pipe (FIFO), not a regular file"),
+    ("data", ["score", "MODEL", "DEV"], "is a character device"),
+    ("data", ["score", "MODEL", "LATIN1"], "--encoding latin-1"),
+    ("data", ["score", "MODEL", "UTF16"], "is not UTF-8 text (it looks like UTF-16 text with a byte-order mark"),
+    ("model", ["complete", "/nonexistent/m.lm", "the"], "not found"),
+    ("model", ["complete", "FIFO", "the"], "is a named pipe (FIFO), not a model file"),
+    ("model", ["info", "SOCK"], "is a socket, not a model file"),
+    ("model", ["info", "DEV"], "is a character device, not a model file"),
+    ("model", ["generate", "TEXT", "the"], "is not a model file"),
+    ("model", ["score", "FIFO", "TEXT"], "not a model file"),
+    ("model", ["train", "TEXT", "-o", "m.lm", "--init", "FIFO"], "is a named pipe (FIFO), not a model file"),
+]
+
+
+@pytest.mark.parametrize("kind, argv, expected", CLI_ERRORS, ids=lambda v: " ".join(v) if isinstance(v, list) else v)
+def test_every_error_exits_with_the_readme_code(kind, argv, expected, model_file, capsys, tmp_path, monkeypatch,
+                                               special_files):
+    from conftest import no_hang
+
+    (tmp_path / "t.txt").write_text("The cat sat on the mat.\n" * 20)
+    (tmp_path / "latin1.txt").write_bytes("Le café est près de la forêt.\n".encode("latin-1") * 20)
+    (tmp_path / "utf16.txt").write_text("The cat sat on the mat.\n" * 20, encoding="utf-16")
+    (tmp_path / "g.txt.gz").write_bytes(gzip.compress(b"The cat sat on the mat.\n" * 20))
+    (tmp_path / "empty.txt").write_text("")
+    names = {"MODEL": model_file, "TEXT": tmp_path / "t.txt", "LATIN1": tmp_path / "latin1.txt",
+             "UTF16": tmp_path / "utf16.txt", "GZIP": tmp_path / "g.txt.gz", "EMPTY": tmp_path / "empty.txt",
+             "FIFO": special_files["named pipe"], "SOCK": special_files["socket"],
+             "DEV": special_files["character device"]}
     monkeypatch.chdir(tmp_path)
-    argv = [str(model_file) if a == "MODEL" else a for a in argv]
-    assert main(argv) == code
+    monkeypatch.setattr(sys, "stdin", io.StringIO(""))
+    argv = [str(names.get(a, a)) for a in argv]
+    code = no_hang(lambda: main(argv), unblock=special_files["named pipe"])
     err = capsys.readouterr().err.strip()
-    assert expected in err and "\n" not in err and "Traceback" not in err
+    assert code == _readme_exit_codes()[kind], (kind, err)
+    assert expected in err and "\n" not in err and "Traceback" not in err, err
+    assert not (tmp_path / "m.lm").exists()
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def _closed() -> io.StringIO:
+    s = io.StringIO("never read")
+    s.close()
+    return s
+
+
+@pytest.mark.parametrize("stdin, expected", [
+    (None, "stdin is closed"),                        # Python started with descriptor 0 closed
+    (_closed(), "stdin is closed"),
+    (_Terminal("never read"), "stdin is a terminal, not a pipe or file"),
+], ids=["none", "closed", "terminal"])
+@pytest.mark.parametrize("command", ["train", "score"])
+def test_dash_without_a_pipe_is_a_data_error(command, stdin, expected, model_file, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(sys, "stdin", stdin)
+    argv = ["train", "-", "-o", str(tmp_path / "m.lm")] if command == "train" else ["score", str(model_file), "-"]
+    assert main(argv) == 1
+    err = capsys.readouterr().err.strip()
+    assert expected in err and "pipe text in" in err and "\n" not in err
+    assert not (tmp_path / "m.lm").exists()
+
+
+def _stdin_bytes(data: bytes) -> io.TextIOWrapper:
+    return io.TextIOWrapper(io.BufferedReader(io.BytesIO(data)), encoding="utf-8")
+
+
+def test_stdin_is_checked_and_decoded_like_files(model_file, tmp_path, capsys, monkeypatch):
+    latin = "Le café est près de la forêt.\n".encode("latin-1") * 20
+    monkeypatch.setattr(sys, "stdin", _stdin_bytes(latin))
+    assert main(["score", str(model_file), "-"]) == 1
+    assert "'<stdin>' is not UTF-8 text (it looks like Latin-1 text" in capsys.readouterr().err
+    monkeypatch.setattr(sys, "stdin", _stdin_bytes(latin))
+    assert main(["score", str(model_file), "-", "--encoding", "latin-1"]) == 0
+    assert capsys.readouterr().out.splitlines()[0].endswith("\tLe café est près de la forêt.")
+    monkeypatch.setattr(sys, "stdin", _stdin_bytes(latin))
+    out = tmp_path / "latin.lm"
+    assert main(["train", "-", "-o", str(out), "--encoding", "latin-1", "--quiet", *TINY, "--epochs", "1"]) == 0
+    assert {"café", "forêt"} <= set(lm.load(out).vocab)
+    monkeypatch.setattr(sys, "stdin", _stdin_bytes(b""))         # </dev/null: nothing to score, nothing said
+    capsys.readouterr()
+    assert main(["score", str(model_file), "-"]) == 0 and capsys.readouterr().out == ""
+
+
+def test_train_and_score_files_in_another_encoding(model_file, tmp_path, capsys):
+    p = tmp_path / "u16.txt"
+    p.write_text("The cat sat on the mat.\nLe café est près de la forêt.\n" * 10, encoding="utf-16")
+    out = tmp_path / "u16.lm"
+    assert main(["train", str(p), "-o", str(out), "--encoding", "utf-16", "--quiet", *TINY, "--epochs", "1"]) == 0
+    assert {"café", "forêt", "cat"} <= set(lm.load(out).vocab)
+    capsys.readouterr()
+    assert main(["score", str(model_file), str(p), "--encoding", "utf-16"]) == 0
+    assert [r.split("\t")[1] for r in capsys.readouterr().out.splitlines()[:2]] == [
+        "The cat sat on the mat.", "Le café est près de la forêt."]
+
+
+@pytest.mark.parametrize("redirect", ["<&-", "</dev/null"])
+def test_a_real_process_with_stdin_closed_or_empty(model_file, tmp_path, redirect):
+    import os
+    import shlex
+
+    if not os.path.exists("/bin/sh"):
+        pytest.skip("needs a POSIX shell to start a process with stdin closed")
+    cmd = (f"{shlex.quote(sys.executable)} -m lm_magics train - -o {shlex.quote(str(tmp_path / 'm.lm'))} "
+           f"--quiet {redirect}")
+    done = subprocess.run(["/bin/sh", "-c", cmd], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(Path(lm.__file__).resolve().parents[1])})
+    assert done.returncode == 1, done.stderr
+    assert ("stdin is closed" if redirect == "<&-" else "No text to train on") in done.stderr
+    assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1
 
 
 def test_bad_option_value_is_an_lm_error(tmp_path, tiny_text, capsys):
@@ -268,3 +433,24 @@ def test_train_ngram_kind(tmp_path, tiny_text, capsys):
     assert lm.load(out).kind == "ngram"
     assert main(["train", str(tmp_path / "t.txt"), "-o", str(out), "--kind", "ngram", "--epochs", "2"]) == 1
     assert "kind='ngram' has no epochs" in capsys.readouterr().err
+@pytest.mark.parametrize("redirect, code, expected", [
+    (">&-", 1, "stdout is closed"),
+    ("> /dev/full", 1, "cannot write the output: No space left on device"),
+    ("| head -n 1", 0, ""),
+], ids=["closed", "full", "pipe-closed-early"])
+def test_a_real_process_with_stdout_closed_full_or_cut(model_file, tmp_path, redirect, code, expected):
+    import os
+    import shlex
+
+    if not os.path.exists("/bin/sh") or ("full" in redirect and not os.path.exists("/dev/full")):
+        pytest.skip("needs a POSIX shell (and /dev/full)")
+    (tmp_path / "t.txt").write_text("The cat sat on the mat.\n" * 3000)   # more than a pipe holds (64 KB)
+    cmd = (f"{shlex.quote(sys.executable)} -m lm_magics score {shlex.quote(str(model_file))} "
+           f"{shlex.quote(str(tmp_path / 't.txt'))} 2>{shlex.quote(str(tmp_path / 'err'))} {redirect}; "
+           f"echo $? > {shlex.quote(str(tmp_path / 'rc'))}")
+    subprocess.run(["/bin/sh", "-c", cmd], capture_output=True, timeout=120,
+                   env={**os.environ, "PYTHONPATH": str(Path(lm.__file__).resolve().parents[1])})
+    err = (tmp_path / "err").read_text().strip()
+    rc = int((tmp_path / "rc").read_text()) if "|" not in redirect else code   # a pipe reports head's code
+    assert rc == code, err
+    assert expected in err and "Traceback" not in err and "Exception ignored" not in err, err

@@ -567,3 +567,73 @@ def test_train_ngram_kind_and_score_beside_a_baseline(shell, ns, tiny_text, tiny
     gen = shell.run_line_magic("lm_generate", "--name ng -n 5 --seed 0 The cat")
     assert gen.copies is not None          # the model keeps a copy index: a list, maybe empty
     get_registry(shell).drop("ng"), get_registry(shell).drop("withbase")
+# ------------------------------------------------------------------------------------ issue 11: low ones
+
+def test_special_files_in_file_and_load_are_refused_without_hanging(shell, trained, special_files):
+    from conftest import no_hang
+
+    fifo = special_files["named pipe"]
+    for kind, path in special_files.items():
+        msg = no_hang(lambda: _usage(shell, "cell", f"--name tiny --file {path} {TINY}"), unblock=fifo)
+        assert f"is a {kind}" in msg and "not a regular file" in msg, msg
+        msg = no_hang(lambda: _usage(shell, "lm_load", f"{path} --name special"), unblock=fifo)
+        assert f"is a {kind}" in msg and "not a model file" in msg, msg
+    assert "special" not in get_registry(shell)
+
+
+def test_train_file_encoding_option(shell, trained, tmp_path):
+    reg = get_registry(shell)
+    old = reg.get("tiny")
+    p = tmp_path / "latin1.txt"
+    p.write_bytes("Le café est près de la forêt.\nLa forêt est près du café.\n".encode("latin-1") * 20)
+    msg = _usage(shell, "cell", f"--name tiny --file {p} {TINY}")
+    assert "is not UTF-8 text (it looks like Latin-1 text" in msg and "--encoding latin-1" in msg
+    assert "Unknown text encoding 'nope'" in _usage(shell, "cell", f"--name tiny --file {p} --encoding nope {TINY}")
+    assert "--encoding is the encoding of --file" in _usage(shell, "cell", f"--name tiny --encoding latin-1 {TINY}",
+                                                            "some text here")
+    assert reg.get("tiny") is old
+    shell.run_line_magic("lm_train", f"--name latin --file {p} --encoding latin-1 {TINY}")
+    assert {"café", "près", "forêt"} <= set(reg.get("latin").vocab)
+    reg.drop("latin")
+    assert "--encoding ENC" in LMMagics.lm_train.parser.format_help()     # %lm_train? shows it
+
+
+def test_option_values_are_checked_in_every_magic(shell, trained, tiny_text):
+    reg = get_registry(shell)
+    old = reg.get("tiny")
+    cases = [
+        ("cell", f"--name tiny {TINY} --device meta", tiny_text, "Unknown device 'meta'"),
+        ("cell", f"--name tiny {TINY} --device cuda:x", tiny_text, "Unknown device 'cuda:x'"),
+        ("cell", f"--name tiny {TINY} --seed 18446744073709551616", tiny_text, "seed must be at most"),
+        ("cell", f"--name tiny {TINY} --lowercase maybe", tiny_text, "--lowercase: expected true or false"),
+        ("lm_generate", "--name tiny --temperature 1e308 the", None, "temperature must be at most 100"),
+        ("lm_generate", "--name tiny --temperature inf the", None, "temperature must be a finite number"),
+        ("lm_generate", "--name tiny --top-p nan the", None, "top_p must be a finite number"),
+        ("lm_generate", "--name tiny --seed 99999999999999999999 the", None, "seed must be at most"),
+        ("lm_generate", "--name tiny -n many the", None, "--n-words: expected a whole number"),
+    ]
+    for kind, line, cell, expected in cases:
+        assert expected in _usage(shell, kind, line, cell), line
+    assert reg.get("tiny") is old
+    magics = next(c for c in shell.configurables if type(c).__name__ == "LMMagics")
+    magics.device = "meta"
+    try:
+        assert "Unknown device 'meta'" in _usage(shell, "cell", f"--name tiny {TINY}", tiny_text)
+    finally:
+        magics.device = ""
+    gen = shell.run_line_magic("lm_generate", "--name tiny -n 5 --temperature 100 --top-p 1e-300 --seed 1 the")
+    assert len(gen.text.split()) >= 1
+
+
+def test_dataframe_labels_and_where_masks_through_the_magic(shell, trained, ns):
+    reg = get_registry(shell)
+    ns["dup_df"] = pd.DataFrame([["the cat sat", "x"]] * 5, columns=["text", "text"])
+    ns["int_df"] = pd.DataFrame({0: ["the cat sat on the mat"] * 5, 1: list(range(5))})
+    ns["lab_df"] = pd.DataFrame({"n": [1, 2, 3], "text": ["the cat", "a dog", "the mat"]})
+    assert "has 2 columns labelled 'text'" in _usage(shell, "cell", f"--name tiny --df dup_df --column text {TINY}")
+    assert "'int_df' has no column '7'" in _usage(shell, "cell", f"--name tiny --df int_df --column 7 {TINY}")
+    msg = _usage(shell, "cell", f"--name tiny --df lab_df --column text --where 'n + 1' {TINY}")
+    assert "gives int64 values, not True/False for each row" in msg
+    shell.run_line_magic("lm_train", f"--name ints --df int_df --column 0 {TINY}")
+    assert "mat" in reg.get("ints").vocab
+    reg.drop("ints")

@@ -88,7 +88,7 @@ def test_into_never_overwrites_without_overwrite(model, frame):
 
 
 def test_bad_input_is_one_line(model, frame):
-    with pytest.raises(DataError, match="No column 'txt'"):
+    with pytest.raises(DataError, match="has no column 'txt'"):
         score_frame(model, frame, "txt")
     with pytest.raises(DataError, match="not text"):
         score_frame(model, pd.DataFrame({"n": [1, 2]}), "n")
@@ -151,5 +151,5 @@ def test_magic_scores_into_the_frame(shell, frame):
         shell.run_line_magic("lm_score", "--df nope --column text")
     with pytest.raises(UsageError, match="No model named 'other'"):
         shell.run_line_magic("lm_score", "--name other --df df --column text")
-    with pytest.raises(UsageError, match="No column"):
+    with pytest.raises(UsageError, match="has no column"):
         shell.run_line_magic("lm_score", "--df df --column missing")

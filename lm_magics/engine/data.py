@@ -10,20 +10,25 @@ so the split is the same on every run. Token ids are kept as a compact int32 num
 
 from __future__ import annotations
 
+import codecs
 import glob
+import io
 import math
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, List, Optional, Sequence, Tuple
+from typing import BinaryIO, Callable, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 
-from ..errors import DataError
+from ..errors import ConfigError, DataError
+from .paths import NotRegularFile, not_regular, open_regular
 from .tokenizer import Tokenizer
 
-__all__ = ["Files", "files", "rows_of", "DataStats", "Corpus", "prepare", "batchify", "windows", "StreamBatches"]
+__all__ = ["Files", "files", "file_lines", "text_lines", "check_encoding", "rows_of", "DataStats", "Corpus",
+           "prepare", "batchify", "windows", "StreamBatches"]
 
 # Rows drawn for validation come in blocks drawn from one generator, so streaming sources get the same
 # split as in-memory ones without knowing their length up front.
@@ -40,6 +45,9 @@ class Files:
     patterns: Tuple[str, ...]
     encoding: str = "utf-8"
 
+    def __post_init__(self) -> None:
+        check_encoding(self.encoding)
+
     def paths(self) -> List[Path]:
         out: List[Path] = []
         for pat in self.patterns:
@@ -54,24 +62,203 @@ class Files:
                     raise DataError(f"File not found: '{h}'. Check the path (working directory {os.getcwd()}).")
                 if p.is_dir():
                     raise DataError(f"'{h}' is a directory; give the files in it, e.g. '{h}/*.txt'.")
+                kind = not_regular(p)
+                if kind is not None:
+                    raise _not_regular_error(h, kind)
                 if not os.access(p, os.R_OK):
                     raise DataError(f"No permission to read '{h}'. Fix its permissions or copy it somewhere readable.")
                 out.append(p)
         return out
 
-    def __iter__(self) -> Iterator[str]:
+    def read(self, notes: Optional[List[str]] = None) -> Iterator[str]:
+        """The lines of every file in turn (see :func:`file_lines`)."""
         for p in self.paths():
-            # errors="replace": one bad byte must not cost a whole corpus; counted as U+FFFD in the text.
-            with open(p, encoding=self.encoding, errors="replace", newline=None) as fh:
-                for line in fh:
-                    yield line
+            yield from file_lines(p, self.encoding, notes)
+
+    def __iter__(self) -> Iterator[str]:
+        return self.read()
+
+
+def _not_regular_error(path: str, kind: str) -> DataError:
+    return DataError(f"'{path}' is {kind}, not a regular file; lm_magics reads text only from regular files "
+                     f"(save the text to a file first).")
+
+
+def file_lines(path: "str | os.PathLike", encoding: str = "utf-8",
+               notes: Optional[List[str]] = None) -> Iterator[str]:
+    """The lines of one text file, ending in "\\n" (see :func:`text_lines` for what is refused; ``notes``
+    gets a line when a few bytes could not be decoded). Anything but a regular file is refused before
+    it is read: a FIFO would block, /dev/zero would never end."""
+    try:
+        fh = open_regular(path)
+    except NotRegularFile as exc:
+        raise _not_regular_error(os.fspath(path), str(exc)) from None
+    except OSError as exc:
+        raise DataError(f"Cannot read '{os.fspath(path)}': {exc.strerror or exc}. Check the path.") from None
+    with fh:
+        yield from text_lines(fh, os.fspath(path), encoding, notes)
 
 
 def files(*patterns: "str | os.PathLike", encoding: str = "utf-8") -> Files:
-    """Mark paths (or glob patterns) as files to read, as opposed to text: ``lm.files("notes/*.md")``."""
+    """Mark paths (or glob patterns) as files to read, as opposed to text: ``lm.files("notes/*.md")``.
+
+    ``encoding`` is the files' text encoding (``"latin-1"``, ``"cp1252"``, ``"utf-16"``, ...); files that
+    do not decode with it are refused with a message saying what they look like."""
     if not patterns:
         raise DataError("files() needs at least one path or glob pattern.")
-    return Files(tuple(str(p) for p in patterns), encoding)
+    for p in patterns:
+        if not isinstance(p, (str, os.PathLike)) or isinstance(os.fspath(p), bytes):
+            raise DataError(f"files() takes paths or glob patterns (str or pathlib.Path), got "
+                            f"{type(p).__name__}.")
+    return Files(tuple(os.fspath(p) for p in patterns), encoding)
+
+
+# ------------------------------------------------------------------------------------ decoding files
+
+_SNIFF_BYTES = 1 << 16      # the head of a file that is checked for magic numbers, BOMs and NUL bytes
+# A text file in the wrong encoding yields an undecodable byte (U+FFFD) for most non-ASCII characters:
+# several per hundred characters in accented Latin text, about one in two in binary data. A share above
+# this refuses the file; fewer (a damaged byte here and there) are replaced and reported in a note.
+_MAX_BAD_SHARE = 0.001
+_CHECK_EVERY = 1 << 20      # characters between share checks on a long file (fail early, not at the end)
+_MAGIC = tuple((re.compile(start, re.S), what, todo) for start, what, todo in (
+    # (how the file starts, what it is, what to do); none of these starts a text file
+    (rb"\x1f\x8b", "gzip-compressed data", "decompress it first (gunzip)"),
+    (rb"BZh[1-9]1AY&SY", "bzip2-compressed data", "decompress it first (bunzip2)"),
+    (rb"\xfd7zXZ\x00", "xz-compressed data", "decompress it first (unxz)"),
+    (rb"\x28\xb5\x2f\xfd", "zstd-compressed data", "decompress it first (unzstd)"),
+    (rb"PK\x03\x04", "a zip archive (or an lm_magics model file)", "extract the text files from it"),
+    (rb"7z\xbc\xaf\x27\x1c", "a 7-zip archive", "extract the text files from it"),
+    (rb"%PDF-\d", "a PDF document", "extract its text first (e.g. pdftotext)"),
+    (rb"\x89PNG\r\n", "a PNG image", "give a text file"),
+    (rb"\xff\xd8\xff", "a JPEG image", "give a text file"),
+    (rb"\x7fELF", "an executable", "give a text file"),
+    (rb"\x93NUMPY", "a numpy array file", "give a text file"),
+))
+_BOMS = (  # longest first: the UTF-32 LE BOM starts with the UTF-16 LE one
+    (codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"),
+    (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16"),
+)
+
+
+def check_encoding(encoding: object) -> str:
+    """The normalized codec name of a text encoding ('latin-1' -> 'iso8859-1'), else ConfigError."""
+    if not isinstance(encoding, str):
+        raise ConfigError(f"encoding must be the name of a text encoding such as 'utf-8' or 'latin-1', got "
+                          f"{type(encoding).__name__}.")
+    try:
+        info = codecs.lookup(encoding)
+    except LookupError:
+        info = None
+    if info is None or not getattr(info, "_is_text_encoding", True):
+        raise ConfigError(f"Unknown text encoding {encoding!r}; use e.g. 'utf-8', 'latin-1', 'cp1252' or "
+                          f"'utf-16'.")
+    return info.name
+
+
+def _encoding_hint(enc: str) -> str:
+    return f"pass its encoding: --encoding {enc} (in Python lm.files(path, encoding='{enc}'))"
+
+
+def _looks_like(head: bytes, codec: str) -> Tuple[str, str]:
+    """(what the bytes look like, what to do) for a file that does not decode as codec."""
+    for magic, what, todo in _MAGIC:
+        if magic.match(head):
+            return what, todo
+    for bom, family in _BOMS:
+        if head.startswith(bom):
+            return f"{family.upper()} text with a byte-order mark", _encoding_hint(family)
+    if b"\x00" in head:
+        even, odd = head[0::2].count(0), head[1::2].count(0)
+        if odd > len(head) // 4 and even < odd // 8:
+            return "UTF-16 text without a byte-order mark", _encoding_hint("utf-16-le")
+        if even > len(head) // 4 and odd < even // 8:
+            return "UTF-16 text without a byte-order mark", _encoding_hint("utf-16-be")
+        return "binary data with NUL bytes", "give a text file"
+    if not _decodes(head, codec):
+        if any(0x80 <= b <= 0x9F for b in head):
+            return "Windows-1252 text", _encoding_hint("cp1252")
+        return "Latin-1 text", _encoding_hint("latin-1")
+    # The start decodes: the bad bytes come later (files joined from several sources, or damage).
+    return ("text in more than one encoding, or damaged",
+            "convert it all to UTF-8, or pass its encoding (e.g. --encoding latin-1)")
+
+
+def _decodes(data: bytes, codec: str) -> bool:
+    """True if data is valid in codec (a multi-byte character cut at the end is fine)."""
+    try:
+        codecs.getincrementaldecoder(codec)().decode(data, final=False)
+        return True
+    except UnicodeDecodeError:
+        return False
+
+
+def text_lines(binary: BinaryIO, name: str, encoding: str = "utf-8",
+               notes: Optional[List[str]] = None) -> Iterator[str]:
+    """The lines of a binary stream decoded as text (universal newlines), refusing what is not text.
+
+    Refused with a DataError that says what the data looks like and what to do: compressed files and
+    other known binary formats (by their magic number), text with a UTF-16/32 byte-order mark read as
+    another encoding, 8-bit text read as UTF-16/32, and data of which more than 0.1% of the characters
+    are undecodable or NUL bytes (binary data, or text in another encoding, e.g. Latin-1 read as UTF-8),
+    judged on the first 64 KB and again as the lines are read. A few undecodable bytes are replaced by
+    U+FFFD, and ``notes`` gets a line that says how many (and one when a file read in an 8-bit encoding
+    is valid UTF-8, which it most likely is then).
+    """
+    codec = check_encoding(encoding)
+    head = binary.peek(_SNIFF_BYTES)[:_SNIFF_BYTES] if hasattr(binary, "peek") else b""
+    label = "UTF-8" if codec == "utf-8" else encoding
+
+    def refuse(detail: str) -> DataError:
+        what, todo = _looks_like(head, codec)
+        return DataError(f"'{name}' is not {label} text (it looks like {what}{detail}); {todo}.")
+
+    if any(m.match(head) for m, _, _ in _MAGIC):
+        raise refuse("")
+    family = next((f for bom, f in _BOMS if head.startswith(bom)), None)
+    if family is not None and not codec.startswith(family):
+        raise refuse("")
+    if codec == "utf-8" and head.startswith(codecs.BOM_UTF8):
+        codec = "utf-8-sig"                  # UTF-8 with a BOM: the BOM is not part of the first word
+    wide = codec.startswith(("utf-16", "utf-32"))
+    if wide and head and b"\x00" not in head and _decodes(head, "utf-8"):
+        # UTF-16/32 text has NULs (every ASCII character, every newline); without any this is 8-bit text.
+        raise DataError(f"'{name}' is not {label} text (it looks like UTF-8 text: it has no NUL bytes); drop "
+                        f"--encoding {encoding} (UTF-8 is the default).")
+    # The head shows most bad files at once (and a file of NULs without a newline has no line to count).
+    sample = codecs.getincrementaldecoder(codec)(errors="replace").decode(head, final=False)
+    bad = sample.count("\ufffd") + sample.count("\x00")
+    if bad > _MAX_BAD_SHARE * len(sample):
+        raise refuse(f": {bad:,} of the first {len(sample):,} characters are undecodable or NUL")
+    if notes is not None and not wide and codec not in ("utf-8", "utf-8-sig") and not head.isascii() \
+            and _decodes(head, "utf-8"):
+        note = f"'{name}' also reads as UTF-8 (its non-ASCII bytes are valid UTF-8); if it is UTF-8, drop " \
+               f"--encoding {encoding}"
+        if note not in notes:
+            notes.append(note)
+    text = io.TextIOWrapper(binary, encoding=codec, errors="replace", newline=None)
+    chars = bad = 0
+    next_check = _CHECK_EVERY
+    try:
+        for line in text:
+            chars += len(line)
+            if not line.isascii():           # O(1) in CPython: most lines skip the scan
+                bad += line.count("\ufffd")
+            if "\x00" in line:
+                bad += line.count("\x00")
+            if chars >= next_check:
+                next_check += _CHECK_EVERY
+                if bad > _MAX_BAD_SHARE * chars:
+                    raise refuse(f": {bad:,} of the first {chars:,} characters are undecodable or NUL")
+            yield line
+    finally:
+        text.detach()                        # the caller owns (and closes) the binary stream
+    if bad > _MAX_BAD_SHARE * chars:
+        raise refuse(f": {bad:,} of its {chars:,} characters are undecodable or NUL")
+    if bad and notes is not None:
+        note = f"'{name}': {bad:,} of {chars:,} characters are undecodable bytes (read as U+FFFD) or NULs"
+        if note not in notes:
+            notes.append(note)
 
 
 @dataclass
@@ -132,7 +319,7 @@ def rows_of(source: object, stats: Optional[DataStats] = None) -> Callable[[], I
     if isinstance(source, (Files, Path)):
         src = source if isinstance(source, Files) else files(source)
         src.paths()  # fail early with a clear message
-        return lambda: iter(src)
+        return lambda: src.read(stats.notes)
     if isinstance(source, str):
         text = source
         return lambda: iter(text.splitlines())
@@ -241,6 +428,7 @@ def prepare(source: object, tokenizer: Tokenizer, *, val_source: object = None, 
         val = _concat([tokenizer.encode_line(r) for r in rows_of(val_source, vstats)()])
         stats.val_rows = vstats.rows if vstats.rows else sum(1 for _ in rows_of(val_source)())
         stats.missing += vstats.missing
+        stats.notes.extend(vstats.notes)
 
     real_tokens = int(train.size - stats.train_rows + val.size - stats.val_rows)  # without <eos>
     if stats.rows == 0 or real_tokens <= 0:

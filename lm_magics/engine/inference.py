@@ -262,19 +262,26 @@ class Predictor(Vocabulary):
 
 
 def _pick(lp: torch.Tensor, cfg: GenerateConfig, gen: torch.Generator, unk: int) -> int:
-    """Choose the next id from log-probs (V,): greedy at temperature 0, else filtered sampling."""
-    lp = lp.clone()
+    """Choose the next id from log-probs (V,): greedy at temperature 0, else filtered sampling.
+
+    Numerically safe for every temperature the config allows: the log-probs are shifted so that the most
+    likely word has 0 and divided in float64, so the best word keeps weight exp(0) = 1 however small or
+    large the temperature (float32 would turn lp / 1e-300 into all -inf, and lp / 1e308 into NaN), and
+    top-p always keeps at least the best word.
+    """
+    lp = lp.to(torch.float64, copy=True)             # (V,) a copy: the cached log-probs stay as they are
     lp[unk] = -math.inf
     if cfg.temperature == 0:
         return int(torch.argmax(lp))
-    logits = lp / cfg.temperature
+    logits = (lp - lp.max()) / cfg.temperature       # max 0, the rest <= 0 or -inf; never NaN
     if cfg.top_k > 0:
         kth = torch.topk(logits, min(cfg.top_k, logits.numel())).values[-1]
         logits[logits < kth] = -math.inf
     if cfg.top_p < 1.0:
         sorted_l, sorted_i = torch.sort(logits, descending=True)
-        cum = torch.softmax(sorted_l, -1).cumsum(-1)
-        cut = cum - torch.softmax(sorted_l, -1) >= cfg.top_p   # keep the smallest set reaching top_p
+        p = torch.softmax(sorted_l, -1)
+        cut = p.cumsum(-1) - p >= cfg.top_p          # keep the smallest set reaching top_p
+        cut[0] = False                               # ... and always the most likely word
         logits[sorted_i[cut]] = -math.inf
     probs = torch.softmax(logits, -1).cpu()
     return int(torch.multinomial(probs, 1, generator=gen))

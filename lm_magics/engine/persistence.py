@@ -40,6 +40,7 @@ import torch
 
 from ..errors import ModelFileError
 from . import memory
+from .paths import kind_of, not_regular
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "write_checkpoint", "read_checkpoint", "atomic_write", "check_writable",
            "model_path", "shown_path"]
@@ -87,17 +88,6 @@ def shown_path(p: Any, limit: int = 120) -> str:
     if len(s) > limit:
         s = s[: limit // 2 - 2] + "..." + s[-(limit // 2 - 2):]
     return f"'{s}'"
-
-
-_KINDS = ((stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
-          (stat.S_ISFIFO, "a named pipe (FIFO)"), (stat.S_ISSOCK, "a socket"))
-
-
-def _kind(mode: int) -> str:
-    for test, name in _KINDS:
-        if test(mode):
-            return name
-    return "not a regular file"
 
 
 def _not_a_folder(p: Path) -> Optional[Path]:
@@ -168,15 +158,15 @@ def _target(path: Path) -> "tuple[Path, Optional[os.stat_result]]":
             raise _save_error(exc, path, False) from None
         target = Path(os.path.realpath(path))
         if not stat.S_ISREG(st.st_mode):
-            what = "a directory" if stat.S_ISDIR(st.st_mode) else _kind(st.st_mode)
-            raise ModelFileError(f"{shown_path(path)} is a symbolic link to {shown_path(target)}, which is {what}; "
+            raise ModelFileError(f"{shown_path(path)} is a symbolic link to {shown_path(target)}, which is "
+                                 f"{kind_of(st.st_mode)}; "
                                  f"lm_magics replaces only regular files. Give the path of a model file.")
     if st is not None:
         if stat.S_ISDIR(st.st_mode):
             raise ModelFileError(f"{shown_path(path)} is a directory; give a file name such as "
                                  f"{shown_path(path / 'model.lm')}.")
         if not stat.S_ISREG(st.st_mode):
-            raise ModelFileError(f"{shown_path(path)} is {_kind(st.st_mode)}, not a regular file; lm_magics replaces "
+            raise ModelFileError(f"{shown_path(path)} is {kind_of(st.st_mode)}, not a regular file; lm_magics replaces "
                                  f"only regular files. Give the path of a model file.")
         return target, st
     folder = target.parent
@@ -370,6 +360,9 @@ def read_checkpoint(path: PathLike) -> Dict[str, Any]:
         raise ModelFileError(f"Model file '{p}' not found (working directory {os.getcwd()}).")
     if p.is_dir():
         raise ModelFileError(f"'{p}' is a directory, not a model file.")
+    kind = not_regular(p)     # a FIFO would block the open below, /dev/zero would never end
+    if kind is not None:
+        raise ModelFileError(f"{shown_path(p)} is {kind}, not a model file; give a file saved with model.save(path).")
     try:
         with open(p, "rb") as fh:
             head = fh.read(4)

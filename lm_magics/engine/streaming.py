@@ -242,6 +242,7 @@ def prepare_stream(source: object, tokenizer: Tokenizer, *, val_source: object =
         parts = list(tokenizer.encode_lines(rows_of(val_source, vstats)()))
         val = np.concatenate(parts) if parts else np.zeros(0, np.int32)
         stats.val_rows, stats.val_tokens = vstats.rows or stats.val_rows, int(val.size)
+        stats.notes.extend(vstats.notes)
     if train.size < 2:
         raise DataError("No text to train on. Give at least a sentence or two of text.")
     stats.notes.append(f"streamed {stats.train_tokens:,} training tokens from a memory-mapped token file "

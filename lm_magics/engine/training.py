@@ -39,7 +39,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from ..config import PRECISION_ENV, TrainConfig, precision_override
+from ..config import PRECISION_ENV, TrainConfig, check_device, precision_override
 from ..errors import ConfigError, TrainingDiverged
 from .data import Corpus, batchify, windows
 from .distributed import DIVERGED, GO, INTERRUPTED, MAX_TIME, PLANNED, Ranks, deferred_signals
@@ -82,7 +82,10 @@ def auto_config(cfg: TrainConfig, n_tokens: int) -> Tuple[TrainConfig, List[str]
 
 
 def resolve_device(name: str) -> torch.device:
-    """'auto' -> cuda, then mps, then cpu; anything else must be available."""
+    """'auto' -> cuda, then mps, then cpu; anything else must be one lm_magics runs on, and available."""
+    if isinstance(name, torch.device):
+        name = str(name)
+    check_device(name)
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
@@ -95,6 +98,9 @@ def resolve_device(name: str) -> torch.device:
         raise ConfigError(f"Unknown device {name!r}; use 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'.") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"device={name!r} but no CUDA GPU is available; use device='auto' or 'cpu'.")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ConfigError(f"device={name!r} but this machine has {torch.cuda.device_count()} CUDA GPU(s) "
+                          f"(cuda:0 to cuda:{torch.cuda.device_count() - 1}); pick one of those or 'auto'.")
     if dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
         raise ConfigError(f"device={name!r} but MPS is not available; use device='auto' or 'cpu'.")
     return dev

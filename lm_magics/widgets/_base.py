@@ -13,7 +13,7 @@ import ipywidgets as W
 from ..api import LanguageModel
 from ..config import GenerateConfig
 from ..engine.tokenizer import EOS
-from ..errors import LMError
+from ..errors import ConfigError, LMError
 from ..registry import ModelRegistry, get_registry
 
 GIVEN = "(given model)"   # dropdown label of a model passed in directly, not registered under a name
@@ -51,6 +51,12 @@ class ModelWidget:
     """
 
     def __init__(self, model_or_name: Any = None, registry: Optional[ModelRegistry] = None):
+        if not (model_or_name is None or isinstance(model_or_name, (LanguageModel, str))):
+            raise ConfigError(f"model_or_name must be a LanguageModel or a model name, got "
+                              f"{type(model_or_name).__name__}.")
+        if registry is not None and not isinstance(registry, ModelRegistry):
+            raise ConfigError(f"registry must be a ModelRegistry (or None for the session's), got "
+                              f"{type(registry).__name__}.")
         self.registry = default_registry(registry)
         self.name: Optional[str] = None
         self.model: Optional[LanguageModel] = None
@@ -63,9 +69,6 @@ class ModelWidget:
         elif model_or_name is None and len(self.registry) == 0:
             pass   # an empty session: the widget waits for a model to be registered
         else:
-            if model_or_name is not None and not isinstance(model_or_name, str):
-                raise TypeError(f"model_or_name must be a LanguageModel or a model name, "
-                                f"got {type(model_or_name).__name__}")
             self.name = self.registry.resolve(model_or_name)    # ModelNotFoundError says what exists
             self.model = self.registry.get(self.name)
         self._unsubscribe: Optional[Callable[[], None]] = self.registry.observe(self._on_registry)

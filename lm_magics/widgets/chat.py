@@ -17,6 +17,7 @@ import re
 import shlex
 import threading
 import weakref
+from collections.abc import MutableMapping
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import ipywidgets as W
@@ -118,6 +119,10 @@ class ChatAssistant(ModelWidget):
             raise ConfigError(f"max_messages must be a whole number of at least 2, got {max_messages!r}.")
         self.settings = GenerateConfig(n_words=n_words, temperature=temperature, seed=seed)
         self.k = _positive_int(k, "k")
+        if user_ns is not None and not isinstance(user_ns, MutableMapping):
+            raise ConfigError(f"user_ns must be a dict (a namespace for /export), got {type(user_ns).__name__}.")
+        if not isinstance(show_alternatives, bool):
+            raise ConfigError(f"show_alternatives must be True or False, got {show_alternatives!r}.")
         super().__init__(model_or_name, registry)
         self.user_ns = user_ns
         self.max_messages = max_messages
@@ -169,6 +174,8 @@ class ChatAssistant(ModelWidget):
     def send(self, text: str) -> Optional[str]:
         """Handle one message as if typed: a /command, or a message the model answers.
         Returns the answer text (None for commands). Errors become messages in the chat."""
+        if not isinstance(text, str):
+            raise DataError(f"send() takes a message (str), got {type(text).__name__}.")
         text = text.strip()
         if not text:
             return None

@@ -12,6 +12,7 @@ Two modes, shown left of the buttons: text ending inside a word ("to be") *compl
 from __future__ import annotations
 
 import asyncio
+import math
 import re
 import threading
 import time
@@ -21,6 +22,7 @@ import ipywidgets as W
 
 from ..config import GenerateConfig
 from ..engine.tokenizer import EOS
+from ..errors import ConfigError, DataError
 from ..registry import ModelRegistry
 from ._base import ModelWidget, copy_check, copies_text, esc, is_punct, iter_words, pairs_text, prob_text, word_text
 
@@ -28,6 +30,15 @@ __all__ = ["CompletionPanel", "split_partial"]
 
 _WORD_TAIL = re.compile(r"\w+$")
 _ATTACH = re.compile(r"^(?:[.,;:!?%)\]}]+|'\w*|n't)$")   # tokens written without a space before them
+
+
+def _text_value(text: Any) -> str:
+    """What panel.value may be set to: text, or None for an empty panel."""
+    if text is None:
+        return ""
+    if not isinstance(text, str):
+        raise DataError(f"The panel's value must be text (str), got {type(text).__name__}.")
+    return text
 
 
 def split_partial(text: str) -> Tuple[str, str]:
@@ -103,8 +114,11 @@ class CompletionPanel(ModelWidget):
                  debounce: float = 0.0, n_words: int = 10, temperature: float = 0.8,
                  seed: Optional[int] = None, value: str = ""):
         if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= self.max_k:
-            from ..errors import ConfigError
             raise ConfigError(f"k must be a whole number from 1 to {self.max_k}, got {k!r}.")
+        GenerateConfig(n_words=n_words, temperature=temperature, seed=seed)   # the Continue settings
+        if isinstance(debounce, bool) or not isinstance(debounce, (int, float)) or not 0 <= debounce < math.inf:
+            raise ConfigError(f"debounce must be a number of seconds (0 or more), got {debounce!r}.")
+        value = _text_value(value)
         super().__init__(model_or_name, registry)
         self.debounce = float(debounce)
         self.seed = seed
@@ -176,7 +190,7 @@ class CompletionPanel(ModelWidget):
 
     @value.setter
     def value(self, text: str) -> None:
-        self.input.value = text
+        self.input.value = _text_value(text)
 
     @property
     def k(self) -> int:
@@ -222,6 +236,8 @@ class CompletionPanel(ModelWidget):
     def accept(self, word: str) -> str:
         """Put word in the text, refresh, and return the new text. In "complete" mode the word
         replaces the half-typed one ("the ca" + "cat" -> "the cat "), else it is added after it."""
+        if not isinstance(word, str):
+            raise DataError(f"accept() takes a word (str), got {type(word).__name__}.")
         text = self.value
         context, _ = split_partial(text)
         mode = self.mode if text == self._shown_text else self._suggest(self.require_model(), text, 1)[0]

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import lm_magics as lm
-from lm_magics.engine.data import batchify, prepare, rows_of, windows
+from lm_magics.engine.data import DataStats, batchify, prepare, rows_of, windows
 from lm_magics.engine.tokenizer import Tokenizer
 from lm_magics.errors import DataError
 
@@ -150,11 +150,14 @@ def test_windows_cover_every_target_once():
     assert torch.equal(targets, data[1:])
 
 
-def test_bad_encoding_is_replaced_not_fatal(tmp_path: Path):
+def test_a_few_undecodable_bytes_are_replaced_and_noted(tmp_path: Path):
+    # One damaged spot must not cost a whole corpus; it is replaced by U+FFFD and the summary says so.
     p = tmp_path / "bad.txt"
-    p.write_bytes(b"good line\nbad \xff\xfe bytes\n")
-    rows = _rows(lm.files(p))
-    assert rows[0].startswith("good") and "\ufffd" in rows[1]
+    p.write_bytes(b"good line\n" * 300 + b"bad \xff\xfe bytes\n")
+    stats = DataStats()
+    rows = _rows(lm.files(p), stats)
+    assert rows[0].startswith("good") and "\ufffd" in rows[-1]
+    assert stats.notes == [f"'{p}': 2 of 3,013 characters are undecodable bytes (read as U+FFFD) or NULs"]
 
 
 def test_pathlike_and_home_expansion(tmp_path: Path, monkeypatch):
@@ -162,3 +165,141 @@ def test_pathlike_and_home_expansion(tmp_path: Path, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path))
     assert [r.strip() for r in _rows(lm.files("~/t.txt"))] == ["hello there"]
     assert os.fspath(tmp_path / "t.txt")  # Path objects accepted above via rows_of(Path)
+
+
+# ------------------------------------------------------------------------ special files (issue 11)
+
+from conftest import no_hang  # noqa: E402
+
+
+@pytest.mark.parametrize("kind", ["named pipe", "socket", "character device"])
+def test_special_files_are_refused_before_they_are_read(special_files, kind, tmp_path: Path):
+    # A FIFO blocked the reader forever and /dev/zero was read until MemoryError; a socket could not be
+    # opened at all. Anything but a regular file is refused, by every way of naming files.
+    path = special_files[kind]
+    fifo = special_files["named pipe"]
+    (tmp_path / "ok.txt").write_text("the cat sat on the mat\n" * 20, encoding="utf-8")
+    sources = [lm.files(path), path, lm.files(tmp_path / "ok.txt", path)]
+    if kind == "named pipe":   # a glob that matches it among text files (sorted: ok.txt, pipe.txt)
+        sources.append(lm.files(tmp_path / "*.txt"))
+    for source in sources:
+        with pytest.raises(DataError, match=rf"is a {kind}.*not a regular file.*save the text to a file") as e:
+            no_hang(lambda: prepare(source, Tokenizer()), unblock=fifo)
+        assert "\n" not in str(e.value)
+    from lm_magics.engine.streaming import prepare_stream
+
+    with pytest.raises(DataError, match=rf"is a {kind}"):
+        no_hang(lambda: prepare_stream(lm.files(path), Tokenizer(), cache_dir=tmp_path / "cache"), unblock=fifo)
+
+
+def test_a_path_swapped_for_a_fifo_after_the_check_is_still_refused(special_files, tmp_path: Path):
+    # The check and the read use the same open descriptor, so a race cannot slip a pipe in.
+    from lm_magics.engine.data import file_lines
+
+    fifo = special_files["named pipe"]
+    with pytest.raises(DataError, match=r"is a named pipe"):
+        no_hang(lambda: list(file_lines(fifo)), unblock=fifo)
+
+
+# ------------------------------------------------------------------------ undecodable files (issue 11)
+
+def _gzip(text: str) -> bytes:
+    import gzip
+
+    return gzip.compress(text.encode())
+
+
+SENTENCES = "Le café est près de la forêt; naïve élève, déjà vu.\nThe cat sat on the mat.\n" * 40
+
+NOT_TEXT = {   # name: (bytes, what the message says it looks like, the encoding that reads it or None)
+    "gzip": (_gzip(SENTENCES), r"gzip-compressed data.*decompress it", None),
+    "zip": (b"PK\x03\x04" + bytes(200), r"a zip archive \(or an lm_magics model file\)", None),
+    "bzip2": (__import__("bz2").compress(SENTENCES.encode(), 1), r"bzip2-compressed data.*bunzip2", None),
+    "utf16-bom": (SENTENCES.encode("utf-16"), r"UTF-16 text with a byte-order mark.*--encoding utf-16", "utf-16"),
+    "utf16le": (SENTENCES.encode("utf-16-le"), r"UTF-16 text without a byte-order mark.*utf-16-le", "utf-16-le"),
+    "utf16be": (SENTENCES.encode("utf-16-be"), r"UTF-16 text without.*utf-16-be", "utf-16-be"),
+    "utf32": (SENTENCES.encode("utf-32"), r"UTF-32 text", "utf-32"),
+    "latin1": (SENTENCES.encode("latin-1"), r"Latin-1 text.*--encoding latin-1.*encoding='latin-1'", "latin-1"),
+    "cp1252": (("\u201cQuoted\u201d " + SENTENCES).encode("cp1252"), r"Windows-1252.*--encoding cp1252", "cp1252"),
+    "binary": (bytes(range(256)) * 40, r"binary data with NUL bytes.*give a text file", None),
+    "elf": (b"\x7fELF\x02\x01\x01" + bytes(500), r"an executable", None),
+}
+
+
+@pytest.mark.parametrize("name", sorted(NOT_TEXT))
+def test_files_that_are_not_utf8_text_are_refused_with_what_they_look_like(tmp_path: Path, name):
+    data, looks_like, encoding = NOT_TEXT[name]
+    p = tmp_path / f"{name}.txt"
+    p.write_bytes(data)
+    with pytest.raises(DataError, match=rf"'{p}' is not UTF-8 text \(it looks like {looks_like}") as e:
+        prepare(lm.files(p), Tokenizer())
+    assert "\n" not in str(e.value) and len(str(e.value)) < 300
+    if encoding is not None:   # with the right encoding the same file trains, with the right words
+        corpus = prepare(lm.files(p, encoding=encoding), Tokenizer())
+        assert {"café", "près", "forêt", "naïve", "cat"} <= set(corpus.tokenizer.itos)
+        assert not any("\ufffd" in w or "\x00" in w for w in corpus.tokenizer.itos)
+
+
+def test_binary_data_is_refused_whatever_the_encoding(tmp_path: Path):
+    (tmp_path / "g.gz").write_bytes(_gzip(SENTENCES))
+    (tmp_path / "b.bin").write_bytes(bytes(range(256)) * 40)
+    with pytest.raises(DataError, match=r"not latin-1 text \(it looks like gzip"):
+        prepare(lm.files(tmp_path / "g.gz", encoding="latin-1"), Tokenizer())
+    with pytest.raises(DataError, match=r"not latin-1 text \(it looks like binary data"):
+        prepare(lm.files(tmp_path / "b.bin", encoding="latin-1"), Tokenizer())
+
+
+def test_a_bad_stretch_late_in_a_long_file_is_found(tmp_path: Path):
+    p = tmp_path / "late.txt"
+    p.write_bytes(b"the cat sat on the mat\n" * 60_000 + "caf\xe9 na\xefve\n".encode("latin-1") * 20_000)
+    with pytest.raises(DataError, match=r"more than one encoding, or damaged: 40,000 of its 1,600,000 characters"
+                                        r".*--encoding latin-1"):
+        prepare(lm.files(p), Tokenizer())
+
+
+def test_text_that_starts_like_a_magic_number_is_text(tmp_path: Path):
+    p = tmp_path / "notes.txt"
+    for start in ("BZh is not a word.", "%PDF-ish notes follow.", "PK, the initials."):
+        p.write_text(start + "\nthe cat sat on the mat\n", encoding="utf-8")
+        assert _rows(lm.files(p))[0] == start + "\n"
+
+
+def test_utf8_with_a_bom_and_crlf_lines_read_cleanly(tmp_path: Path):
+    p = tmp_path / "bom.txt"
+    p.write_bytes("the café\r\nthe cat\r\n".encode("utf-8-sig"))
+    assert _rows(lm.files(p)) == ["the café\n", "the cat\n"]
+
+
+@pytest.mark.parametrize("encoding", ["nope", "rot13", "base64", 8, None])
+def test_unknown_encodings_are_config_errors(tmp_path: Path, encoding):
+    with pytest.raises(lm.ConfigError, match=r"encoding"):
+        lm.files(tmp_path / "x.txt", encoding=encoding)
+
+
+def test_a_huge_file_of_nul_bytes_is_refused_from_its_head(tmp_path: Path):
+    # 200 MB of NULs without a newline would be read as one line before any line could be judged.
+    import time
+
+    p = tmp_path / "zeros.txt"
+    with open(p, "wb") as fh:
+        fh.truncate(200 * 2**20)            # sparse: no disk used
+    t0 = time.perf_counter()
+    with pytest.raises(DataError, match=r"binary data with NUL bytes: 65,536 of the first 65,536 characters"):
+        prepare(lm.files(p), Tokenizer())
+    assert time.perf_counter() - t0 < 5
+
+
+def test_the_wrong_explicit_encoding_is_caught_or_noted(tmp_path: Path):
+    p = tmp_path / "utf8.txt"
+    p.write_text(SENTENCES, encoding="utf-8")
+    for enc in ("utf-16", "utf-16-le", "utf-32"):
+        with pytest.raises(DataError, match=rf"is not {enc} text \(it looks like UTF-8 text: it has no NUL bytes\); "
+                                            rf"drop --encoding {enc}"):
+            prepare(lm.files(p, encoding=enc), Tokenizer())
+    stats = DataStats()
+    _rows(lm.files(p, encoding="latin-1"), stats)          # mojibake, but said
+    assert stats.notes == [f"'{p}' also reads as UTF-8 (its non-ASCII bytes are valid UTF-8); if it is UTF-8, "
+                           f"drop --encoding latin-1"]
+    stats = DataStats()
+    _rows(lm.files(p), stats)
+    assert stats.notes == []

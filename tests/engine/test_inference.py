@@ -208,3 +208,32 @@ def test_cache_is_thread_safe(model_copy):
     for t in threads:
         t.join()
     assert errors == []
+
+
+# ------------------------------------------------------------------ issue 11: numerically safe sampling
+
+@pytest.mark.parametrize("temperature", [5e-324, 1e-300, 1e-45, 1e-8, 1e-3, 0.5, 1.5, 10.0, 99.99, 100.0])
+@pytest.mark.parametrize("top_p", [5e-324, 1e-300, 1e-12, 0.3, 1.0])
+def test_pick_is_a_valid_draw_for_every_allowed_setting(temperature, top_p):
+    # float32 turned lp / 1e-300 into all -inf and lp / 1e308 into NaN, and a top_p below float32's
+    # smallest number cut every word: "probability tensor contains either inf, nan or element < 0".
+    from lm_magics.engine.inference import _pick
+
+    lp = torch.log_softmax(torch.randn(50, generator=torch.Generator().manual_seed(0)) * 8, -1)   # (V,) float32
+    lp[3] = -math.inf                                          # a word the network never predicts
+    before = lp.clone()
+    cfg = lm.GenerateConfig(temperature=temperature, top_p=top_p)
+    gen = torch.Generator().manual_seed(1)
+    picks = {_pick(lp, cfg, gen, unk=0) for _ in range(20)}
+    assert torch.equal(lp, before)                             # the caller's log-probs are untouched
+    assert picks and all(0 < i < 50 and i != 3 for i in picks)
+    if temperature < 1e-3 or top_p < 1e-3:                     # effectively greedy
+        best = int(torch.argmax(torch.where(torch.arange(50) == 0, -math.inf, lp)))
+        assert picks == {best}
+
+
+def test_extreme_but_allowed_settings_through_generate(tiny_model):
+    for kw in (dict(temperature=100.0), dict(temperature=1e-300), dict(top_p=1e-320), dict(seed=2**63 - 1)):
+        assert isinstance(tiny_model.generate("the cat", n_words=5, **kw), str)
+    assert tiny_model.generate("the cat", n_words=6, temperature=1e-300, seed=3) == \
+        tiny_model.generate("the cat", n_words=6, temperature=0)

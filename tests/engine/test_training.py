@@ -159,6 +159,22 @@ def test_resolve_device():
             training.resolve_device("cuda")
 
 
+@pytest.mark.parametrize("name", ["meta", "cuda:x", "xla", "cpu:0", "CUDA", " cpu", "cuda:", "cuda:12345"])
+def test_resolve_device_refuses_what_torch_takes_but_lm_magics_cannot_use(name):
+    with pytest.raises(lm.ConfigError, match=r"Unknown device .*use 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'"):
+        training.resolve_device(name)
+
+
+def test_resolve_device_checks_the_gpu_index(monkeypatch):
+    # Without a GPU here, pretend one: cuda:0 is it, cuda:1 is named as missing before anything is built.
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert training.resolve_device("cuda:0") == torch.device("cuda:0")
+    assert training.resolve_device(torch.device("cuda", 0)) == torch.device("cuda:0")
+    with pytest.raises(lm.ConfigError, match=r"device='cuda:1' but this machine has 1 CUDA GPU\(s\) \(cuda:0 to cuda:0\)"):
+        training.resolve_device("cuda:1")
+
+
 def test_interrupt_during_validation_keeps_the_last_best_epoch(tiny_text, tiny_options, monkeypatch, interrupt_at):
     interrupt_at(training, "evaluate", 2)       # Ctrl-C while validating epoch 2
     holder, snapshots = {}, []
