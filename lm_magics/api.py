@@ -790,8 +790,7 @@ def score_frame(model: LanguageModel, df: Any, column: str, into: Optional[str] 
     """
     from .frames import column_of
 
-    if not isinstance(model, LanguageModel):
-        raise ConfigError(f"model must be a LanguageModel (from lm.train or lm.load), got {type(model).__name__}.")
+    _check_model(model)
     if not hasattr(df, "columns") or not hasattr(df, "index"):
         raise DataError(f"Expected a pandas DataFrame, got {type(df).__name__}.")
     series = column_of(df, column)            # missing, duplicated or MultiIndex: a DataError that says so
@@ -941,6 +940,7 @@ def explain(model: LanguageModel, text: str, top: int = 3, k: int = 3, model_nam
     """
     from .display import Explanation
 
+    _check_model(model)
     _check_text(text, "text")
     for v, what in ((top, "top"), (k, "k")):
         if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
@@ -1069,6 +1069,11 @@ def compare_groups(df: Any, column: str, by: str, model: Optional[LanguageModel]
 def _check_text(s: Any, what: str) -> None:
     if not isinstance(s, str):
         raise DataError(f"{what} must be text (str), got {type(s).__name__}.")
+
+
+def _check_model(model: Any) -> None:
+    if not isinstance(model, LanguageModel):
+        raise ConfigError(f"model must be a LanguageModel (from lm.train or lm.load), got {type(model).__name__}.")
 
 
 def _check_flag(v: Any, what: str) -> None:
