@@ -13,7 +13,7 @@ pytest.importorskip("ipywidgets")
 
 import lm_magics as lm  # noqa: E402
 from lm_magics.display import DataOverview, Explanation, GroupComparison  # noqa: E402
-from lm_magics.errors import ConfigError, DataError, LMError  # noqa: E402
+from lm_magics.errors import ConfigError, DataError  # noqa: E402
 from lm_magics.frames import parse_column_ref, ref_text, resolve_column, text_overview  # noqa: E402
 from lm_magics.registry import ModelRegistry  # noqa: E402
 from lm_magics.widgets import ChatAssistant  # noqa: E402
