@@ -1,5 +1,10 @@
 """Streaming corpora: memory-mapped token files, cached by content, same split and ids as in memory."""
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -8,9 +13,11 @@ import lm_magics as lm
 from lm_magics.engine.data import batchify, prepare, windows
 from lm_magics.engine.streaming import StreamBatches, prepare_stream, should_stream
 from lm_magics.engine.tokenizer import Tokenizer
+from lm_magics.errors import ConfigError
 
 from conftest import make_text
 
+REPO = Path(__file__).resolve().parents[1]
 OPTS = dict(hidden_dim=32, embed_dim=16, epochs=2, seed=0, batch_size=4, seq_len=8)
 
 
@@ -31,16 +38,23 @@ def test_stream_matches_in_memory_ids_and_split(corpus_file, tmp_path):
     assert streamed.stats.train_rows == mem.stats.train_rows and streamed.stats.unk_tokens == 0
 
 
+def _entries(cache):
+    """Cache entries (token folders), not the index/lock folder; no temporary folder may be left."""
+    assert not [p for p in cache.iterdir() if p.name.startswith(".tmp")]
+    return [p for p in cache.iterdir() if not p.name.startswith(".")]
+
+
 def test_cache_is_reused_and_keyed_by_content(corpus_file, tmp_path):
     cache = tmp_path / "cache"
     a = prepare_stream(lm.files(corpus_file), Tokenizer(), cache_dir=cache)
-    entries = [p for p in cache.iterdir()]
-    assert len(entries) == 1 and not any(p.name.startswith(".tmp") for p in entries)
+    assert len(_entries(cache)) == 1
     b = prepare_stream(lm.files(corpus_file), Tokenizer(), cache_dir=cache)
-    assert a.fingerprint == b.fingerprint and len(list(cache.iterdir())) == 1
+    assert a.fingerprint == b.fingerprint and len(_entries(cache)) == 1
+    assert b.tokenizer.itos == a.tokenizer.itos             # the vocabulary comes back from the entry
+    assert "built" in a.stats.notes[-1] and "sizes and times" in b.stats.notes[-1]
     corpus_file.write_text(corpus_file.read_text() + "a brand new line of text .\n")
     c = prepare_stream(lm.files(corpus_file), Tokenizer(), cache_dir=cache)
-    assert c.fingerprint != a.fingerprint and len(list(cache.iterdir())) == 2
+    assert c.fingerprint != a.fingerprint and len(_entries(cache)) == 2
     # Other settings (lowercase) are another entry too.
     d = prepare_stream(lm.files(corpus_file), Tokenizer(lowercase=True), cache_dir=cache)
     assert d.fingerprint != c.fingerprint
@@ -55,7 +69,7 @@ def test_failed_pass_leaves_no_partial_entry(tmp_path):
 
     with pytest.raises(RuntimeError):
         prepare_stream(rows, Tokenizer(), cache_dir=cache)
-    assert list(cache.iterdir()) == []
+    assert _entries(cache) == []
 
 
 def test_one_shot_generator_is_spooled_not_lost(tmp_path):
@@ -90,3 +104,46 @@ def test_auto_stream_only_for_big_files(corpus_file):
     assert not should_stream(lm.files(corpus_file), None)
     assert should_stream(lm.files(corpus_file), True)
     assert not should_stream(["a b c"], None)
+
+
+def test_stat_check_reads_nothing_hash_check_rereads(corpus_file, tmp_path):
+    cache = tmp_path / "cache"
+    a = prepare_stream(lm.files(corpus_file), Tokenizer(), cache_dir=cache)
+    # Same size, same mtime, other words: only a re-read can tell.
+    st = corpus_file.stat()
+    text = corpus_file.read_text()
+    corpus_file.write_text(text.replace("cat", "owl"))
+    os.utime(corpus_file, ns=(st.st_atime_ns, st.st_mtime_ns))
+    b = prepare_stream(lm.files(corpus_file), Tokenizer(), cache_dir=cache)
+    assert b.fingerprint == a.fingerprint and "owl" not in b.tokenizer.stoi        # trusted size and time
+    c = prepare_stream(lm.files(corpus_file), Tokenizer(), cache_dir=cache, cache_check="hash")
+    assert c.fingerprint != a.fingerprint and "owl" in c.tokenizer.stoi
+    # The hash run re-pointed the index: a later stat check sees the new content.
+    d = prepare_stream(lm.files(corpus_file), Tokenizer(), cache_dir=cache)
+    assert d.fingerprint == c.fingerprint
+    with pytest.raises(ConfigError, match="cache_check"):
+        prepare_stream(lm.files(corpus_file), Tokenizer(), cache_dir=cache, cache_check="mtime")
+
+
+def test_concurrent_processes_build_once(tmp_path):
+    """Ranks of one run stream the same files at once: one builds under the lock, the others wait and hit."""
+    corpus = tmp_path / "big.txt"
+    corpus.write_text(make_text(20000, seed=4) + "\n")    # long enough that unlocked builds would overlap
+    cache = tmp_path / "cache"
+    code = ("import sys, lm_magics as lm; from lm_magics.engine.streaming import prepare_stream; "
+            "from lm_magics.engine.tokenizer import Tokenizer; print('ready', flush=True); sys.stdin.readline(); "
+            "c = prepare_stream(lm.files(sys.argv[1]), Tokenizer(), cache_dir=sys.argv[2]); "
+            "print(c.fingerprint, len(c.tokenizer), c.stats.notes[-1].rsplit('; ', 1)[1])")
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(corpus), str(cache)], env=env,
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) for _ in range(3)]
+    for p in procs:                      # all imported: start them together
+        assert p.stdout.readline().strip() == "ready"
+    for p in procs:
+        p.stdin.write("go\n")
+        p.stdin.flush()
+    outs = [p.communicate(timeout=120)[0].split(" ", 2) for p in procs]
+    assert all(p.returncode == 0 for p in procs)
+    assert len({(o[0], o[1]) for o in outs}) == 1                   # same ids, same vocabulary
+    assert [o[2].strip() for o in outs].count("built)") == 1         # one build, two cache hits
+    assert len(_entries(cache)) == 1
