@@ -12,6 +12,7 @@ Magics, widgets and the CLI are thin layers over exactly these calls::
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import math
 import os
 import time
@@ -22,8 +23,8 @@ import torch
 
 from .config import _LSTM_ONLY, GenerateConfig, TrainConfig, precision_override
 from .engine import memory, persistence
-from .engine.data import DataStats, _fingerprint, prepare
-from .engine.distributed import Ranks, process_group
+from .engine.data import DataStats, fingerprint_span, prepare
+from .engine.distributed import Ranks, peak_rss_mb, process_group, require_torchrun
 from .engine.inference import Predictor
 from .engine.model import LSTMLanguageModel, adaptive_cutoffs, build_network, network_hparams
 from .engine.ngram import (CopyIndex, MixPredictor, NGramModel, NGramPredictor, copy_report, default_order,
@@ -352,8 +353,8 @@ def train(data: Any, *, val_data: Any = None, init: Optional[LanguageModel] = No
           config: Optional[TrainConfig] = None,
           on_step: Optional[Callable[[StepInfo], None]] = None,
           on_epoch: Optional[Callable[[EpochInfo], None]] = None,
-          stream: Optional[bool] = None, cache_dir: Optional[str] = None, distributed: bool = False,
-          provenance: Optional[dict] = None, **options: Any) -> LanguageModel:
+          stream: Optional[bool] = None, cache_dir: Optional[str] = None, cache_check: str = "stat",
+          distributed: bool = False, provenance: Optional[dict] = None, **options: Any) -> LanguageModel:
     """Train a language model on text and return it.
 
     Parameters
@@ -374,10 +375,16 @@ def train(data: Any, *, val_data: Any = None, init: Optional[LanguageModel] = No
         Progress callbacks receiving StepInfo / EpochInfo; raising StopTraining ends training early.
     stream : bool, optional
         Tokenize into a memory-mapped token file (cached in ``cache_dir``, default ~/.cache/lm_magics)
-        and train from it without holding the text in memory. Default: on for files of 256 MB or more.
+        and train from it without holding the text in memory. Default: on for files of 256 MB or more,
+        and for files in a distributed run.
+    cache_check : "stat" or "hash"
+        How a streamed file source finds its cache entry: from the files' sizes and modification times
+        without reading them (default), or by re-reading them and comparing a content hash.
     distributed : bool
         Inside torchrun: train with DistributedDataParallel, each process on its shard of the token
         stream; every rank returns the same model (save it on rank 0 only, ``model.meta["ddp"]``).
+        A streamed corpus is prepared before the ranks join: the first rank to take the cache's file
+        lock builds the token files and the vocabulary, the others wait and then load both from the cache.
     provenance : dict, optional
         Where the text came from, as front-ends know it (``{"dataframe": "df", "column": "text", "where":
         ...}``, ``{"cell": True}``); files, the model continued from and the package version are added
@@ -426,17 +433,24 @@ def train(data: Any, *, val_data: Any = None, init: Optional[LanguageModel] = No
         # An unknown or absent device, and a hopeless size, fail before the data is read.
         _check_memory(cfg, max(4, len(tokenizer)), init, 0, resolve_device(cfg.device),
                       init.net.adaptive if init is not None else None)
+    if distributed:
+        require_torchrun()
+    from .engine.streaming import prepare_stream, should_stream
+
+    # Prepared before joining the process group: a cache build of many minutes must not run inside the
+    # group's collective timeout (the ranks that wait, wait on the cache's file lock instead).
+    if should_stream(data, stream, distributed):
+        corpus = prepare_stream(data, tokenizer, val_source=val_data, val_fraction=cfg.val_fraction,
+                                seed=cfg.seed, cache_dir=cache_dir, cache_check=cache_check)
+    else:
+        corpus = prepare(data, tokenizer, val_source=val_data, val_fraction=cfg.val_fraction, seed=cfg.seed)
     group = process_group(cfg.device) if distributed else contextlib.nullcontext((Ranks(), None))
     with group as (ranks, device):
-        from .engine.streaming import prepare_stream, should_stream
-
         device = device or resolve_device(cfg.device)
-        if should_stream(data, stream):
-            corpus = prepare_stream(data, tokenizer, val_source=val_data, val_fraction=cfg.val_fraction,
-                                    seed=cfg.seed, cache_dir=cache_dir)
-        else:
-            corpus = prepare(data, tokenizer, val_source=val_data, val_fraction=cfg.val_fraction, seed=cfg.seed)
-        if len(set(ranks.gather((corpus.fingerprint, len(tokenizer))))) != 1:
+        # Same ids and the same vocabulary on every rank (each node may have built its own cache).
+        vocab = hashlib.blake2b("\n".join(tokenizer.itos).encode(), digest_size=8).hexdigest() \
+            if ranks.distributed else ""
+        if len(set(ranks.gather((corpus.fingerprint, vocab)))) != 1:
             raise DataError("The ranks read different text (token fingerprints differ); give every node the "
                             "same files.")
         notes = list(corpus.stats.notes)
@@ -598,9 +612,10 @@ def _shard_record(ranks: Ranks, corpus: Any, report: TrainReport) -> dict:
     """What one rank trained on, for ``meta['ddp']``: its slice of the token stream and its loss."""
     start, stop = ranks.shard_bounds(corpus.train.size)
     return {"rank": ranks.rank, "start": int(start), "stop": int(stop),
-            "fingerprint": _fingerprint(corpus.train[start:stop]),
+            "fingerprint": fingerprint_span(corpus.train, start, stop),
             "first_loss": report.losses[0] if report.losses else None,
-            "last_loss": report.losses[-1] if report.losses else None}
+            "last_loss": report.losses[-1] if report.losses else None,
+            "streamed": isinstance(corpus.train, np.memmap), "peak_rss_mb": peak_rss_mb()}
 
 
 def _check_memory(cfg: TrainConfig, V: int, init: Optional[LanguageModel], tokens: int, device: torch.device,

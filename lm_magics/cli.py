@@ -1,6 +1,7 @@
 """``lm-magics`` / ``python -m lm_magics``: train, complete, generate, score and describe models from a shell.
 
     lm-magics train notes/*.txt -o notes.lm --epochs 5
+    lm-magics train corpus/*.txt -o big.lm --nproc 2 --stream   # 2 processes, memory-mapped token cache
     lm-magics complete notes.lm "the cat"
     lm-magics generate notes.lm "the cat" -n 20 --seed 0
     lm-magics score notes.lm test.txt          # perplexity<TAB>line, one per line
@@ -61,6 +62,15 @@ def build_parser() -> argparse.ArgumentParser:
     # _run_train; everything else stays as is.
     p.add_argument("--nproc", type=arg_type(int), default=None, metavar="N",
                    help="train with N processes (DistributedDataParallel, launched with torchrun)")
+    p.add_argument("--stream", action=argparse.BooleanOptionalAction, default=None,
+                   help="tokenize into a memory-mapped token cache and train from it, so memory stays flat "
+                        "[default: on for files of 256 MB or more, and with --nproc or under torchrun]")
+    p.add_argument("--cache-dir", default=None, metavar="DIR",
+                   help="token cache folder [default: $LM_MAGICS_CACHE/tokens or ~/.cache/lm_magics/tokens]; "
+                        "on several machines, a folder they all share means one build")
+    p.add_argument("--cache-check", choices=("stat", "hash"), default="stat",
+                   help="find a streamed file's cache entry by size and modification time (stat, reads "
+                        "nothing) or by re-reading it and hashing its content (hash) [default: stat]")
     p.set_defaults(run=_run_train)
 
     p = sub.add_parser("complete", help="the most likely next words after a prefix",
@@ -173,7 +183,7 @@ def _run_train(args: argparse.Namespace) -> int:
     if args.nproc is not None and not in_torchrun():   # `--nproc N`: relaunch under torchrun
         if args.init or args.files == ["-"]:
             raise _Usage(f"{PROG} train: --nproc works with files, not --init or stdin")
-        return launch(args.nproc, torchrun_args(args))
+        return _launch_train(args)
     if args.files == ["-"]:
         data: object = "\n".join(_read_lines("-", args.encoding))
     else:
@@ -185,7 +195,8 @@ def _run_train(args: argparse.Namespace) -> int:
     try:
         init = _load(args.init) if args.init else None
         model = api.train(data, init=init, on_step=progress and progress.on_step,
-                          on_epoch=progress and progress.on_epoch, **given(args, TrainConfig))
+                          on_epoch=progress and progress.on_epoch, **_data_options(args),
+                          **given(args, TrainConfig))
         if progress is not None:
             progress.close(model.report.stop_reason if model.report else "")
     except KeyboardInterrupt:   # lm.train raises it only before the first step
@@ -256,6 +267,31 @@ def launch(nproc: int, args: Sequence[str]) -> int:
             raise
 
 
+def _data_options(args: argparse.Namespace) -> dict:
+    """The ``train`` flags that are api.train keywords but not TrainConfig fields."""
+    return dict(stream=args.stream, cache_dir=args.cache_dir, cache_check=args.cache_check)
+
+
+def _launch_train(args: argparse.Namespace) -> int:
+    """``train --nproc N``: run the ranks under torchrun and end a failed run with one line saying what
+    became of the model file (only rank 0 writes it, atomically, after every rank finished)."""
+    import os
+
+    before = os.stat(args.output) if os.path.exists(args.output) else None
+    code = launch(args.nproc, torchrun_args(args))
+    if code == 0:
+        return 0
+    after = os.stat(args.output) if os.path.exists(args.output) else None
+    if before is not None and after is not None and (after.st_mtime_ns, after.st_ino) == \
+            (before.st_mtime_ns, before.st_ino):
+        kept = f"'{args.output}' was left as it was"
+    else:
+        kept = f"no model was written to '{args.output}'" if after is None else f"'{args.output}' was written"
+    print(f"{PROG}: error: a training process failed (torchrun exit code {code}; its error is above), so the "
+          f"run stopped; {kept}. Fix the cause and run again.", file=sys.stderr)
+    return 1
+
+
 def torchrun_args(args: argparse.Namespace) -> List[str]:
     """The ``train`` arguments for the torchrun children: everything but --nproc."""
     out = ["train", *args.files, "-o", args.output]
@@ -263,6 +299,12 @@ def torchrun_args(args: argparse.Namespace) -> List[str]:
         out.append("--quiet")
     if args.encoding != "utf-8":
         out += ["--encoding", args.encoding]
+    if args.stream is not None:
+        out.append("--stream" if args.stream else "--no-stream")
+    if args.cache_dir is not None:
+        out += ["--cache-dir", args.cache_dir]
+    if args.cache_check != "stat":
+        out += ["--cache-check", args.cache_check]
     for name, value in given(args, TrainConfig).items():
         out += ["--" + name.replace("_", "-"), str(value)]
     return out
@@ -273,22 +315,30 @@ def _train_as_rank(args: argparse.Namespace, data) -> int:
     from . import api
     from .progress import TrainProgress
 
+    import torch.distributed as dist
+
     rank = int(os.environ.get("RANK", "0"))
     progress = TrainProgress(file=sys.stderr) if rank == 0 and not args.quiet else None
     try:
         model = api.train(data, distributed=True, on_step=progress and progress.on_step,
-                          on_epoch=progress and progress.on_epoch, **given(args, TrainConfig))
+                          on_epoch=progress and progress.on_epoch, **_data_options(args),
+                          **given(args, TrainConfig))
         if progress is not None:
             progress.close(model.report.stop_reason if model.report else "")
+    except dist.DistError as exc:         # another rank died mid-collective: say so in one line
+        print(f"{PROG}: error: [rank {rank}] lost another training process ({str(exc).splitlines()[0][:200]}); "
+              f"nothing was saved.", file=sys.stderr, flush=True)
+        return 1
     finally:
         if progress is not None:
             progress.close()
     ddp = model.meta["ddp"]
     for s in ddp["shards"]:
         if s["rank"] == rank and s["first_loss"] is not None:
+            rss = f", peak RSS {s['peak_rss_mb']:.0f} MB" if s.get("peak_rss_mb") else ""
             print(f"[rank {rank}/{ddp['world_size']}] shard tokens [{s['start']}, {s['stop']}) fingerprint "
-                  f"{s['fingerprint']} loss {s['first_loss']:.3f} -> {s['last_loss']:.3f}", file=sys.stderr,
-                  flush=True)
+                  f"{s['fingerprint']} loss {s['first_loss']:.3f} -> {s['last_loss']:.3f}"
+                  f"{' (streamed)' if s.get('streamed') else ''}{rss}", file=sys.stderr, flush=True)
     if rank == 0:
         _save(model, args.output)    # the same rule; the exit code stays 0 so torchrun reports no failure
     return 0

@@ -147,3 +147,16 @@ def test_concurrent_processes_build_once(tmp_path):
     assert len({(o[0], o[1]) for o in outs}) == 1                   # same ids, same vocabulary
     assert [o[2].strip() for o in outs].count("built)") == 1         # one build, two cache hits
     assert len(_entries(cache)) == 1
+
+
+def test_stream_batches_read_a_shard_of_the_file_like_batchify(tmp_path):
+    """Windows are read from the file (not through the mapping); a rank's shard is a view at an offset."""
+    ids = np.arange(1000, dtype=np.int32)
+    ids.tofile(tmp_path / "t.i32")
+    mm = np.memmap(tmp_path / "t.i32", dtype=np.int32, mode="r")
+    shard = mm[333:777]
+    ref = batchify(np.array(shard), 4)
+    sb = StreamBatches(shard, 4)
+    assert sb._file is not None and sb._file[1] == 333 * 4
+    for (x1, y1), (x2, y2) in zip(windows(ref, 7), windows(sb, 7)):
+        assert torch.equal(x1, x2) and torch.equal(y1, y2)

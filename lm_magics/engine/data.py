@@ -14,6 +14,7 @@ import codecs
 import glob
 import io
 import math
+import mmap
 import os
 import re
 from dataclasses import dataclass, field
@@ -366,6 +367,29 @@ def _fingerprint(ids: np.ndarray) -> str:
     return hashlib.blake2b(np.ascontiguousarray(ids).view(np.uint8), digest_size=12).hexdigest()
 
 
+def fingerprint_span(ids: np.ndarray, start: int, stop: int) -> str:
+    """``_fingerprint(ids[start:stop])``. For a whole memory-mapped token file the span is read with plain
+    file reads, 1 MB at a time: hashing through the mapping would leave every page of the span counted in
+    this process's RSS (a rank's shard of a 1 GB corpus is hundreds of MB)."""
+    import hashlib
+
+    name = getattr(ids, "filename", None)
+    if not (isinstance(ids, np.memmap) and name and ids.offset == 0 and os.path.getsize(name) == ids.nbytes):
+        return _fingerprint(ids[start:stop])
+    h = hashlib.blake2b(digest_size=12)
+    item = ids.dtype.itemsize
+    with open(name, "rb") as fh:
+        fh.seek(start * item)
+        left = (stop - start) * item
+        while left > 0:
+            chunk = fh.read(min(left, 1 << 20))
+            if not chunk:
+                break
+            h.update(chunk)
+            left -= len(chunk)
+    return h.hexdigest()
+
+
 def prepare(source: object, tokenizer: Tokenizer, *, val_source: object = None, val_fraction: float = 0.1,
             seed: int = 0) -> Corpus:
     """Tokenize a source into training and validation ids.
@@ -512,6 +536,21 @@ def windows(data: torch.Tensor, seq_len: int) -> Iterator[Tuple[torch.Tensor, to
         yield data[i: i + t], data[i + 1: i + 1 + t]
 
 
+def _file_span(ids: np.ndarray) -> Optional[Tuple[str, int]]:
+    """(file, byte offset of ids[0]) for a contiguous view of a memory-mapped file; None otherwise."""
+    mm = getattr(ids, "_mmap", None)
+    name = getattr(ids, "filename", None)
+    if mm is None or not name or not ids.flags.c_contiguous or ids.size == 0:
+        return None
+    try:
+        start = np.frombuffer(mm, dtype=np.uint8).ctypes.data   # where the mapping begins in memory
+    except (TypeError, ValueError):
+        return None
+    offset = getattr(ids, "offset", 0)
+    # The mapping starts at the page boundary at or below the memmap's offset into the file.
+    return name, ids.ctypes.data - start + offset - offset % mmap.ALLOCATIONGRANULARITY
+
+
 class StreamBatches:
     """The ``(rows, B)`` layout of :func:`data.batchify` over a memory-mapped token stream, without a copy.
 
@@ -526,6 +565,7 @@ class StreamBatches:
             raise DataError(f"{ids.size} tokens cannot fill {batch_size} streams; use a smaller batch_size.")
         self.ids, self.batch_size, self.rows = ids, batch_size, n
         self.cols = ids[: n * batch_size].reshape(batch_size, n)      # (B, n) view of the memmap
+        self._file = _file_span(ids)      # (path, byte offset of ids[0]) when ids lie in a token file
         self.device = torch.device(device)
 
     @property
@@ -541,5 +581,17 @@ class StreamBatches:
     def __getitem__(self, rows: slice) -> torch.Tensor:
         if not isinstance(rows, slice):
             raise TypeError("StreamBatches supports row slices only")
-        block = np.ascontiguousarray(self.cols[:, rows].T, dtype=np.int64)   # (T, B): B runs of T ids
-        return torch.from_numpy(block).to(self.device)
+        start, stop, step = rows.indices(self.rows)
+        if self._file is None or step != 1:
+            block = np.ascontiguousarray(self.cols[:, rows].T, dtype=np.int64)   # (T, B): B runs of T ids
+            return torch.from_numpy(block).to(self.device)
+        # Plain reads, not the mapping: a page touched through a mapping joins this process's RSS, with
+        # its neighbours (the kernel maps MB-sized folios), so B columns would pin B*MBs per window.
+        path, base = self._file
+        t, item = max(0, stop - start), self.ids.dtype.itemsize
+        block = np.empty((self.batch_size, t), np.int32)
+        with open(path, "rb") as fh:
+            for j in range(self.batch_size):
+                fh.seek(base + (j * self.rows + start) * item)
+                block[j] = np.frombuffer(fh.read(t * item), dtype=self.ids.dtype, count=t)
+        return torch.from_numpy(np.ascontiguousarray(block.T, dtype=np.int64)).to(self.device)

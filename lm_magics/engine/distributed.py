@@ -34,7 +34,7 @@ import torch.distributed as dist
 
 from ..errors import ConfigError
 
-__all__ = ["Ranks", "in_torchrun", "process_group", "deferred_signals"]
+__all__ = ["Ranks", "in_torchrun", "require_torchrun", "process_group", "deferred_signals", "peak_rss_mb"]
 
 # Stop reasons, ordered: the all-reduce keeps the strongest one any rank reported.
 GO, PLANNED, MAX_TIME, INTERRUPTED, DIVERGED = 0, 1, 2, 3, 4
@@ -43,6 +43,23 @@ GO, PLANNED, MAX_TIME, INTERRUPTED, DIVERGED = 0, 1, 2, 3, 4
 def in_torchrun() -> bool:
     """True inside a process started by torchrun (it sets RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR)."""
     return all(k in os.environ for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR"))
+
+
+def require_torchrun() -> None:
+    """Raise the one-line ConfigError for distributed training outside torchrun."""
+    if not in_torchrun():
+        raise ConfigError("Distributed training runs under torchrun; use `lm-magics train ... --nproc N` or "
+                          "`torchrun --nproc_per_node=N -m lm_magics train ...`.")
+
+
+def peak_rss_mb() -> Optional[float]:
+    """This process's peak resident memory in MB (ru_maxrss; None where the platform has no such count).
+    It includes pages of memory-mapped token files that were read (file-backed, reclaimable)."""
+    try:
+        import resource
+    except ImportError:
+        return None
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024    # Linux reports KB
 
 
 @dataclass(frozen=True)
@@ -127,9 +144,7 @@ def process_group(device: str = "auto", timeout_s: float = 1800.0) -> Iterator[t
     Leaves the group on exit when it created it. ``timeout_s`` bounds every collective, so a rank that
     died ends the others with an error instead of a hang.
     """
-    if not in_torchrun():
-        raise ConfigError("Distributed training runs under torchrun; use `lm-magics train ... --nproc N` or "
-                          "`torchrun --nproc_per_node=N -m lm_magics train ...`.")
+    require_torchrun()
     local_rank = int(os.environ["LOCAL_RANK"])
     dev = _device_for(local_rank, device)
     if dev.type == "cuda":

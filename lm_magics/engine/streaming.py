@@ -182,7 +182,7 @@ def _file_stats(source: object) -> Optional[List[list]]:
     if not isinstance(source, (Files, Path)):
         return None
     src = source if isinstance(source, Files) else files(source)
-    out = []
+    out: List[list] = [["encoding", src.encoding]]     # the same bytes decoded otherwise are other text
     for p in src.paths():
         st = p.stat()
         out.append([str(p.resolve()), st.st_size, st.st_mtime_ns])
