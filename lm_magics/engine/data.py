@@ -369,7 +369,7 @@ def _fingerprint(ids: np.ndarray) -> str:
 
 def fingerprint_span(ids: np.ndarray, start: int, stop: int) -> str:
     """``_fingerprint(ids[start:stop])``. For a whole memory-mapped token file the span is read with plain
-    file reads, 1 MB at a time: hashing through the mapping would leave every page of the span counted in
+    file reads, 256 KB at a time: hashing through the mapping would leave every page of the span counted in
     this process's RSS (a rank's shard of a 1 GB corpus is hundreds of MB)."""
     import hashlib
 
@@ -382,7 +382,7 @@ def fingerprint_span(ids: np.ndarray, start: int, stop: int) -> str:
         fh.seek(start * item)
         left = (stop - start) * item
         while left > 0:
-            chunk = fh.read(min(left, 1 << 20))
+            chunk = fh.read(min(left, 1 << 18))
             if not chunk:
                 break
             h.update(chunk)

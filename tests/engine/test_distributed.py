@@ -34,6 +34,12 @@ def _torchrun(corpus: Path, out: Path, *flags: str) -> subprocess.CompletedProce
     return proc
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _own_token_cache(tmp_path_factory):
+    """File sources stream under torchrun: keep their token cache out of the home folder."""
+    ENV["LM_MAGICS_CACHE"] = str(tmp_path_factory.mktemp("cache"))
+
+
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("ddp")

@@ -23,6 +23,8 @@ REPO = Path(__file__).resolve().parents[2]
 FLAGS = ["--hidden-dim", "32", "--embed-dim", "16", "--batch-size", "4", "--seq-len", "10", "--seed", "0",
          "--threads", "1", "--quiet"]
 ENV = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""), OMP_NUM_THREADS="1")
+# Fixed sizes: auto_config would pick a bigger network for the bigger corpus and blur the comparison.
+SIZES = ["--num-layers", "1", "--dropout", "0.1", "--lr", "0.01", "--epochs", "1"]
 
 
 def _train(*args: str, timeout: int = 240) -> subprocess.CompletedProcess:
@@ -48,13 +50,13 @@ def test_peak_memory_per_rank_stays_flat_as_the_corpus_grows(tmp_path):
         corpus.write_text(part)
         prepare_stream(lm.files(corpus), Tokenizer(), seed=0, val_fraction=0.1, cache_dir=cache)
         out = tmp_path / f"{name}.lm"
-        proc = _train(str(corpus), "-o", str(out), "--cache-dir", str(cache), "--max-steps", "5", *FLAGS)
+        proc = _train(str(corpus), "-o", str(out), "--cache-dir", str(cache), "--max-steps", "5", *SIZES, *FLAGS)
         assert proc.returncode == 0, proc.stderr[-3000:]
         shards = lm.load(out).meta["ddp"]["shards"]
         assert all(s["streamed"] for s in shards) and len(shards) == 2
         peaks[name] = (max(s["peak_rss_mb"] for s in shards), corpus.stat().st_size / 2**20)
     (small, small_mb), (big, big_mb) = peaks["small"], peaks["big"]
-    assert big - small < 0.5 * (big_mb - small_mb), peaks     # 7 MB more text: well under 3.5 MB more memory
+    assert big - small < 0.3 * (big_mb - small_mb), peaks     # 7 MB more text: at most 2 MB more memory
 
 
 def _rank_pid(marker: str, rank: str) -> int:
