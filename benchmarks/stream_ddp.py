@@ -58,7 +58,9 @@ def train(corpus: Path, nproc: int, max_steps: int) -> dict:
         cmd += ["--nproc", str(nproc)]
     env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
     t0 = time.perf_counter()
-    subprocess.run(cmd, check=True, cwd=REPO, env=env, capture_output=True, text=True)
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True)
+    if proc.returncode != 0:
+        sys.exit(f"failed ({proc.returncode}): {' '.join(cmd)}\n{proc.stderr[-4000:]}")
     wall = time.perf_counter() - t0
     meta = lm.load(out).meta
     shards = meta.get("ddp", {}).get("shards", [])
