@@ -499,6 +499,12 @@ def train(data: Any, *, val_data: Any = None, init: Optional[LanguageModel] = No
                      device=device)
         shards = ranks.gather(_shard_record(ranks, corpus, report)) if ranks.distributed else None
     net = net.cpu()
+    if isinstance(corpus.train, np.memmap) and cfg.kind == "lstm" and (cfg.baseline or cfg.copy_window):
+        # Both hold every n-gram / token run of the training stream in memory, on every rank: not for a
+        # corpus that was streamed because it does not fit.
+        cfg = report.config = cfg.replace(baseline=False, copy_window=0)
+        report.notes.append("streamed corpus: no n-gram baseline and no copy index (both would hold the "
+                            "whole corpus in memory)")
     ngram, extra = _baseline_and_mix(net, tokenizer, corpus, cfg, report) if cfg.baseline else (None, {})
     copy_index = _copy_index(corpus, cfg)
     prev = init.meta if init is not None else {}
