@@ -148,6 +148,8 @@ def test_every_rank_refuses_a_size_that_cannot_fit(tmp_path):
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
     assert proc.returncode != 0
     refusals = [ln for ln in proc.stderr.splitlines() if ln.startswith("lm-magics: error:")]
-    assert len(refusals) == 2 and all("needs about" in ln and "smaller hidden_dim" in ln for ln in refusals), \
+    # Every rank refuses; once one has exited torchrun may end the others before they print, so at least
+    # one line, and every line that made it out is the refusal.
+    assert refusals and all("needs about" in ln and "smaller hidden_dim" in ln for ln in refusals), \
         proc.stderr[-3000:]
     assert not (tmp_path / "m.lm").exists()
