@@ -17,7 +17,7 @@ from lm_magics.errors import ConfigError
 
 from conftest import make_text
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 OPTS = dict(hidden_dim=32, embed_dim=16, epochs=2, seed=0, batch_size=4, seq_len=8)
 
 
