@@ -66,7 +66,7 @@ class TrainingMonitor:
         self.stop_button.add_class("lm-monitor-stop")
         self.stats = W.HTML("starting…")
         self.stats.add_class("lm-monitor-stats")
-        self.curve = W.HTML()
+        self.curve = W.HTML(layout=W.Layout(overflow="hidden"))   # a redrawn curve never covers Stop
         self.curve.add_class("lm-monitor-curve")
         self.status = W.HTML("<span class='lm-status'>running</span>")
         self.status.add_class("lm-monitor-status")
