@@ -74,7 +74,7 @@ class LanguageModel:
         if kind == "ngram":
             self._predictor = NGramPredictor(self.ngram, self.tokenizer)
             return
-        lstm = Predictor(self.net, self.tokenizer)
+        lstm = Predictor(self.net, self.tokenizer, self.config.precision)
         if kind == "mix":
             self._predictor = MixPredictor(lstm, self.ngram, self.tokenizer, self.meta.get("mix_weight", 0.5))
         else:
@@ -247,15 +247,11 @@ class LanguageModel:
     def score(self, texts: Any) -> Any:
         """Per-text perplexity: a numpy array, or a Series aligned to the input's index for a Series.
         Missing values (None/NaN) get NaN. Each text is scored on its own, from the start of text."""
-        nll = self._row_nll(texts)
-        ppl = np.array([np.exp(v.mean()) if v is not None else np.nan for v in nll], dtype=np.float64)
-        return _like(texts, ppl, "perplexity")
+        return _like(texts, np.exp(self._row_mean_nll(texts)), "perplexity")
 
     def bits_per_word(self, texts: Any) -> Any:
         """Per-text mean surprisal in bits per token (log2 of the perplexity)."""
-        nll = self._row_nll(texts)
-        bits = np.array([v.mean() / math.log(2) if v is not None else np.nan for v in nll], dtype=np.float64)
-        return _like(texts, bits, "bits_per_word")
+        return _like(texts, self._row_mean_nll(texts) / math.log(2), "bits_per_word")
 
     def perplexity(self, texts: Any) -> float:
         """Perplexity of all texts together (total surprisal over all tokens); a str counts line by line."""
@@ -273,6 +269,25 @@ class LanguageModel:
         stats = DataStats()
         values = _values_with_missing(texts, stats)
         return self._predictor.row_nll(values)
+
+    def _row_mean_nll(self, texts: Any, progress: bool = True) -> np.ndarray:
+        """Mean NLL per row (float64, NaN for a missing row), chunk by chunk: memory stays flat for a
+        million rows, and a progress bar appears once a run has taken more than a few seconds."""
+        if isinstance(texts, str):
+            texts = [texts]
+        values = _values_with_missing(texts, DataStats())
+        out = np.full(len(values), np.nan)
+        bar = _score_bar(len(values)) if progress and len(values) > _SCORE_CHUNK_ROWS else None
+        try:
+            for a in range(0, len(values), _SCORE_CHUNK_ROWS):
+                chunk = self._predictor.row_nll(values[a:a + _SCORE_CHUNK_ROWS])
+                out[a:a + len(chunk)] = [v.mean() if v is not None else np.nan for v in chunk]
+                if bar is not None:
+                    bar.update(len(chunk))
+        finally:
+            if bar is not None:
+                bar.close()
+        return out
 
     # --------------------------------------------------------------------------- info & files
 
@@ -559,7 +574,7 @@ def _baseline_and_mix(net: LSTMLanguageModel, tokenizer: Tokenizer, corpus: Any,
         extra["baseline_val_ppl"] = float(np.exp(ng.stream_nll(corpus.val).mean()))
     if held_out:
         rows = stream_rows(np.asarray(corpus.val[:_MIX_FIT_TOKENS]), tokenizer.eos_id)
-        lstm = np.concatenate(Predictor(net, tokenizer).encoded_nll([r.tolist() for r in rows]))
+        lstm = np.concatenate(Predictor(net, tokenizer, cfg.precision).encoded_nll([r.tolist() for r in rows]))
         ngram = np.concatenate(ng.rows_nll([r.tolist() for r in rows]))
         extra["mix_weight"] = fit_mix_weight(lstm, ngram)
         extra["mix_note"] = f"weight fitted on {lstm.size:,} validation tokens"
@@ -837,15 +852,14 @@ def score_frame(model: LanguageModel, df: Any, column: str, into: Optional[str] 
 
     from .display import ScoredRow, ScoreReport
 
-    nll = model._row_nll(series)                        # one packed pass over all rows
-    mean = np.array([v.mean() if v is not None else np.nan for v in nll], dtype=np.float64)
+    mean = model._row_mean_nll(series)                  # packed passes, chunk by chunk
     ppl = pd.Series(np.exp(mean), index=df.index, name=ppl_col)
     bits = pd.Series(mean / math.log(2), index=df.index, name=bits_col)
     df[ppl_col] = ppl.to_numpy()     # by position: an index with duplicate labels must not misalign
     df[bits_col] = bits.to_numpy()
     side = {}
     for name, part in parts.items():
-        part_mean = np.array([v.mean() if v is not None else np.nan for v in part._row_nll(series)])
+        part_mean = part._row_mean_nll(series)
         side[name] = pd.Series(np.exp(part_mean), index=df.index, name=part_cols[name])
         df[part_cols[name]] = side[name].to_numpy()
     auc: dict = {}
@@ -1127,6 +1141,18 @@ def _values_with_missing(texts: Any, stats: DataStats) -> List[Optional[str]]:
             raise DataError(f"Cannot score a {type(texts).__name__}; pass a str, a list of str or a Series.")
         vals = list(texts)
     return [None if _is_missing(v) else (v if isinstance(v, str) else str(v)) for v in vals]
+
+
+_SCORE_CHUNK_ROWS = 20_000   # rows per scoring chunk: a few seconds of work, bounded memory
+
+
+def _score_bar(total: int) -> Any:
+    """A tqdm bar for a long scoring run, shown only after 3 s (short runs print nothing); None without tqdm."""
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        return None
+    return tqdm(total=total, desc="scoring", unit="row", delay=3.0, mininterval=0.5, leave=False)
 
 
 def _like(texts: Any, values: np.ndarray, name: str) -> Any:

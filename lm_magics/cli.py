@@ -19,10 +19,11 @@ problem with the data, an option value, or a model file; a value of the wrong ki
 from __future__ import annotations
 
 import argparse
+import itertools
 import math
 import os
 import sys
-from typing import List, Optional, Sequence
+from typing import Iterator, List, Optional, Sequence
 
 from .config import GenerateConfig, TrainConfig, add_arguments, arg_type, check_parsed, given
 from .errors import ConfigError, DataError, Interrupted, LMError
@@ -122,11 +123,17 @@ def _load(path: str):
 
 def _read_lines(path: str, encoding: str = "utf-8") -> List[str]:
     """The lines of a text file, or of stdin for '-' (refusing what is not text, as training does)."""
+    return list(_iter_lines(path, encoding))
+
+
+def _iter_lines(path: str, encoding: str = "utf-8") -> Iterator[str]:
+    """_read_lines one line at a time (``lm-magics score`` streams its input)."""
     from .engine.data import check_encoding, file_lines, text_lines
 
     check_encoding(encoding)
     if path != "-":
-        return [line.rstrip("\n") for line in file_lines(path, encoding)]
+        yield from (line.rstrip("\n") for line in file_lines(path, encoding))
+        return
     stream = sys.stdin
     how = "pipe text in (`cat notes.txt | lm-magics ... -`) or give a file name instead of '-'"
     if stream is None or getattr(stream, "closed", False):
@@ -140,8 +147,9 @@ def _read_lines(path: str, encoding: str = "utf-8") -> List[str]:
     try:
         binary = getattr(stream, "buffer", None)
         if binary is None:       # a text stream without bytes underneath (io.StringIO)
-            return stream.read().splitlines()
-        return [line.rstrip("\n") for line in text_lines(binary, "<stdin>", encoding)]
+            yield from stream.read().splitlines()
+            return
+        yield from (line.rstrip("\n") for line in text_lines(binary, "<stdin>", encoding))
     except OSError as exc:       # descriptor 0 closed under Python's feet (EBADF)
         raise DataError(f"Cannot read stdin: {exc.strerror or exc}; {how}.") from None
 
@@ -393,19 +401,25 @@ def _run_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+_SCORE_LINES = 20_000   # lines read, scored and written at a time: memory stays flat on any file
+
+
 def _run_score(args: argparse.Namespace) -> int:
-    lines = _read_lines(args.file, args.encoding)
     from .api import _side_parts
 
     model = _load(args.model)
     # The baseline is checked before scoring: a model without one fails at once, not after the file.
     baseline = _side_parts(model)["ngram"] if args.baseline else None
-    rows = [ln if ln.strip() else None for ln in lines]
-    columns = [model.score(rows) if lines else []]
-    if baseline is not None:
-        columns.append(baseline.score(rows) if lines else [])
-    for line, *ppls in zip(lines, *columns):
-        print("\t".join(["nan" if math.isnan(p) else f"{p:.3f}" for p in ppls] + [line]))
+    lines_in = _iter_lines(args.file, args.encoding)
+    while True:   # read, score and write a chunk at a time: memory stays flat on any file
+        lines = list(itertools.islice(lines_in, _SCORE_LINES))
+        if not lines:
+            break
+        rows = [ln if ln.strip() else None for ln in lines]
+        columns = [model.score(rows)] + ([baseline.score(rows)] if baseline is not None else [])
+        sys.stdout.write("".join("\t".join(["nan" if math.isnan(p) else f"{p:.3f}" for p in ppls] + [line]) + "\n"
+                                 for line, *ppls in zip(lines, *columns)))
+        sys.stdout.flush()
     return 0
 
 

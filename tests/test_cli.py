@@ -108,6 +108,20 @@ def test_score_with_the_baseline_beside(model_file, tmp_path, capsys):
     assert "no n-gram baseline" in capsys.readouterr().err
 
 
+def test_score_streams_the_file_in_chunks(model_file, tmp_path, capsys, monkeypatch):
+    import lm_magics.cli as cli
+
+    lines = ["The cat sat.", "", "The dog ran to the river.", "A bird.", "The cat ran.", ""]
+    f = tmp_path / "many.txt"
+    f.write_text("\n".join(lines) + "\n")
+    assert main(["score", str(model_file), str(f)]) == 0
+    whole = capsys.readouterr().out
+    monkeypatch.setattr(cli, "_SCORE_LINES", 2)          # three chunks read, scored and written in turn
+    assert main(["score", str(model_file), str(f)]) == 0
+    assert capsys.readouterr().out == whole
+    assert [r.split("\t", 1)[1] for r in whole.splitlines()] == lines
+
+
 def test_info(model_file, capsys):
     assert main(["info", str(model_file)]) == 0
     info = dict(line.split("\t", 1) for line in capsys.readouterr().out.splitlines())

@@ -153,3 +153,14 @@ def test_magic_scores_into_the_frame(shell, frame):
         shell.run_line_magic("lm_score", "--name other --df df --column text")
     with pytest.raises(UsageError, match="has no column"):
         shell.run_line_magic("lm_score", "--df df --column missing")
+
+
+def test_scoring_in_chunks_gives_the_same_numbers(tiny_model, monkeypatch):
+    import lm_magics.api as api
+
+    rows = ["the cat sat.", None, "a dog ran to the garden", "", "the cat", float("nan"), "late"]
+    whole = tiny_model.score(rows)
+    monkeypatch.setattr(api, "_SCORE_CHUNK_ROWS", 2)     # four chunks (and a progress bar that stays hidden)
+    chunked = tiny_model.score(rows)
+    assert np.array_equal(np.isnan(whole), np.isnan(chunked))
+    assert np.allclose(whole[~np.isnan(whole)], chunked[~np.isnan(chunked)], rtol=1e-6)   # other batch shapes

@@ -13,6 +13,8 @@ from __future__ import annotations
 import bisect
 import math
 import threading
+from concurrent.futures import ThreadPoolExecutor
+from itertools import chain as _chain
 from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -21,12 +23,16 @@ import torch
 from ..config import GenerateConfig
 from . import memory
 from .model import LSTMLanguageModel, State
+from .precision import scoring_bf16
 from .tokenizer import SPECIALS, Tokenizer
 
 __all__ = ["Predictor"]
 
 _MAX_CHECKPOINTS = 64
-_SCORE_BATCH_TOKENS = 16_384   # tokens per scoring batch (rows x padded length)
+_PART_MIN_TOKENS = 2_048       # the smallest scoring batch when splitting rows across threads
+_POOL: Optional[ThreadPoolExecutor] = None
+_SCORE_BATCH_TOKENS = 32_768   # tokens per scoring batch (rows x padded length); the output layer
+                               # runs in blocks, so memory is O(batch x hidden), not O(batch x V)
 
 
 class Vocabulary:
@@ -79,9 +85,10 @@ class Vocabulary:
 class Predictor(Vocabulary):
     """Inference over one (network, tokenizer) pair. Thread-safe; one per LanguageModel."""
 
-    def __init__(self, net: LSTMLanguageModel, tokenizer: Tokenizer):
+    def __init__(self, net: LSTMLanguageModel, tokenizer: Tokenizer, precision: str = "auto"):
         super().__init__(tokenizer)
         self.net = net.eval()
+        self.precision = precision   # scoring's output layer: see precision.scoring_bf16
         self.device = next(net.parameters()).device
         self._lock = threading.RLock()
         self._checkpoints: List[Tuple[Tuple[int, ...], State]] = []   # (context ids, state after them)
@@ -234,32 +241,67 @@ class Predictor(Vocabulary):
 
     def encoded_nll(self, encoded: Sequence[Optional[List[int]]]) -> List[Optional[np.ndarray]]:
         """row_nll for rows already encoded (ids ending in <eos>); None stays None."""
-        order = sorted((i for i, e in enumerate(encoded) if e is not None), key=lambda i: len(encoded[i]))
         out: List[Optional[np.ndarray]] = [None] * len(encoded)
-        eos = self.tok.eos_id
-        with self._lock, torch.inference_mode():
-            start = 0
-            while start < len(order):
-                # Grow the batch while rows x longest length stays within the token budget.
-                longest = len(encoded[order[start]])
-                end = start + 1
-                while end < len(order) and (end - start + 1) * len(encoded[order[end]]) <= _SCORE_BATCH_TOKENS:
-                    end += 1
-                batch = order[start:end]
-                longest = len(encoded[batch[-1]])
-                tgt = torch.full((longest, len(batch)), eos, dtype=torch.long)          # (T, B)
-                inp = torch.full((longest, len(batch)), eos, dtype=torch.long)
-                for j, i in enumerate(batch):
-                    e = torch.tensor(encoded[i], dtype=torch.long)
-                    tgt[: len(e), j] = e
-                    inp[1: len(e), j] = e[:-1]                                          # <eos> first
-                feats, _ = self.net.features(inp.to(self.device))
-                nll = self.net.nll(feats, tgt.to(self.device)).view(longest, len(batch)).double().cpu()
-                for j, i in enumerate(batch):
-                    out[i] = nll[: len(encoded[i]), j].numpy()
-                start = end
+        keep = [i for i, e in enumerate(encoded) if e is not None]
+        if not keep:
+            return out
+        lens = np.fromiter((len(encoded[i]) for i in keep), dtype=np.int64, count=len(keep))
+        order = np.asarray(keep, dtype=np.int64)[np.argsort(lens, kind="stable")]
+        lens = np.sort(lens, kind="stable")
+        threads = torch.get_num_threads() if self.device.type == "cpu" else 1
+        # Enough batches for every thread to have some (but none under a few thousand tokens).
+        budget = int(np.clip(lens.sum() // threads, _PART_MIN_TOKENS, _SCORE_BATCH_TOKENS))
+        batches, start = [], 0
+        while start < len(order):
+            # Rows sorted by length: grow the batch while rows x its longest row fits the budget.
+            ahead = lens[start:start + budget]                                   # never more rows than that
+            cost = np.arange(1, len(ahead) + 1) * ahead                          # k rows x k-th length
+            end = start + max(1, int(np.searchsorted(cost, budget, side="right")))
+            batches.append((order[start:end], lens[start:end]))
+            start = end
+        bf16 = scoring_bf16(self.precision, self.device)
+        with self._lock:
+            if threads < 2 or len(batches) < 2:
+                done = (self._batch_nll(encoded, rows, n, bf16) for rows, n in batches)
+                for (rows, _), nll in zip(batches, done):
+                    for i, v in zip(rows.tolist(), nll):
+                        out[i] = v
+                return out
+            # CPU: one single-threaded batch per Python thread (torch releases the GIL). With torch's own
+            # threads every op is a parallel region whose barrier stalls whenever another process holds
+            # a core (a shared machine: 3-10x slower); whole batches per thread need no barriers and
+            # scale as well on an idle machine.
+            global _POOL
+            if _POOL is None or _POOL._max_workers < threads:
+                _POOL = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="lm_magics-score")
+            torch.set_num_threads(1)   # process-wide, so put back below
+            try:
+                futs = [_POOL.submit(self._batch_nll, encoded, rows, n, bf16) for rows, n in batches]
+                for (rows, _), fut in zip(batches, futs):
+                    for i, v in zip(rows.tolist(), fut.result()):
+                        out[i] = v
+            finally:
+                torch.set_num_threads(threads)
         return out
 
+    def _batch_nll(self, encoded: Sequence[Optional[List[int]]], rows: np.ndarray, n: np.ndarray,
+                   bf16: bool) -> List[np.ndarray]:
+        """Per-token NLL of one batch: rows (indices into encoded) of lengths n, shortest first."""
+        T, B, eos = int(n[-1]), len(rows), self.tok.eos_id
+        flat = np.fromiter(_chain.from_iterable(encoded[i] for i in rows), dtype=np.int64, count=int(n.sum()))
+        # Row-major (B, T) grid of real positions; the LSTM wants (T, B), <eos> first.
+        real = np.arange(T)[None, :] < n[:, None]                                # (B, T)
+        tgt = np.full((B, T), eos, dtype=np.int64)
+        tgt[real] = flat
+        inp = np.full((B, T), eos, dtype=np.int64)
+        inp[:, 1:] = tgt[:, :-1]
+        with torch.inference_mode():   # grad mode is per thread: a pool worker starts outside it
+            feats, _ = self.net.features(torch.from_numpy(inp.T.copy()).to(self.device))   # (T, B, D)
+            # The output layer only at real positions: (B, T)-major, so each row is one slice.
+            pos = torch.from_numpy(np.flatnonzero(real)).to(self.device)
+            nll = self.net.score_nll(feats.transpose(0, 1).reshape(B * T, -1)[pos],
+                                     torch.from_numpy(tgt.ravel()).to(self.device)[pos], bf16=bf16)
+        return np.split(nll.double().cpu().numpy(), np.cumsum(n)[:-1])
 
 def _pick(lp: torch.Tensor, cfg: GenerateConfig, gen: torch.Generator, unk: int) -> int:
     """Choose the next id from log-probs (V,): greedy at temperature 0, else filtered sampling.

@@ -20,6 +20,8 @@ __all__ = ["LSTMLanguageModel", "State", "adaptive_cutoffs", "build_network", "n
 
 State = Tuple[torch.Tensor, torch.Tensor]  # (h, c), each (num_layers, B, hidden_dim)
 
+_SCORE_BLOCK_ELEMS = 1_000_000   # logits per output-layer block when scoring (4 MB in fp32: stays in cache)
+
 
 def adaptive_cutoffs(vocab_size: int) -> List[int]:
     """Rank cut-offs of the adaptive softmax: head = the 2,000 most frequent words, a first tail up to
@@ -121,6 +123,40 @@ class LSTMLanguageModel(nn.Module):
         if self.adaptive:
             return -self.head(flat, t).output.float()
         return F.cross_entropy(self.decoder(flat).float(), t, reduction="none")
+
+    def score_nll(self, feats: torch.Tensor, targets: torch.Tensor, bf16: bool = False) -> torch.Tensor:
+        """nll() for scoring (inference only): features (N, D), targets (N,) -> NLL (N,) float32.
+
+        The output layer runs a block of rows at a time, so a block's (rows, V) logits stay in cache
+        instead of one (N, V) array going through memory three times (logits, log-softmax, pick). With
+        ``bf16`` the big matmul runs on bf16 inputs (fp32 accumulation, several times faster on CPUs with
+        native bf16); the target's logit is still computed exactly in fp32 and only the normaliser
+        (logsumexp over the vocabulary) sees bf16 rounding: per-token error ~1e-2 nats, mostly averaging
+        out over a row (see ``benchmarks/scoring.py``). The adaptive softmax always runs in fp32."""
+        n = feats.size(0)
+        out = torch.empty(n, dtype=torch.float32, device=feats.device)
+        rows = int(min(4096, max(64, _SCORE_BLOCK_ELEMS // self.vocab_size)))   # (rows, V) fp32 logits
+        if self.adaptive:   # fp32: the head computes only what each target needs already
+            feats = feats.float()
+            for s in range(0, n, rows):
+                out[s:s + rows] = -self.head(feats[s:s + rows], targets[s:s + rows]).output
+            return out
+        w, b = self.decoder.weight, self.decoder.bias
+        feats = feats.float()
+        if not bf16:
+            for s in range(0, n, rows):
+                logits = torch.addmm(b, feats[s:s + rows], w.t())                      # (rows, V)
+                out[s:s + rows] = F.cross_entropy(logits, targets[s:s + rows], reduction="none")
+            return out
+        # bf16: cross_entropy (a fused log-softmax, faster than logsumexp) on the rounded logits, then
+        # its target logit swapped for the exact one: a (N, D) gather of output rows, cheap next to (N, V).
+        exact = torch.einsum("nd,nd->n", feats, w[targets]) + b[targets]
+        wb = w.bfloat16()
+        for s in range(0, n, rows):
+            t = targets[s:s + rows]
+            logits = torch.mm(feats[s:s + rows].bfloat16(), wb.t()).float().add_(b)   # (rows, V)
+            out[s:s + rows] = F.cross_entropy(logits, t, reduction="none") + logits.gather(1, t[:, None])[:, 0]
+        return out.sub_(exact)
 
     def forward(self, ids: torch.Tensor, state: Optional[State] = None,
                 targets: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, State]:

@@ -10,7 +10,9 @@ import pytest
 import torch
 
 import lm_magics as lm
+from lm_magics.config import PRECISION_ENV
 from lm_magics.engine.inference import Predictor
+from lm_magics.engine.precision import native_bf16, scoring_bf16
 from lm_magics.engine.tokenizer import SPECIALS
 
 
@@ -152,6 +154,49 @@ def test_batched_scoring_equals_one_at_a_time(tiny_model):
     assert together.shape == (len(rows),)
     assert np.allclose(together, alone, rtol=1e-6, atol=0)
     assert np.all(np.isfinite(together)) and np.all(together >= 1)
+
+
+def _many_rows(n: int = 400) -> list:
+    rng = np.random.default_rng(0)
+    words = "the cat sat on a mat and dog ran to river garden because it was late".split()
+    return [" ".join(rng.choice(words, size=int(rng.integers(1, 40)))) for _ in range(n)]
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_fast_path_with_threads_equals_one_at_a_time(tiny_model, monkeypatch, precision):
+    """Many rows over two threads (whole batches per worker) at either scoring precision: the same
+    numbers as one row per call. In bf16 only the normaliser's matmul is rounded, identically per row."""
+    monkeypatch.setenv(PRECISION_ENV, precision)
+    rows = _many_rows()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        together = tiny_model.score(rows)
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.get_num_threads() == threads        # the workers' single-thread setting is put back
+    alone = np.array([tiny_model.score([r])[0] for r in rows[:40]])
+    assert np.allclose(together[:40], alone, rtol=1e-5, atol=0)
+
+
+def test_bf16_scoring_stays_close_to_fp32(tiny_model, monkeypatch):
+    rows = _many_rows(60)
+    monkeypatch.setenv(PRECISION_ENV, "fp32")
+    exact = tiny_model.score(rows)
+    monkeypatch.setenv(PRECISION_ENV, "bf16")
+    rounded = tiny_model.score(rows)
+    assert np.all(np.abs(rounded / exact - 1) < 0.02)   # stated tolerance: a row's perplexity within 2%
+
+
+def test_scoring_precision_follows_the_env_and_the_model(monkeypatch):
+    cpu = torch.device("cpu")
+    monkeypatch.setenv(PRECISION_ENV, "fp32")
+    assert scoring_bf16("bf16", cpu) is False and scoring_bf16("auto", cpu) is False
+    monkeypatch.setenv(PRECISION_ENV, "bf16")
+    assert scoring_bf16("fp32", cpu) is True
+    monkeypatch.delenv(PRECISION_ENV)
+    assert scoring_bf16("fp32", cpu) is False and scoring_bf16("bf16", cpu) is True
+    assert scoring_bf16("auto", cpu) is native_bf16(cpu)
 
 
 def test_score_series_keeps_index_and_gives_nan_for_missing(tiny_model):
