@@ -46,7 +46,6 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator, List, Optional, Tuple
 
 import numpy as np
-import torch
 
 from ..errors import ConfigError, DataError
 from .data import _SPLIT_BLOCK, Corpus, DataStats, Files, StreamBatches, _is_missing, _series_values, files, rows_of

@@ -391,3 +391,38 @@ def test_lm_compare_and_lm_explain_magics(shell):
     assert isinstance(e, Explanation) and all(len(a[3]) == 2 for a in e.alternatives)
     with pytest.raises(UsageError, match="Give a text to explain"):
         shell.run_line_magic("lm_explain", "--name assist_pets")
+
+
+def test_the_line_to_copy_reruns_to_the_same_result_in_a_real_shell(model):
+    # What the chat offers to paste into a cell does what the chat did: same columns, same scores.
+    from IPython.core.interactiveshell import InteractiveShell
+
+    from lm_magics.registry import get_registry
+
+    import numpy as np
+
+    shell = InteractiveShell.instance()
+    shell.run_line_magic("load_ext", "lm_magics")
+    reg = get_registry(shell)
+    reg.set("copied_pets", model)
+    try:
+        shell.user_ns["copied"] = make_reviews()
+        chat = ChatAssistant("copied_pets", registry=reg, user_ns=shell.user_ns, seed=0)
+        for command, columns in [("/unusual copied.text top 2", ["text_ppl", "text_bits", "text_ngram_ppl"]),
+                                 ("/compare copied.text by product", None)]:
+            chat.send(command)
+            msg = last(chat)
+            assert msg["role"] == "system" and msg["code"].startswith("%lm_"), msg["text"]
+            magic, _, line = msg["code"][1:].partition(" ")
+            if columns:
+                by_chat = shell.user_ns["copied"][columns].copy()
+                shell.user_ns["copied"] = make_reviews()           # a fresh frame, as in a new session
+                shell.run_line_magic(magic, line)
+                again = shell.user_ns["copied"][columns]
+                assert np.allclose(again.to_numpy(), by_chat.to_numpy(), rtol=1e-6, equal_nan=True)
+            else:
+                result = shell.run_line_magic(magic, line)
+                assert repr(result).splitlines()[1:4] == msg["text"].splitlines()[1:4]   # the same groups, rows
+        chat.close()
+    finally:
+        reg.drop("copied_pets")
