@@ -56,7 +56,9 @@ def test_peak_memory_per_rank_stays_flat_as_the_corpus_grows(tmp_path):
         assert all(s["streamed"] for s in shards) and len(shards) == 2
         peaks[name] = (max(s["peak_rss_mb"] for s in shards), corpus.stat().st_size / 2**20)
     (small, small_mb), (big, big_mb) = peaks["small"], peaks["big"]
-    assert big - small < 0.3 * (big_mb - small_mb), peaks     # 7 MB more text: at most 2 MB more memory
+    # 7 MB more text: in memory a rank grows by ~13 MB (twice the text); streamed it must stay well under the
+    # text's own growth (peak RSS varies by a few MB from run to run, so no tighter bound than that).
+    assert big - small < 0.75 * (big_mb - small_mb), peaks
 
 
 def _rank_pid(marker: str, rank: str) -> int:
