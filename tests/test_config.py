@@ -43,3 +43,21 @@ def test_the_report_says_the_env_decided(monkeypatch, tiny_text):
     m = lm.train(tiny_text, hidden_dim=8, embed_dim=8, epochs=1, seed=0, precision="bf16")
     assert m.report.precision == "fp32"
     assert any(PRECISION_ENV in note for note in m.report.notes)
+
+
+def test_auto_precision_is_a_fixed_rule_of_hardware_and_network_size(monkeypatch):
+    # Same machine and shape -> same choice, every time (no timing probe); small networks stay in fp32,
+    # where bf16 measured slower; the data-sized defaults' tiers get bf16 where the CPU has it natively.
+    from lm_magics.engine import training
+
+    monkeypatch.delenv(PRECISION_ENV, raising=False)
+    monkeypatch.setattr(training, "_bf16_ok", lambda device: True)
+    small = TrainConfig(hidden_dim=32, batch_size=16)
+    narrow = TrainConfig(hidden_dim=64, batch_size=4)
+    cell = TrainConfig(hidden_dim=128, batch_size=16)
+    big = TrainConfig(hidden_dim=512, batch_size=64, num_layers=2)
+    assert [use_bf16(c, CPU) for c in (small, narrow, cell, big)] == [False, False, True, True]
+    assert all(use_bf16(cell, CPU) for _ in range(5))
+    assert use_bf16(TrainConfig(hidden_dim=32, precision="bf16"), CPU) is True      # asked for: given
+    monkeypatch.setattr(training, "_bf16_ok", lambda device: False)
+    assert use_bf16(big, CPU) is False                                               # no native bf16
