@@ -270,7 +270,8 @@ class LanguageModel:
         values = _values_with_missing(texts, stats)
         return self._predictor.row_nll(values)
 
-    def _row_mean_nll(self, texts: Any, progress: bool = True) -> np.ndarray:
+    def _row_mean_nll(self, texts: Any, progress: bool = True,
+                      on_chunk: Optional[Callable[[int, int], None]] = None) -> np.ndarray:
         """Mean NLL per row (float64, NaN for a missing row), chunk by chunk: memory stays flat for a
         million rows, and a progress bar appears once a run has taken more than a few seconds."""
         if isinstance(texts, str):
@@ -284,6 +285,8 @@ class LanguageModel:
                 out[a:a + len(chunk)] = [v.mean() if v is not None else np.nan for v in chunk]
                 if bar is not None:
                     bar.update(len(chunk))
+                if on_chunk is not None:          # (rows done, rows in all); may raise to stop the run
+                    on_chunk(a + len(chunk), len(values))
         finally:
             if bar is not None:
                 bar.close()
@@ -807,7 +810,8 @@ def _check_declared_sizes(h: dict, state_dict: dict, n_words: int) -> int:
 
 def score_frame(model: LanguageModel, df: Any, column: str, into: Optional[str] = None,
                 overwrite: bool = False, top: int = 5, model_name: str = "", *, baseline: bool = False,
-                label: Optional[str] = None, positive: Any = None) -> "ScoreReport":
+                label: Optional[str] = None, positive: Any = None,
+                on_chunk: Optional[Callable[[int, int], None]] = None) -> "ScoreReport":
     """Score every row of ``df[column]`` and write the scores back into ``df`` (in place).
 
     Adds ``into`` (default ``f"{column}_ppl"``: perplexity per row) and ``into`` with ``_ppl`` replaced
@@ -819,7 +823,9 @@ def score_frame(model: LanguageModel, df: Any, column: str, into: Optional[str] 
     mixture (``COL_mix_ppl``; for a 'mix' model, the LSTM alone: ``COL_lstm_ppl``): same rows, same
     vocabulary. ``label`` (a boolean column, or any column with ``positive`` naming the positive class;
     rows without a label are left out) adds the ROC AUC of each score for telling the positive rows
-    (as the more surprising ones) from the others: ``report.auc``.
+    (as the more surprising ones) from the others: ``report.auc``. ``on_chunk(done, total)`` is called
+    as the work goes (in rows, all passes counted); an exception it raises stops the run, and nothing has
+    been written to ``df`` then.
 
     >>> report = score_frame(model, df, "text", top=3)     # doctest: +SKIP
     >>> df.sort_values("text_ppl").tail(3)                  # doctest: +SKIP
@@ -852,14 +858,23 @@ def score_frame(model: LanguageModel, df: Any, column: str, into: Optional[str] 
 
     from .display import ScoredRow, ScoreReport
 
-    mean = model._row_mean_nll(series)                  # packed passes, chunk by chunk
+    # Every pass first, then every column: a run stopped from on_chunk (or by Ctrl-C) writes nothing.
+    passes = 1 + len(parts)
+
+    def progress_of(k: int) -> Optional[Callable[[int, int], None]]:
+        if on_chunk is None:
+            return None
+        return lambda done, total: on_chunk(k * total + done, passes * total)
+
+    mean = model._row_mean_nll(series, progress=on_chunk is None, on_chunk=progress_of(0))   # chunk by chunk
+    part_means = {name: part._row_mean_nll(series, progress=on_chunk is None, on_chunk=progress_of(k + 1))
+                  for k, (name, part) in enumerate(parts.items())}
     ppl = pd.Series(np.exp(mean), index=df.index, name=ppl_col)
     bits = pd.Series(mean / math.log(2), index=df.index, name=bits_col)
     df[ppl_col] = ppl.to_numpy()     # by position: an index with duplicate labels must not misalign
     df[bits_col] = bits.to_numpy()
     side = {}
-    for name, part in parts.items():
-        part_mean = part._row_mean_nll(series)
+    for name, part_mean in part_means.items():
         side[name] = pd.Series(np.exp(part_mean), index=df.index, name=part_cols[name])
         df[part_cols[name]] = side[name].to_numpy()
     auc: dict = {}

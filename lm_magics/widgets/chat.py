@@ -16,6 +16,7 @@ import os
 import re
 import shlex
 import threading
+import traceback
 import weakref
 from collections.abc import MutableMapping
 from typing import Any, Callable, Dict, List, Optional, Tuple
@@ -26,7 +27,7 @@ from .. import api
 from ..config import GenerateConfig
 from ..display import DataOverview
 from ..engine.data import files
-from ..errors import ConfigError, DataError
+from ..errors import ConfigError, DataError, LMError
 from ..frames import (ColumnRef, is_dataframe, lookup, parse_column_ref, ref_text, resolve_column, select_rows,
                       spaced_column, text_overview)
 from ..registry import ModelRegistry
@@ -56,7 +57,7 @@ HELP_ROWS = [
     ("/learn COLUMN [where EXPR] [as NAME]", "train a model in the background (Stop in the chat)",
      "/learn reviews.text where stars > 3 as happy"),
     ("/learn FILES... [as NAME]", "train on text files (glob patterns allowed)", "/learn notes/*.txt as notes"),
-    ("/stop", "stop the trainings started here (the best model so far is kept)", "/stop"),
+    ("/stop", "stop the trainings (the best model so far is kept) and long commands started here", "/stop"),
     ("/models", "the models of this session", "/models"),
     ("/use NAME", "answer with another model", "/use happy"),
     ("/next TEXT", "the most likely next words after TEXT", "/next the cat"),
@@ -106,10 +107,15 @@ class ChatAssistant(ModelWidget):
     n_words, temperature, k, seed, show_alternatives
         Answer length, sampling temperature, number of alternatives shown, sampling seed.
 
+    ``/unusual`` on a frame of ``background_rows`` rows or more (default 50,000: more than a few seconds of
+    scoring) runs in a thread with a progress bar and a Stop button; the kernel stays free meanwhile.
+
     >>> chat = ChatAssistant(model, seed=0)        # doctest: +SKIP
     >>> chat.send("Beautiful is")                   # doctest: +SKIP
     'better than ugly . ...'
     """
+
+    background_rows = 50_000
 
     def __init__(self, model_or_name: Any = None, registry: Optional[ModelRegistry] = None,
                  user_ns: Optional[dict] = None, max_messages: int = 200, *, n_words: int = 20,
@@ -130,6 +136,7 @@ class ChatAssistant(ModelWidget):
         self.messages: List[Dict[str, Any]] = []
         self._bubbles: List[W.Widget] = []
         self.trainings: List[Any] = []                  # TrainingMonitors started by /learn
+        self.jobs: List[Dict[str, Any]] = []            # long commands running in a thread (/unusual on big data)
         # Score columns /unusual wrote: (a weak reference to the frame, column). Running it again may
         # replace these, never a column the user made.
         self._written: List[Tuple[Any, str]] = []
@@ -423,8 +430,22 @@ class ChatAssistant(ModelWidget):
         baseline = model.kind != "ngram" and model.ngram is not None
         parts = ("ngram", "mix" if model.kind == "lstm" else "lstm") if baseline else ()
         into, replace = self._score_columns(frame, ref.column, parts)
-        report = api.score_frame(model, frame, ref.column, into=None if into == f"{ref.column}_ppl" else into,
-                                 overwrite=replace, top=top, model_name=name or "", baseline=baseline)
+
+        def score(on_chunk: Optional[Callable[[int, int], None]] = None) -> Any:
+            return api.score_frame(model, frame, ref.column, into=None if into == f"{ref.column}_ppl" else into,
+                                   overwrite=replace, top=top, model_name=name or "", baseline=baseline,
+                                   on_chunk=on_chunk)
+
+        def done(report: Any) -> None:
+            self._report_unusual(report, frame, ref, name, into, replace, top, baseline)
+
+        if len(frame) >= self.background_rows:
+            self._in_background(f"Scoring {len(frame):,} rows of {ref_text(ref.var, ref.column)}", score, done)
+        else:
+            done(score())
+
+    def _report_unusual(self, report: Any, frame: Any, ref: Any, name: Optional[str], into: str, replace: bool,
+                        top: int, baseline: bool) -> None:
         self._written += [(weakref.ref(frame), c) for c in (report.ppl_column, report.bits_column,
                                                               *(s.name for s in report.side.values()))]
         code = " ".join(["%lm_score", "--df", ref.var, "--column", _quote(ref.column)]
@@ -440,6 +461,45 @@ class ChatAssistant(ModelWidget):
             note = f" ('{ref.column}_ppl' is your column, so the scores went to '{into}')"
         self._computed(repr(report) + note, (f"<div>{esc(note.strip(' ()'))}</div>" if note else "")
                        + report._repr_html_(), code)
+
+    def _in_background(self, title: str, work: Callable[..., Any], done: Callable[[Any], None]) -> None:
+        """Run a long command in a thread: a progress bar and a Stop button in the conversation, the kernel
+        free meanwhile. ``work(on_chunk)`` reports (done, total); Stop (or /stop) ends it at the next chunk,
+        before anything is written; ``done(result)`` posts the answer."""
+        stop = threading.Event()
+        bar = W.FloatProgress(value=0.0, min=0.0, max=1.0, layout=W.Layout(width="200px"))
+        count = W.Label("starting…")
+        button = W.Button(description="Stop", icon="stop", button_style="danger",
+                          tooltip="Stop at the next chunk; nothing is written")
+        button.add_class("lm-chat-stop")
+        button.on_click(lambda _b: stop.set())
+        self._add("system", f"{title}… (Stop keeps the data as it was)",
+                  widget=W.HBox([bar, button, count]))
+        job = {"stop": stop, "title": title}
+        self.jobs.append(job)
+
+        def on_chunk(n: int, total: int) -> None:
+            bar.value = n / max(total, 1)
+            count.value = f"{n:,} / {total:,}"
+            if stop.is_set():
+                raise _Stopped()
+
+        def run() -> None:
+            try:
+                result = work(on_chunk)
+            except _Stopped:
+                self._add("system", f"{title}: stopped; nothing was written.")
+            except LMError as exc:
+                self._add("error", str(exc))
+            except Exception:   # a bug: keep its traceback visible in the conversation
+                self._add("error", traceback.format_exc())
+            else:
+                done(result)
+            finally:
+                button.disabled, button.button_style = True, ""
+                self.jobs.remove(job)
+
+        threading.Thread(target=run, daemon=True, name=f"lm-chat-{title[:20]}").start()
 
     def _score_columns(self, frame: Any, column: str, parts: Tuple[str, ...] = ()) -> Tuple[str, bool]:
         """The perplexity column for /unusual: COL_ppl, unless the user has a column of that name (or of
@@ -588,8 +648,12 @@ class ChatAssistant(ModelWidget):
 
     def _cmd_stop(self, arg: str) -> None:
         running = [m for m in self.trainings if m.running]
+        for job in list(self.jobs):
+            job["stop"].set()
+            self._say(f"Stopping: {job['title']}; nothing is written.")
         if not running:
-            self._say("No training started here is running.")
+            if not self.jobs:
+                self._say("Nothing started here is running.")
             return
         for m in running:
             m.stop()
@@ -691,3 +755,7 @@ def _bubble_html(msg: Dict[str, Any], body: Optional[str] = None) -> str:
     return (f"<div class='lm-bubble lm-bubble-{role}' style='{_STYLE[role]}border-radius:8px;padding:4px 10px;"
             f"white-space:pre-wrap;line-height:1.35'><span style='color:#888;font-size:10px'>{who}"
             f"</span><br>{text}{extra}</div>")
+
+
+class _Stopped(Exception):
+    """Raised inside a background command's progress callback when the user pressed Stop."""

@@ -271,7 +271,7 @@ def test_learn_trains_in_the_background_and_stops_from_the_chat(chat, reg, monke
     assert "'happy' is registered" in last(chat)["text"] and "/use happy" in last(chat)["text"]
     assert reg.get("happy") is mon.model and mon.model.interrupted
     chat.send("/stop")
-    assert last(chat)["text"] == "No training started here is running."
+    assert last(chat)["text"] == "Nothing started here is running."
 
 
 def test_learn_a_stopped_run_never_replaces_a_model_of_its_name(chat, reg, model, monkeypatch):
@@ -426,3 +426,40 @@ def test_the_line_to_copy_reruns_to_the_same_result_in_a_real_shell(model):
         chat.close()
     finally:
         reg.drop("copied_pets")
+
+
+def test_long_unusual_runs_in_the_background_with_progress_and_stop(chat, ns, monkeypatch):
+    # Big frames score in a thread: a progress bar and Stop in the conversation; Stop writes nothing.
+    import ipywidgets as W
+
+    from lm_magics import api
+
+    df = ns["reviews"]
+    chat.background_rows = 10
+    monkeypatch.setattr(api, "_SCORE_CHUNK_ROWS", 7)              # several chunks for a few dozen rows
+    chat.send("/unusual reviews.text top 2")
+    assert wait_until(lambda: not chat.jobs and last(chat).get("code")), last(chat)
+    assert "text_ppl" in df.columns and last(chat)["code"].startswith("%lm_score --df reviews")
+    progress = [m for m in chat.history.children if isinstance(m, W.VBox)][-1]
+    bar = progress.children[1].children[0]
+    assert bar.value == 1.0 and progress.children[1].children[1].disabled    # done: the full bar, Stop off
+
+    fresh = make_reviews()
+    ns["fresh"] = fresh
+    gate = __import__("threading").Event()
+    real = api.LanguageModel._row_mean_nll
+
+    def slow(self, texts, progress=True, on_chunk=None):
+        def held(done, total):
+            gate.wait(10)                         # the first chunk waits until the test pressed Stop
+            on_chunk(done, total)
+        return real(self, texts, progress, held)
+
+    monkeypatch.setattr(api.LanguageModel, "_row_mean_nll", slow)
+    chat.send("/unusual fresh.text")
+    stop = [m for m in chat.history.children if isinstance(m, W.VBox)][-1].children[1].children[1]
+    stop.click()
+    gate.set()
+    assert wait_until(lambda: not chat.jobs and "stopped; nothing was written" in last(chat)["text"])
+    assert list(fresh.columns) == list(make_reviews().columns)     # the frame is as it was
+    assert chat.send("the cat") is not None                       # and the chat answers as before
