@@ -1012,7 +1012,8 @@ _SMOOTH = 0.5    # add-1/2 smoothing of word counts: an unseen word gets half a 
 
 
 def compare_groups(df: Any, column: str, by: str, model: Optional[LanguageModel] = None, *, min_rows: int = 5,
-                   top_words: int = 5, model_name: str = "") -> "GroupComparison":
+                   top_words: int = 5, model_name: str = "",
+                   on_chunk: Optional[Callable[[int, int], None]] = None) -> "GroupComparison":
     """Which groups of rows (``df[by]``) have the most unusual text (``df[column]``), and the words that
     characterise each group.
 
@@ -1058,17 +1059,20 @@ def compare_groups(df: Any, column: str, by: str, model: Optional[LanguageModel]
     tokens = [tok.tokenize(t) for t in texts]
     counts = Counter(w for row in tokens for w in row)
     total, vocab = sum(counts.values()), len(counts) + 1          # + 1: room for a word never seen
-    def row_bits(m: LanguageModel) -> np.ndarray:
-        nll = m._row_nll(texts)                                   # one packed pass over all rows
-        return np.array([v.mean() / math.log(2) if v is not None and len(v) else np.nan for v in nll])
+    passes = 1 + int(model is not None and model.kind != "ngram" and model.ngram is not None)
+
+    def row_bits(m: LanguageModel, k: int) -> np.ndarray:
+        # Packed passes chunk by chunk (flat memory); on_chunk hears (rows done, rows in all passes).
+        report = None if on_chunk is None else (lambda done, n: on_chunk(k * n + done, passes * n))
+        return m._row_mean_nll(texts, progress=on_chunk is None, on_chunk=report) / math.log(2)
 
     base_bits = None
     if model is not None:
-        bits = row_bits(model)
+        bits = row_bits(model, 0)
         used = model_name or "the LSTM model"
         used = f"'{used}'" if model_name else used
-        if model.kind != "ngram" and model.ngram is not None:
-            base_bits = row_bits(model.baseline)                  # the n-gram beside it: which to trust
+        if passes == 2:
+            base_bits = row_bits(model.baseline, 1)               # the n-gram beside it: which to trust
     else:
         logp = {w: math.log2((c + _SMOOTH) / (total + _SMOOTH * vocab)) for w, c in counts.items()}
         bits = np.array([-np.mean([logp[w] for w in row]) if row else np.nan for row in tokens])

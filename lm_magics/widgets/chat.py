@@ -536,12 +536,21 @@ class ChatAssistant(ModelWidget):
         resolve_column(self._ns(), ref_text(ref.var, opts["by"]), need_text=False)   # names close matches
         name = opts.get("with")
         model = self.registry.get(name) if name else None
-        result = api.compare_groups(ref.frame, ref.column, opts["by"], model, min_rows=opts.get("min", 5),
-                                    model_name=name or "")
         code = " ".join(["%lm_compare", "--df", ref.var, "--column", _quote(ref.column), "--by",
                          _quote(opts["by"])] + (["--name", _quote(name)] if name else [])
                         + (["--min-rows", str(opts["min"])] if "min" in opts else []))
-        self._computed(repr(result), result._repr_html_(), code)
+
+        def compare(on_chunk: Optional[Callable[[int, int], None]] = None) -> Any:
+            return api.compare_groups(ref.frame, ref.column, opts["by"], model, min_rows=opts.get("min", 5),
+                                      model_name=name or "", on_chunk=on_chunk)
+
+        def done(result: Any) -> None:
+            self._computed(repr(result), result._repr_html_(), code)
+
+        if model is not None and len(ref.frame) >= self.background_rows:   # word counts are quick anyway
+            self._in_background(f"Comparing groups of {ref_text(ref.var, ref.column)}", compare, done)
+        else:
+            done(compare())
 
     def _column_and_options(self, arg: str, usage: str, kinds: Dict[str, type]) -> Tuple[ColumnRef, dict]:
         """Parse ``COLUMN [key value]...`` (keys from kinds: ``with pets``, ``top 3``, ``by product``)."""

@@ -463,3 +463,11 @@ def test_long_unusual_runs_in_the_background_with_progress_and_stop(chat, ns, mo
     assert wait_until(lambda: not chat.jobs and "stopped; nothing was written" in last(chat)["text"])
     assert list(fresh.columns) == list(make_reviews().columns)     # the frame is as it was
     assert chat.send("the cat") is not None                       # and the chat answers as before
+
+
+def test_long_compare_with_a_model_runs_in_the_background(chat, ns):
+    chat.background_rows = 10
+    chat.send("/compare reviews.text by product with pets")
+    assert wait_until(lambda: not chat.jobs and last(chat).get("code")), last(chat)
+    assert last(chat)["code"] == "%lm_compare --df reviews --column text --by product --name pets"
+    assert "3 groups compared" in last(chat)["text"]
