@@ -323,13 +323,14 @@ class ChatAssistant(ModelWidget):
         in a cell (shown with a Copy button; also at the end of the message's text)."""
         self._add("system", f"{text}\n{code}", body=body, code=code, **extra)
 
-    def _ns(self) -> dict:
+    def _ns(self, purpose: str = "read variables from") -> dict:
+        """The notebook's namespace: user_ns, else the IPython shell's."""
         ns = self.user_ns
         if ns is None:
             shell = _shell()
             ns = shell.user_ns if shell is not None else None
         if ns is None:
-            raise ConfigError("No notebook namespace to read variables from: pass user_ns= to ChatAssistant.")
+            raise ConfigError(f"No notebook namespace to {purpose}: pass user_ns= to ChatAssistant.")
         return ns
 
     def _model_for(self, name: Optional[str]) -> Tuple[Optional[str], Any]:
@@ -389,12 +390,7 @@ class ChatAssistant(ModelWidget):
         var = arg.strip()
         if not var.isidentifier():
             raise ConfigError(f"/export needs a variable name, e.g. /export convo (got {var!r}).")
-        ns = self.user_ns
-        if ns is None:
-            shell = _shell()
-            ns = shell.user_ns if shell is not None else None
-        if ns is None:
-            raise ConfigError("No namespace to export into: pass user_ns= to ChatAssistant.")
+        ns = self._ns("export into")
         records = self.to_records()[:-1]          # not the /export command itself
         try:
             import pandas as pd
