@@ -11,6 +11,7 @@ import os
 import random
 import socket
 import stat
+import subprocess
 import time
 from pathlib import Path
 
@@ -183,3 +184,15 @@ def no_hang(fn, seconds: float = 20.0, unblock: "Path | None" = None):
     if "error" in box:
         raise box["error"]
     return box.get("value")
+
+
+def start_until_a_step(cmd: list, log: Path, env: dict, cwd: Path) -> "subprocess.Popen":
+    """Start a training command in its own process group, its stderr in log, and return once rank 0's
+    progress bar shows a training step (or after 120 s, or when it ended), for tests that then stop it."""
+    with open(log, "w") as err:
+        proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=err, text=True,
+                                start_new_session=True)
+    deadline = time.monotonic() + 120
+    while "step" not in log.read_text() and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    return proc

@@ -275,7 +275,7 @@ def test_lstm_carries_a_baseline_and_a_mixture_never_worse_on_validation(tiny_mo
 
 
 def test_score_frame_with_baseline_and_label(tiny_model):
-    pd = pytest.importorskip("pandas")
+    pd = pytest.importorskip("pandas", reason="DataFrame columns need the pandas extra (the test extra has it)")
     prose = ["The cat sat on the mat.", "The dog ran to the door.", "A bird looked at the tree."] * 4
     code = ["import os, sys", "for i in range(10): x += i", "def f(a, b): return a * b"] * 4
     df = pd.DataFrame({"text": prose + code, "kind": ["prose"] * 12 + ["code"] * 11 + [None]})

@@ -124,17 +124,13 @@ def test_histogram_handles_constant_and_empty():
 # ---------------------------------------------------------------------------------------------- magic
 
 @pytest.fixture
-def shell(model):
-    from IPython.core.interactiveshell import InteractiveShell
-
-    from lm_magics.magics import LMMagics
+def shell(shell, model):
+    """The session's shell (tests/conftest.py) with this module's model registered as 'pets'."""
     from lm_magics.registry import get_registry
 
-    sh = InteractiveShell.instance()
-    sh.register_magics(LMMagics)
-    get_registry(sh).set("pets", model)
-    yield sh
-    get_registry(sh).drop("pets")
+    get_registry(shell).set("pets", model)
+    yield shell
+    get_registry(shell).drop("pets")
 
 
 def test_magic_scores_into_the_frame(shell, frame):

@@ -17,7 +17,7 @@ from lm_magics.cli import torchrun_args, torchrun_command
 from lm_magics.errors import ConfigError
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from conftest import make_text  # noqa: E402
+from conftest import make_text, start_until_a_step  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 FLAGS = ["--epochs", "3", "--hidden-dim", "32", "--embed-dim", "16", "--batch-size", "4", "--seq-len", "10",
@@ -117,19 +117,14 @@ def test_ctrl_c_ends_every_rank_after_the_same_step(runs):
     out = tmp / "stopped.lm"
     log = tmp / "stopped.err"
     cmd = torchrun_command(2, ["train", str(tmp / "corpus.txt"), "-o", str(out), *flags])
-    with open(log, "w") as err:
-        proc = subprocess.Popen(cmd, cwd=REPO, env=ENV, stdout=subprocess.PIPE, stderr=err, text=True,
-                                start_new_session=True)
-        deadline = time.monotonic() + 120
-        while "step" not in log.read_text() and time.monotonic() < deadline and proc.poll() is None:
-            time.sleep(0.2)                           # until rank 0's progress bar shows a step
-        time.sleep(1.0)
-        os.killpg(proc.pid, signal.SIGINT)            # Ctrl-C in a terminal reaches the whole group
-        try:
-            proc.wait(timeout=90)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            pytest.fail("the ranks hung after Ctrl-C")
+    proc = start_until_a_step(cmd, log, ENV, REPO)
+    time.sleep(1.0)
+    os.killpg(proc.pid, signal.SIGINT)                # Ctrl-C in a terminal reaches the whole group
+    try:
+        proc.wait(timeout=90)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        pytest.fail("the ranks hung after Ctrl-C")
     model = lm.load(out)
     assert model.meta["interrupted"] is True
     shards = model.meta["ddp"]["shards"]

@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -17,7 +16,7 @@ from lm_magics.engine.streaming import prepare_stream
 from lm_magics.engine.tokenizer import Tokenizer
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from conftest import make_text  # noqa: E402
+from conftest import make_text, start_until_a_step  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 FLAGS = ["--hidden-dim", "32", "--embed-dim", "16", "--batch-size", "4", "--seq-len", "10", "--seed", "0",
@@ -88,20 +87,15 @@ def test_a_rank_that_dies_ends_the_run_and_keeps_the_old_model(tmp_path):
     cmd = [sys.executable, "-m", "lm_magics", "train", str(corpus), "-o", str(out), "--nproc", "2",
            "--cache-dir", str(tmp_path / "cache"), "--epochs", "100000", *FLAGS[:-1]]
     log = tmp_path / "err.txt"
-    with open(log, "w") as err:
-        proc = subprocess.Popen(cmd, cwd=REPO, env=ENV, stdout=subprocess.PIPE, stderr=err, text=True,
-                                start_new_session=True)
-        deadline = time.monotonic() + 120
-        while "step" not in log.read_text() and time.monotonic() < deadline and proc.poll() is None:
-            time.sleep(0.2)                           # until rank 0's progress bar shows training steps
-        pid = _rank_pid(str(out), "1")
-        assert pid, log.read_text()[-2000:]
-        os.kill(pid, signal.SIGKILL)                  # rank 1 dies mid-run
-        try:
-            proc.wait(timeout=120)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            pytest.fail("the other rank hung after rank 1 died")
+    proc = start_until_a_step(cmd, log, ENV, REPO)
+    pid = _rank_pid(str(out), "1")
+    assert pid, log.read_text()[-2000:]
+    os.kill(pid, signal.SIGKILL)                      # rank 1 dies mid-run
+    try:
+        proc.wait(timeout=120)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        pytest.fail("the other rank hung after rank 1 died")
     stderr = log.read_text()
     assert proc.returncode == 1
     assert stderr.strip().splitlines()[-1].startswith("lm-magics: error: a training process failed")

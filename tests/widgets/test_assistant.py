@@ -8,8 +8,8 @@ import random
 
 import pytest
 
-pd = pytest.importorskip("pandas")
-pytest.importorskip("ipywidgets")
+pd = pytest.importorskip("pandas", reason="DataFrame columns need the pandas extra (the test extra has it)")
+pytest.importorskip("ipywidgets", reason="the widgets need the widgets extra: pip install 'lm-magics[widgets]' (the test extra has it)")
 
 import lm_magics as lm  # noqa: E402
 from lm_magics.display import DataOverview, Explanation, GroupComparison  # noqa: E402
@@ -303,7 +303,7 @@ def test_learn_from_files(chat, reg, tmp_path):
 # ------------------------------------------------------------------------------------ polars
 
 def test_polars_frames_in_data_compare_and_learn(chat, ns, monkeypatch):
-    pl = pytest.importorskip("polars")
+    pl = pytest.importorskip("polars", reason="polars is optional (the test extra installs it)")
     df = make_reviews()
     ns["plr"] = pl.DataFrame({"product": df["product"].tolist(), "text": df["text"].tolist(),
                               "stars": df["stars"].tolist()})

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-pytest.importorskip("ipywidgets")
+pytest.importorskip("ipywidgets", reason="the widgets need the widgets extra: pip install 'lm-magics[widgets]' (the test extra has it)")
 
 import lm_magics as lm  # noqa: E402
 from lm_magics.registry import ModelRegistry  # noqa: E402

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-pytest.importorskip("ipywidgets")
+pytest.importorskip("ipywidgets", reason="the widgets need the widgets extra: pip install 'lm-magics[widgets]' (the test extra has it)")
 
 import lm_magics as lm  # noqa: E402
 from lm_magics.registry import ModelRegistry  # noqa: E402
@@ -19,17 +19,13 @@ pytest_plugins = ["widget_fixtures"]   # the shared fixtures: model, other, reg
 # ------------------------------------------------------------------------------------ magics
 
 @pytest.fixture
-def shell(model):
-    from IPython.core.interactiveshell import InteractiveShell
-
-    from lm_magics.magics import LMMagics
+def shell(shell, model):
+    """The session's shell (tests/conftest.py) with this module's model registered as 'widget_magics_pets'."""
     from lm_magics.registry import get_registry
 
-    sh = InteractiveShell.instance()
-    sh.register_magics(LMMagics)
-    get_registry(sh).set("widget_magics_pets", model)
-    yield sh
-    get_registry(sh).drop("widget_magics_pets")
+    get_registry(shell).set("widget_magics_pets", model)
+    yield shell
+    get_registry(shell).drop("widget_magics_pets")
 
 
 def test_lm_panel_and_lm_chat_magics(shell, model):
