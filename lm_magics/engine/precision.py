@@ -7,6 +7,8 @@ CUDA), runs matmuls several times faster with fp32 accumulation. ``$LM_MAGICS_PR
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
 from ..config import precision_override
@@ -23,6 +25,7 @@ def native_bf16(device: torch.device) -> bool:
     return False
 
 
+@functools.lru_cache(maxsize=None)    # the CPU does not change under a running process: read cpuinfo once
 def _cpu_has(flag: str) -> bool:
     try:
         with open("/proc/cpuinfo") as fh:
