@@ -431,9 +431,9 @@ def _set_punct_style(b: W.Button, punct: bool) -> None:
     """Punctuation suggestions look different (monospace, bold, amber), so "," is not lost."""
     if punct == ("lm-panel-punct" in b._dom_classes):
         return
-    (b.add_class if punct else b.remove_class)("lm-panel-punct")
-    for name, value in _PUNCT_STYLE.items():
+    for name, value in _PUNCT_STYLE.items():      # the look first, the class (what tests and CSS see) last
         setattr(b.style, name, value if punct else None)
+    (b.add_class if punct else b.remove_class)("lm-panel-punct")
 
 
 def _mode_text(mode: str, text: str, hint: str) -> str:

@@ -127,7 +127,8 @@ def test_panel_suggestions_follow_typing_and_clicks(page, notebook):
     expect(panel.locator(".lm-panel-suggestion:visible", has_text="“")).not_to_have_count(0, timeout=ROUNDTRIP_MS)
     punct = panel.locator(".lm-panel-punct:visible").first
     expect(punct).to_have_text(re.compile(r"^“\W+” (\d+|<1)%$"))
-    assert "monospace" in punct.evaluate("b => getComputedStyle(b).fontFamily")
+    # the style is its own widget model, synced in its own message: wait for it, do not sample it once
+    expect(punct).to_have_css("font-family", re.compile("monospace"), timeout=ROUNDTRIP_MS)
     assert not any(t.endswith(" 0%") for t in buttons.all_inner_texts())
     SHOTS.mkdir(parents=True, exist_ok=True)
     panel.screenshot(path=str(SHOTS / "panel.png"))
