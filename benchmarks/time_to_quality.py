@@ -23,7 +23,7 @@ from benchmarks.common import machine_line, need_wikitext
 from benchmarks.reference import evaluate_reference, load_wikitext, train_reference
 from lm_magics.config import TrainConfig
 from lm_magics.engine.data import files, prepare
-from lm_magics.engine.model import LSTMLanguageModel
+from lm_magics.engine.model import build_network, network_hparams
 from lm_magics.engine.tokenizer import Tokenizer
 from lm_magics.engine.training import StopTraining, auto_config, evaluate, fit
 
@@ -67,8 +67,7 @@ def main(argv=None) -> None:
     print("lm_magics defaults:", "; ".join(why))
     torch.manual_seed(cfg.seed)
     V = len(corpus.tokenizer)
-    net = LSTMLanguageModel(V, cfg.embed_dim, cfg.hidden_dim, cfg.num_layers, cfg.dropout, cfg.tie_weights,
-                            adaptive=V >= cfg.adaptive_threshold)
+    net = build_network(network_hparams(cfg, V)[0])     # the network lm.train would build
 
     clock = {"start": time.perf_counter(), "eval": 0.0, "hit": None, "last": math.inf}
 

@@ -42,7 +42,7 @@ def run_ours(corpus: Corpus, steps: int, precision: str, full_val: bool, seed: i
                       max_steps=steps, epochs=1, seed=seed, **SAME, **OPTIMIZERS[optimizer])
     torch.manual_seed(seed)
     net = LSTMLanguageModel(len(corpus.tokenizer), cfg.embed_dim, cfg.hidden_dim, cfg.num_layers, cfg.dropout,
-                            tie_weights=False, adaptive=True)
+                            tie_weights=False, adaptive=True, head_bias=True)
     stamps = []
     small = Corpus(corpus.train, corpus.val if full_val else corpus.val[:2000], corpus.tokenizer, corpus.stats)
     report = fit(net, small, cfg, on_step=lambda s: stamps.append(time.perf_counter()))

@@ -774,6 +774,8 @@ def _check_declared_sizes(h: dict, state_dict: dict, n_words: int) -> int:
     for key, value in sizes.items():
         if type(value) is not int or value < 1:
             raise ValueError(f"it declares {key}={value!r}")
+    if not isinstance(h.get("head_bias", False), bool):
+        raise ValueError(f"it declares head_bias={h.get('head_bias')!r}")
     for key in ("tie_weights", "adaptive"):
         if not isinstance(h.get(key), bool):
             raise ValueError(f"it declares {key}={h.get(key)!r}")
@@ -797,7 +799,8 @@ def _check_declared_sizes(h: dict, state_dict: dict, n_words: int) -> int:
     # Every declared size now matches a tensor of the file, so the reference network is no bigger than
     # the file: build it without storage and compare every shape.
     with torch.device("meta"):
-        ref = LSTMLanguageModel(V, E, H, L, 0.0, h["tie_weights"], h["adaptive"], list(cutoffs) or None)
+        ref = LSTMLanguageModel(V, E, H, L, 0.0, h["tie_weights"], h["adaptive"], list(cutoffs) or None,
+                                bool(h.get("head_bias", False)))
     expected = {k: tuple(t.shape) for k, t in ref.state_dict().items()}
     for k in sorted(expected.keys() | shapes.keys()):
         if expected.get(k) != shapes.get(k):

@@ -23,6 +23,16 @@ State = Tuple[torch.Tensor, torch.Tensor]  # (h, c), each (num_layers, B, hidden
 _SCORE_BLOCK_ELEMS = 1_000_000   # logits per output-layer block when scoring (4 MB in fp32: stays in cache)
 
 
+def _dropout(x: torch.Tensor, p: float) -> torch.Tensor:
+    """Inverted dropout (zero with probability p, scale the rest by 1/(1-p)), as ``F.dropout`` in
+    training, with the keep-mask drawn from ``torch.rand`` instead of ``bernoulli_`` (a third the time
+    on CPU for a (35, 20, 200) activation)."""
+    if p <= 0:
+        return x
+    keep = torch.rand(x.shape, device=x.device) >= p
+    return x * keep.to(x.dtype).mul_(1.0 / (1.0 - p))
+
+
 def adaptive_cutoffs(vocab_size: int) -> List[int]:
     """Rank cut-offs of the adaptive softmax: head = the 2,000 most frequent words, a first tail up to
     rank 10,000, a second tail for the rest (clusters that would be empty are dropped)."""
@@ -32,7 +42,7 @@ def adaptive_cutoffs(vocab_size: int) -> List[int]:
 class LSTMLanguageModel(nn.Module):
     def __init__(self, vocab_size: int, embed_dim: int, hidden_dim: int, num_layers: int = 2,
                  dropout: float = 0.2, tie_weights: bool = True, adaptive: bool = False,
-                 cutoffs: Optional[Sequence[int]] = None):
+                 cutoffs: Optional[Sequence[int]] = None, head_bias: bool = False):
         super().__init__()
         self.vocab_size, self.embed_dim, self.hidden_dim = vocab_size, embed_dim, hidden_dim
         self.num_layers, self.adaptive = num_layers, adaptive
@@ -47,7 +57,11 @@ class LSTMLanguageModel(nn.Module):
             out_dim = embed_dim
         if adaptive:
             self.cutoffs = list(cutoffs or adaptive_cutoffs(vocab_size))
-            self.head = nn.AdaptiveLogSoftmaxWithLoss(out_dim, vocab_size, self.cutoffs, div_value=4.0)
+            # head_bias: the head's words and clusters get a bias, as a full softmax has; without it the
+            # unigram frequencies must come through the hidden state, which costs a short run dearly
+            # (one epoch on 117k tokens of WikiText-2 with SGD: val ppl 516 without, 464 with).
+            self.head = nn.AdaptiveLogSoftmaxWithLoss(out_dim, vocab_size, self.cutoffs, div_value=4.0,
+                                                      head_bias=head_bias)
             self.decoder = None
         else:
             self.cutoffs = []
@@ -73,12 +87,35 @@ class LSTMLanguageModel(nn.Module):
 
     def features(self, ids: torch.Tensor, state: Optional[State] = None) -> Tuple[torch.Tensor, State]:
         """ids (T, B) -> LSTM outputs (T, B, D) ready for the output layer, and the new state."""
-        x = self.drop(self.embed(ids))               # (T, B, E)
-        out, state = self.lstm(x, state)             # (T, B, H)
-        out = self.drop(out)
+        if self.training and self.drop.p > 0:
+            return self._train_features(ids, state)
+        out, state = self.lstm(self.embed(ids), state)   # (T, B, H); dropout is the identity in eval mode
         if self.proj is not None:
-            out = self.proj(out)                     # (T, B, E)
+            out = self.proj(out)                         # (T, B, E)
         return out, state
+
+    def _train_features(self, ids: torch.Tensor, state: Optional[State]) -> Tuple[torch.Tensor, State]:
+        """features() in training: the same network and the same dropout as nn.Dropout + nn.LSTM, with
+        the masks drawn by ``_dropout`` (2.4x faster than ``bernoulli_`` on CPU: dropout was an eighth of
+        a 200x2 training step) and the layers run one ``torch.lstm`` call each so that the dropout
+        between them is ours too. Same parameters, so model files are unchanged."""
+        p, lstm = self.drop.p, self.lstm
+        x = _dropout(self.embed(ids), p)                                   # (T, B, E)
+        if state is None:
+            state = self.init_state(ids.size(1))
+        hs, cs = [], []
+        for layer in range(self.num_layers):
+            if layer:
+                x = _dropout(x, lstm.dropout)
+            weights = [getattr(lstm, f"{n}_l{layer}") for n in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
+            x, h, c = torch.lstm(x, (state[0][layer:layer + 1], state[1][layer:layer + 1]), weights, True, 1,
+                                 0.0, True, False, False)
+            hs.append(h)
+            cs.append(c)
+        out = _dropout(x, p)
+        if self.proj is not None:
+            out = self.proj(out)
+        return out, (torch.cat(hs), torch.cat(cs))
 
     def features_step(self, ids: torch.Tensor, state: Optional[State] = None) -> Tuple[torch.Tensor, State]:
         """features() for inference on a few new tokens (T, 1), eval mode.
@@ -232,7 +269,8 @@ class LSTMLanguageModel(nn.Module):
         """What is needed to rebuild this network (stored in model files)."""
         return {"vocab_size": self.vocab_size, "embed_dim": self.embed_dim, "hidden_dim": self.hidden_dim,
                 "num_layers": self.num_layers, "dropout": self.drop.p, "tie_weights": self.tied,
-                "adaptive": self.adaptive, "cutoffs": list(self.cutoffs)}
+                "adaptive": self.adaptive, "cutoffs": list(self.cutoffs),
+                "head_bias": bool(self.adaptive and self.head.head.bias is not None)}
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())  # tied weights are counted once
@@ -252,7 +290,7 @@ def network_hparams(cfg, vocab_size: int) -> Tuple[dict, List[str]]:
            if adaptive and cfg.softmax == "auto" else [])
     return {"vocab_size": vocab_size, "embed_dim": cfg.embed_dim, "hidden_dim": cfg.hidden_dim,
             "num_layers": cfg.num_layers, "dropout": cfg.dropout, "tie_weights": cfg.tie_weights,
-            "adaptive": adaptive, "cutoffs": None}, why
+            "adaptive": adaptive, "cutoffs": None, "head_bias": adaptive}, why
 
 
 def build_network(hparams: dict, seed: Optional[int] = None) -> LSTMLanguageModel:
@@ -262,4 +300,5 @@ def build_network(hparams: dict, seed: Optional[int] = None) -> LSTMLanguageMode
         torch.manual_seed(seed)
     h = hparams
     return LSTMLanguageModel(h["vocab_size"], h["embed_dim"], h["hidden_dim"], h["num_layers"], h["dropout"],
-                             h["tie_weights"], h["adaptive"], h.get("cutoffs") or None)
+                             h["tie_weights"], h["adaptive"], h.get("cutoffs") or None,
+                             bool(h.get("head_bias", False)))   # files from before head_bias have none

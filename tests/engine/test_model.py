@@ -129,3 +129,49 @@ def test_hierarchical_sampling_matches_the_distribution():
     # Mass per cluster (head, tail 1, tail 2) within sampling error (4000 draws: sd <= 0.008).
     for lo, hi in [(0, 2000), (2000, 10000), (10000, 12000)]:
         assert abs(((ids >= lo) & (ids < hi)).float().mean().item() - p[lo:hi].sum().item()) < 0.04
+
+
+# ---- the training path (issue 16): our own dropout masks and one torch.lstm call per layer
+
+def test_dropout_zeroes_a_fraction_p_and_keeps_the_mean():
+    from lm_magics.engine.model import _dropout
+    torch.manual_seed(0)
+    x = torch.ones(200_000)
+    y = _dropout(x, 0.3)
+    zero = (y == 0).float().mean().item()
+    assert abs(zero - 0.3) < 0.01                                   # ~0.001 standard error
+    assert torch.allclose(y[y != 0], torch.full_like(y[y != 0], 1 / 0.7))
+    assert abs(y.mean().item() - 1.0) < 0.02
+    assert _dropout(x, 0.0) is x
+
+
+@pytest.mark.parametrize("layers", [1, 2, 3])
+def test_training_features_are_nn_lstm_with_the_masks_taken_out(monkeypatch, layers):
+    """With the masks made the identity, the per-layer path gives nn.LSTM's outputs, state and gradients."""
+    from lm_magics.engine import model as M
+    net = _net(num_layers=layers, dropout=0.3, tie_weights=False).train()
+    net.lstm.dropout = 0.3 if layers > 1 else 0.0
+    seen = []
+    monkeypatch.setattr(M, "_dropout", lambda x, p: seen.append(p) or x)
+    ids = torch.randint(0, 50, (6, 4))
+    h0 = (torch.randn(layers, 4, 12), torch.randn(layers, 4, 12))
+    out, (h, c) = net.features(ids, h0)
+    assert seen == [0.3] * (layers + 1)                             # embedding, between layers, output
+    net.lstm.dropout = 0.0                                          # nn.LSTM's own path, no dropout at all
+    want, (wh, wc) = net.lstm(net.embed(ids), h0)
+    assert torch.allclose(out, want, atol=1e-6) and torch.allclose(h, wh, atol=1e-6)
+    assert torch.allclose(c, wc, atol=1e-6)
+    g1 = torch.autograd.grad(out.sum(), net.lstm.weight_hh_l0)[0]
+    g2 = torch.autograd.grad(want.sum(), net.lstm.weight_hh_l0)[0]
+    assert torch.allclose(g1, g2, atol=1e-5)
+
+
+def test_new_adaptive_networks_have_a_head_bias_and_old_files_build_without():
+    from lm_magics.engine.model import build_network, network_hparams
+    from lm_magics.config import TrainConfig
+    h, _ = network_hparams(TrainConfig(embed_dim=8, hidden_dim=32, num_layers=1, dropout=0.1, softmax="adaptive"), 60)
+    net = build_network(h)
+    assert net.head.head.bias is not None and net.hparams()["head_bias"] is True
+    old = {k: v for k, v in net.hparams().items() if k != "head_bias"}        # a file from before
+    assert build_network(old).head.head.bias is None
+    assert "head.head.bias" not in build_network(old).state_dict()

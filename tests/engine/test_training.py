@@ -19,7 +19,8 @@ def _same_state(a, b) -> bool:
 
 
 def test_loss_falls(tiny_text):
-    m = lm.train(tiny_text, hidden_dim=32, embed_dim=16, epochs=6, seed=0, seq_len=10, lr=0.03, dropout=0.1)
+    # 12 epochs: the loss ratio is 0.42-0.48 over seeds 0-5 (at 6 epochs it was 0.77-0.92, too close to call)
+    m = lm.train(tiny_text, hidden_dim=32, embed_dim=16, epochs=12, seed=0, seq_len=10, lr=0.03, dropout=0.1)
     losses = m.report.losses
     k = max(3, len(losses) // 5)
     assert sum(losses[-k:]) / k < 0.8 * sum(losses[:k]) / k
