@@ -282,12 +282,12 @@ def no_big_networks(monkeypatch):
 
     built = []
 
-    def guarded(V, E, H, L=2, dropout=0.2, tie_weights=True, adaptive=False, cutoffs=None):
+    def guarded(V, E, H, L=2, dropout=0.2, tie_weights=True, adaptive=False, cutoffs=None, head_bias=False):
         n = V * (E + H) + 4 * H * (E + H) * L            # about the parameters (embedding, output, LSTM)
         on_meta = torch.empty(0).device.type == "meta"
         built.append((n, on_meta))
         assert on_meta or n < 10_000_000, f"lm.load built a {n:,}-parameter network from a crafted file"
-        return LSTMLanguageModel(V, E, H, L, dropout, tie_weights, adaptive, cutoffs)
+        return LSTMLanguageModel(V, E, H, L, dropout, tie_weights, adaptive, cutoffs, head_bias)
 
     monkeypatch.setattr(api, "LSTMLanguageModel", guarded)
     return built
