@@ -24,13 +24,21 @@ _SCORE_BLOCK_ELEMS = 1_000_000   # logits per output-layer block when scoring (4
 
 
 def _dropout(x: torch.Tensor, p: float) -> torch.Tensor:
-    """Inverted dropout (zero with probability p, scale the rest by 1/(1-p)), as ``F.dropout`` in
-    training, with the keep-mask drawn from ``torch.rand`` instead of ``bernoulli_`` (a third the time
-    on CPU for a (35, 20, 200) activation)."""
+    """Inverted dropout as ``F.dropout`` in training: zero an element with probability p, scale the rest
+    by 1/(1-p). On CPU the random numbers are the cost (``bernoulli_`` spent 0.8 ms on a (35, 20, 200)
+    activation, an eighth of a 200x2 training step), so the keep-mask is drawn as random bytes, four per
+    32-bit draw (0.19 ms): p is then taken in steps of 1/256 (0.2 -> 51/256 = 0.1992) and the scale
+    matches the p actually used, so the expected activation is unchanged."""
     if p <= 0:
         return x
-    keep = torch.rand(x.shape, device=x.device) >= p
-    return x * keep.to(x.dtype).mul_(1.0 / (1.0 - p))
+    if x.device.type != "cpu":
+        keep = torch.rand(x.shape, device=x.device) >= p
+        return x * keep.to(x.dtype).mul_(1.0 / (1.0 - p))
+    cut = min(255, max(1, round(p * 256)))           # drop a byte below cut: probability cut / 256
+    n = x.numel()
+    draws = torch.empty((n + 3) // 4, dtype=torch.int32).random_(-2**31, 2**31 - 1)   # uniform 32-bit words
+    keep = draws.view(torch.uint8)[:n].view(x.shape) >= cut
+    return x * keep.to(x.dtype).mul_(256.0 / (256 - cut))
 
 
 def adaptive_cutoffs(vocab_size: int) -> List[int]:

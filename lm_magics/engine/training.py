@@ -239,17 +239,29 @@ def _make_optimizers(model: LSTMLanguageModel, cfg: TrainConfig, device: torch.d
 
 
 def _clip(model: nn.Module, max_norm: float) -> None:
-    """Clip the global gradient norm, sparse embedding gradient included."""
+    """Clip the global gradient norm, sparse embedding gradient included. A sparse gradient is coalesced
+    here once (its norm needs it, and SparseAdam then finds it done); the dense norms and the scaling run
+    as one foreach call each where torch has them."""
     dense, sparse = [], []
     for p in model.parameters():
-        if p.grad is not None:
-            (sparse if p.grad.is_sparse else dense).append(p.grad)
-    sq = torch.stack([torch.linalg.vector_norm(g) for g in dense]).square().sum() if dense else torch.zeros(())
+        if p.grad is None:
+            continue
+        if p.grad.is_sparse:
+            p.grad = p.grad.coalesce()
+            sparse.append(p.grad)
+        else:
+            dense.append(p.grad)
+    foreach = hasattr(torch, "_foreach_norm") and all(g.device == dense[0].device for g in dense)
+    norms = (torch._foreach_norm(dense) if foreach else [torch.linalg.vector_norm(g) for g in dense]) if dense else []
+    sq = torch.stack(norms).square().sum() if norms else torch.zeros(())
     for g in sparse:
-        sq = sq + g.coalesce().values().square().sum()
+        sq = sq + g._values().square().sum()
     scale = (max_norm / (sq.sqrt() + 1e-6)).clamp(max=1.0)
-    for g in dense:
-        g.mul_(scale)
+    if dense and foreach:
+        torch._foreach_mul_(dense, scale)
+    else:
+        for g in dense:
+            g.mul_(scale)
     for g in sparse:
         g.mul_(scale)
 

@@ -137,11 +137,16 @@ def test_dropout_zeroes_a_fraction_p_and_keeps_the_mean():
     from lm_magics.engine.model import _dropout
     torch.manual_seed(0)
     x = torch.ones(200_000)
-    y = _dropout(x, 0.3)
-    zero = (y == 0).float().mean().item()
-    assert abs(zero - 0.3) < 0.01                                   # ~0.001 standard error
-    assert torch.allclose(y[y != 0], torch.full_like(y[y != 0], 1 / 0.7))
-    assert abs(y.mean().item() - 1.0) < 0.02
+    for p in (0.1, 0.3, 0.5, 0.9):
+        y = _dropout(x, p)
+        zero = (y == 0).float().mean().item()
+        assert abs(zero - p) < 0.01                                 # ~0.001 standard error + 1/512 steps
+        kept = y[y != 0]
+        assert torch.allclose(kept, torch.full_like(kept, kept[0].item()))      # one scale ...
+        assert abs(kept[0].item() - 1 / (1 - p)) < 0.02 / (1 - p)              # ... about 1/(1-p)
+        assert abs(y.mean().item() - 1.0) < 0.03                   # the expected activation is kept
+    y = _dropout(torch.ones(4, 1000, dtype=torch.bfloat16), 0.2)   # autocast activations: same dtype back
+    assert y.dtype == torch.bfloat16 and y.shape == (4, 1000)
     assert _dropout(x, 0.0) is x
 
 
