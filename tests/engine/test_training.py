@@ -241,3 +241,26 @@ def test_second_interrupt_while_measuring_leaves_the_perplexity_unknown(tiny_tex
         pytest.fail("a second Ctrl-C while measuring lost the run")
     assert m.interrupted and m.report.best_val_ppl is None and m.meta["val_ppl"] is None
 
+
+
+def test_row_adam_makes_sparse_adams_updates():
+    """RowAdam (the embedding's optimizer) gives torch.optim.SparseAdam's weights, step after step, with
+    repeated and missing rows and a changing lr."""
+    torch.manual_seed(0)
+    ours = torch.nn.Embedding(30, 5, sparse=True)
+    ref = torch.nn.Embedding(30, 5, sparse=True)
+    ref.load_state_dict(ours.state_dict())
+    start = ours.weight.detach().clone()
+    a = training.RowAdam(ours.weight, lr=0.01, betas=(0.7, 0.95))
+    b = torch.optim.SparseAdam([ref.weight], lr=0.01, betas=(0.7, 0.95))
+    for step in range(6):
+        ids = torch.randint(0, 12, (7, 3))                         # rows 12-29 never get a gradient
+        target = torch.randn(7, 3, 5)
+        for emb, opt in ((ours, a), (ref, b)):
+            opt.param_groups[0]["lr"] = 0.01 * (step + 1)
+            opt.zero_grad()
+            (emb(ids) - target).square().sum().backward()
+            opt.step()
+        assert torch.allclose(ours.weight, ref.weight, atol=1e-6), step
+    moved = (ours.weight.detach() != start).any(dim=1)
+    assert moved[:12].all() and not moved[12:].any()                # lazy: unseen rows keep their values
