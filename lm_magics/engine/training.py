@@ -23,8 +23,8 @@ of stdlib docstrings, lr 0.03 + dropout 0.3 reached validation perplexity 52 whe
 SGD's default lr is 20 (the textbook recipe).
 
 Why 1x256 up to 3M tokens: on WikiText-2 (2.1M tokens) it reaches the textbook model's one-epoch
-validation perplexity in 80 s of training where 1x512 needs 132 s (benchmarks/time_to_quality.py), and
-its keystroke update takes 0.8 ms instead of 2+ ms (benchmarks/latency.py).
+validation perplexity in 80 s of training where 1x512 needs 132 s (benchmarks/time_to_quality.py; 45 s
+since the betas above), and its keystroke update takes under 1 ms instead of 2+ ms (benchmarks/latency.py).
 """
 
 from __future__ import annotations
