@@ -13,6 +13,7 @@ import socket
 import stat
 import subprocess
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -72,6 +73,19 @@ def shell():
     ip.run_line_magic("load_ext", "lm_magics")
     yield ip
     ip.run_line_magic("unload_ext", "lm_magics")
+
+
+@contextmanager
+def registered(shell, name: str, model):
+    """``with registered(shell, name, model):`` the model is in the shell's registry as ``name``; it is
+    dropped again afterwards (a module's magics tests use it to give the session's shell their model)."""
+    from lm_magics.registry import get_registry
+
+    get_registry(shell).set(name, model)
+    try:
+        yield shell
+    finally:
+        get_registry(shell).drop(name)
 
 
 @pytest.fixture

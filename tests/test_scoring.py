@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 
 import lm_magics as lm
+from conftest import registered
 from lm_magics.errors import ConfigError, DataError
 from lm_magics import score_frame
 from lm_magics.display import ScoreReport, histogram_svg
@@ -126,11 +127,8 @@ def test_histogram_handles_constant_and_empty():
 @pytest.fixture
 def shell(shell, model):
     """The session's shell (tests/conftest.py) with this module's model registered as 'pets'."""
-    from lm_magics.registry import get_registry
-
-    get_registry(shell).set("pets", model)
-    yield shell
-    get_registry(shell).drop("pets")
+    with registered(shell, "pets", model):
+        yield shell
 
 
 def test_magic_scores_into_the_frame(shell, frame):

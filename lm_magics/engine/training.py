@@ -18,8 +18,9 @@ millions of words gets a larger model and fewer passes:
 tokens: one stream per 6k tokens, 8 to 32.)
 Optimizer: AdamW with betas (0.7, 0.95), a shorter memory than the usual (0.9, 0.999) that reached a
 lower validation perplexity at every tier in the same steps (see ADAM_BETAS). Learning rate (AdamW):
-0.03 below 20k tokens, 0.01 below 300k, 0.003 above: small data is seen many times by a small network and early stopping guards the end; big data wants a gentler step. On 10k words
-of stdlib docstrings, lr 0.03 + dropout 0.3 reached validation perplexity 52 where 0.003 + 0.1 reached 100.
+0.03 below 20k tokens, 0.01 below 300k, 0.003 above: small data is seen many times by a small network
+and early stopping guards the end; big data wants a gentler step. On 10k words of stdlib docstrings,
+lr 0.03 + dropout 0.3 reached validation perplexity 52 where 0.003 + 0.1 reached 100.
 SGD's default lr is 20 (the textbook recipe).
 
 Why 1x256 up to 3M tokens: on WikiText-2 (2.1M tokens) it reaches the textbook model's one-epoch
@@ -236,8 +237,9 @@ def _make_optimizers(model: LSTMLanguageModel, cfg: TrainConfig, device: torch.d
         kw["fused"] = True   # one kernel over all tensors instead of a Python loop of small ops
     try:
         opts: List[Any] = [torch.optim.AdamW(groups, lr=cfg.lr, **kw)]
-    except (RuntimeError, TypeError):
-        opts = [torch.optim.AdamW(groups, lr=cfg.lr, betas=ADAM_BETAS)]
+    except (RuntimeError, TypeError):          # a torch or device without the fused kernel
+        kw.pop("fused", None)
+        opts = [torch.optim.AdamW(groups, lr=cfg.lr, **kw)]
     if sparse:
         opts.append(RowAdam(model.embed.weight, lr=cfg.lr, betas=ADAM_BETAS))
     return opts

@@ -10,6 +10,7 @@ pytest.importorskip("ipywidgets", reason="the widgets need the widgets extra: pi
 import lm_magics as lm  # noqa: E402
 from lm_magics.registry import ModelRegistry  # noqa: E402
 from lm_magics.widgets import ChatAssistant, CompletionPanel  # noqa: E402
+from conftest import registered  # noqa: E402
 from conftest import wait_until
 from widget_fixtures import TEXT  # noqa: E402
 
@@ -21,11 +22,8 @@ pytest_plugins = ["widget_fixtures"]   # the shared fixtures: model, other, reg
 @pytest.fixture
 def shell(shell, model):
     """The session's shell (tests/conftest.py) with this module's model registered as 'widget_magics_pets'."""
-    from lm_magics.registry import get_registry
-
-    get_registry(shell).set("widget_magics_pets", model)
-    yield shell
-    get_registry(shell).drop("widget_magics_pets")
+    with registered(shell, "widget_magics_pets", model):
+        yield shell
 
 
 def test_lm_panel_and_lm_chat_magics(shell, model):
