@@ -245,7 +245,7 @@ def small_tier(args) -> None:
     cfg = model.report.config
 
     print(f"lm_magics defaults: embed {cfg.embed_dim}, hidden {cfg.hidden_dim} x{cfg.num_layers}, dropout "
-          f"{cfg.dropout}, AdamW lr {cfg.lr}, batch {cfg.batch_size}, seq_len {cfg.seq_len}, up to {cfg.epochs} "
+          f"{cfg.dropout}, {cfg.optimizer} lr {cfg.lr:g} clip {cfg.grad_clip:g}, batch {cfg.batch_size}, seq_len {cfg.seq_len}, up to {cfg.epochs} "
           f"epochs (patience {cfg.patience}), {model.report.precision}, {clock['threads']} thread(s); "
           f"ended: {'the budget' if clock['cut'] else model.report.stop_reason} after {len(ours)} epochs")
     print(f"reference: embed 200, hidden 200 x2, dropout 0.2, SGD lr {LR:g} (/4 when val ppl does not improve), "

@@ -33,7 +33,7 @@ def lm_corpus(data_dir) -> Corpus:
 
 # lm_magics' optimizers: its default (AdamW at the lr auto_config picks for 2M tokens) and the textbook
 # recipe (SGD lr 20, clip 0.25) run through lm_magics' engine.
-OPTIMIZERS = {"adamw": dict(optimizer="adamw", lr=3e-3), "sgd": dict(optimizer="sgd", lr=20.0, grad_clip=0.25)}
+OPTIMIZERS = {"adamw": dict(optimizer="adamw", lr=3e-3, grad_clip=1.0), "sgd": dict(optimizer="sgd", lr=20.0, grad_clip=0.25)}
 
 
 def run_ours(corpus: Corpus, steps: int, precision: str, full_val: bool, seed: int = 0, optimizer: str = "adamw"):

@@ -645,9 +645,9 @@ def _shard_record(ranks: Ranks, corpus: Any, report: TrainReport) -> dict:
 def _check_memory(cfg: TrainConfig, V: int, init: Optional[LanguageModel], tokens: int, device: torch.device,
                   adaptive: Optional[bool] = None, processes: int = 1) -> None:
     """Refuse a run whose estimated memory does not fit. Sizes still left to the data count at their
-    smallest (auto_config's smallest tier), so the check can run before the data is read."""
+    smallest (the smallest of auto_config's tiers), so the check can run before the data is read."""
     memory.check_training(memory.training_estimate(
-        V, cfg.embed_dim or 64, cfg.hidden_dim or 128, cfg.num_layers or 1, cfg.tie_weights,
+        V, cfg.embed_dim or 128, cfg.hidden_dim or 200, cfg.num_layers or 1, cfg.tie_weights,
         _adaptive(cfg, V) if adaptive is None else adaptive, cfg.batch_size or 1, cfg.seq_len, cfg.optimizer,
         keep_original=init is not None, tokens=tokens), device, processes=processes)
 
@@ -667,8 +667,8 @@ def continue_config(init: LanguageModel, config: Optional[TrainConfig] = None, *
 
     The structural settings (FIXED_WHEN_CONTINUING) come from the model itself (its tokenizer and network,
     so the result tells the truth even for a file whose config did not); a given value that differs is a
-    one-line ConfigError. The data-sized settings (batch_size, epochs, lr, max_steps, max_time) are chosen
-    afresh for the new text unless given; the rest (dropout, seq_len, optimizer, seed, ...) are the model's
+    one-line ConfigError. The data-sized settings (batch_size, epochs, optimizer, lr, grad_clip, max_steps,
+    max_time) are chosen afresh for the new text unless given; the rest (dropout, seq_len, seed, ...) are the model's
     unless given. ``config``'s fields that differ from TrainConfig's defaults count as given.
     """
     if not isinstance(init, LanguageModel):
@@ -705,7 +705,8 @@ def continue_config(init: LanguageModel, config: Optional[TrainConfig] = None, *
                           f"cannot apply; leave {'it' if len(conflicts) == 1 else 'them'} out, or train a new "
                           f"model instead.")
     base = init.config.to_dict()
-    base.update(batch_size=None, epochs=None, lr=None, max_steps=None, max_time=None)
+    base.update(batch_size=None, epochs=None, lr=None, max_steps=None, max_time=None, optimizer="auto",
+                grad_clip=None)
     base.update({k: v for k, v in wanted.items() if k not in FIXED_WHEN_CONTINUING})
     base.update({k: old[k] for k in FIXED_WHEN_CONTINUING})
     return TrainConfig.from_dict(base)

@@ -228,7 +228,7 @@ def training_estimate(vocab_size: int, embed_dim: int, hidden_dim: int, num_laye
     parts = {
         "weights": 4 * P * (2 if keep_original else 1),
         "gradients": 4 * P,
-        "optimizer state": 8 * P if optimizer == "adamw" else 0,
+        "optimizer state": 0 if optimizer == "sgd" else 8 * P,   # 'auto' may become AdamW
         "best-epoch copy": 4 * P,
         "working copies": 4 * P,                                          # clipping, fused-optimizer temporaries
         "activations": 2 * 4 * T * B * per_token,                        # forward + their gradients

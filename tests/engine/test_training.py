@@ -10,6 +10,7 @@ import torch
 
 import lm_magics as lm
 from lm_magics.engine import training
+from lm_magics.engine.model import build_network, network_hparams
 from lm_magics.engine.training import auto_config
 
 
@@ -142,12 +143,53 @@ def test_init_must_be_a_model(tiny_text):
 def test_auto_config_sizes_by_data():
     cfg = lm.TrainConfig()
     small, why = auto_config(cfg, 500)
-    assert (small.hidden_dim, small.num_layers, small.epochs) == (128, 1, 30) and why
+    assert (small.embed_dim, small.hidden_dim, small.num_layers, small.epochs) == (200, 200, 1, 30) and why
     big, _ = auto_config(cfg, 5_000_000)
     assert (big.hidden_dim, big.num_layers, big.epochs) == (512, 2, 1)
-    given, why = auto_config(cfg.replace(hidden_dim=7, embed_dim=5, num_layers=1, dropout=0.0,
-                                         batch_size=2, epochs=1, lr=0.01), 500)
-    assert given.hidden_dim == 7 and why == []
+    given, why = auto_config(cfg.replace(hidden_dim=7, embed_dim=5, num_layers=1, dropout=0.0, optimizer="adamw",
+                                         batch_size=2, epochs=1, lr=0.01, grad_clip=0.5), 500)
+    assert given.hidden_dim == 7 and given.grad_clip == 0.5 and why == []
+
+
+@pytest.mark.parametrize("tokens, given, expected", [
+    (500, {}, ("sgd", 20.0, 0.25)),                          # a cell: the textbook's SGD
+    (19_999, {}, ("sgd", 20.0, 0.25)),
+    (20_000, {}, ("adamw", 0.01, 1.0)),                      # a column and up: AdamW
+    (5_000_000, {}, ("adamw", 0.003, 1.0)),
+    (500, {"lr": 0.03}, ("adamw", 0.03, 1.0)),               # a given lr was written for AdamW
+    (500, {"optimizer": "adamw"}, ("adamw", 0.03, 1.0)),
+    (5_000_000, {"optimizer": "sgd"}, ("sgd", 20.0, 0.25)),
+    (500, {"optimizer": "sgd", "lr": 5.0}, ("sgd", 5.0, 0.25)),
+    (500, {"grad_clip": 0.0}, ("sgd", 20.0, 0.0)),           # 0: no clipping, kept
+    (50_000, {"grad_clip": 2.0}, ("adamw", 0.01, 2.0)),
+])
+def test_auto_config_chooses_the_optimizer_from_data_and_given_lr(tokens, given, expected):
+    cfg, why = auto_config(lm.TrainConfig(**given), tokens)
+    assert (cfg.optimizer, cfg.lr, cfg.grad_clip) == expected
+    if "optimizer" not in given:
+        assert f"optimizer={expected[0]}" in why[0]          # the summary says what was chosen
+
+
+def test_fit_refuses_a_config_left_to_the_data(tiny_text):
+    from lm_magics.engine.data import prepare
+    from lm_magics.engine.tokenizer import Tokenizer
+    tok = Tokenizer()
+    corpus = prepare(tiny_text, tok, val_fraction=0.0, seed=0)
+    cfg = auto_config(lm.TrainConfig(), 100)[0]
+    net = build_network(network_hparams(cfg, len(tok))[0], seed=0)
+    with pytest.raises(ValueError, match=r"\(optimizer left to the data\)"):
+        training.fit(net, corpus, cfg.replace(optimizer="auto"))
+    with pytest.raises(ValueError, match=r"\(lr, grad_clip left to the data\)"):
+        training.fit(net, corpus, cfg.replace(lr=None, grad_clip=None))
+
+
+def test_models_record_the_optimizer_they_trained_with_and_continuing_chooses_again(tiny_text):
+    model = lm.train(tiny_text, epochs=2, seed=0, baseline=False)
+    assert (model.config.optimizer, model.config.lr, model.config.grad_clip) == ("sgd", 20.0, 0.25)
+    more = lm.train(tiny_text, init=model, epochs=1, lr=0.02, seed=0, baseline=False)
+    assert (more.config.optimizer, more.config.lr, more.config.grad_clip) == ("adamw", 0.02, 1.0)
+    again = lm.train(tiny_text, init=more, epochs=1, seed=0, baseline=False)
+    assert (again.config.optimizer, again.config.lr) == ("sgd", 20.0)
 
 
 def test_resolve_device():
