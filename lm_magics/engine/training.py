@@ -233,7 +233,7 @@ ADAM_BETAS = (0.7, 0.95)
 
 def _make_optimizers(model: LSTMLanguageModel, cfg: TrainConfig, device: torch.device) -> List[Any]:
     if cfg.optimizer == "sgd":
-        return [torch.optim.SGD(model.parameters(), lr=cfg.lr)]
+        return [PlainSGD(list(model.parameters()), lr=cfg.lr)]
     # A sparse embedding gradient touches only the rows of the words in the batch: RowAdam updates
     # those rows instead of the whole V x E table (a third of a dense AdamW step at 33k words).
     sparse = model.embed.sparse
@@ -258,6 +258,28 @@ def _make_optimizers(model: LSTMLanguageModel, cfg: TrainConfig, device: torch.d
     if sparse:
         opts.append(RowAdam(model.embed.weight, lr=cfg.lr, betas=ADAM_BETAS))
     return opts
+
+
+class PlainSGD:
+    """SGD without momentum or weight decay (p -= lr * grad), the same update as ``torch.optim.SGD`` at
+    its defaults. Not torch.optim's: its first step in a process imports torch's compiler stack (about
+    1 s, more than a whole cell-sized training run takes), and a cell trains with SGD by default.
+    Offers what the training loop uses of an optimizer: ``param_groups`` (for the lr), ``zero_grad`` and
+    ``step``."""
+
+    def __init__(self, params: List[torch.Tensor], lr: float):
+        self.param_groups = [{"params": params, "lr": lr}]
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for p in self.param_groups[0]["params"]:
+            p.grad = None
+
+    @torch.no_grad()
+    def step(self) -> None:
+        lr = self.param_groups[0]["lr"]
+        for p in self.param_groups[0]["params"]:
+            if p.grad is not None:
+                p.add_(p.grad, alpha=-lr)
 
 
 class RowAdam:

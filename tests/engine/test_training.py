@@ -4,6 +4,8 @@ continued training."""
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -306,3 +308,35 @@ def test_row_adam_makes_sparse_adams_updates():
         assert torch.allclose(ours.weight, ref.weight, atol=1e-6), step
     moved = (ours.weight.detach() != start).any(dim=1)
     assert moved[:12].all() and not moved[12:].any()                # lazy: unseen rows keep their values
+
+
+def test_plain_sgd_makes_torch_sgds_updates():
+    """PlainSGD (the cell tier's optimizer) gives torch.optim.SGD's weights, step after step, with a
+    changing lr and a parameter that gets no gradient."""
+    torch.manual_seed(0)
+    ours, ref = torch.nn.LSTM(4, 6), torch.nn.LSTM(4, 6)
+    ref.load_state_dict(ours.state_dict())
+    unused = [torch.nn.Parameter(torch.ones(3)), torch.nn.Parameter(torch.ones(3))]
+    a = training.PlainSGD(list(ours.parameters()) + unused[:1], lr=1.0)
+    b = torch.optim.SGD(list(ref.parameters()) + unused[1:], lr=1.0)
+    for step in range(5):
+        x = torch.randn(7, 2, 4)
+        for net, opt in ((ours, a), (ref, b)):
+            opt.param_groups[0]["lr"] = 0.5 * (step + 1)
+            opt.zero_grad()
+            net(x)[0].square().sum().backward()
+            opt.step()
+        for p, q in zip(ours.parameters(), ref.parameters()):
+            assert torch.equal(p, q), step
+    assert torch.equal(unused[0], torch.ones(3))
+
+
+def test_a_cell_trains_without_importing_torchs_compiler(tmp_path):
+    """torch.optim's first step imports torch._dynamo (about 1 s, more than a cell's whole training run):
+    the default cell optimizer must not pay it. In a fresh process, as a notebook's first %%lm_train."""
+    code = ("import sys, lm_magics as lm\n"
+            "lm.train('the cat sat on the mat.\\nthe dog sat on the log.\\n' * 20, epochs=1, seed=0)\n"
+            "print('torch._dynamo' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"
