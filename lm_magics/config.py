@@ -72,8 +72,8 @@ class TrainConfig:
     max_time: Optional[float] = _opt(None, "stop after this many seconds of training", positive=True)
     lr: Optional[float] = _opt(None, "peak learning rate (sgd 20; AdamW 0.03, 0.01 from 20k tokens, "
                                "0.003 from 300k)", positive=True)
-    optimizer: str = _opt("auto", "'auto' (sgd below 20k training tokens unless lr is given, else adamw), 'adamw' "
-                          "(sparse-aware, fused) or 'sgd'", choices=("auto", "adamw", "sgd"))
+    optimizer: str = _opt("auto", "'auto' (sgd below 20k training tokens, else adamw; a given lr: sgd from 1 "
+                          "on, else adamw), 'adamw' (sparse-aware, fused) or 'sgd'", choices=("auto", "adamw", "sgd"))
     weight_decay: float = _opt(0.01, "AdamW weight decay on dense weight matrices", min=0.0)
     grad_clip: Optional[float] = _opt(None, "clip the gradient norm to this (0: no clipping; sgd 0.25, adamw "
                                       "1.0)", min=0.0)

@@ -18,8 +18,8 @@ millions of words gets a larger model and fewer passes:
 tokens: one stream per 6k tokens, 8 to 32.)
 Optimizer ('auto'): below 20k tokens the textbook's SGD with lr 20 and the gradient norm clipped at 0.25,
 which on a cell's text reached a validation perplexity 35-65% below AdamW's at any lr tried; above, AdamW,
-which gets there in fewer steps on more text. A learning rate that is given means AdamW (it was written
-for it: SGD's scale is a thousand times larger), unless optimizer='sgd' is given too. AdamW runs with
+which gets there in fewer steps on more text. A learning rate that is given picks the optimizer it was
+written for: below 1 AdamW, 1 and more SGD (their scales are a thousand times apart). AdamW runs with
 betas (0.7, 0.95), a shorter memory than the usual (0.9, 0.999) that reached a lower validation
 perplexity at every tier in the same steps (see ADAM_BETAS); its learning rate is 0.03 below 20k tokens
 (few epochs of a cell learn fastest with it), 0.01 below 300k and 0.003 above (big data wants a gentler
@@ -89,8 +89,12 @@ def auto_config(cfg: TrainConfig, n_tokens: int) -> Tuple[TrainConfig, List[str]
             size, tier = dict(embed_dim=256, hidden_dim=512, num_layers=2, dropout=0.2), ">= 3M tokens"
     optimizer = cfg.optimizer
     if optimizer == "auto":
-        # A learning rate that is given was meant for AdamW (its scale is 0.001-0.1; SGD's is 1-40).
-        optimizer = "sgd" if n_tokens < 20_000 and cfg.lr is None else "adamw"
+        # A given learning rate tells which optimizer it was written for: AdamW's are 0.0003-0.1, SGD's
+        # 1-40 (every lr in the tutorials, and in notebooks from before SGD was a default, is AdamW's).
+        if cfg.lr is not None:
+            optimizer = "sgd" if cfg.lr >= 1 else "adamw"
+        else:
+            optimizer = "sgd" if n_tokens < 20_000 else "adamw"
     sgd = optimizer == "sgd"
     chosen = dict(size, batch_size=batch, epochs=epochs, lr=20.0 if sgd else adamw_lr,
                   grad_clip=0.25 if sgd else 1.0)
@@ -560,7 +564,9 @@ def _fit(model, corpus, cfg, on_step, on_epoch, report, ranks: Ranks, device, si
                 stop = ranks.agree_stop(stop, device)
                 if stop == DIVERGED:
                     raise TrainingDiverged(f"training diverged at step {step} (loss {lv}); try a smaller lr "
-                                           f"than {cfg.lr}")
+                                           f"than {cfg.lr}" + (" (AdamW's are 0.0003-0.1; lr 1 and more are "
+                                           "SGD's: optimizer='sgd')" if cfg.optimizer == "adamw" and cfg.lr >= 1
+                                           else ""))
                 if stop:
                     break
             if stop == INTERRUPTED:

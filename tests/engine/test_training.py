@@ -158,7 +158,10 @@ def test_auto_config_sizes_by_data():
     (19_999, {}, ("sgd", 20.0, 0.25)),
     (20_000, {}, ("adamw", 0.01, 1.0)),                      # a column and up: AdamW
     (5_000_000, {}, ("adamw", 0.003, 1.0)),
-    (500, {"lr": 0.03}, ("adamw", 0.03, 1.0)),               # a given lr was written for AdamW
+    (500, {"lr": 0.03}, ("adamw", 0.03, 1.0)),               # a given lr tells which optimizer it is for
+    (500, {"lr": 0.999}, ("adamw", 0.999, 1.0)),
+    (500_000, {"lr": 1.0}, ("sgd", 1.0, 0.25)),
+    (500_000, {"lr": 20}, ("sgd", 20.0, 0.25)),
     (500, {"optimizer": "adamw"}, ("adamw", 0.03, 1.0)),
     (5_000_000, {"optimizer": "sgd"}, ("sgd", 20.0, 0.25)),
     (500, {"optimizer": "sgd", "lr": 5.0}, ("sgd", 5.0, 0.25)),
