@@ -52,11 +52,14 @@ def test_auto_precision_is_a_fixed_rule_of_hardware_and_network_size(monkeypatch
 
     monkeypatch.delenv(PRECISION_ENV, raising=False)
     monkeypatch.setattr(training, "_bf16_ok", lambda device: True)
-    small = TrainConfig(hidden_dim=32, batch_size=16)
+    small = TrainConfig(hidden_dim=32, batch_size=64)
     narrow = TrainConfig(hidden_dim=64, batch_size=4)
-    cell = TrainConfig(hidden_dim=128, batch_size=16)
+    marginal = TrainConfig(hidden_dim=200, batch_size=5)         # 1,000 units x streams: within a few %
+    cell = TrainConfig(hidden_dim=200, batch_size=16)
+    edge = TrainConfig(hidden_dim=64, batch_size=16)
     big = TrainConfig(hidden_dim=512, batch_size=64, num_layers=2)
-    assert [use_bf16(c, CPU) for c in (small, narrow, cell, big)] == [False, False, True, True]
+    assert [use_bf16(c, CPU) for c in (small, narrow, marginal, cell, edge, big)] == [False, False, False, True,
+                                                                                     True, True]
     assert all(use_bf16(cell, CPU) for _ in range(5))
     assert use_bf16(TrainConfig(hidden_dim=32, precision="bf16"), CPU) is True      # asked for: given
     monkeypatch.setattr(training, "_bf16_ok", lambda device: False)

@@ -136,13 +136,17 @@ def resolve_device(name: str) -> torch.device:
 _bf16_ok = native_bf16   # the old name, kept for callers and monkeypatching tests
 
 
-# precision="auto" on a CPU with native bf16: bf16 autocast only for networks big enough to gain from it.
-# Measured on AMD EPYC (Zen 4), one training step, fp32 vs bf16 (benchmarks/RESULTS.md, 2026-11-30):
-# hidden 32 (batch 4 or 16) and hidden 64 at batch 4 were 7-18% slower in bf16; hidden 64 at batch 8 and
-# every tier of the data-sized defaults (64/128 up to 256/512x2) were 7-57% faster. A fixed rule, not a
-# timing probe, so that the same seed, data and machine always give the same model.
+# precision="auto" on a CPU with native bf16: bf16 autocast only for networks big enough to gain from it
+# clearly. Measured on AMD EPYC (Zen 4), one training step, fp32 vs bf16 (benchmarks/precision.py,
+# benchmarks/RESULTS.md, 2026-11-30): hidden 32 was 9-34% slower in bf16 at every batch; between 512 and
+# 1,024 units x streams (64/128 at batch 4, 32/64 at batch 8, 200/200 at batch 4) the two were within
+# -16%..+2% of each other; from 1,024 on (48/96 at batch 16, every tier of the data-sized defaults above
+# the tiniest cells) bf16 was 24-54% faster. The line sits at 1,024, with that margin, because the other
+# CPU kind (Intel with AMX) has not been measured: where the gain is small on one CPU it may be a loss on
+# another. A fixed rule, not a timing probe, so that the same seed, data and machine always give the
+# same model.
 _BF16_MIN_HIDDEN = 64
-_BF16_MIN_WORK = 512          # hidden_dim x batch_size
+_BF16_MIN_WORK = 1024         # hidden_dim x batch_size
 
 
 def use_bf16(cfg: TrainConfig, device: torch.device) -> bool:
