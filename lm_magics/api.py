@@ -517,6 +517,10 @@ def train(data: Any, *, val_data: Any = None, init: Optional[LanguageModel] = No
                      device=device)
         shards = ranks.gather(_shard_record(ranks, corpus, report)) if ranks.distributed else None
     net = net.cpu()
+    if report.best_val_ppl is not None and report.best_val_ppl > len(tokenizer):
+        report.notes.append(f"validation perplexity {report.best_val_ppl:,.0f} is worse than guessing among the "
+                            f"{len(tokenizer):,} words: lower lr ({cfg.optimizer} lr {cfg.lr:g}), train longer, or "
+                            f"give more text")
     if isinstance(corpus.train, np.memmap) and cfg.kind == "lstm" and (cfg.baseline or cfg.copy_window):
         # Both hold every n-gram / token run of the training stream in memory, on every rank: not for a
         # corpus that was streamed because it does not fit.

@@ -209,8 +209,9 @@ def test_seq_len_longer_than_the_data_is_shortened_and_said(tiny_text):
 
 
 def test_diverging_learning_rate_says_to_lower_it(tiny_text):
-    with pytest.raises(FloatingPointError, match=r"smaller lr"):   # the front-ends turn this into a usage error
-        lm.train(tiny_text, **{**TINY, "epochs": 3}, lr=1e6)
+    # The front-ends turn this into a usage error. An lr of SGD's scale given to AdamW is named as such.
+    with pytest.raises(FloatingPointError, match=r"smaller lr than 1000000.0 \(AdamW's are .*optimizer='sgd'\)"):
+        lm.train(tiny_text, **{**TINY, "epochs": 3}, lr=1e6, optimizer="adamw")
 
 
 def test_k_larger_than_the_vocabulary(tiny_model):

@@ -343,3 +343,11 @@ def test_a_cell_trains_without_importing_torchs_compiler(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "False"
+
+
+def test_a_model_worse_than_guessing_says_so(tiny_text):
+    bad = lm.train(tiny_text, epochs=1, seed=0, baseline=False, lr=1e30)          # SGD at an absurd step
+    assert any("worse than guessing among the" in n and "lower lr (sgd lr 1e+30)" in n for n in bad.report.notes)
+    good = lm.train(tiny_text, epochs=3, seed=0, baseline=False)
+    assert good.report.best_val_ppl < len(good.tokenizer)
+    assert not any("worse than guessing" in n for n in good.report.notes)
