@@ -474,6 +474,10 @@ def train(data: Any, *, val_data: Any = None, init: Optional[LanguageModel] = No
         notes = list(corpus.stats.notes)
         if corpus.train.size - corpus.stats.train_rows <= 0 and corpus.train.size < 2:
             raise DataError("Too little text to train on; give at least a sentence or two.")
+        if ranks.distributed and corpus.train.size // ranks.world < 2:   # every rank sees the same sizes
+            raise DataError(f"Too little text for {ranks.world} processes: {corpus.train.size:,} training "
+                            f"token(s) leave each fewer than 2; give more text, or train in one process "
+                            f"(drop --nproc).")
 
         if cfg.kind == "ngram":
             return _train_ngram(corpus, tokenizer, cfg, notes, t_start, prov)

@@ -22,6 +22,7 @@ import argparse
 import itertools
 import math
 import os
+import signal
 import sys
 from typing import Iterator, List, Optional, Sequence
 
@@ -245,14 +246,71 @@ def _kept(path: str) -> str:
 
 # ------------------------------------------------------------------------------ several processes (DDP)
 
+# torchrun itself (torch.distributed.run's main), run so that a failed rank is reported by the rank's own
+# one-line error and by the launcher's line, not also by torchrun's traceback and failure table.
+_TORCHRUN = "import sys; from lm_magics.cli import torchrun_quietly; sys.exit(torchrun_quietly(sys.argv[1:]))"
+
+
 def torchrun_command(nproc: int, args: Sequence[str]) -> List[str]:
-    """``python -m torch.distributed.run --standalone --nproc_per_node N -m lm_magics <args>`` (one machine)."""
+    """torchrun ``--standalone --nproc_per_node N -m lm_magics <args>`` (one machine), through
+    :func:`torchrun_quietly`."""
     if isinstance(nproc, bool) or not isinstance(nproc, int) or nproc < 1:
         from .errors import ConfigError
 
         raise ConfigError(f"--nproc must be a whole number of at least 1, got {nproc!r}.")
-    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-            "-m", "lm_magics", *args]
+    return [sys.executable, "-c", _TORCHRUN, "--standalone", f"--nproc_per_node={nproc}", "-m", "lm_magics", *args]
+
+
+def _line(text: str) -> None:
+    """One line to stderr in one write: ranks under torchrun share the stream, and print's two writes (the
+    text, then the newline) can interleave with another rank's line."""
+    sys.stderr.write(text + "\n")
+    sys.stderr.flush()
+
+
+def torchrun_quietly(argv: Sequence[str]) -> int:
+    """Run torchrun (``torch.distributed.run.main``) with ``argv``; return its exit code.
+
+    The same launcher, without its noise: every rank already prints what went wrong in one line, so a
+    failed rank ends this with its exit code instead of torchrun's traceback, failure table and error
+    log lines (a rank killed by a signal is named in one line, as it cannot say so itself), and a Ctrl-C
+    or SIGTERM, which reaches the ranks too, ends it with 130 or 143 instead of a traceback. Unless
+    OMP_NUM_THREADS is set, it is set to 1 as torchrun would, without torchrun's banner about it; each
+    rank then takes its share of the cores (training.fit).
+    """
+    import logging
+
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    level = os.environ.get("LOGLEVEL")
+    os.environ["LOGLEVEL"] = "CRITICAL"        # torch.distributed.elastic's loggers read it when imported
+    try:
+        from torch.distributed.elastic.multiprocessing.api import SignalException
+        from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+        from torch.distributed.run import main
+    finally:
+        if level is None:
+            os.environ.pop("LOGLEVEL", None)    # the ranks see the user's setting
+        else:
+            os.environ["LOGLEVEL"] = level
+    logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)
+    try:
+        main(list(argv))
+    except ChildFailedError as exc:
+        codes = []
+        for rank, failure in sorted(exc.failures.items()):
+            code = failure.exitcode
+            codes.append(code)
+            if code < 0:
+                try:
+                    name = signal.Signals(-code).name
+                except ValueError:
+                    name = f"signal {-code}"
+                _line(f"{PROG}: error: training process {rank} was killed by {name}"
+                      + (" (out of memory?)" if name == "SIGKILL" else ""))
+        return next((c for c in codes if c > 0), 1)
+    except SignalException as exc:   # Ctrl-C (or SIGTERM) reached torchrun with the ranks: they stop together
+        return 128 + int(exc.sigval)  # and rank 0 says what became of the model
+    return 0
 
 
 def launch(nproc: int, args: Sequence[str]) -> int:
@@ -287,8 +345,8 @@ def _launch_train(args: argparse.Namespace) -> int:
 
     before = os.stat(args.output) if os.path.exists(args.output) else None
     code = launch(args.nproc, torchrun_args(args))
-    if code == 0:
-        return 0
+    if code in (0, 128 + signal.SIGINT, 128 + signal.SIGTERM):
+        return code        # finished, or stopped by Ctrl-C / SIGTERM: rank 0 has said what it kept
     after = os.stat(args.output) if os.path.exists(args.output) else None
     if before is not None and after is not None and (after.st_mtime_ns, after.st_ino) == \
             (before.st_mtime_ns, before.st_ino):
@@ -334,8 +392,8 @@ def _train_as_rank(args: argparse.Namespace, data) -> int:
         if progress is not None:
             progress.close(model.report.stop_reason if model.report else "")
     except dist.DistError as exc:         # another rank died mid-collective: say so in one line
-        print(f"{PROG}: error: [rank {rank}] lost another training process ({str(exc).splitlines()[0][:200]}); "
-              f"nothing was saved.", file=sys.stderr, flush=True)
+        _line(f"{PROG}: error: [rank {rank}] lost another training process ({str(exc).splitlines()[0][:200]}); "
+              f"nothing was saved.")
         return 1
     finally:
         if progress is not None:
@@ -344,9 +402,9 @@ def _train_as_rank(args: argparse.Namespace, data) -> int:
     for s in ddp["shards"]:
         if s["rank"] == rank and s["first_loss"] is not None:
             rss = f", peak RSS {s['peak_rss_mb']:.0f} MB" if s.get("peak_rss_mb") else ""
-            print(f"[rank {rank}/{ddp['world_size']}] shard tokens [{s['start']}, {s['stop']}) fingerprint "
+            _line(f"[rank {rank}/{ddp['world_size']}] shard tokens [{s['start']}, {s['stop']}) fingerprint "
                   f"{s['fingerprint']} loss {s['first_loss']:.3f} -> {s['last_loss']:.3f}"
-                  f"{' (streamed)' if s.get('streamed') else ''}{rss}", file=sys.stderr, flush=True)
+                  f"{' (streamed)' if s.get('streamed') else ''}{rss}")
     if rank == 0:
         _save(model, args.output)    # the same rule; the exit code stays 0 so torchrun reports no failure
     return 0
@@ -450,7 +508,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except SystemExit as exc:            # --help / --version
         return int(exc.code or 0) if not isinstance(exc.code, str) else 2
     except (LMError, FloatingPointError) as exc:   # FloatingPointError: training diverged (lr too high)
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        _line(f"{PROG}: error: {exc}")
         return 1
     except KeyboardInterrupt as exc:     # Interrupted says what was kept; a bare Ctrl-C says nothing
         print(f"{PROG}: {exc or 'interrupted'}", file=sys.stderr)

@@ -87,7 +87,8 @@ def test_cli_rebuilds_arguments_without_nproc():
     args = build_parser().parse_args(["train", "x.txt", "-o", "m.lm", "--nproc", "2", "--epochs", "3", "--quiet"])
     assert torchrun_args(args) == ["train", "x.txt", "-o", "m.lm", "--quiet", "--epochs", "3"]
     cmd = torchrun_command(2, ["train"])
-    assert cmd[1:4] == ["-m", "torch.distributed.run", "--standalone"] and "--nproc_per_node=2" in cmd
+    assert cmd[1] == "-c" and "torchrun_quietly" in cmd[2] and cmd[3] == "--standalone"
+    assert "--nproc_per_node=2" in cmd and cmd[-3:] == ["-m", "lm_magics", "train"]
     with pytest.raises(ConfigError, match="nproc"):
         torchrun_command(0, [])
 
@@ -125,6 +126,9 @@ def test_ctrl_c_ends_every_rank_after_the_same_step(runs):
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         pytest.fail("the ranks hung after Ctrl-C")
+    assert proc.returncode == 130                     # as in one process; torchrun's traceback is not shown
+    err = log.read_text()
+    assert "Traceback" not in err and "SignalException" not in err, err[-3000:]
     model = lm.load(out)
     assert model.meta["interrupted"] is True
     shards = model.meta["ddp"]["shards"]
@@ -148,3 +152,37 @@ def test_every_rank_refuses_a_size_that_cannot_fit(tmp_path):
     assert refusals and all("needs about" in ln and "smaller hidden_dim" in ln for ln in refusals), \
         proc.stderr[-3000:]
     assert not (tmp_path / "m.lm").exists()
+
+
+def test_a_failed_rank_ends_nproc_with_one_line_errors_only(tmp_path):
+    """`train --nproc 2` on text too short for two shards: each rank's one-line error and the launcher's
+    line, and nothing of torchrun's (no banner, traceback, failure table or error log lines)."""
+    corpus = tmp_path / "tiny.txt"
+    corpus.write_text("hi\n")
+    env = {k: v for k, v in ENV.items() if k != "OMP_NUM_THREADS"}       # torchrun's banner would name it
+    proc = subprocess.run([sys.executable, "-m", "lm_magics", "train", str(corpus), "-o", str(tmp_path / "m.lm"),
+                           "--nproc", "2", "--quiet"], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=240)
+    assert proc.returncode == 1
+    lines = proc.stderr.splitlines()
+    assert lines and all(ln.startswith("lm-magics: error: ") for ln in lines), proc.stderr[-3000:]
+    assert any("Too little text for 2 processes" in ln and "drop --nproc" in ln for ln in lines)
+    assert "no model was written" in lines[-1]
+    assert not (tmp_path / "m.lm").exists()
+
+
+def test_a_rank_killed_by_a_signal_is_named(monkeypatch, capsys):
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError, ProcessFailure
+    import torch.distributed.run as torchrun
+    from lm_magics.cli import torchrun_quietly
+
+    def main(argv):
+        raise ChildFailedError("lm_magics", {1: ProcessFailure(local_rank=1, pid=1, exitcode=-signal.SIGKILL,
+                                                               error_file="<N/A>")})
+
+    monkeypatch.setattr(torchrun, "main", main)
+    monkeypatch.delenv("LOGLEVEL", raising=False)
+    assert torchrun_quietly(["--standalone"]) == 1
+    assert capsys.readouterr().err == ("lm-magics: error: training process 1 was killed by SIGKILL "
+                                       "(out of memory?)\n")
+    assert "LOGLEVEL" not in os.environ                  # the ranks see the user's logging setting
