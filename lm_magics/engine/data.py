@@ -390,6 +390,15 @@ def fingerprint_span(ids: np.ndarray, start: int, stop: int) -> str:
     return h.hexdigest()
 
 
+def check_val_text(val: np.ndarray, vstats: DataStats) -> None:
+    """Validation text that is given must hold something to predict (two tokens: a word and its <eos>).
+    An empty one is almost always a slice past the end of a list, not a wish to train unvalidated."""
+    if val.size < 2:
+        missing = f", {vstats.missing} missing" if vstats.missing else ""
+        raise DataError(f"val_data has no text to validate on ({vstats.rows} row(s){missing}); give validation "
+                        f"text, or leave val_data out to hold out val_fraction of the rows.")
+
+
 def prepare(source: object, tokenizer: Tokenizer, *, val_source: object = None, val_fraction: float = 0.1,
             seed: int = 0) -> Corpus:
     """Tokenize a source into training and validation ids.
@@ -453,6 +462,7 @@ def prepare(source: object, tokenizer: Tokenizer, *, val_source: object = None, 
         stats.val_rows = vstats.rows if vstats.rows else sum(1 for _ in rows_of(val_source)())
         stats.missing += vstats.missing
         stats.notes.extend(vstats.notes)
+        check_val_text(val, vstats)
 
     real_tokens = int(train.size - stats.train_rows + val.size - stats.val_rows)  # without <eos>
     if stats.rows == 0 or real_tokens <= 0:

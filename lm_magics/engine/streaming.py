@@ -48,7 +48,8 @@ from typing import Callable, Iterable, Iterator, List, Optional, Tuple
 import numpy as np
 
 from ..errors import ConfigError, DataError
-from .data import _SPLIT_BLOCK, Corpus, DataStats, Files, StreamBatches, _is_missing, _series_values, files, rows_of
+from .data import (_SPLIT_BLOCK, Corpus, DataStats, Files, StreamBatches, _is_missing, _series_values, check_val_text,
+                   files, rows_of)
 from .tokenizer import Tokenizer
 
 try:
@@ -284,6 +285,7 @@ def prepare_stream(source: object, tokenizer: Tokenizer, *, val_source: object =
         vstats = DataStats()
         parts = list(tokenizer.encode_lines(rows_of(val_source, vstats)()))
         val = np.concatenate(parts) if parts else np.zeros(0, np.int32)
+        check_val_text(val, vstats)
         stats.val_rows, stats.val_tokens = vstats.rows or stats.val_rows, int(val.size)
         stats.notes.extend(vstats.notes)
     if train.size < 2:

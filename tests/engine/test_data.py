@@ -303,3 +303,21 @@ def test_the_wrong_explicit_encoding_is_caught_or_noted(tmp_path: Path):
     stats = DataStats()
     _rows(lm.files(p), stats)
     assert stats.notes == []
+
+
+@pytest.mark.parametrize("val", [[], "", [""], ["   "], [None, float("nan")], pd.Series([], dtype=object)])
+def test_given_validation_text_that_is_empty_is_refused(tiny_text, val):
+    # An empty val_data is nearly always a slice past the end of a list; it used to train with NaN
+    # validation perplexities and no word about it.
+    with pytest.raises(lm.DataError, match=r"val_data has no text to validate on .*leave val_data out"):
+        lm.train(tiny_text, val_data=val, epochs=1, baseline=False)
+    assert lm.train(tiny_text, val_data=["a"], epochs=1, baseline=False).report.best_val_ppl is not None
+
+
+def test_empty_validation_text_is_refused_when_streaming_too(tiny_text, tmp_path):
+    from lm_magics.engine.streaming import prepare_stream
+
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text(tiny_text)
+    with pytest.raises(lm.DataError, match=r"val_data has no text to validate on"):
+        prepare_stream(lm.files(corpus), Tokenizer(), val_source=[], cache_dir=tmp_path / "cache")
