@@ -380,7 +380,8 @@ def train(data: Any, *, val_data: Any = None, init: Optional[LanguageModel] = No
     data : str, list of str, pandas/polars Series, pathlib.Path or lm.files(...)
         The text. A str is split into lines; each line, list item or Series value is one row.
     val_data : same kinds, optional
-        Validation text; by default about ``val_fraction`` of the rows are held out (seeded).
+        Validation text; by default about ``val_fraction`` of the rows are held out (seeded). Given, it
+        must hold at least a word (an empty one is a DataError).
     init : LanguageModel, optional
         Continue training this model: its vocabulary and network are kept (new words become <unk>,
         counted in the summary). Settings that made them (level, lowercase, min_freq, max_vocab,
