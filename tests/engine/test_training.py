@@ -155,8 +155,8 @@ def test_auto_config_sizes_by_data():
 
 @pytest.mark.parametrize("tokens, given, expected", [
     (500, {}, ("sgd", 20.0, 0.25)),                          # a cell: the textbook's SGD
-    (19_999, {}, ("sgd", 20.0, 0.25)),
-    (20_000, {}, ("adamw", 0.01, 1.0)),                      # a column and up: AdamW
+    (49_999, {}, ("sgd", 20.0, 0.25)),                       # ... and a short column
+    (50_000, {}, ("adamw", 0.01, 1.0)),                      # a column and up: AdamW
     (5_000_000, {}, ("adamw", 0.003, 1.0)),
     (500, {"lr": 0.03}, ("adamw", 0.03, 1.0)),               # a given lr tells which optimizer it is for
     (500, {"lr": 0.999}, ("adamw", 0.999, 1.0)),
