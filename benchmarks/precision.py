@@ -22,7 +22,7 @@ import torch
 from benchmarks.common import machine_line
 from lm_magics.config import TrainConfig
 from lm_magics.engine.model import build_network, network_hparams
-from lm_magics.engine.training import _make_optimizers, auto_config, train_step, use_bf16
+from lm_magics.engine.training import _make_optimizers, auto_config, one_thread_is_enough, train_step, use_bf16
 
 # (label, training tokens that auto_config sizes for, vocabulary)
 CASES = [
@@ -43,9 +43,9 @@ HAND_SIZED = [   # (label, embed, hidden, layers, batch, vocabulary): small netw
 ]
 
 
-def fit_threads(cfg: TrainConfig) -> int:
+def fit_threads(cfg: TrainConfig, vocab: int) -> int:
     """The threads ``training.fit`` trains with when none are given: one for tiny networks."""
-    return 1 if cfg.hidden_dim * cfg.batch_size <= 128 * 16 else torch.get_num_threads()
+    return 1 if one_thread_is_enough(cfg.hidden_dim, cfg.batch_size, vocab) else torch.get_num_threads()
 
 
 def step_ms(cfg: TrainConfig, vocab: int, steps: int, rounds: int, threads: int) -> tuple:
@@ -85,7 +85,7 @@ def main(argv=None) -> None:
     cores = torch.get_num_threads()
     for label, cfg, vocab in rows:
         torch.set_num_threads(cores)
-        threads = fit_threads(cfg)
+        threads = fit_threads(cfg, vocab)
         fp32, bf16 = step_ms(cfg, vocab, args.steps, args.rounds, threads)
         pick = use_bf16(cfg.replace(precision="auto"), torch.device("cpu"))
         slower = (bf16 > 1.05 * fp32) if pick else (fp32 > 1.05 * bf16)

@@ -72,7 +72,7 @@ class TrainConfig:
     max_time: Optional[float] = _opt(None, "stop after this many seconds of training", positive=True)
     lr: Optional[float] = _opt(None, "peak learning rate (sgd 20; AdamW 0.03, 0.01 from 50k tokens, "
                                "0.003 from 300k)", positive=True)
-    optimizer: str = _opt("auto", "'auto' (sgd below 50k training tokens, else adamw; a given lr: sgd from 1 "
+    optimizer: str = _opt("auto", "'auto' (sgd below 300k training tokens, else adamw; a given lr: sgd from 1 "
                           "on, else adamw), 'adamw' (sparse-aware, fused) or 'sgd'", choices=("auto", "adamw", "sgd"))
     weight_decay: float = _opt(0.01, "AdamW weight decay on dense weight matrices", min=0.0)
     grad_clip: Optional[float] = _opt(None, "clip the gradient norm to this (0: no clipping; sgd 0.25, adamw "

@@ -9,18 +9,20 @@ millions of words gets a larger model and fewer passes:
     N tokens     embed  hidden  layers  dropout  batch  optimizer (lr, clip)   epochs
     ===========  =====  ======  ======  =======  =====  =====================  ==========================
     < 50k        200    200     1       0.6      1-16   SGD (20, 0.25)         30 (a cell: many tiny passes)
-    < 300k       128    256     1       0.5      8-32   AdamW (0.01, 1.0)      clamp(6M / N, 3, 20)
+    < 300k       200    200     1       0.6      8-32   SGD (20, 0.25)         clamp(6M / N, 3, 20)
     < 3M         256    256     1       0.2      64     AdamW (0.003, 1.0)     clamp(6M / N, 1, 20)
     >= 3M        256    512     2       0.2      64     AdamW (0.003, 1.0)     1
     ===========  =====  ======  ======  =======  =====  =====================  ==========================
 
 (batch for tiny inputs: as many streams as leave each at least 4 windows of seq_len tokens; below 300k
 tokens: one stream per 6k tokens, 8 to 32.)
-Optimizer ('auto'): below 50k tokens the textbook's SGD with lr 20 and the gradient norm clipped at 0.25,
-which on a cell's text reached a validation perplexity 35-65% below AdamW's at any lr tried; above, AdamW,
-which gets there in fewer steps on more text (on WikiText-2; on Shakespeare SGD still won at 220k tokens:
-benchmarks/RESULTS.md). A learning rate that is given picks the optimizer it was
-written for: below 1 AdamW, 1 and more SGD (their scales are a thousand times apart). AdamW runs with
+Optimizer ('auto'): below 300k tokens the textbook's SGD with lr 20 and the gradient norm clipped at 0.25,
+which on a cell's text reached a validation perplexity 35-65% below AdamW's at any lr tried, and on
+columns of docstrings and Shakespeare 20-40% below; above, AdamW, which gets there in fewer steps on more
+text. A learning rate that is given picks the optimizer it was written for: below 1 AdamW, 1 and more SGD
+(their scales are a thousand times apart). AdamW chosen below 300k tokens (optimizer='adamw', or a given
+lr below 1) trains the network it was tuned with: 200/200 below 50k tokens, 128/256 with dropout 0.5 from
+there. AdamW runs with
 betas (0.7, 0.95), a shorter memory than the usual (0.9, 0.999) that reached a lower validation
 perplexity at every tier in the same steps (see ADAM_BETAS); its learning rate is 0.03 below 50k tokens
 (few epochs of a cell learn fastest with it), 0.01 below 300k and 0.003 above (big data wants a gentler
@@ -62,37 +64,15 @@ class StopTraining(Exception):
 
 # ------------------------------------------------------------------------------------------ choices
 
-# Below this many training tokens the defaults train a tied 200/200 network with SGD; from it on, AdamW.
-SGD_BELOW = 50_000
+# Below this many training tokens optimizer='auto' is SGD (on a tied 200/200 network); from it on, AdamW.
+SGD_BELOW = 300_000
+# SGD's network: the textbook's optimizer wants a tied output layer as wide as the LSTM, and heavy dropout.
+_SGD_NET = dict(embed_dim=200, hidden_dim=200, num_layers=1, dropout=0.6)
 
 
 def auto_config(cfg: TrainConfig, n_tokens: int) -> Tuple[TrainConfig, List[str]]:
     """Fill the options left at None (and optimizer='auto') from the number of training tokens; return
     (config, reasons)."""
-    if n_tokens < SGD_BELOW:
-        # A cell or a short column: the textbook's optimizer (SGD lr 20, clip 0.25) on a tied 200-unit
-        # network with heavy dropout. Mean validation perplexity of seeds 0-1 on 463-7,206 tokens
-        # (Shakespeare, stdlib docstrings; benchmarks/RESULTS.md): AdamW at the old 64/128 defaults 142-411,
-        # this 51-172, the textbook's 200x2 network with its own recipe 64-245. From 20k to 46k tokens
-        # (Shakespeare, docstrings, WikiText-2) it matched or beat the AdamW column defaults, in time too.
-        size, tier = dict(embed_dim=200, hidden_dim=200, num_layers=1, dropout=0.6), f"< {SGD_BELOW // 1000}k tokens"
-        batch = int(np.clip(n_tokens // (cfg.seq_len * 4), 1, 16))
-        epochs, adamw_lr = 30, 0.03
-    else:
-        batch = 64
-        epochs = int(np.clip(round(6e6 / n_tokens), 1, 20))
-        adamw_lr = 0.01 if n_tokens < 300_000 else 0.003
-        if n_tokens < 300_000:
-            # A column of tens of thousands of words overfits a 256-unit LSTM within a few passes: more
-            # dropout, and more (smaller) steps the less text there is (benchmarks/time_to_quality.py
-            # --tier column: val ppl 220 -> 156 on 56k tokens; 231 -> 201 in 60 s on 205k tokens).
-            size, tier = dict(embed_dim=128, hidden_dim=256, num_layers=1, dropout=0.5), "< 300k tokens"
-            batch = int(np.clip(n_tokens // 6_000, 8, 32))
-            epochs = max(epochs, 3)
-        elif n_tokens < 3_000_000:
-            size, tier = dict(embed_dim=256, hidden_dim=256, num_layers=1, dropout=0.2), "< 3M tokens"
-        else:
-            size, tier = dict(embed_dim=256, hidden_dim=512, num_layers=2, dropout=0.2), ">= 3M tokens"
     optimizer = cfg.optimizer
     if optimizer == "auto":
         # A given learning rate tells which optimizer it was written for: AdamW's are 0.0003-0.1, SGD's
@@ -101,6 +81,34 @@ def auto_config(cfg: TrainConfig, n_tokens: int) -> Tuple[TrainConfig, List[str]
             optimizer = "sgd" if cfg.lr >= 1 else "adamw"
         else:
             optimizer = "sgd" if n_tokens < SGD_BELOW else "adamw"
+    if n_tokens < 50_000:
+        # A cell or a short column: the textbook's optimizer (SGD lr 20, clip 0.25) on a tied 200-unit
+        # network with heavy dropout. Mean validation perplexity of seeds 0-1 on 463-7,206 tokens
+        # (Shakespeare, stdlib docstrings; benchmarks/RESULTS.md): AdamW at the old 64/128 defaults 142-411,
+        # this 51-172, the textbook's 200x2 network with its own recipe 64-245. From 20k to 46k tokens
+        # (Shakespeare, docstrings, WikiText-2) it matched or beat the AdamW column defaults, in time too.
+        size, tier = dict(_SGD_NET), "< 50k tokens"
+        batch = int(np.clip(n_tokens // (cfg.seq_len * 4), 1, 16))
+        epochs, adamw_lr = 30, 0.03
+    else:
+        batch = 64
+        epochs = int(np.clip(round(6e6 / n_tokens), 1, 20))
+        adamw_lr = 0.01 if n_tokens < 300_000 else 0.003
+        if n_tokens < 300_000:
+            # A column: more (smaller) steps the less text there is. Under SGD the cell's network: on
+            # 51k-228k tokens of docstrings and Shakespeare 20-40% lower validation perplexity than AdamW,
+            # sooner too; on WikiText-2 a tie at the end (benchmarks/RESULTS.md). AdamW's own: a column
+            # of tens of thousands of words overfits a 256-unit LSTM within a few passes, so more dropout
+            # (time_to_quality --tier column: val ppl 220 -> 156 on 56k tokens; 231 -> 201 in 60 s on 205k).
+            size = dict(_SGD_NET) if optimizer == "sgd" else dict(embed_dim=128, hidden_dim=256, num_layers=1,
+                                                                   dropout=0.5)
+            tier = "< 300k tokens"
+            batch = int(np.clip(n_tokens // 6_000, 8, 32))
+            epochs = max(epochs, 3)
+        elif n_tokens < 3_000_000:
+            size, tier = dict(embed_dim=256, hidden_dim=256, num_layers=1, dropout=0.2), "< 3M tokens"
+        else:
+            size, tier = dict(embed_dim=256, hidden_dim=512, num_layers=2, dropout=0.2), ">= 3M tokens"
     sgd = optimizer == "sgd"
     chosen = dict(size, batch_size=batch, epochs=epochs, lr=20.0 if sgd else adamw_lr,
                   grad_clip=0.25 if sgd else 1.0)
@@ -462,6 +470,13 @@ def evaluate(model: LSTMLanguageModel, ids: np.ndarray, seq_len: int = 35, batch
 
 # ------------------------------------------------------------------------------------------ the loop
 
+def one_thread_is_enough(hidden_dim: int, batch_size: int, vocab_size: int) -> bool:
+    """Train on one thread when none are given? Yes for tiny networks over small vocabularies. The output
+    layer counts: 200 units x 9 streams over 7,203 words (a 56k-token column) trained 1.5x faster on 2
+    threads than on 1 (2026-11-30, AMD EPYC, benchmarks/RESULTS.md)."""
+    return hidden_dim * batch_size <= 128 * 16 and vocab_size <= 2_000
+
+
 def fit(model: LSTMLanguageModel, corpus: Corpus, cfg: TrainConfig, *,
         on_step: Optional[Callable[[StepInfo], None]] = None,
         on_epoch: Optional[Callable[[EpochInfo], None]] = None,
@@ -486,7 +501,8 @@ def fit(model: LSTMLanguageModel, corpus: Corpus, cfg: TrainConfig, *,
     # Tiny networks lose more to thread hand-offs than they gain from a second core (and suffer most
     # when the machine is busy): they train on one thread unless told otherwise. Ranks on one machine
     # share its cores. Restored afterwards.
-    threads = cfg.threads or (1 if model.hidden_dim * (cfg.batch_size or 1) <= 128 * 16 else None)
+    threads = cfg.threads or (1 if one_thread_is_enough(model.hidden_dim, cfg.batch_size or 1, model.vocab_size)
+                              else None)
     if ranks.distributed and not cfg.threads:
         threads = max(1, (os.cpu_count() or 1) // ranks.local_world)
     prev_threads = torch.get_num_threads()

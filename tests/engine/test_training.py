@@ -155,9 +155,10 @@ def test_auto_config_sizes_by_data():
 
 @pytest.mark.parametrize("tokens, given, expected", [
     (500, {}, ("sgd", 20.0, 0.25)),                          # a cell: the textbook's SGD
-    (49_999, {}, ("sgd", 20.0, 0.25)),                       # ... and a short column
-    (50_000, {}, ("adamw", 0.01, 1.0)),                      # a column and up: AdamW
+    (299_999, {}, ("sgd", 20.0, 0.25)),                      # ... and a column
+    (300_000, {}, ("adamw", 0.003, 1.0)),                    # a corpus: AdamW
     (5_000_000, {}, ("adamw", 0.003, 1.0)),
+    (50_000, {"lr": 0.02}, ("adamw", 0.02, 1.0)),
     (500, {"lr": 0.03}, ("adamw", 0.03, 1.0)),               # a given lr tells which optimizer it is for
     (500, {"lr": 0.999}, ("adamw", 0.999, 1.0)),
     (500_000, {"lr": 1.0}, ("sgd", 1.0, 0.25)),
@@ -166,13 +167,24 @@ def test_auto_config_sizes_by_data():
     (5_000_000, {"optimizer": "sgd"}, ("sgd", 20.0, 0.25)),
     (500, {"optimizer": "sgd", "lr": 5.0}, ("sgd", 5.0, 0.25)),
     (500, {"grad_clip": 0.0}, ("sgd", 20.0, 0.0)),           # 0: no clipping, kept
-    (50_000, {"grad_clip": 2.0}, ("adamw", 0.01, 2.0)),
+    (50_000, {"grad_clip": 2.0}, ("sgd", 20.0, 2.0)),
+    (50_000, {"optimizer": "adamw"}, ("adamw", 0.01, 1.0)),
 ])
 def test_auto_config_chooses_the_optimizer_from_data_and_given_lr(tokens, given, expected):
     cfg, why = auto_config(lm.TrainConfig(**given), tokens)
     assert (cfg.optimizer, cfg.lr, cfg.grad_clip) == expected
     if "optimizer" not in given:
         assert f"optimizer={expected[0]}" in why[0]          # the summary says what was chosen
+
+
+@pytest.mark.parametrize("tokens, optimizer, net", [
+    (5_000, "auto", (200, 200, 0.6)), (5_000, "adamw", (200, 200, 0.6)),
+    (100_000, "auto", (200, 200, 0.6)), (100_000, "adamw", (128, 256, 0.5)),   # each optimizer its own network
+    (1_000_000, "auto", (256, 256, 0.2)), (1_000_000, "sgd", (256, 256, 0.2)),
+])
+def test_auto_config_gives_each_optimizer_its_network(tokens, optimizer, net):
+    cfg, _ = auto_config(lm.TrainConfig(optimizer=optimizer), tokens)
+    assert (cfg.embed_dim, cfg.hidden_dim, cfg.dropout) == net
 
 
 def test_fit_refuses_a_config_left_to_the_data(tiny_text):
@@ -351,3 +363,12 @@ def test_a_model_worse_than_guessing_says_so(tiny_text):
     good = lm.train(tiny_text, epochs=3, seed=0, baseline=False)
     assert good.report.best_val_ppl < len(good.tokenizer)
     assert not any("worse than guessing" in n for n in good.report.notes)
+
+
+@pytest.mark.parametrize("hidden, batch, vocab, one", [
+    (128, 16, 1_000, True), (32, 4, 200, True),
+    (200, 16, 800, False),                     # 3,200 units x streams: both cores
+    (200, 9, 7_203, False),                    # a column's output layer: both cores (1.5x faster)
+])
+def test_one_thread_only_for_tiny_networks_over_small_vocabularies(hidden, batch, vocab, one):
+    assert training.one_thread_is_enough(hidden, batch, vocab) is one
