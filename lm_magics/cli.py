@@ -281,18 +281,11 @@ def torchrun_quietly(argv: Sequence[str]) -> int:
     import logging
 
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    level = os.environ.get("LOGLEVEL")
-    os.environ["LOGLEVEL"] = "CRITICAL"        # torch.distributed.elastic's loggers read it when imported
-    try:
-        from torch.distributed.elastic.multiprocessing.api import SignalException
-        from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
-        from torch.distributed.run import main
-    finally:
-        if level is None:
-            os.environ.pop("LOGLEVEL", None)    # the ranks see the user's setting
-        else:
-            os.environ["LOGLEVEL"] = level
-    logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)
+    from torch.distributed.elastic.multiprocessing.api import SignalException
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import main
+
+    logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)   # its "failed (exitcode ...)" lines
     try:
         main(list(argv))
     except ChildFailedError as exc:
@@ -511,7 +504,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         _line(f"{PROG}: error: {exc}")
         return 1
     except KeyboardInterrupt as exc:     # Interrupted says what was kept; a bare Ctrl-C says nothing
-        print(f"{PROG}: {exc or 'interrupted'}", file=sys.stderr)
+        _line(f"{PROG}: {exc or 'interrupted'}")
         return 130
     except BrokenPipeError:              # `lm-magics score ... | head`
         _drop_output(stdout)

@@ -22,11 +22,10 @@ columns of docstrings and Shakespeare 20-40% below; above, AdamW, which gets the
 text. A learning rate that is given picks the optimizer it was written for: below 1 AdamW, 1 and more SGD
 (their scales are a thousand times apart). AdamW chosen below 300k tokens (optimizer='adamw', or a given
 lr below 1) trains the network it was tuned with: 200/200 below 50k tokens, 128/256 with dropout 0.5 from
-there. AdamW runs with
-betas (0.7, 0.95), a shorter memory than the usual (0.9, 0.999) that reached a lower validation
-perplexity at every tier in the same steps (see ADAM_BETAS); its learning rate is 0.03 below 50k tokens
-(few epochs of a cell learn fastest with it), 0.01 below 300k and 0.003 above (big data wants a gentler
-step).
+there. AdamW runs with betas (0.7, 0.95), a shorter memory than the usual (0.9, 0.999) that reached a
+lower validation perplexity at every tier in the same steps (see ADAM_BETAS); its learning rate is 0.03
+below 50k tokens (few epochs of a cell learn fastest with it), 0.01 below 300k and 0.003 above (big data
+wants a gentler step).
 
 Why 1x256 up to 3M tokens: on WikiText-2 (2.1M tokens) it reaches the textbook model's one-epoch
 validation perplexity in 80 s of training where 1x512 needs 132 s (benchmarks/time_to_quality.py; 45 s
@@ -493,7 +492,8 @@ def fit(model: LSTMLanguageModel, corpus: Corpus, cfg: TrainConfig, *,
     KeyboardInterrupt before the first optimizer step propagates (nothing was trained).
     """
     unresolved = [k for k in ("embed_dim", "hidden_dim", "num_layers", "dropout", "batch_size", "epochs", "lr",
-                              "grad_clip") if getattr(cfg, k) is None] + (["optimizer"] if cfg.optimizer == "auto" else [])
+                              "grad_clip") if getattr(cfg, k) is None]
+    unresolved += ["optimizer"] if cfg.optimizer == "auto" else []
     if unresolved:
         raise ValueError(f"fit needs a resolved config ({', '.join(unresolved)} left to the data): pass it "
                          f"through auto_config first")
