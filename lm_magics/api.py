@@ -74,7 +74,7 @@ class LanguageModel:
         if kind == "ngram":
             self._predictor = NGramPredictor(self.ngram, self.tokenizer)
             return
-        lstm = Predictor(self.net, self.tokenizer, self.config.precision)
+        lstm = Predictor(self.net, self.tokenizer, self.config.precision, self.config.threads)
         if kind == "mix":
             self._predictor = MixPredictor(lstm, self.ngram, self.tokenizer, self.meta.get("mix_weight", 0.5))
         else:
@@ -670,7 +670,7 @@ def _mix_weight(net: LSTMLanguageModel, tokenizer: Tokenizer, corpus: Any, cfg: 
         extra["baseline_val_ppl"] = baseline_val_ppl
     if held_out:
         rows = stream_rows(np.asarray(corpus.val[:_MIX_FIT_TOKENS]), tokenizer.eos_id)
-        lstm = np.concatenate(Predictor(net, tokenizer, cfg.precision).encoded_nll([r.tolist() for r in rows]))
+        lstm = np.concatenate(Predictor(net, tokenizer, cfg.precision, cfg.threads).encoded_nll([r.tolist() for r in rows]))
         ngram = np.concatenate(ng.rows_nll([r.tolist() for r in rows]))
         extra["mix_weight"] = fit_mix_weight(lstm, ngram)
         extra["mix_note"] = f"weight fitted on {lstm.size:,} validation tokens"
@@ -761,7 +761,7 @@ def continue_config(init: LanguageModel, config: Optional[TrainConfig] = None, *
     The structural settings (FIXED_WHEN_CONTINUING) come from the model itself (its tokenizer and network,
     so the result tells the truth even for a file whose config did not); a given value that differs is a
     one-line ConfigError. The data-sized settings (batch_size, epochs, optimizer, lr, grad_clip, max_steps,
-    max_time) are chosen afresh for the new text unless given; the rest (dropout, seq_len, seed, ...) are the model's
+    max_time, budget) are chosen afresh for the new text unless given; the rest (dropout, seq_len, seed, ...) are the model's
     unless given. ``config``'s fields that differ from TrainConfig's defaults count as given.
     """
     if not isinstance(init, LanguageModel):
@@ -799,7 +799,7 @@ def continue_config(init: LanguageModel, config: Optional[TrainConfig] = None, *
                           f"model instead.")
     base = init.config.to_dict()
     base.update(batch_size=None, epochs=None, lr=None, max_steps=None, max_time=None, optimizer="auto",
-                grad_clip=None)
+                grad_clip=None, budget="auto")
     base.update({k: v for k, v in wanted.items() if k not in FIXED_WHEN_CONTINUING})
     base.update({k: old[k] for k in FIXED_WHEN_CONTINUING})
     return TrainConfig.from_dict(base)

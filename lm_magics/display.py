@@ -248,7 +248,8 @@ class TrainSummary:
         if r is not None:
             facts += [
                 ("epochs", f"{len(r.history)} ({r.stop_reason}), {r.steps:,} steps, best epoch {r.best_epoch or 'n/a'}"),
-                ("time", f"{r.elapsed:.1f} s training, {r.tokens_per_s:,.0f} tokens/s, {r.precision} on {r.device}"),
+                ("time", f"{r.elapsed:.1f} s training, {r.tokens_per_s:,.0f} tokens/s, {r.precision} on {r.device}"
+                         + (f", {r.threads} thread{'s' if r.threads != 1 else ''}" if getattr(r, "threads", None) else "")),
             ]
         facts.append(("data", f"{_fmt_int(m.get('rows'))} rows ({_fmt_int(m.get('missing'))} missing), "
                               f"{_fmt_int(m.get('tokens'))} training / {_fmt_int(m.get('val_tokens'))} validation tokens"))

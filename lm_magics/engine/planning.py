@@ -310,7 +310,7 @@ def outlook(history: Sequence[Any], train_s: float, the_plan: Optional[Plan], mo
     if not points:
         return ""
     best_i = min(range(len(points)), key=lambda i: points[i][1])
-    if best_i < len(points) - 1 and len(points) >= 2:
+    if points[-1][1] > points[best_i][1]:
         return (f"validation perplexity rose after epoch {best_i + 1}: more time would likely not help "
                 f"(more text would)")
     if len(points) < 2:

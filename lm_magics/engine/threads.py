@@ -14,9 +14,11 @@ helps (1.5x on a column's network). So the number is decided, not fixed:
   1-minute load average against the cores): with other processes holding cores, one thread.
 
 ``choose_threads`` is the pure decision (inputs in, ``(threads, reasons)`` out); ``ThreadProbe`` feeds
-it timings, ``inference_threads`` the load. The number of threads never changes a result on this
-project's CPUs (the same fp32 weights, bit for bit, on 1 and 2 threads: checked in tests), so the
-choice changes only how long things take.
+it timings, ``inference_threads`` the load. The thread count changes results by float rounding only:
+parallel sums add in another order, so weights after an epoch on 1 and on 2 threads differ in the last
+bits (1e-8 on a test cell; tests/engine/test_planning.py). The model records the count
+(``meta["threads"]``); a run that must repeat bit for bit gives ``threads=`` (and ``budget=None``,
+since a budget's steps follow the clock).
 """
 
 from __future__ import annotations
