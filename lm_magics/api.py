@@ -551,8 +551,7 @@ def train(data: Any, *, val_data: Any = None, init: Optional[LanguageModel] = No
                          f"{corpus.train.size // ranks.world:,} tokens each")
 
         report = TrainReport(config=cfg, notes=first.reasons + notes, plan=first)
-        val_tokens = int(min(corpus.val.size, ranks.val_shard(corpus.val).size if ranks.distributed
-                             else corpus.val.size))
+        val_tokens = int(ranks.val_shard(corpus.val).size if ranks.distributed else corpus.val.size)
 
         def replan(step_s: float, val_s: Optional[float], done: int) -> Tuple[int, Optional[float]]:
             """The steps that fit the budget now that a step (and maybe a validation) has been timed."""
