@@ -23,7 +23,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import ipywidgets as W
 
-from .. import api
+from .. import analysis
 from ..config import GenerateConfig
 from ..display import DataOverview
 from ..engine.data import files
@@ -428,7 +428,7 @@ class ChatAssistant(ModelWidget):
         into, replace = self._score_columns(frame, ref.column, parts)
 
         def score(on_chunk: Optional[Callable[[int, int], None]] = None) -> Any:
-            return api.score_frame(model, frame, ref.column, into=None if into == f"{ref.column}_ppl" else into,
+            return analysis.score_frame(model, frame, ref.column, into=None if into == f"{ref.column}_ppl" else into,
                                    overwrite=replace, top=top, model_name=name or "", baseline=baseline,
                                    on_chunk=on_chunk)
 
@@ -515,7 +515,7 @@ class ChatAssistant(ModelWidget):
         if not text:
             raise ConfigError("Give the text to explain: /explain the cat sat on the river.")
         name, model = self._model_for(None)
-        result = api.explain(model, text, top=3, k=self.k, model_name=name or "")
+        result = analysis.explain(model, text, top=3, k=self.k, model_name=name or "")
         flags = (["--name", _quote(name)] if name else []) + ["-k", str(self.k)]
         code = (f"%lm_explain {' '.join(flags)} {text}" if name else f"lm.explain(model, {text!r}, k={self.k})")
         self._computed(repr(result), result._repr_html_(), code)
@@ -537,7 +537,7 @@ class ChatAssistant(ModelWidget):
                         + (["--min-rows", str(opts["min"])] if "min" in opts else []))
 
         def compare(on_chunk: Optional[Callable[[int, int], None]] = None) -> Any:
-            return api.compare_groups(ref.frame, ref.column, opts["by"], model, min_rows=opts.get("min", 5),
+            return analysis.compare_groups(ref.frame, ref.column, opts["by"], model, min_rows=opts.get("min", 5),
                                       model_name=name or "", on_chunk=on_chunk)
 
         def done(result: Any) -> None:
