@@ -637,3 +637,14 @@ def test_dataframe_labels_and_where_masks_through_the_magic(shell, trained, ns):
     shell.run_line_magic("lm_train", f"--name ints --df int_df --column 0 {TINY}")
     assert "mat" in reg.get("ints").vocab
     reg.drop("ints")
+
+
+def test_lm_train_takes_a_budget_and_says_what_it_bought(shell, tiny_text):
+    summary = shell.run_cell_magic("lm_train", "--name budgeted --hidden-dim 16 --embed-dim 8 --seed 0 --quiet "
+                                   "--budget 2m", tiny_text)
+    model = summary.model
+    assert model.meta["budget_s"] == 120.0 and model.report.plan.budget_s == 120.0
+    assert any(n.startswith("budget 2.0 min: bought") for n in model.report.notes)   # shown by the summary
+    assert "budget 2.0 min: bought" in repr(summary) and "thread" in repr(summary)
+    with pytest.raises(UsageError, match="budget 'soon' is not a time"):
+        shell.run_cell_magic("lm_train", "--name bad --budget soon --quiet", tiny_text)

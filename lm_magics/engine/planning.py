@@ -258,6 +258,9 @@ def plan(cfg: TrainConfig, n_tokens: int, vocab_size: int, *, shard_tokens: Opti
                 # The fewest steps a run takes, even past its budget; once taken, the budget ends it.
                 floor = min(total, max(_MIN_STEPS, done_steps))
                 total, limited_by = max(fits, floor), "budget"
+                if total > max(windows, floor, done_steps) and total % windows < windows // 4:
+                    # A sliver of an epoch buys little and costs a validation: end at the whole epoch.
+                    total = max(total - total % windows, floor, done_steps)
                 if fits < floor and done_steps < _MIN_STEPS:
                     reasons.append(f"the budget was spent before training ({spent_s:.1f} s of {budget_s:.0f} s); "
                                    f"{total} steps only")
