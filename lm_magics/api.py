@@ -27,6 +27,7 @@ from .engine.data import DataStats, fingerprint_span, prepare
 from .engine.distributed import Ranks, peak_rss_mb, process_group, require_torchrun
 from .engine.inference import Predictor
 from .engine.model import LSTMLanguageModel, adaptive_cutoffs, build_network, network_hparams
+from .engine.outcome import Finishing, divergence, diverged_error
 from .engine.ngram import (CopyIndex, MixPredictor, NGramModel, NGramPredictor, copy_report, default_order,
                            fit_mix_weight, stream_rows)
 from .engine.tokenizer import EOS, Tokenizer
@@ -414,17 +415,23 @@ def train(data: Any, *, val_data: Any = None, init: Optional[LanguageModel] = No
     the same rows as its baseline unless ``baseline=False``, and a copy index unless ``copy_window=0``.
 
     Returns the trained LanguageModel; ``model.report`` tells what happened. A KeyboardInterrupt (or
-    StopTraining) after the first step ends training and returns the best model so far with
-    ``model.interrupted`` set; one before the first step propagates (nothing was trained).
+    StopTraining) after the first step, in the loop or in any phase after it (restoring the best weights,
+    the n-gram baseline, the mixture weight, the copy index), ends training and returns the best model so
+    far with ``model.interrupted`` set (the phases not finished are left out and named in a note); one
+    before the first step propagates (nothing was trained).
+
+    A run that diverged raises ``TrainingDiverged`` (an LMError) instead of returning: its loss or weights
+    stopped being finite numbers, or its best validation perplexity is worse than guessing (above the
+    vocabulary size). The message says what to change (a smaller lr); the useless model is on the
+    exception as ``exc.model``, for inspection only.
 
     >>> model = lm.train("the cat sat on the mat.\\nthe dog sat on the log.", epochs=2, seed=0)  # doctest: +SKIP
     """
     t_start = time.perf_counter()
     if init is not None and not isinstance(init, LanguageModel):
         raise ConfigError(f"init must be a LanguageModel (from lm.train or lm.load), got {type(init).__name__}.")
-    if init is not None and (init.kind == "ngram" or options.get("kind") == "ngram"):
-        raise ConfigError("An n-gram model cannot be continued; train a new one on all the text "
-                          "(it takes seconds).")
+    if init is not None:
+        _check_continuable(init, options.get("kind"))
     if config is not None and not isinstance(config, TrainConfig):
         raise ConfigError(f"config must be a TrainConfig (lm.TrainConfig(epochs=5, ...)), got {type(config).__name__}; "
                           f"or pass the options as keywords.")
@@ -521,19 +528,28 @@ def train(data: Any, *, val_data: Any = None, init: Optional[LanguageModel] = No
         report = fit(net, corpus, cfg, on_step=on_step, on_epoch=on_epoch, report=report, ranks=ranks,
                      device=device)
         shards = ranks.gather(_shard_record(ranks, corpus, report)) if ranks.distributed else None
-    net = net.cpu()
-    if report.best_val_ppl is not None and report.best_val_ppl > len(tokenizer):
-        report.notes.append(f"validation perplexity {report.best_val_ppl:,.0f} is worse than guessing among the "
-                            f"{len(tokenizer):,} words: lower lr ({cfg.optimizer} lr {cfg.lr:g}), train longer, or "
-                            f"give more text")
+    # From here to the return, a Ctrl-C keeps the trained run (as an interrupted one) whatever phase it
+    # cuts short; a diverged run is never returned (outcome.py has both rules).
+    fin = Finishing(report)
+    net = fin.run("moving it to the CPU", net.cpu, net)
+    why = divergence(report, net, len(tokenizer))
+    if why is not None:
+        error = diverged_error(why, cfg)
+        error.model = LanguageModel(net, tokenizer, cfg, {"val_ppl": report.best_val_ppl, "diverged": why}, report)
+        raise error
     if isinstance(corpus.train, np.memmap) and cfg.kind == "lstm" and (cfg.baseline or cfg.copy_window):
         # Both hold every n-gram / token run of the training stream in memory, on every rank: not for a
         # corpus that was streamed because it does not fit.
         cfg = report.config = cfg.replace(baseline=False, copy_window=0)
         report.notes.append("streamed corpus: no n-gram baseline and no copy index (both would hold the "
                             "whole corpus in memory)")
-    ngram, extra = _baseline_and_mix(net, tokenizer, corpus, cfg, report) if cfg.baseline else (None, {})
-    copy_index = _copy_index(corpus, cfg)
+    ngram, extra = fin.run("the n-gram baseline and mixture weight",
+                           lambda: _baseline_and_mix(net, tokenizer, corpus, cfg, report), (None, {})) \
+        if cfg.baseline else (None, {})
+    copy_index = fin.run("the copy index", lambda: _copy_index(corpus, cfg), None)
+    if fin.cut and ngram is None and cfg.kind == "mix":   # a mixture without its n-gram is the LSTM alone
+        cfg = report.config = cfg.replace(kind="lstm")
+    fin.note()
     prev = init.meta if init is not None else {}
     meta = {
         "rows": corpus.stats.rows, "missing": corpus.stats.missing, "tokens": corpus.stats.train_tokens,
@@ -671,6 +687,15 @@ FIXED_WHEN_CONTINUING = ("level", "lowercase", "min_freq", "max_vocab", "embed_d
                          "tie_weights", "softmax", "adaptive_threshold")
 
 
+def _check_continuable(init: Any, kind: Any = None) -> None:
+    """The one check of what can be continued, for lm.train(init=...) and every front-end's --continue."""
+    if not isinstance(init, LanguageModel):
+        raise ConfigError(f"init must be a LanguageModel (from lm.train or lm.load), got {type(init).__name__}.")
+    if init.kind == "ngram" or init.net is None or kind == "ngram":
+        raise ConfigError("An n-gram model cannot be continued; train a new one on all the text "
+                          "(it takes seconds).")
+
+
 def continue_config(init: LanguageModel, config: Optional[TrainConfig] = None, **options: Any) -> TrainConfig:
     """The settings for training ``init`` further: its structural settings, then the given ones that apply.
 
@@ -680,8 +705,7 @@ def continue_config(init: LanguageModel, config: Optional[TrainConfig] = None, *
     max_time) are chosen afresh for the new text unless given; the rest (dropout, seq_len, seed, ...) are the model's
     unless given. ``config``'s fields that differ from TrainConfig's defaults count as given.
     """
-    if not isinstance(init, LanguageModel):
-        raise ConfigError(f"init must be a LanguageModel (from lm.train or lm.load), got {type(init).__name__}.")
+    _check_continuable(init, options.get("kind"))
     given_cfg = {}
     if config is not None:
         if not isinstance(config, TrainConfig):

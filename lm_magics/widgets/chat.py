@@ -30,7 +30,8 @@ from ..engine.data import files
 from ..errors import ConfigError, DataError, LMError
 from ..frames import (ColumnRef, is_dataframe, lookup, parse_column_ref, ref_text, resolve_column, select_rows,
                       spaced_column, text_overview)
-from ..registry import ModelRegistry
+from ..registry import ModelRegistry, fresh_name
+from ..rules import check_name
 from ._base import GIVEN, ModelWidget, _shell, copies_text, copy_check, esc, iter_words, pairs_text
 
 __all__ = ["ChatAssistant"]
@@ -387,9 +388,7 @@ class ChatAssistant(ModelWidget):
         self._say("Conversation cleared.")
 
     def _cmd_export(self, arg: str) -> None:
-        var = arg.strip()
-        if not var.isidentifier():
-            raise ConfigError(f"/export needs a variable name, e.g. /export convo (got {var!r}).")
+        var = check_name(arg.strip(), "variable for /export", variable=True, example="/export convo")
         ns = self._ns("export into")
         records = self.to_records()[:-1]          # not the /export command itself
         try:
@@ -582,7 +581,7 @@ class ChatAssistant(ModelWidget):
         if not arg.strip():
             raise ConfigError(f"Say what to learn from: {usage}, e.g. /learn reviews.text as reviews.")
         m = re.search(r"\s+as\s+(\S+)\s*$", arg)
-        name = m.group(1) if m else None
+        name = check_name(m.group(1), example="/learn reviews.text as reviews") if m else None
         body = arg[:m.start()] if m else arg
         ns = self._ns()
         var, column, rest = parse_column_ref(body) if re.match(r"\s*[A-Za-z_]", body) else ("", None, body)
@@ -600,7 +599,7 @@ class ChatAssistant(ModelWidget):
             if where:
                 frame = select_rows(ref.frame, where, ns, f"'{var}'")
                 data = frame[column] if column is not None else frame
-            name = name or re.sub(r"\W+", "_", f"{var}_{column}" if column else var)
+            name = name or fresh_name(self.registry, f"{var}_{column}" if column else var)
             src = ["--df", var] + (["--column", _quote(column)] if column else []) \
                 + (["--where", _quote(where)] if where else [])
             what = f"{ref} ({len(data):,} rows{', where ' + where if where else ''})"
@@ -618,7 +617,7 @@ class ChatAssistant(ModelWidget):
                     raise DataError(f"{exc} (No file {patterns[0]!r} either.)") from None
             data = files(*patterns)
             paths = data.paths()                    # a DataError now for a pattern that matches nothing
-            name = name or re.sub(r"\W+", "_", os.path.splitext(paths[0].name)[0]) or "model"
+            name = name or fresh_name(self.registry, os.path.splitext(paths[0].name)[0])
             src = ["--file"] + [_quote(p) for p in patterns]
             what = f"{len(paths)} file{'s' if len(paths) != 1 else ''}"
         from .monitor import start_background_training
@@ -637,12 +636,15 @@ class ChatAssistant(ModelWidget):
         monitor.join()
         try:
             if monitor.model is None:
-                self._add("error", f"Training '{monitor.name}' failed: {monitor.error}")
+                stopped = (monitor.error or "").startswith("stopped")
+                self._add("system" if stopped else "error",
+                          f"Training '{monitor.name}' {monitor.error if stopped else 'failed: ' + str(monitor.error)}")
                 return
             got = getattr(monitor, "registered_as", None) or monitor.name
             ppl = monitor.model.meta.get("val_ppl")
             how = "stopped" if monitor.model.interrupted else "finished"
-            kept = f"; the earlier '{monitor.name}' is kept" if got != monitor.name else ""
+            placement = getattr(monitor, "placement", None)
+            kept = f"; {placement.note}" if placement is not None and placement.note else ""
             use = "" if self.name == got else f" /use {got} to answer with it."
             self._say(f"Training {how}: '{got}' is registered (validation perplexity "
                       f"{'n/a' if ppl is None else f'{ppl:,.1f}'}){kept}.{use}")
