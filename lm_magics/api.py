@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from .config import _LSTM_ONLY, GenerateConfig, TrainConfig, precision_override
-from .engine import memory, persistence
+from .engine import memory, persistence, schema
 from .engine.data import DataStats, fingerprint_span, prepare
 from .engine.distributed import Ranks, peak_rss_mb, process_group, require_torchrun
 from .engine.inference import Predictor
@@ -765,11 +765,21 @@ def load(path: Union[str, "os.PathLike[str]"], device: str = "cpu") -> LanguageM
 
     try:
         kind = ckpt["kind"]
+        # Field by field, before anything is built from the file (engine/schema.py): nothing that loads
+        # can fail later in a table, a summary or a generation.
+        schema.check_tokenizer(ckpt["tokenizer"])
+        schema.check_meta(ckpt["meta"])
+        schema.check_tensors(ckpt.get("state_dict"))
+        schema.check_tensors(ckpt.get("ngram"), "n-gram tables")
         tok = Tokenizer.from_dict(ckpt["tokenizer"])
         net = ngram = copy_index = None
         h = ckpt.get("hparams")
         n_params = _check_declared_sizes(h, ckpt["state_dict"], len(tok)) if kind != "ngram" else 0
         if isinstance(ckpt.get("ngram"), dict):
+            declared = ckpt["ngram"].get("vocab_size")
+            if declared != len(tok):     # compared before anything of that size is allocated
+                raise ValueError(f"its vocabulary has {len(tok):,} words but its n-gram declares "
+                                 f"{memory.fmt_count(declared) if isinstance(declared, int) else repr(declared)}")
             ngram = NGramModel.from_dict(ckpt["ngram"])   # checks shapes, ranges and key order
             if ngram.vocab_size != len(tok) or ngram.eos_id != tok.eos_id:
                 raise ValueError(f"its vocabulary has {len(tok):,} words but its n-gram counts "
