@@ -27,7 +27,7 @@ from .engine.data import DataStats, fingerprint_span, prepare
 from .engine.distributed import Ranks, peak_rss_mb, process_group, require_torchrun
 from .engine.inference import Predictor
 from .engine.model import LSTMLanguageModel, adaptive_cutoffs, build_network, network_hparams
-from .engine.outcome import Finishing, divergence, diverged_error
+from .engine.outcome import Finishing, divergence, diverged_error, worse_than_guessing
 from .engine.ngram import (CopyIndex, MixPredictor, NGramModel, NGramPredictor, copy_report, default_order,
                            fit_mix_weight, stream_rows)
 from .engine.tokenizer import EOS, Tokenizer
@@ -421,8 +421,8 @@ def train(data: Any, *, val_data: Any = None, init: Optional[LanguageModel] = No
     before the first step propagates (nothing was trained).
 
     A run that diverged raises ``TrainingDiverged`` (an LMError) instead of returning: its loss or weights
-    stopped being finite numbers, or its best validation perplexity is worse than guessing (above the
-    vocabulary size). The message says what to change (a smaller lr); the useless model is on the
+    stopped being finite numbers, or its best validation perplexity is far worse than guessing (above
+    twice the vocabulary size; a run just above it is kept, with a note). The message says what to change (a smaller lr); the useless model is on the
     exception as ``exc.model``, for inspection only.
 
     >>> model = lm.train("the cat sat on the mat.\\nthe dog sat on the log.", epochs=2, seed=0)  # doctest: +SKIP
@@ -537,6 +537,9 @@ def train(data: Any, *, val_data: Any = None, init: Optional[LanguageModel] = No
         error = diverged_error(why, cfg)
         error.model = LanguageModel(net, tokenizer, cfg, {"val_ppl": report.best_val_ppl, "diverged": why}, report)
         raise error
+    note = worse_than_guessing(report, len(tokenizer))
+    if note:
+        report.notes.append(note)
     if isinstance(corpus.train, np.memmap) and cfg.kind == "lstm" and (cfg.baseline or cfg.copy_window):
         # Both hold every n-gram / token run of the training stream in memory, on every rank: not for a
         # corpus that was streamed because it does not fit.

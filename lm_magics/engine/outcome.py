@@ -3,7 +3,8 @@
 Two rules live here, as pure functions of what the run produced:
 
 - **Divergence.** A run diverged when its loss or weights are not all finite numbers, or when its best
-  validation perplexity is worse than guessing (above the vocabulary size: a uniform guess among V words has perplexity V). A diverged run
+  validation perplexity is far worse than guessing (above GUESSING_FACTOR times the vocabulary size: a
+  uniform guess among V words has perplexity V). A diverged run
   is never a result: ``lm.train`` raises ``TrainingDiverged`` (the model is on the exception as
   ``.model`` for inspection), so nothing is registered over an existing model, written over an existing
   file, or reported as "Trained".
@@ -21,7 +22,13 @@ import torch
 
 from ..errors import TrainingDiverged
 
-__all__ = ["divergence", "diverged_error", "finite_weights", "Finishing"]
+# A uniform guess among V words has perplexity V; a freshly initialised network is about there, and a run
+# on a tiny text can end a little above it (its best epoch overfits a few dozen words). Twice V is beyond
+# what any run that learned anything ends at, and far below what a run that diverged does (1e21 under
+# lr=1e30 with clipping).
+GUESSING_FACTOR = 2.0
+
+__all__ = ["GUESSING_FACTOR", "worse_than_guessing", "divergence", "diverged_error", "finite_weights", "Finishing"]
 
 T = TypeVar("T")
 
@@ -42,9 +49,20 @@ def divergence(report: Any, net: Optional[torch.nn.Module], vocab_size: int) -> 
     # stay finite while the model is useless, which the validation perplexity shows. Judged on a validated
     # run only: one stopped after a few steps is near V by nature.
     best = getattr(report, "best_val_ppl", None)
-    if best is not None and getattr(report, "history", None) and best > vocab_size:
-        return (f"its best validation perplexity {best:,.0f} is worse than guessing among the "
+    if best is not None and getattr(report, "history", None) and best > GUESSING_FACTOR * vocab_size:
+        return (f"its best validation perplexity {best:,.0f} is far worse than guessing among the "
                 f"{vocab_size:,} words")
+    return None
+
+
+def worse_than_guessing(report: Any, vocab_size: int) -> Optional[str]:
+    """A note for a run whose best validation perplexity is above the vocabulary size but not by the
+    margin of a divergence (tiny texts can end near V): kept, with what to try."""
+    best = getattr(report, "best_val_ppl", None)
+    if best is not None and best > vocab_size:
+        cfg = report.config
+        return (f"validation perplexity {best:,.0f} is worse than guessing among the {vocab_size:,} words: "
+                f"lower lr ({cfg.optimizer} lr {cfg.lr:g}), train longer, or give more text")
     return None
 
 
