@@ -27,13 +27,14 @@ from .engine.data import DataStats, fingerprint_span, prepare
 from .engine.distributed import Ranks, peak_rss_mb, process_group, require_torchrun
 from .engine.inference import Predictor
 from .engine.model import LSTMLanguageModel, adaptive_cutoffs, build_network, network_hparams
-from .engine.outcome import Finishing, divergence, diverged_error, worse_than_guessing
+from .engine.outcome import Finishing, divergence, diverged_error, finite_weights, worse_than_guessing
 from .engine.ngram import (CopyIndex, MixPredictor, NGramModel, NGramPredictor, copy_report, default_order,
                            fit_mix_weight, stream_rows)
 from .engine.tokenizer import EOS, Tokenizer
 from .engine.training import (EpochInfo, StepInfo, TrainReport, auto_config, clone_model, fit, fit_to_data,
                               resolve_device)
 from .errors import ConfigError, DataError
+from .rules import clip_text
 
 if TYPE_CHECKING:
     from .display import Explanation, GroupComparison, ScoreReport
@@ -70,7 +71,17 @@ class LanguageModel:
         self.ngram, self.copy_index = ngram, copy_index
         self._make_predictor()
 
+    def _check_usable(self) -> None:
+        """A model whose weights are NaN or infinite (a diverged run, kept on TrainingDiverged.model) says so
+        in one line instead of failing inside torch's sampling."""
+        if getattr(self, "_finite", None) is None:
+            self._finite = finite_weights(self.net)
+        if not self._finite:
+            raise ConfigError("This model's weights are NaN or infinite (its training diverged); train it "
+                              "again with a smaller lr.")
+
     def _make_predictor(self) -> None:
+        self._finite: Optional[bool] = None       # checked on first use (_check_usable)
         kind = self.kind
         if kind == "ngram":
             self._predictor = NGramPredictor(self.ngram, self.tokenizer)
@@ -182,6 +193,7 @@ class LanguageModel:
         _check_flag(include_special, "include_special")
         if startswith is not None:
             _check_text(startswith, "startswith")
+        self._check_usable()
         return self._predictor.next_words(prefix, int(k), include_special, startswith)
 
     def generate(self, prefix: str = "", n_words: int = 20, temperature: float = 1.0, top_k: int = 0,
@@ -203,6 +215,7 @@ class LanguageModel:
         _check_generate(prefix, cfg)
         _check_flag(stop_at_eos, "stop_at_eos")
         _check_flag(include_prefix, "include_prefix")
+        self._check_usable()
         ids = self._predictor.generate(prefix, cfg, stop_at_eos=stop_at_eos)
         if stop_at_eos and ids and ids[-1] == self.tokenizer.eos_id:
             ids = ids[:-1]
@@ -230,6 +243,7 @@ class LanguageModel:
     def iter_generate(self, prefix: str, cfg: GenerateConfig, stop_at_eos: bool = True):
         """Yield the generated tokens one at a time (for streaming into a chat bubble)."""
         _check_generate(prefix, cfg)
+        self._check_usable()
         for i in self._predictor.generate(prefix, cfg, stop_at_eos=stop_at_eos):
             if i == self.tokenizer.eos_id:
                 return
@@ -969,13 +983,19 @@ def _binary_labels(df: Any, label: str, positive: Any) -> np.ndarray:
     if label not in df.columns:
         near = ", ".join(repr(c) for c in list(df.columns)[:10])
         raise DataError(f"No label column {label!r} in the DataFrame (columns: {near}).")
+    from .frames import check_hashable
+
     col = df[label]
     present = ~col.isna().to_numpy()
+    check_hashable(col[present].tolist(), f"Label column {label!r}")
     classes = list(dict.fromkeys(col[present].tolist()))
     if len(classes) > 2:
-        shown = ", ".join(repr(c) for c in classes[:5]) + (", ..." if len(classes) > 5 else "")
-        raise DataError(f"Label column {label!r} has {len(classes)} classes ({shown}); ROC AUC compares two: "
-                        f"make a two-class column first, e.g. df['is_x'] = df[{label!r}] == {classes[0]!r}.")
+        shown = ", ".join(clip_text(c, 30) for c in classes[:5]) + (", ..." if len(classes) > 5 else "")
+        make = (f"df = df.with_columns((pl.col({label!r}) == {clip_text(classes[0], 30)}).alias('is_x'))"
+                if type(df).__module__.startswith("polars") else
+                f"df['is_x'] = df[{label!r}] == {clip_text(classes[0], 30)}")
+        raise DataError(f"Label column {label!r} has {len(classes):,} classes ({shown}); ROC AUC compares two: "
+                        f"make a two-class column first, e.g. {make}.")
     if positive is None:
         if not all(isinstance(c, (bool, np.bool_)) for c in classes):
             raise ConfigError(f"Label column {label!r} is not boolean; name its positive class: --label {label} "
@@ -1100,6 +1120,9 @@ def compare_groups(df: Any, column: str, by: str, model: Optional[LanguageModel]
     from .engine.data import _is_missing
 
     texts, groups = text_col.to_list(), group_col.to_list()
+    from .frames import check_hashable
+
+    check_hashable([g for g in groups if not _is_missing(g)], f"Group column {by!r}")
     keep = [i for i, (t, g) in enumerate(zip(texts, groups)) if isinstance(t, str) and t.strip()
             and not _is_missing(g)]
     texts, groups = [texts[i] for i in keep], [groups[i] for i in keep]
