@@ -912,6 +912,10 @@ def score_frame(model: LanguageModel, df: Any, column: str, into: Optional[str] 
     bits_col = stem + "_bits"
     parts = _side_parts(model) if baseline else {}
     part_cols = {name: f"{stem}_{name}_ppl" for name in parts}
+    clash = [c for c in (ppl_col, bits_col, *part_cols.values()) if c in (column, label)]
+    if clash:   # a target that is also an input: --overwrite would replace the text (or the labels) itself
+        raise ConfigError(f"The score column {clash[0]!r} is also the {'text' if clash[0] == column else 'label'} "
+                          f"column; give another with --into NAME (into=...).")
     y = _binary_labels(df, label, positive) if label is not None else None
     if not overwrite:
         taken = [c for c in (ppl_col, bits_col, *part_cols.values()) if c in df.columns]
