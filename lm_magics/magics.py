@@ -213,7 +213,7 @@ class LMMagics(Magics):
 
     def _store(self, var: Optional[str], value: Any) -> None:
         """Put a result in the notebook variable var (None: only check that var is a valid name)."""
-        if var:
+        if var is not None:
             check_name(var, "result variable (-o VAR)", variable=True, example="-o result")
             if value is not None:
                 self._ns()[var] = value
@@ -272,7 +272,7 @@ class LMMagics(Magics):
         if args.continue_:   # train the named (or default) model further
             name, init = self._model(args.name)
         else:
-            name = args.name or self.default_model or "model"
+            name = args.name if args.name is not None else (self.default_model or "model")
         check_name(name, example="--name reviews")
         TrainConfig().replace(**options)     # check option values before anything starts
         if init is not None:
@@ -453,7 +453,8 @@ class LMMagics(Magics):
     def lm_load(self, line: str) -> api.LanguageModel:
         """Load a model file and make it the default model."""
         args = self._parse(self.lm_load, line)
-        name = args.name or os.path.splitext(os.path.basename(args.path))[0] or "model"
+        name = args.name if args.name is not None else (os.path.splitext(os.path.basename(args.path))[0] or "model")
+        check_name(name, example="--name reviews")
         model = api.load(args.path, device=self.device if self.device not in ("", "cpu") else "cpu")
         self.registry.set(name, model)
         print(f"Loaded '{name}' from {args.path}")
