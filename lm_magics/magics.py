@@ -149,7 +149,10 @@ class ModelTable:
         self.rows: List[Tuple[str, int, int, Optional[float]]] = []
         for name in registry.names():
             info = registry.get(name).info
-            self.rows.append((name, info["vocab_size"], info["parameters"], info["val_ppl"]))
+            ppl = info["val_ppl"]
+            # One model with an odd record (made by hand, not loaded: files are checked) never breaks the table.
+            ppl = float(ppl) if isinstance(ppl, (int, float)) and not isinstance(ppl, bool) else None
+            self.rows.append((name, int(info["vocab_size"]), int(info["parameters"] or 0), ppl))
 
     @property
     def names(self) -> List[str]:

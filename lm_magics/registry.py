@@ -31,7 +31,7 @@ from typing import Callable, Dict, List, Optional
 
 from .api import LanguageModel
 from .errors import ModelNotFoundError
-from .rules import check_name
+from .rules import check_name, clip_text
 
 __all__ = ["ModelRegistry", "Placement", "derived_name", "fresh_name", "get_registry", "register_run",
            "unvalidated"]
@@ -64,9 +64,14 @@ class ModelRegistry:
                 raise ModelNotFoundError("No model in this session yet. Train one with `%%lm_train` or load "
                                          "one with `%lm_load PATH`.")
             if key not in self._models:
-                have = ", ".join(f"'{n}'" for n in self._models) or "none"
-                raise ModelNotFoundError(f"No model named '{key}' (models: {have}). Train one with "
-                                         f"`%%lm_train --name {key}`, or run `%lm_models`.")
+                # What is echoed stays short whatever was typed and however many models there are.
+                names = list(self._models)
+                have = ", ".join(clip_text(n, 40) for n in names[:10]) or "none"
+                have += f", ... ({len(names):,} in all)" if len(names) > 10 else ""
+                shown = clip_text(key, 60)
+                train = f"`%%lm_train --name {key}`" if len(shown) == len(repr(key)) else "`%%lm_train --name NAME`"
+                raise ModelNotFoundError(f"No model named {shown} (models: {have}). Train one with "
+                                         f"{train}, or run `%lm_models`.")
             return self._models[key]
 
     def resolve(self, name: Optional[str] = None) -> str:

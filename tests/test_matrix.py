@@ -57,6 +57,13 @@ VARIABLE_TAKERS = {
     "%lm_explain -o": lambda env, v: env.line("lm_explain", f"--name m_lstm -o {q(v)} the cat sat"),
     "chat /export VAR": lambda env, v: env.chat(f"/export {v}"),
 }
+# Entry points that echo a name the user typed back in their message: run(env, value).
+ECHOERS = {
+    "%lm_complete --name": lambda env, v: env.line("lm_complete", f"--name {q(v)} the"),
+    "%lm_use": lambda env, v: env.line("lm_use", q(v)),
+    "chat /use": lambda env, v: env.chat(f"/use {v}"),
+    "api registry.get": lambda env, v: env.reg.get(v),
+}
 # Entry points that generate with a beam: kind -> run(env, kind, beam).
 BEAM_TAKERS = {
     "api generate": lambda env, k, b: env.models[k].generate("the", n_words=4, beam=b),
@@ -210,6 +217,12 @@ def test_every_variable_taker_refuses_every_bad_variable(env, taker, kind):
     one_line_refusal(lambda: VARIABLE_TAKERS[taker](env, value))
     assert env.state()[:2] == before[:2]
     assert {k: id(v) for k, v in env.shell.user_ns.items() if k in ns_before} == ns_before
+
+
+@pytest.mark.parametrize("taker", list(ECHOERS))
+def test_what_is_echoed_stays_short_whatever_was_typed(env, taker):
+    msg = one_line_refusal(lambda: ECHOERS[taker](env, "x" * 100_000))
+    assert len(msg) < 600, len(msg)
 
 
 @settings(max_examples=150, deadline=None)
