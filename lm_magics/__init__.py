@@ -19,7 +19,8 @@ def _run_as_command() -> bool:
 
 
 try:   # importing torch takes seconds: a Ctrl-C then, in the command line, is one line and exit 130
-    from .api import LanguageModel, compare_groups, explain, load, score_frame, train
+    from .analysis import compare_groups, explain, score_frame
+    from .api import LanguageModel, load, train
     from .config import GenerateConfig, TrainConfig
     from .engine.data import files
     from .engine.training import EpochInfo, StepInfo, StopTraining, TrainReport
