@@ -24,11 +24,12 @@ import numpy as np
 import torch
 
 from .config import _LSTM_ONLY, GenerateConfig, TrainConfig, precision_override
-from .engine import memory, persistence, planning
+from .engine import memory, persistence, planning, schema
 from .engine.data import DataStats, fingerprint_span, prepare
 from .engine.distributed import Ranks, peak_rss_mb, process_group, require_torchrun
 from .engine.inference import Predictor
 from .engine.model import LSTMLanguageModel, adaptive_cutoffs, build_network, network_hparams
+from .engine.outcome import Finishing, divergence, diverged_error, finite_weights, worse_than_guessing
 from .engine.ngram import (CopyIndex, MixPredictor, NGramModel, NGramPredictor, copy_report, default_order,
                            fit_mix_weight, stream_rows)
 from .engine.tokenizer import EOS, Tokenizer
@@ -68,7 +69,17 @@ class LanguageModel:
         self.ngram, self.copy_index = ngram, copy_index
         self._make_predictor()
 
+    def _check_usable(self) -> None:
+        """A model whose weights are NaN or infinite (a diverged run, kept on TrainingDiverged.model) says so
+        in one line instead of failing inside torch's sampling."""
+        if getattr(self, "_finite", None) is None:
+            self._finite = finite_weights(self.net)
+        if not self._finite:
+            raise ConfigError("This model's weights are NaN or infinite (its training diverged); train it "
+                              "again with a smaller lr.")
+
     def _make_predictor(self) -> None:
+        self._finite: Optional[bool] = None       # checked on first use (_check_usable)
         kind = self.kind
         if kind == "ngram":
             self._predictor = NGramPredictor(self.ngram, self.tokenizer)
@@ -180,6 +191,7 @@ class LanguageModel:
         _check_flag(include_special, "include_special")
         if startswith is not None:
             _check_text(startswith, "startswith")
+        self._check_usable()
         return self._predictor.next_words(prefix, int(k), include_special, startswith)
 
     def generate(self, prefix: str = "", n_words: int = 20, temperature: float = 1.0, top_k: int = 0,
@@ -201,6 +213,7 @@ class LanguageModel:
         _check_generate(prefix, cfg)
         _check_flag(stop_at_eos, "stop_at_eos")
         _check_flag(include_prefix, "include_prefix")
+        self._check_usable()
         ids = self._predictor.generate(prefix, cfg, stop_at_eos=stop_at_eos)
         if stop_at_eos and ids and ids[-1] == self.tokenizer.eos_id:
             ids = ids[:-1]
@@ -228,6 +241,7 @@ class LanguageModel:
     def iter_generate(self, prefix: str, cfg: GenerateConfig, stop_at_eos: bool = True):
         """Yield the generated tokens one at a time (for streaming into a chat bubble)."""
         _check_generate(prefix, cfg)
+        self._check_usable()
         for i in self._predictor.generate(prefix, cfg, stop_at_eos=stop_at_eos):
             if i == self.tokenizer.eos_id:
                 return
@@ -433,17 +447,23 @@ def train(data: Any, *, val_data: Any = None, init: Optional[LanguageModel] = No
     the same rows as its baseline unless ``baseline=False``, and a copy index unless ``copy_window=0``.
 
     Returns the trained LanguageModel; ``model.report`` tells what happened. A KeyboardInterrupt (or
-    StopTraining) after the first step ends training and returns the best model so far with
-    ``model.interrupted`` set; one before the first step propagates (nothing was trained).
+    StopTraining) after the first step, in the loop or in any phase after it (restoring the best weights,
+    the n-gram baseline, the mixture weight, the copy index), ends training and returns the best model so
+    far with ``model.interrupted`` set (the phases not finished are left out and named in a note); one
+    before the first step propagates (nothing was trained).
+
+    A run that diverged raises ``TrainingDiverged`` (an LMError) instead of returning: its loss or weights
+    stopped being finite numbers, or its best validation perplexity is far worse than guessing (above
+    twice the vocabulary size; a run just above it is kept, with a note). The message says what to change (a smaller lr); the useless model is on the
+    exception as ``exc.model``, for inspection only.
 
     >>> model = lm.train("the cat sat on the mat.\\nthe dog sat on the log.", epochs=2, seed=0)  # doctest: +SKIP
     """
     t_start = time.perf_counter()
     if init is not None and not isinstance(init, LanguageModel):
         raise ConfigError(f"init must be a LanguageModel (from lm.train or lm.load), got {type(init).__name__}.")
-    if init is not None and (init.kind == "ngram" or options.get("kind") == "ngram"):
-        raise ConfigError("An n-gram model cannot be continued; train a new one on all the text "
-                          "(it takes seconds).")
+    if init is not None:
+        _check_continuable(init, options.get("kind"))
     if config is not None and not isinstance(config, TrainConfig):
         raise ConfigError(f"config must be a TrainConfig (lm.TrainConfig(epochs=5, ...)), got {type(config).__name__}; "
                           f"or pass the options as keywords.")
@@ -575,12 +595,25 @@ def train(data: Any, *, val_data: Any = None, init: Optional[LanguageModel] = No
         if report.plan is first and on_plan is not None:
             on_plan(first)            # a run too short to time: the plan it had
         shards = ranks.gather(_shard_record(ranks, corpus, report)) if ranks.distributed else None
-    net = net.cpu()
-    if report.best_val_ppl is not None and report.best_val_ppl > len(tokenizer):
-        report.notes.append(f"validation perplexity {report.best_val_ppl:,.0f} is worse than guessing among the "
-                            f"{len(tokenizer):,} words: lower lr ({cfg.optimizer} lr {cfg.lr:g}), train longer, or "
-                            f"give more text")
-    extra = _mix_weight(net, tokenizer, corpus, cfg, report, ngram, baseline_val_ppl) if ngram is not None else {}
+    # From here to the return, a Ctrl-C keeps the trained run (as an interrupted one) whatever phase it
+    # cuts short; a diverged run is never returned (outcome.py has both rules). The n-gram baseline and the
+    # copy index were built before the first step; only the mixture weight is left.
+    fin = Finishing(report)
+    net = fin.run("moving it to the CPU", net.cpu, net)
+    why = divergence(report, net, len(tokenizer))
+    if why is not None:
+        error = diverged_error(why, cfg)
+        error.model = LanguageModel(net, tokenizer, cfg, {"val_ppl": report.best_val_ppl, "diverged": why}, report)
+        raise error
+    note = worse_than_guessing(report, len(tokenizer))
+    if note:
+        report.notes.append(note)
+    unfitted = {"mix_weight": 0.5, "mix_note": "Ctrl-C before the weight was fitted: a fixed weight of 0.5",
+                **({"baseline_val_ppl": baseline_val_ppl} if baseline_val_ppl is not None else {})}
+    extra = fin.run("the mixture weight",
+                    lambda: _mix_weight(net, tokenizer, corpus, cfg, report, ngram, baseline_val_ppl),
+                    unfitted) if ngram is not None else {}
+    fin.note()
     if report.plan is not None:
         cfg = cfg.replace(epochs=report.plan.epochs)      # the epochs the plan gave (the budget's, or all)
     report.config = cfg
@@ -753,6 +786,15 @@ FIXED_WHEN_CONTINUING = ("level", "lowercase", "min_freq", "max_vocab", "embed_d
                          "tie_weights", "softmax", "adaptive_threshold")
 
 
+def _check_continuable(init: Any, kind: Any = None) -> None:
+    """The one check of what can be continued, for lm.train(init=...) and every front-end's --continue."""
+    if not isinstance(init, LanguageModel):
+        raise ConfigError(f"init must be a LanguageModel (from lm.train or lm.load), got {type(init).__name__}.")
+    if init.kind == "ngram" or init.net is None or kind == "ngram":
+        raise ConfigError("An n-gram model cannot be continued; train a new one on all the text "
+                          "(it takes seconds).")
+
+
 def continue_config(init: LanguageModel, config: Optional[TrainConfig] = None, **options: Any) -> TrainConfig:
     """The settings for training ``init`` further: its structural settings, then the given ones that apply.
 
@@ -762,8 +804,7 @@ def continue_config(init: LanguageModel, config: Optional[TrainConfig] = None, *
     max_time, budget) are chosen afresh for the new text unless given; the rest (dropout, seq_len, seed, ...) are the model's
     unless given. ``config``'s fields that differ from TrainConfig's defaults count as given.
     """
-    if not isinstance(init, LanguageModel):
-        raise ConfigError(f"init must be a LanguageModel (from lm.train or lm.load), got {type(init).__name__}.")
+    _check_continuable(init, options.get("kind"))
     given_cfg = {}
     if config is not None:
         if not isinstance(config, TrainConfig):
@@ -823,11 +864,21 @@ def load(path: Union[str, "os.PathLike[str]"], device: str = "cpu") -> LanguageM
 
     try:
         kind = ckpt["kind"]
+        # Field by field, before anything is built from the file (engine/schema.py): nothing that loads
+        # can fail later in a table, a summary or a generation.
+        schema.check_tokenizer(ckpt["tokenizer"])
+        schema.check_meta(ckpt["meta"])
+        schema.check_tensors(ckpt.get("state_dict"))
+        schema.check_tensors(ckpt.get("ngram"), "n-gram tables")
         tok = Tokenizer.from_dict(ckpt["tokenizer"])
         net = ngram = copy_index = None
         h = ckpt.get("hparams")
         n_params = _check_declared_sizes(h, ckpt["state_dict"], len(tok)) if kind != "ngram" else 0
         if isinstance(ckpt.get("ngram"), dict):
+            declared = ckpt["ngram"].get("vocab_size")
+            if declared != len(tok):     # compared before anything of that size is allocated
+                raise ValueError(f"its vocabulary has {len(tok):,} words but its n-gram declares "
+                                 f"{memory.fmt_count(declared) if isinstance(declared, int) else repr(declared)}")
             ngram = NGramModel.from_dict(ckpt["ngram"])   # checks shapes, ranges and key order
             if ngram.vocab_size != len(tok) or ngram.eos_id != tok.eos_id:
                 raise ValueError(f"its vocabulary has {len(tok):,} words but its n-gram counts "

@@ -229,6 +229,7 @@ class TrainSummary:
     name: str
     model: Any               # the LanguageModel: its info, meta and report are read
     samples: List[Tuple[str, List[Tuple[str, float]]]] = field(default_factory=list)
+    note: str = ""           # what registering it did (registry.Placement.note): "replaced the earlier 'x' (...)"
 
     @property
     def report(self):
@@ -259,6 +260,8 @@ class TrainSummary:
         notes = list(self.report.notes) if self.report else []
         if self.interrupted:
             notes.insert(0, "Training was interrupted: the best model so far is kept and registered.")
+        if self.note:
+            notes.insert(0, self.note[0].upper() + self.note[1:] + ".")
         return notes
 
     def __repr__(self) -> str:
