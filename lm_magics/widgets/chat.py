@@ -442,8 +442,7 @@ class ChatAssistant(ModelWidget):
 
     def _report_unusual(self, report: Any, frame: Any, ref: Any, name: Optional[str], into: str, replace: bool,
                         top: int, baseline: bool) -> None:
-        self._written += [(weakref.ref(frame), c) for c in (report.ppl_column, report.bits_column,
-                                                              *(s.name for s in report.side.values()))]
+        self._written += [(weakref.ref(frame), c) for c in report.columns]
         code = " ".join(["%lm_score", "--df", ref.var, "--column", _quote(ref.column)]
                         + (["--name", _quote(name)] if name else [])
                         + (["--into", _quote(into)] if into != f"{ref.column}_ppl" else [])
@@ -505,7 +504,7 @@ class ChatAssistant(ModelWidget):
         n = 1
         while True:
             into = f"{column}_ppl" if n == 1 else f"{column}_{n}_ppl"
-            pair = (into, into[:-4] + "_bits", *(f"{into[:-4]}_{p}_ppl" for p in parts))
+            pair = (into, into[:-4] + "_bits", into[:-4] + "_unusual", *(f"{into[:-4]}_{p}_ppl" for p in parts))
             if not any(c in frame.columns and c not in own for c in pair):
                 return into, any(c in frame.columns for c in pair)
             n += 1
