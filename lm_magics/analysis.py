@@ -288,12 +288,23 @@ def _reason(model: LanguageModel, sig: dict, pos: int, text: str) -> Tuple[str, 
     if not combined_names:
         return "", pct
     top = max(combined_names, key=lambda s: pct[s])
-    what = f"{SIGNAL_NAMES[top]} (above {math.floor(100 * pct[top])}% of validation rows)"
-    if top == "knn" and sig.get("nearest") is not None and sig["nearest"][pos] >= 0:
-        what += f": distance {sig['knn'][pos]:.2f} to the nearest usual rows"
-    elif top == "unseen":
-        what += f": {int(sig['unseen_words'][pos])} unseen word(s)"
-    return what, pct
+    # Several signals past the 99th percentile: name them all (which of them is "the" one is noise).
+    strong = [s for s in combined_names if pct[s] >= 0.99]
+    if len(strong) >= 2:
+        names = "every signal" if len(strong) == len(combined_names) else ", ".join(SIGNAL_NAMES[s] for s in strong)
+        what = f"{names} (each above 99% of validation rows)"
+    else:
+        what = f"{SIGNAL_NAMES[top]} (above {math.floor(100 * pct[top])}% of validation rows)"
+    details = []
+    if top in ("max", "topk", "ppl") or len(strong) >= 2:
+        words = sorted(model.surprisal(text), key=lambda wb: -wb[1])[:2]
+        if words:
+            details.append("most surprising: " + ", ".join(f"{w!r} {b:.1f} bits" for w, b in words))
+    if "unseen" in ([top] + strong) and sig["unseen_words"][pos] > 0:
+        details.append(f"{int(sig['unseen_words'][pos])} unseen word(s)")
+    if "knn" in ([top] + strong) and "knn" in sig and math.isfinite(sig["knn"][pos]):
+        details.append(f"distance {sig['knn'][pos]:.2f} to the nearest usual rows")
+    return what + (f": {'; '.join(details)}" if details else ""), pct
 
 
 def scored_rows(model: LanguageModel, sig: dict, positions: Sequence[int], index: Any, texts: Any,

@@ -403,7 +403,7 @@ class ScoreReport:
         return f"Most unusual{by}", f"Least unusual{by}"
 
     def _unusual_cell(self, r: ScoredRow) -> str:
-        return f"  unusual {r.unusual:5.2f}" if self.unusual_column and math.isfinite(r.unusual) else ""
+        return f"  unusual {r.unusual:5.3f}" if self.unusual_column and math.isfinite(r.unusual) else ""
 
     def __repr__(self) -> str:
         lines = [self._headline()] + ([self._auc_line()] if self.auc else [])
@@ -440,7 +440,7 @@ class ScoreReport:
             why = title.startswith("Most")
             body = "".join(
                 f"<tr><td style='color:#888;padding:2px 6px;vertical-align:top'>{e(str(r.index))}</td>"
-                + (f"<td style='{cell}'>{r.unusual:,.2f}</td>" if self.unusual_column else "")
+                + (f"<td style='{cell}'>{r.unusual:,.3f}</td>" if self.unusual_column else "")
                 + f"<td style='{cell}'>{r.ppl:,.1f}</td>"
                 + "".join(f"<td style='{cell};color:#666'>{v:,.1f}</td>" for v in r.side.values())
                 + f"<td style='padding:2px 6px;max-width:520px'>{shade_words(r.words)}"
@@ -531,7 +531,7 @@ class Explanation:
         """The unusualness lines: score and strongest signal, percentiles, unseen words, nearest row, notes."""
         out = []
         if math.isfinite(self.unusual):
-            out.append(f"unusual {self.unusual:.2f}" + (f"; stands out by: {self.why}" if self.why else ""))
+            out.append(f"unusual {self.unusual:.3f}" + (f"; stands out by: {self.why}" if self.why else ""))
         elif self.why:
             out.append(self.why)
         if self.percentiles:

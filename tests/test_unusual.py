@@ -246,6 +246,18 @@ def test_a_model_that_learned_little_says_so(usual):
     assert any("learned little" in n for n in lm.explain(quick, rows[0]).notes)
     df = pd.DataFrame({"text": rows[:3]})
     assert any("learned little" in n for n in lm.score_frame(quick, df, "text", top=0).notes)
+    pytest.importorskip("ipywidgets")
+    from lm_magics.widgets.chat import ChatAssistant
+    from lm_magics.widgets.panel import CompletionPanel
+
+    panel = CompletionPanel(quick)
+    assert "learned little" in panel.status.value
+    panel.close()
+    chat = ChatAssistant(quick, user_ns={"orders": df})
+    for command in ("/explain order 12 for shoes", "/unusual orders.text top 1"):
+        chat.send(command)
+        assert "learned little" in chat.messages[-1]["text"], command
+    chat.close()
 
 
 def test_an_ngram_model_gets_the_signals_it_can_compute(usual):
