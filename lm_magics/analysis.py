@@ -38,7 +38,9 @@ SIGNAL_UNITS = {"ppl": "bits per token", "max": "bits", "topk": "bits", "unseen"
                 "ngram": "bits per token", "knn": "cosine distance"}
 COPIED_SHARE = 0.8       # a row whose token runs are at least this much training text counts as a copy
 NEAR_COPY_DISTANCE = 0.05   # ... and so does one this close (cosine distance) to an indexed training row
-LEARNED_LITTLE = 0.9     # best validation perplexity at least this share of the unigram's: learned little
+# Best validation perplexity at least this share of the unigram's: learned little (a trained LSTM is usually at
+# 0.3-0.6 of it; one stopped early at 0.85-1, where every position expects the same few frequent words).
+LEARNED_LITTLE = 0.8
 
 
 def score_frame(model: LanguageModel, df: Any, column: str, into: Optional[str] = None,
@@ -226,8 +228,9 @@ def combined(model: LanguageModel, sig: dict) -> Tuple[np.ndarray, List[str]]:
 
 
 def training_note(model: LanguageModel) -> str:
-    """A note when the model has learned little beyond word frequencies: its best validation perplexity
-    is near that of the unigram (training stopped in its first steps). "" otherwise, and when unknown."""
+    """A note when the model has learned little beyond word frequencies: its best validation perplexity is
+    at least LEARNED_LITTLE of the unigram's (training stopped early). "" otherwise, and when unknown.
+    The one helper behind the note in /explain, /unusual, %lm_score and the panel."""
     if not isinstance(model, LanguageModel) or model.kind == "ngram":
         return ""
     u = model.unusualness
@@ -235,8 +238,8 @@ def training_note(model: LanguageModel) -> str:
     if not isinstance(val, (int, float)) or not uni or not math.isfinite(val) or val < LEARNED_LITTLE * uni:
         return ""
     return (f"this model has learned little beyond word frequencies (validation perplexity {val:,.1f}, word "
-            f"frequencies alone {uni:,.1f}): it stopped in its first steps, so its word-by-word surprisal and "
-            f"expected words say little; train it longer (more epochs or a larger max_time)")
+            f"frequencies alone {uni:,.1f}): its word-by-word surprisal and expected words say little more than "
+            f"how common each word is; train it longer (more epochs or a larger max_time) or on more text")
 
 
 def copied_rows(sig: dict) -> np.ndarray:

@@ -267,7 +267,8 @@ def char_grams(texts: Sequence[str], sizes: Tuple[int, ...] = (3, 4, 5),
     if not len(texts):
         z = np.zeros(0, np.int64)
         return z, z, z
-    joined = "\x00".join(" " + " ".join(t.lower().split()) + " " for t in texts)
+    # NUL separates the rows (a NUL inside a text becomes a space).
+    joined = "\x00".join(" " + " ".join(t.replace("\x00", " ").lower().split()) + " " for t in texts)
     codes = _codes(joined)
     sep = codes == 0
     csep = np.concatenate([[0], np.cumsum(sep)])
