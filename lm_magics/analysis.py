@@ -296,6 +296,9 @@ def _reason(model: LanguageModel, sig: dict, pos: int, text: str) -> Tuple[str, 
     if len(strong) >= 2:
         names = "every signal" if len(strong) == len(combined_names) else ", ".join(SIGNAL_NAMES[s] for s in strong)
         what = f"{names} (each above 99% of validation rows)"
+    elif pct[top] < 0.9:
+        return (f"nothing stands out: its highest signal is the {SIGNAL_NAMES[top]} (above "
+                f"{math.floor(100 * pct[top])}% of validation rows)"), pct
     else:
         what = f"{SIGNAL_NAMES[top]} (above {math.floor(100 * pct[top])}% of validation rows)"
     details = []

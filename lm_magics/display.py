@@ -531,7 +531,8 @@ class Explanation:
         """The unusualness lines: score and strongest signal, percentiles, unseen words, nearest row, notes."""
         out = []
         if math.isfinite(self.unusual):
-            out.append(f"unusual {self.unusual:.3f}" + (f"; stands out by: {self.why}" if self.why else ""))
+            why = self.why if self.why.startswith(("nothing", "a (near) copy")) else f"stands out by: {self.why}"
+            out.append(f"unusual {self.unusual:.3f}" + (f"; {why}" if self.why else ""))
         elif self.why:
             out.append(self.why)
         if self.percentiles:
