@@ -31,11 +31,11 @@ from .engine.inference import Predictor
 from .engine.model import LSTMLanguageModel, adaptive_cutoffs, build_network, network_hparams
 from .engine.ngram import (CopyIndex, MixPredictor, NGramModel, NGramPredictor, copy_report, default_order,
                            fit_mix_weight, stream_rows)
-from .engine.tokenizer import EOS, Tokenizer
-from .engine.unusual import Unusualness, build_unusualness, encode_rows, rows_signals
 from .engine.novelty import NeighbourIndex
+from .engine.tokenizer import EOS, Tokenizer
 from .engine.training import (EpochInfo, StepInfo, TrainReport, auto_config, clone_model, fit, fit_to_data,
                               resolve_device)
+from .engine.unusual import Unusualness, build_unusualness, encode_rows, rows_signals
 from .errors import ConfigError, DataError
 
 __all__ = ["LanguageModel", "train", "load"]

@@ -32,6 +32,7 @@ Nothing here knows a model or a tokenizer: ``api.LanguageModel.signals`` feeds i
 from __future__ import annotations
 
 import math
+import re
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -57,6 +58,7 @@ RULES = ("mean", "max", "mean_tail")
 DEFAULT_RULE = "mean"
 
 _MUL = np.uint64(0x9E3779B97F4A7C15)
+_PUNCT = re.compile(r"([^\w\s])")
 _DIMS_BITS = 18
 _START, _END = 2, 3         # the spelling model's padding characters (control codes, never in words)
 
@@ -262,13 +264,15 @@ def _scipy_sparse():
 
 def char_grams(texts: Sequence[str], sizes: Tuple[int, ...] = (3, 4, 5),
                bits: int = _DIMS_BITS) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Hashed character n-grams of each text, lowercased and padded with a space each side:
-    (row, feature, count) triples sorted by (row, feature). All texts in one vectorised pass."""
+    """Hashed character n-grams of each text, normalised (lowercased, a space each side of every punctuation
+    mark, runs of whitespace as one space: "f(x)" and the tokenizer's "f (x)" read the same) and padded with
+    a space each side: (row, feature, count) triples sorted by (row, feature). All texts in one pass."""
     if not len(texts):
         z = np.zeros(0, np.int64)
         return z, z, z
     # NUL separates the rows (a NUL inside a text becomes a space).
-    joined = "\x00".join(" " + " ".join(t.replace("\x00", " ").lower().split()) + " " for t in texts)
+    joined = "\x00".join(" " + " ".join(_PUNCT.sub(r" \1 ", t.replace("\x00", " ")).lower().split()) + " "
+                         for t in texts)
     codes = _codes(joined)
     sep = codes == 0
     csep = np.concatenate([[0], np.cumsum(sep)])

@@ -63,26 +63,22 @@ class Unusualness:
 
 def encode_rows(tokenizer: Tokenizer, spelling: Optional[SpellingModel], values: Sequence[Optional[str]],
                 fallback_bits: float) -> Tuple[List[Optional[List[int]]], List[str], np.ndarray]:
-    """Rows -> (ids ending in <eos> or None, the texts as the tokenizer spells them for the neighbour
-    search, the novelty bits of every unseen token in row order). An unseen word keeps its spelling here
-    (``fallback_bits`` when it cannot be matched to its token)."""
+    """Rows -> (ids ending in <eos> or None, the texts for the neighbour search, the novelty bits of every
+    unseen token in row order). An unseen word keeps its spelling here (``fallback_bits`` when it cannot be
+    matched to its token). Only rows with an unseen word are split into words a second time."""
     encoded = [None if v is None else tokenizer.encode_line(v) for v in values]
     unk = tokenizer.unk_id
     words: List[str] = []
-    lost = 0
-    texts = []
+    texts = ["" if v is None else v for v in values]
     for v, ids in zip(values, encoded):
         if ids is None:
-            texts.append("")
             continue
-        toks = tokenizer.tokenize(v)
-        texts.append(tokenizer.join(toks))
         if unk in ids:
+            toks = tokenizer.tokenize(v)
             if len(toks) == len(ids) - 1:
                 words.extend(toks[j] for j, t in enumerate(ids[:-1]) if t == unk)
             else:   # the tokenizer split differently from encode: no spelling to score
                 words.extend([""] * ids.count(unk))
-                lost += 1
     if spelling is None:
         return encoded, texts, np.full(len(words), np.nan)
     bits = spelling.novelty_bits([w or "?" for w in words]) if words else np.zeros(0)
