@@ -224,7 +224,8 @@ def combined(model: LanguageModel, sig: dict) -> Tuple[np.ndarray, List[str]]:
     if cal is None:
         return sig["bits"], []
     present = {k: sig[k] for k in cal.signals if k in sig}
-    return cal.combine(present)
+    score, used = cal.combine(present)
+    return (score, used) if used else (sig["bits"], [])
 
 
 def training_note(model: LanguageModel) -> str:
