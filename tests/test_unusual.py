@@ -317,3 +317,14 @@ def test_group_words_are_case_folded_with_and_without_a_model(tiny_model):
     modelled = lm.compare_groups(df, "text", by="g", model=tiny_model)
     assert plain.table.loc["cats", "words"] == modelled.table.loc["cats", "words"]
     assert "cat" in plain.table.loc["cats", "words"] and "Cat" not in plain.table.loc["cats", "words"]
+
+
+def test_copy_coverage_is_the_share_of_a_rows_runs_seen_in_training():
+    from lm_magics.engine.ngram import CopyIndex
+
+    train = [np.arange(20), np.arange(100, 130)]
+    index = CopyIndex.build(train, [0, 1], window=4)
+    cover = index.coverage([list(range(20)), list(range(200, 220)), list(range(10)) + list(range(300, 310)), [1, 2]])
+    assert cover[0] == 1.0 and cover[1] == 0.0
+    assert 0.0 < cover[2] < 1.0
+    assert np.isnan(cover[3])                  # shorter than the window: cannot tell
