@@ -32,9 +32,11 @@ from .engine.model import LSTMLanguageModel, adaptive_cutoffs, build_network, ne
 from .engine.outcome import Finishing, divergence, diverged_error, finite_weights, worse_than_guessing
 from .engine.ngram import (CopyIndex, MixPredictor, NGramModel, NGramPredictor, copy_report, default_order,
                            fit_mix_weight, stream_rows)
+from .engine.novelty import NeighbourIndex
 from .engine.tokenizer import EOS, Tokenizer
 from .engine.planning import Plan
 from .engine.training import EpochInfo, StepInfo, TrainReport, clone_model, fit, resolve_device
+from .engine.unusual import CALIBRATION_ROWS, Unusualness, build_unusualness, encode_rows, rows_signals
 from .errors import ConfigError, DataError
 
 __all__ = ["LanguageModel", "train", "load"]
@@ -51,12 +53,15 @@ class LanguageModel:
     ``kind`` (``config.kind``) says what predicts: ``"lstm"`` (the network ``net``), ``"ngram"`` (the
     count model ``ngram``, no network) or ``"mix"`` (both, interpolated with ``meta["mix_weight"]``).
     An LSTM usually carries its n-gram baseline in ``ngram`` too (``model.baseline``), and ``copy_index``
-    holds what ``copies()`` needs (None when it was not kept or was stripped).
+    holds what ``copies()`` needs (None when it was not kept or was stripped). ``unusualness`` (the
+    spelling model for unseen words and the signals' calibration) and ``neighbours`` (the nearest-usual-row
+    index, which holds training text: ``strip()`` drops it) make the ``unusual`` score (None in older files).
     """
 
     def __init__(self, net: Optional[LSTMLanguageModel], tokenizer: Tokenizer, config: TrainConfig,
                  meta: Optional[dict] = None, report: Optional[TrainReport] = None, *,
-                 ngram: Optional[NGramModel] = None, copy_index: Optional[CopyIndex] = None):
+                 ngram: Optional[NGramModel] = None, copy_index: Optional[CopyIndex] = None,
+                 unusualness: Optional[Unusualness] = None, neighbours: Optional[NeighbourIndex] = None):
         if not (net is None or isinstance(net, torch.nn.Module)) or not isinstance(tokenizer, Tokenizer) \
                 or not isinstance(config, TrainConfig):
             raise ConfigError(f"LanguageModel(net, tokenizer, config) takes a network, a Tokenizer and a TrainConfig, "
@@ -67,6 +72,7 @@ class LanguageModel:
         self.meta = dict(meta or {})
         self.report = report
         self.ngram, self.copy_index = ngram, copy_index
+        self.unusualness, self.neighbours = unusualness, neighbours
         self._make_predictor()
 
     def _check_usable(self) -> None:
@@ -126,7 +132,8 @@ class LanguageModel:
     def _variant(self, kind: str) -> "LanguageModel":
         """The same network and n-gram predicting as another kind (shares weights; no copy)."""
         return LanguageModel(self.net, self.tokenizer, self.config.replace(kind=kind), self.meta, self.report,
-                             ngram=self.ngram, copy_index=self.copy_index)
+                             ngram=self.ngram, copy_index=self.copy_index, unusualness=self.unusualness,
+                             neighbours=self.neighbours)
 
     # --------------------------------------------------------------------------- copies
 
@@ -159,11 +166,12 @@ class LanguageModel:
         return [c for c in found if c["start"] + c["length"] > n_prefix]
 
     def strip(self, baseline: bool = False) -> "LanguageModel":
-        """Drop what holds pieces of the training rows, before sharing a model file: the copy index, and
+        """Drop what holds pieces of the training rows, before sharing a model file: the copy index and the
+        nearest-usual-row index (the ``knn`` signal then leaves the ``unusual`` score), and
         with ``baseline=True`` the n-gram baseline too (whose counts hold every n-gram of the rows; a
         'mix' model becomes an 'lstm'). An n-gram model is made of counts: strip keeps them. In place;
         returns the model."""
-        self.copy_index = None
+        self.copy_index = self.neighbours = None
         self.meta.pop("copy_check", None)
         if baseline and self.kind != "ngram" and self.ngram is not None:
             self.ngram = None
@@ -305,6 +313,48 @@ class LanguageModel:
                 bar.close()
         return out
 
+    def signals(self, texts: Any, progress: bool = True,
+                on_chunk: Optional[Callable[[int, int], None]] = None) -> dict:
+        """Every per-row signal of the ``unusual`` score, as numpy arrays over the rows (NaN for a
+        missing row): ``bits`` and ``ppl`` (the model's own mean bits per token: log2 of ``score``);
+        ``max``, ``topk``, ``unseen``, ``unseen_words`` and ``ngram`` (with an n-gram baseline), where
+        words the model never saw count at their novelty bits (``engine.novelty.SpellingModel``); ``knn``, ``nearest``, ``nearest_dist`` (with a neighbour
+        index) and ``copied`` (with a copy index). Chunk by chunk: memory stays flat."""
+        if isinstance(texts, str):
+            texts = [texts]
+        values = _values_with_missing(texts, DataStats())
+        u = self.unusualness
+        spelling = u.spelling if u is not None else None
+        fallback = u.unk_val_bits if u is not None else 0.0
+        ngram = self.ngram if self.kind != "ngram" else None
+        parts: List[dict] = []
+        bar = _score_bar(len(values)) if progress and len(values) > _SCORE_CHUNK_ROWS else None
+        try:
+            for a in range(0, len(values), _SCORE_CHUNK_ROWS):
+                chunk = values[a:a + _SCORE_CHUNK_ROWS]
+                encoded, spelled, novelty = encode_rows(self.tokenizer, spelling, chunk, fallback)
+                parts.append(rows_signals(encoded, novelty, self.tokenizer, self._predictor.encoded_nll, ngram,
+                                          self.neighbours, spelled, self.copy_index))
+                if bar is not None:
+                    bar.update(len(chunk))
+                if on_chunk is not None:          # (rows done, rows in all); may raise to stop the run
+                    on_chunk(a + len(chunk), len(values))
+        finally:
+            if bar is not None:
+                bar.close()
+        if not parts:
+            return {"bits": np.zeros(0)}
+        return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+    def unusual(self, texts: Any) -> Any:
+        """Per-text unusualness, higher = more unusual (a Series aligned to a Series input): the calibrated
+        signals combined by the model's rule (see ``lm_magics.score_frame``). NaN for a missing row; a model
+        without a calibration (an older file) gives its mean surprisal in bits."""
+        sig = self.signals(texts)
+        cal = self.unusualness.calibration if self.unusualness is not None else None
+        score = cal.combine(sig)[0] if cal is not None else sig["bits"]
+        return _like(texts, score, "unusual")
+
     # --------------------------------------------------------------------------- info & files
 
     @property
@@ -357,6 +407,10 @@ class LanguageModel:
             payload["ngram"] = self.ngram.to_dict()
         if self.copy_index is not None:
             payload["copies"] = self.copy_index.to_dict()
+        if self.unusualness is not None:
+            payload["unusual"] = self.unusualness.to_dict()
+        if self.neighbours is not None:
+            payload["neighbours"] = self.neighbours.to_dict()
         persistence.write_checkpoint(path, payload)
 
     def to(self, device: Union[str, torch.device]) -> "LanguageModel":
@@ -613,7 +667,6 @@ def train(data: Any, *, val_data: Any = None, init: Optional[LanguageModel] = No
     extra = fin.run("the mixture weight",
                     lambda: _mix_weight(net, tokenizer, corpus, cfg, report, ngram, baseline_val_ppl),
                     unfitted) if ngram is not None else {}
-    fin.note()
     if report.plan is not None:
         cfg = cfg.replace(epochs=report.plan.epochs)      # the epochs the plan gave (the budget's, or all)
     report.config = cfg
@@ -636,7 +689,10 @@ def train(data: Any, *, val_data: Any = None, init: Optional[LanguageModel] = No
     if shards is not None:
         meta["ddp"] = {"world_size": ranks.world, "backend": ranks.backend, "shards": shards}
     meta.update(extra, provenance=prov)
-    return LanguageModel(net, tokenizer, cfg, meta, report, ngram=ngram, copy_index=copy_index)
+    model = LanguageModel(net, tokenizer, cfg, meta, report, ngram=ngram, copy_index=copy_index)
+    fin.run("the unusual score's calibration", lambda: _add_unusualness(model, corpus), None)
+    fin.note()
+    return model
 
 
 def _train_ngram(corpus: Any, tokenizer: Tokenizer, cfg: TrainConfig, notes: List[str], t_start: float,
@@ -659,7 +715,9 @@ def _train_ngram(corpus: Any, tokenizer: Tokenizer, cfg: TrainConfig, notes: Lis
         "train_elapsed": round(elapsed, 3), "trained_at": time.strftime("%Y-%m-%dT%H:%M:%S"), "runs": 1,
         "interrupted": False, "provenance": prov,
     }
-    return LanguageModel(None, tokenizer, cfg, meta, report, ngram=ng, copy_index=_copy_index(corpus, cfg))
+    model = LanguageModel(None, tokenizer, cfg, meta, report, ngram=ng, copy_index=_copy_index(corpus, cfg))
+    _add_unusualness(model, corpus)
+    return model
 
 
 def _count_baseline(tokenizer: Tokenizer, corpus: Any, cfg: TrainConfig) -> Tuple[NGramModel, Optional[float]]:
@@ -688,7 +746,10 @@ def _after_training_s(cfg: TrainConfig, corpus: Any, step_s: float) -> float:
     mix = 0.0
     if cfg.baseline and corpus.val.size > 0 and corpus.val is not corpus.train:
         mix = planning.val_seconds(min(int(corpus.val.size), _MIX_FIT_TOKENS), cfg, step_s)
-    return mix + 0.3
+    # The unusual score's calibration scores up to CALIBRATION_ROWS validation rows with the LSTM.
+    row_tokens = corpus.stats.train_tokens / max(1, corpus.stats.train_rows)
+    calib = planning.val_seconds(int(min(corpus.val.size, CALIBRATION_ROWS * row_tokens)), cfg, step_s)
+    return mix + calib + 0.3
 
 
 def _mix_weight(net: LSTMLanguageModel, tokenizer: Tokenizer, corpus: Any, cfg: TrainConfig,
@@ -711,6 +772,18 @@ def _mix_weight(net: LSTMLanguageModel, tokenizer: Tokenizer, corpus: Any, cfg: 
     if cfg.kind == "mix":
         report.notes.append(f"mixture: LSTM weight {extra['mix_weight']:.2f} ({extra['mix_note']})")
     return extra
+
+
+def _add_unusualness(model: LanguageModel, corpus: Any) -> None:
+    """The unusual score's parts (engine.unusual.build_unusualness): the spelling model for unseen words, the
+    nearest-usual-row index and each signal's calibration on the validation rows. A second or so."""
+    held_out = corpus.val.size > 0 and corpus.val is not corpus.train
+    u, index, notes = build_unusualness(model.tokenizer, corpus.train, corpus.val, corpus.train_row_numbers,
+                                        model._predictor.encoded_nll, model.ngram if model.kind != "ngram" else None,
+                                        model.copy_index, model.config.seed, held_out)
+    model.unusualness, model.neighbours = u, index
+    if model.report is not None:
+        model.report.notes.extend(notes)
 
 
 def _copy_index(corpus: Any, cfg: TrainConfig) -> Optional[CopyIndex]:
@@ -885,6 +958,7 @@ def load(path: Union[str, "os.PathLike[str]"], device: str = "cpu") -> LanguageM
                                  f"{ngram.vocab_size:,}")
         if isinstance(ckpt.get("copies"), dict):
             copy_index = CopyIndex.from_dict(ckpt["copies"])
+        unusualness, neighbours = _unusual_fields(ckpt, tok)
         cfg = TrainConfig.from_dict(ckpt["config"], kind=kind)
     except Exception as exc:
         raise damaged(exc) from None
@@ -904,8 +978,22 @@ def load(path: Union[str, "os.PathLike[str]"], device: str = "cpu") -> LanguageM
             raise damaged(exc) from None
     else:
         cfg = cfg.replace(level=tok.level, lowercase=tok.lowercase, min_freq=tok.min_freq, max_vocab=tok.max_vocab)
-    model = LanguageModel(net, tok, cfg, ckpt["meta"], ngram=ngram, copy_index=copy_index)
+    model = LanguageModel(net, tok, cfg, ckpt["meta"], ngram=ngram, copy_index=copy_index, unusualness=unusualness,
+                          neighbours=neighbours)
     return model.to(device) if device != "cpu" else model
+
+
+def _unusual_fields(ckpt: dict, tok: Tokenizer) -> Tuple[Optional[Unusualness], Optional[NeighbourIndex]]:
+    """The unusual score's fields of a model file, each checked (Unusualness.from_dict and
+    NeighbourIndex.from_dict check types, finiteness and sizes; a ValueError names the bad field). A file
+    without them (older ones) loads without them."""
+    raw_u, raw_n = ckpt.get("unusual"), ckpt.get("neighbours")
+    if raw_u is not None and not isinstance(raw_u, dict):
+        raise ValueError("its unusualness field is not a table")
+    if raw_n is not None and not isinstance(raw_n, dict):
+        raise ValueError("its neighbour index is not a table")
+    return (None if raw_u is None else Unusualness.from_dict(raw_u),
+            None if raw_n is None else NeighbourIndex.from_dict(raw_n))
 
 
 def _check_declared_sizes(h: dict, state_dict: dict, n_words: int) -> int:

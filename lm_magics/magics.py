@@ -479,7 +479,12 @@ class LMMagics(Magics):
               help="a boolean column (or any, with --positive): report the ROC AUC of each score side by side "
                    "(rows without a label are left out)")
     @argument("--positive", metavar="VALUE", default=None, help="the positive class of --label")
-    @argument("--top", type=int, default=5, metavar="N", help="show the N most and least surprising rows "
+    @argument("--signal", default="unusual", choices=analysis.SIGNAL_CHOICES,
+              help="rank the rows by one signal of the unusualness and write its column NEWCOL stem + _SIGNAL: "
+                   "ppl (mean surprisal), max (most surprising word), topk (top-3 words), unseen (words never "
+                   "seen), ngram (the n-gram baseline), knn (distance to the nearest usual rows), all (every "
+                   "signal's column) [default: unusual, the combined score]")
+    @argument("--top", type=int, default=5, metavar="N", help="show the N most and least unusual rows "
                                                               "[default: 5]")
     @argument("-o", "--output", metavar="VAR", default=None, help="also store the report in VAR")
     @line_magic
@@ -487,8 +492,10 @@ class LMMagics(Magics):
     def lm_score(self, line: str) -> Any:
         """Score each row of a DataFrame text column with a language model.
 
-        Writes perplexity and bits per token as new columns (missing rows: NaN) and returns a report of
-        the most and least surprising rows, e.g. ``%lm_score --df reviews --column text --top 3``.
+        Writes perplexity, bits per token and the unusualness (COL_unusual: the model's signals, each
+        calibrated on its validation rows, combined; higher = more unusual) as new columns (missing rows:
+        NaN) and returns a report of the most and least unusual rows with why each stands out, e.g.
+        ``%lm_score --df reviews --column text --top 3``.
         """
         args = self._parse(self.lm_score, line)
         self._store(args.output, None)
@@ -500,7 +507,8 @@ class LMMagics(Magics):
         if args.positive is not None and args.label is None:
             raise ConfigError("--positive needs --label COL (the column it is a value of).")
         report = analysis.score_frame(model, df, args.column, into=args.into, overwrite=args.overwrite, top=args.top,
-                                 model_name=name, baseline=args.baseline, label=args.label, positive=args.positive)
+                                 model_name=name, baseline=args.baseline, label=args.label, positive=args.positive,
+                                 signal=args.signal)
         self._store(args.output, report)
         return report
 

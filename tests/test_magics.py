@@ -560,7 +560,7 @@ def test_train_ngram_kind_and_score_beside_a_baseline(shell, ns, tiny_text, tiny
     ns["frame"] = pd.DataFrame({"text": ["The cat sat on the mat.", "import os, sys"] * 3,
                                 "code": [False, True] * 3})
     report = shell.run_line_magic("lm_score", "--name withbase --df frame --column text --baseline --label code")
-    assert set(report.auc) == {"lstm", "ngram", "mix"} and "text_ngram_ppl" in ns["frame"].columns
+    assert set(report.auc) == {"unusual", "lstm", "ngram", "mix"} and "text_ngram_ppl" in ns["frame"].columns
     assert "is an n-gram itself" in _usage(shell, "lm_score", "--name ng --df frame --column text --baseline "
                                            "--overwrite")
     assert "--positive needs --label" in _usage(shell, "lm_score", "--name withbase --df frame --column text "

@@ -415,6 +415,33 @@ class CopyIndex:
             i += 1
         return out
 
+    def coverage(self, encoded: Sequence[Sequence[int]]) -> np.ndarray:
+        """For each row of ids (no <eos>): the share of its runs of ``window`` tokens that repeat a run of a
+        training row (1.0: every run was in the training text); NaN for a row shorter than the window (or
+        none of whose runs the index samples). All rows in one vectorised pass."""
+        n = len(encoded)
+        out = np.full(n, np.nan)
+        lens = np.fromiter((len(e) for e in encoded), dtype=np.int64, count=n)
+        if n == 0 or lens.sum() < self.window:
+            return out
+        flat = np.fromiter((i for e in encoded for i in e), dtype=np.int64, count=int(lens.sum()))
+        h = _window_hashes(flat, self.window)
+        row = np.repeat(np.arange(n), lens)[: len(h)]
+        ends = np.cumsum(lens)
+        ok = np.arange(len(h)) + self.window <= ends[row]          # windows inside one row
+        if self.every > 1:
+            ok &= h % np.uint64(self.every) == 0                     # the index keeps only these
+        h, row = h[ok].view(np.int64), row[ok]
+        if self.hashes.size:
+            j = np.minimum(np.searchsorted(self.hashes, h), len(self.hashes) - 1)
+            hit = self.hashes[j] == h
+        else:
+            hit = np.zeros(len(h), bool)
+        total = np.bincount(row, minlength=n)
+        found = np.bincount(row, weights=hit.astype(float), minlength=n)
+        out[total > 0] = found[total > 0] / total[total > 0]
+        return out
+
     @property
     def nbytes(self) -> int:
         return int(self.hashes.nbytes + self.rows.nbytes)
