@@ -456,6 +456,7 @@ def print_set(set_name: str, results: List[Result]) -> None:
               f"{int(sp.y.sum())} anomalies ({sp.y.mean():.1%}); val ppl {r.val_ppl:.1f}; "
               f"train {r.train_s:.0f}s, LSTM+kNN scoring {r.score_s:.0f}s, sklearn {r.base_s:.0f}s")
     w = max(len(c) for c in cols + ["mean"]) + 1
+    w = max(w, 7)                               # a cell is 0.000/0.000: 11 characters and a space
     header = f"{'method':<20}" + "".join(f"{c:>{w + 6}}" for c in cols) + (f"{'mean':>{w + 6}}" if len(cols) > 1 else "")
     print(header)
     for m in METHODS:
