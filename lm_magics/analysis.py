@@ -19,6 +19,7 @@ import numpy as np
 from .api import LanguageModel
 from .engine.tokenizer import Tokenizer
 from .errors import ConfigError, DataError
+from .rules import clip_text
 
 if TYPE_CHECKING:
     from .display import Explanation, GroupComparison, ScoreReport
@@ -67,6 +68,10 @@ def score_frame(model: LanguageModel, df: Any, column: str, into: Optional[str] 
     bits_col = stem + "_bits"
     parts = side_parts(model) if baseline else {}
     part_cols = {name: f"{stem}_{name}_ppl" for name in parts}
+    clash = [c for c in (ppl_col, bits_col, *part_cols.values()) if c in (column, label)]
+    if clash:   # a target that is also an input: --overwrite would replace the text (or the labels) itself
+        raise ConfigError(f"The score column {clash[0]!r} is also the {'text' if clash[0] == column else 'label'} "
+                          f"column; give another with --into NAME (into=...).")
     y = _binary_labels(df, label, positive) if label is not None else None
     if not overwrite:
         taken = [c for c in (ppl_col, bits_col, *part_cols.values()) if c in df.columns]
@@ -138,13 +143,19 @@ def _binary_labels(df: Any, label: str, positive: Any) -> np.ndarray:
     if label not in df.columns:
         near = ", ".join(repr(c) for c in list(df.columns)[:10])
         raise DataError(f"No label column {label!r} in the DataFrame (columns: {near}).")
+    from .frames import check_hashable
+
     col = df[label]
     present = ~col.isna().to_numpy()
+    check_hashable(col[present].tolist(), f"Label column {label!r}")
     classes = list(dict.fromkeys(col[present].tolist()))
     if len(classes) > 2:
-        shown = ", ".join(repr(c) for c in classes[:5]) + (", ..." if len(classes) > 5 else "")
-        raise DataError(f"Label column {label!r} has {len(classes)} classes ({shown}); ROC AUC compares two: "
-                        f"make a two-class column first, e.g. df['is_x'] = df[{label!r}] == {classes[0]!r}.")
+        shown = ", ".join(clip_text(c, 30) for c in classes[:5]) + (", ..." if len(classes) > 5 else "")
+        make = (f"df = df.with_columns((pl.col({label!r}) == {clip_text(classes[0], 30)}).alias('is_x'))"
+                if type(df).__module__.startswith("polars") else
+                f"df['is_x'] = df[{label!r}] == {clip_text(classes[0], 30)}")
+        raise DataError(f"Label column {label!r} has {len(classes):,} classes ({shown}); ROC AUC compares two: "
+                        f"make a two-class column first, e.g. {make}.")
     if positive is None:
         if not all(isinstance(c, (bool, np.bool_)) for c in classes):
             raise ConfigError(f"Label column {label!r} is not boolean; name its positive class: --label {label} "
@@ -269,6 +280,9 @@ def compare_groups(df: Any, column: str, by: str, model: Optional[LanguageModel]
     from .engine.data import _is_missing
 
     texts, groups = text_col.to_list(), group_col.to_list()
+    from .frames import check_hashable
+
+    check_hashable([g for g in groups if not _is_missing(g)], f"Group column {by!r}")
     keep = [i for i, (t, g) in enumerate(zip(texts, groups)) if isinstance(t, str) and t.strip()
             and not _is_missing(g)]
     texts, groups = [texts[i] for i in keep], [groups[i] for i in keep]

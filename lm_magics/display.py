@@ -229,6 +229,7 @@ class TrainSummary:
     name: str
     model: Any               # the LanguageModel: its info, meta and report are read
     samples: List[Tuple[str, List[Tuple[str, float]]]] = field(default_factory=list)
+    note: str = ""           # what registering it did (registry.Placement.note): "replaced the earlier 'x' (...)"
 
     @property
     def report(self):
@@ -248,7 +249,8 @@ class TrainSummary:
         if r is not None:
             facts += [
                 ("epochs", f"{len(r.history)} ({r.stop_reason}), {r.steps:,} steps, best epoch {r.best_epoch or 'n/a'}"),
-                ("time", f"{r.elapsed:.1f} s training, {r.tokens_per_s:,.0f} tokens/s, {r.precision} on {r.device}"),
+                ("time", f"{r.elapsed:.1f} s training, {r.tokens_per_s:,.0f} tokens/s, {r.precision} on {r.device}"
+                         + (f", {r.threads} thread{'s' if r.threads != 1 else ''}" if getattr(r, "threads", None) else "")),
             ]
         facts.append(("data", f"{_fmt_int(m.get('rows'))} rows ({_fmt_int(m.get('missing'))} missing), "
                               f"{_fmt_int(m.get('tokens'))} training / {_fmt_int(m.get('val_tokens'))} validation tokens"))
@@ -258,6 +260,8 @@ class TrainSummary:
         notes = list(self.report.notes) if self.report else []
         if self.interrupted:
             notes.insert(0, "Training was interrupted: the best model so far is kept and registered.")
+        if self.note:
+            notes.insert(0, self.note[0].upper() + self.note[1:] + ".")
         return notes
 
     def __repr__(self) -> str:

@@ -18,7 +18,8 @@ __all__ = ["TrainProgress"]
 
 # Runs that end before the planned last step and are still a success: the bar stays short but is not
 # an error (tqdm's notebook bar turns red when closed short).
-_ENDED_EARLY = {"early stop": "early stop after epoch {epoch}", "max_time": "time limit, epoch {epoch}"}
+_ENDED_EARLY = {"early stop": "early stop after epoch {epoch}", "max_time": "time limit, epoch {epoch}",
+                "budget": "time budget, epoch {epoch}"}
 
 
 class TrainProgress:

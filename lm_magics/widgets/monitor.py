@@ -24,7 +24,7 @@ from ..config import TrainConfig
 from ..display import interrupted_text, sparkline_svg
 from ..engine.training import EpochInfo, StepInfo, StopTraining
 from ..errors import ConfigError, LMError
-from ..registry import ModelRegistry, get_registry
+from ..registry import ModelRegistry, Placement, get_registry, register_run
 from ._base import _close_tree, _shell, error_text, esc
 
 __all__ = ["TrainingMonitor", "start_background_training"]
@@ -48,6 +48,8 @@ class TrainingMonitor:
         self.min_interval = 1.0 / max_updates_per_s if max_updates_per_s > 0 else 0.0
         self.model: Optional[LanguageModel] = None
         self.registered_as: Optional[str] = None
+        self.placement: Optional[Placement] = None     # where register_run put it, and its note
+        self._before_first_step = False
         self.error: Optional[str] = None
         self.step: Optional[StepInfo] = None
         self.epochs: List[EpochInfo] = []
@@ -120,14 +122,21 @@ class TrainingMonitor:
 
     def _run(self) -> None:
         try:
+            if self._stop.is_set():
+                raise StopTraining("stopped before the run began")
             model = train(self.data, init=self.continue_from, on_step=self._on_step, on_epoch=self._on_epoch,
                           **self.options)
-            # Observers (panels, chats) of the name switch to a finished model; a stopped one never
-            # replaces the model that has the name.
-            self.registered_as = self.registry.set(self.name, model, replace=not model.interrupted)
+            if self._before_first_step:      # Stop came before the first step: nothing changes
+                raise StopTraining("stopped before the first step")
+            # The rule for runs (registry.register_run): observers (panels, chats) of the name switch to a
+            # finished model; a stopped one never replaces the model that has the name, and one stopped
+            # before its first validation is kept aside, not made the default.
+            self.placement = register_run(self.registry, self.name, model)
+            self.registered_as = self.placement.name
             self.model = model
         except StopTraining:
-            self.error = "stopped before the first step: no model was registered"
+            self.error = "stopped before the first step: nothing was registered and nothing changed"
+            self.stats.value = ""            # no "starting…" above "stopped"
         except Exception as exc:  # noqa: BLE001 - shown in the widget; the session keeps going
             self.error = error_text(exc)
             if not isinstance(exc, LMError):     # a bug: keep the whole traceback visible
@@ -141,6 +150,7 @@ class TrainingMonitor:
 
     def _on_step(self, info: StepInfo) -> None:
         if self._stop.is_set():
+            self._before_first_step = self.step is None    # pressed before any step had been shown
             raise StopTraining("stopped from the monitor")
         self.step = info
         self.losses.append(info.loss)
@@ -170,6 +180,8 @@ class TrainingMonitor:
             self.curve.value = sparkline_svg(_thin(self.losses), label="training loss")
         if not final:
             return
+        if s is None:
+            self.stats.value = ""                 # never "starting…" above how the run ended
         self.stop_button.disabled = True
         self.stop_button.description = "Stop"
         self.stop_button.button_style = ""        # a finished run's disabled Stop is grey, not red
@@ -178,11 +190,14 @@ class TrainingMonitor:
             if not m.interrupted:
                 self.progress.bar_style = "success"
             how = "stopped" if m.interrupted else _how_it_ended(m)
-            kept = "" if self.registered_as == self.name else f"; the earlier <b>{esc(self.name)}</b> is kept"
+            note = self.placement.note if self.placement is not None else ""
+            kept = f"; {esc(note)}" if note else ""
             self.status.value = (f"<span class='lm-status lm-done'>{esc(how)}: best model registered as "
                                  f"<b>{esc(self.registered_as)}</b> ({esc(_best_text(m))}){kept}</span>")
             if m.report is not None:
                 self.curve.value = sparkline_svg(_thin(m.report.losses), label="training loss")
+        elif self._stop.is_set() and self.error and self.error.startswith("stopped"):
+            self.status.value = f"<span class='lm-status lm-done'>{esc(self.error)}</span>"
         else:
             self.status.value = f"<span class='lm-error' style='color:#c00'>Error: {esc(self.error)}</span>"
 
@@ -197,7 +212,9 @@ class TrainingMonitor:
             earlier = self.registry.get(self.name).meta.get("val_ppl") if self.name in self.registry else None
             return interrupted_text("stopped", self.model.report.steps, f"'{self.registered_as}'",
                                     self.model.meta.get("val_ppl"), f"'{self.name}'", earlier)
-        return f"training '{self.name}' {'stopped' if self.model.interrupted else _how_it_ended(self.model)}"
+        note = self.placement.note if self.placement is not None else ""
+        return (f"training '{self.name}' {'stopped' if self.model.interrupted else _how_it_ended(self.model)}"
+                + (f"; {note}" if note else ""))
 
     def __repr__(self) -> str:
         return f"TrainingMonitor({self.summary()})"
