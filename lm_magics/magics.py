@@ -15,12 +15,13 @@ that says what to do; anything else is a bug and keeps its traceback. Models liv
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib
 import os
 import shlex
 import sys
-from typing import Any, Callable, List, Optional, Tuple
+from typing import Any, Callable, Iterator, List, Optional, Tuple
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, line_magic, magics_class
@@ -33,7 +34,8 @@ from .config import GenerateConfig, TrainConfig, add_arguments, check_parsed, gi
 from .display import Completions, Generation, TrainSummary, _e, _fmt_ppl, interrupted_text
 from .errors import ConfigError, DataError, Interrupted, LMError
 from .engine.data import files
-from .frames import is_dataframe, lookup, text_rows
+from .frames import column_of, is_dataframe, lookup, text_rows
+from .progress import WorkProgress, accepts, measure_scoring
 from .registry import ModelRegistry, get_registry
 
 __all__ = ["LMMagics", "ModelTable", "load_ipython_extension", "unload_ipython_extension"]
@@ -125,6 +127,41 @@ def _provenance(args: Any) -> dict:
 def _name_of(registry: ModelRegistry, model: Optional[api.LanguageModel]) -> Optional[str]:
     """The name model is registered under, if it is."""
     return next((n for n in registry.names() if model is not None and registry.get(n) is model), None)
+
+
+LONG_COMMAND_S = 3.0     # %lm_score / %lm_compare estimated to take longer show a progress bar at once
+_ESTIMATE_FROM_ROWS = 200   # fewer rows are scored in well under a second: no estimate, no bar
+
+
+@contextlib.contextmanager
+def _long_command(model: Optional[api.LanguageModel], df: Any, column: str, passes: int,
+                  desc: str) -> Iterator[Any]:
+    """A WorkProgress bar (``bar.on_chunk`` for the work's progress) when scoring df[column] with model is
+    estimated to take more than LONG_COMMAND_S, shown before the work starts; else None. A column that
+    cannot be read is left for the work itself to report."""
+    bar = None
+    if model is not None:
+        try:
+            texts = column_of(df, column).to_list()
+        except (LMError, AttributeError, TypeError):
+            texts = []
+        if len(texts) >= _ESTIMATE_FROM_ROWS:
+            seconds = estimate_seconds(model, texts, passes)
+            if seconds > LONG_COMMAND_S:
+                bar = WorkProgress(len(texts), seconds, desc=f"{desc} '{column}':")
+    try:
+        yield bar
+    except BaseException:
+        if bar is not None:
+            bar.close(discard=True)
+        raise
+    if bar is not None:
+        bar.close()
+
+
+def estimate_seconds(model: api.LanguageModel, texts: List[Any], passes: int = 1) -> float:
+    """Seconds that scoring texts with model is expected to take (see progress.measure_scoring)."""
+    return measure_scoring(model, texts, passes)
 
 
 def _is_comments(cell: str) -> bool:
@@ -285,8 +322,10 @@ class LMMagics(Magics):
         progress = None if (args.quiet or self.quiet) else TrainProgress(desc=f"training '{name}'")
         model = placed = None
         try:
+            plan = {"on_plan": progress.on_plan} if progress is not None and accepts(api.train, "on_plan") else {}
             model = api.train(data, init=init, on_step=progress and progress.on_step,
-                              on_epoch=progress and progress.on_epoch, provenance=_provenance(args), **options)
+                              on_epoch=progress and progress.on_epoch, provenance=_provenance(args), **plan,
+                              **options)
             if progress is not None:
                 progress.close(model.report.stop_reason if model.report else "")
             # An interrupted run never replaces the model that has its name (it gets name_interrupted).
@@ -482,8 +521,11 @@ class LMMagics(Magics):
         name, model = self._model(args.name)
         if args.positive is not None and args.label is None:
             raise ConfigError("--positive needs --label COL (the column it is a value of).")
-        report = api.score_frame(model, df, args.column, into=args.into, overwrite=args.overwrite, top=args.top,
-                                 model_name=name, baseline=args.baseline, label=args.label, positive=args.positive)
+        passes = 1 + int(args.baseline and model.kind != "ngram")   # the n-gram pass is quick; mix/lstm is not
+        with _long_command(model, df, args.column, passes, "scoring") as bar:
+            report = api.score_frame(model, df, args.column, into=args.into, overwrite=args.overwrite,
+                                     top=args.top, model_name=name, baseline=args.baseline, label=args.label,
+                                     positive=args.positive, on_chunk=bar and bar.on_chunk)
         self._store(args.output, report)
         return report
 
@@ -576,8 +618,11 @@ class LMMagics(Magics):
             raise DataError(f"'{args.df}' is a {type(df).__name__}, not a DataFrame; pass --df with a pandas or "
                             f"polars DataFrame variable.")
         model = self._model(args.name) if args.name else (None, None)
-        result = api.compare_groups(df, args.column, args.by, model[1], min_rows=args.min_rows,
-                                    top_words=args.top_words, model_name=model[0] or "")
+        # Word counts are quick whatever the size; a model scores every row once (its n-gram pass is quick).
+        with _long_command(model[1], df, args.column, 1, "scoring") as bar:
+            result = api.compare_groups(df, args.column, args.by, model[1], min_rows=args.min_rows,
+                                        top_words=args.top_words, model_name=model[0] or "",
+                                        on_chunk=bar and bar.on_chunk)
         self._store(args.output, result)
         return result
 

@@ -19,7 +19,7 @@ from typing import Any, Callable, Optional, Sequence
 
 from .engine.training import EpochInfo, StepInfo
 
-__all__ = ["TrainProgress", "WorkProgress", "clock", "duration", "time_left", "time_text", "run_line",
+__all__ = ["TrainProgress", "WorkProgress", "accepts", "clock", "duration", "time_left", "time_text", "run_line",
            "plan_text", "measure_scoring", "scoring_seconds"]
 
 # Runs that end before the planned last step and are still a success: the bar stays short but is not
@@ -143,6 +143,17 @@ def plan_text(plan: Any) -> str:
     return ", ".join(parts)
 
 
+def accepts(fn: Any, keyword: str) -> bool:
+    """Whether fn takes keyword as a named parameter (``lm.train``'s ``on_plan``, ``on_baseline``), not
+    only through ``**options`` (where an unknown name is a ConfigError)."""
+    import inspect
+
+    try:
+        return keyword in inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
+
+
 # ------------------------------------------------------------------------------------------ training bar
 
 class TrainProgress:
@@ -191,6 +202,16 @@ class TrainProgress:
         self._epoch = info.epoch
         self._bar.set_postfix_str(self.postfix(info), refresh=False)   # tqdm redraws at most every mininterval
         self._bar.update(info.step - self._bar.n)
+
+    def on_plan(self, plan: Any) -> None:
+        """The engine's plan (``lm.train(on_plan=...)``): said once, in the bar's label or above it."""
+        text = plan_text(plan)
+        if not text:
+            return
+        if self._bar:
+            self._bar.set_description_str(f"{self.desc} ({text})", refresh=False)
+        else:
+            self.desc = f"{self.desc} ({text})"
 
     def on_epoch(self, info: EpochInfo) -> None:
         self._val_ppl = info.val_ppl
@@ -326,17 +347,23 @@ class WorkProgress:
             self.done_units = int(done * self.total / total)
             self._move(self.done_units)
 
-    def close(self) -> None:
+    def close(self, discard: bool = False) -> None:
+        """End the bar; ``discard=True`` (the work failed, and says why itself) takes a notebook bar away
+        instead of leaving it red above the error."""
         self._stop.set()
         if self._ticker is not None:
             self._ticker.join(2)
         with self._lock:
             bar, self._bar = self._bar, None
-        if bar is not None:
-            bar.close()
+        if bar is None:
+            return
+        if discard and hasattr(bar, "container"):
+            bar.disp = lambda *a, **k: None
+            bar.container.close()
+        bar.close()
 
     def __enter__(self) -> "WorkProgress":
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def __exit__(self, exc_type: Any, *exc: object) -> None:
+        self.close(discard=exc_type is not None)

@@ -18,7 +18,6 @@ under the name (failed, stopped before the first step) takes the interim n-gram 
 
 from __future__ import annotations
 
-import inspect
 import math
 import threading
 import time
@@ -32,7 +31,7 @@ from ..config import TrainConfig
 from ..display import interrupted_text, sparkline_svg
 from ..engine.training import EpochInfo, StepInfo, StopTraining
 from ..errors import ConfigError, LMError
-from ..progress import clock, duration, plan_text, run_line, time_text
+from ..progress import accepts, clock, duration, plan_text, run_line, time_text
 from ..registry import ModelRegistry, get_registry
 from ._base import _close_tree, _shell, error_text, esc
 
@@ -170,7 +169,7 @@ class TrainingMonitor:
     def _run(self) -> None:
         try:
             callbacks = {k: fn for k, fn in (("on_plan", self._on_plan), ("on_baseline", self._on_baseline))
-                         if _accepts(train, k)}   # the engine's plan and baseline, where it offers them
+                         if accepts(train, k)}   # the engine's plan and baseline, where it offers them
             model = train(self.data, init=self.continue_from, on_step=self._on_step, on_epoch=self._on_epoch,
                           **callbacks, **self.options)
             # Observers (panels, chats) of the name switch to a finished model; a stopped one never
@@ -235,9 +234,9 @@ class TrainingMonitor:
         self.lstm_from = None
 
     def _on_step(self, info: StepInfo) -> None:
+        self.step = info                  # the step is done, stopped or not: the text counts it
         if self._stop.is_set():
             raise StopTraining("stopped from the monitor")
-        self.step = info
         self.losses.append(info.loss)
         now = time.monotonic()
         if now - self._last_draw >= self.min_interval:
@@ -357,14 +356,6 @@ class TrainingMonitor:
         data["text/plain"] = (f"'{self.name}': {self.headline}" if self.done else
                               f"Training '{self.name}' in the background (monitor widget; .stop() to stop)")
         return data
-
-
-def _accepts(fn: Any, keyword: str) -> bool:
-    """Whether fn takes keyword as a named parameter (not only through **options)."""
-    try:
-        return keyword in inspect.signature(fn).parameters
-    except (TypeError, ValueError):
-        return False
 
 
 def _secs(v: Optional[float]) -> str:
