@@ -189,3 +189,31 @@ def test_a_long_compare_shows_a_bar_and_word_counts_never_do(long_frame, monkeyp
     shell.run_line_magic("lm_compare", "--name timed --df big --column text --by kind")
     assert len(Recorder.made) == 1 and Recorder.made[0].chunks and Recorder.made[0].closed == "closed"
     assert get_registry(shell).get("timed") is not None
+
+
+# ------------------------------------------------------------------------------------------ Stop and the curve
+
+def test_a_stop_inside_the_first_epoch_validates_a_bounded_slice(tiny_text, monkeypatch):
+    import lm_magics as lm
+    from lm_magics.engine import training
+    from lm_magics.engine.training import StopTraining
+
+    def stop_at_once(info):
+        raise StopTraining("stop")
+
+    monkeypatch.setattr(training, "STOPPED_VAL_TOKENS", 20)
+    model = lm.train(tiny_text, on_step=stop_at_once, **TINY_OPTIONS)
+    assert model.interrupted and model.report.steps == 1 and model.meta["val_ppl"] is not None
+    assert any("measured on the first 20 of" in n for n in model.report.notes)
+
+
+def test_sparkline_labels_sit_left_of_the_curve():
+    import re
+
+    from lm_magics.display import sparkline_svg
+
+    svg = sparkline_svg([7.25, 5.0, 4.0, 3.5])
+    xs = [float(p.split(",")[0]) for p in re.search(r'points="([^"]+)"', svg).group(1).split()]
+    label_x = [float(x) for x in re.findall(r'<text x="([\d.]+)"', svg)]
+    assert len(label_x) == 2 and "7.25" in svg and "3.50" in svg and 'text-anchor="end"' in svg
+    assert max(label_x) < min(xs)           # right-aligned labels end before the curve starts

@@ -75,6 +75,7 @@ class TrainingMonitor:
         self._last_draw = 0.0
         self._t0 = time.monotonic()
         self._stop_at: Optional[float] = None
+        self._stopped_empty = False                       # Stop ended the run before it had a model
         self._thread: Optional[threading.Thread] = None
         self._lock = threading.RLock()                    # one _draw at a time (the thread and Stop's ticker)
 
@@ -180,6 +181,7 @@ class TrainingMonitor:
                 self.lstm_from = time.monotonic() - self._t0
             self.model = model
         except StopTraining:
+            self._stopped_empty = True
             self.error = "stopped before the first step: no model was registered"
         except Exception as exc:  # noqa: BLE001 - shown in the widget; the session keeps going
             self.error = error_text(exc)
@@ -308,7 +310,7 @@ class TrainingMonitor:
             if m.report is not None:
                 self.curve.value = sparkline_svg(_thin(m.report.losses), label="training loss")
         else:
-            stopped = self._stop.is_set() and self.step is None
+            stopped = self._stopped_empty
             self.progress.bar_style = "warning" if stopped else "danger"
             self.status.value = (f"<span class='lm-error' style='color:{_STOPPED_COLOR if stopped else '#c00'}'>"
                                  f"{'Stopped' if stopped else 'Error'}: {esc(self.error)}</span>")
@@ -319,7 +321,7 @@ class TrainingMonitor:
         if not self.done:
             return f"training '{self.name}' in the background"
         if self.model is None:
-            if self._stop.is_set() and self.step is None:
+            if self._stopped_empty:
                 return f"Stopped after {_secs(self.elapsed)} before the first step: nothing was registered"
             return f"Training failed after {_secs(self.elapsed)}"
         last = self.step.epoch if self.step is not None else None
