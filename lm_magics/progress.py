@@ -159,7 +159,7 @@ def accepts(fn: Any, keyword: str) -> bool:
 class TrainProgress:
     """on_step / on_epoch callbacks that drive one tqdm bar; ``close()`` (or ``with``) ends it.
 
-    The bar reads ``42%|####   | 520/1240, 0:31 elapsed, about 0:43 left, epoch 4, loss 4.812, ...``.
+    The bar reads ``42%|####   | 520/1240, 0:31 elapsed, about 0:43 left, epoch=4, loss=4.812, ...``.
     ``epoch_lines=True`` (the CLI) also writes one lasting line per epoch above the bar."""
 
     def __init__(self, desc: str = "training", file: Any = None, leave: bool = True, epoch_lines: bool = False):
@@ -182,14 +182,14 @@ class TrainProgress:
         return tqdm(total=total, desc=self.desc, unit="step", file=self.file, leave=self.leave,
                     dynamic_ncols=True, mininterval=0.2, bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt}{postfix}")
 
-    def postfix(self, info: StepInfo) -> str:
-        """The text after the bar: times first, then epoch, loss, perplexities and speed."""
-        parts = [time_text(info), f"epoch {info.epoch}", f"loss {info.loss:.3f}",
-                 f"ppl {math.exp(min(info.loss, 50)):,.1f}"]
+    def postfix(self, info: StepInfo, final: bool = False) -> str:
+        """The text after the bar: the times first (``final``: what it took), then tqdm-style fields."""
+        fields = {"epoch": info.epoch, "loss": f"{info.loss:.3f}", "ppl": f"{math.exp(min(info.loss, 50)):,.1f}"}
         if self._val_ppl is not None:
-            parts.append(f"val ppl {_ppl(self._val_ppl)}")
-        parts.append(f"{info.tokens_per_s:,.0f} tok/s")
-        return ", ".join(parts)
+            fields["val_ppl"] = _ppl(self._val_ppl)
+        fields["tok/s"] = f"{info.tokens_per_s:,.0f}"
+        times = f"{clock(info.elapsed)} in all" if final else time_text(info)
+        return ", ".join([times] + [f"{k}={v}" for k, v in fields.items()])
 
     def on_step(self, info: StepInfo) -> None:
         if self._bar is None:
@@ -232,8 +232,7 @@ class TrainProgress:
             label = _ENDED_EARLY.get(status, status).format(epoch=self._epoch)
             bar.set_description_str(f"{self.desc} ({label})", refresh=False)
         if self._step is not None:       # the last word on time: what it took, nothing "left"
-            bar.set_postfix_str(f"{clock(self._step.elapsed)} in all, epoch {self._epoch}" + (
-                f", val ppl {_ppl(self._val_ppl)}" if self._val_ppl is not None else ""), refresh=False)
+            bar.set_postfix_str(self.postfix(self._step, final=True), refresh=False)
         if status in _ENDED_EARLY and hasattr(bar, "container"):
             _close_as_success(bar)
         else:

@@ -83,14 +83,14 @@ def test_training_bar_shows_elapsed_and_time_left():
     bar = P.TrainProgress(desc="training 'x'", file=out, epoch_lines=True)
     for n in range(1, 21):
         bar.on_step(step(n, total=100, elapsed=n * 0.5))
-    assert bar.postfix(step(20, total=100, elapsed=10.0)).startswith("0:10 elapsed, about 0:40 left, epoch 1, ")
+    assert bar.postfix(step(20, total=100, elapsed=10.0)).startswith("0:10 elapsed, about 0:40 left, epoch=1, ")
     assert "0:10 elapsed, about 0:40 left" in bar._bar.postfix
     bar.on_epoch(EpochInfo(1, 4.0, 150.0, 0.1, 2000, 200.0, 10.0, True))
     bar.on_plan({"seconds": 50.0, "epochs": 5})
     bar.close("finished")
     text = out.getvalue()
     assert "training 'x': epoch 1, validation perplexity 150.0 (best so far), 0:10 elapsed, about 0:40 left" in text
-    assert "0:10 in all, epoch 1, val ppl 150.0" in text and "(finished)" in text
+    assert "0:10 in all, epoch=1, loss=4.000, ppl=54.6, val_ppl=150.0, tok/s=" in text and "(finished)" in text
 
 
 # ------------------------------------------------------------------------------------------ the CLI
@@ -103,7 +103,7 @@ def test_cli_train_shows_times_on_stderr(tmp_path, tiny_text, capsys):
     err = capsys.readouterr().err
     assert " elapsed, about " in err and " left" in err                 # on the bar, from the first steps
     assert "training: epoch 1, validation perplexity " in err            # a lasting line per epoch
-    assert " in all, epoch 3" in err
+    assert " in all, epoch=3, " in err
 
 
 # ------------------------------------------------------------------------------------------ long commands
