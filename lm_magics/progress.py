@@ -121,7 +121,11 @@ def run_line(model: Any, elapsed: Optional[float] = None, last_epoch: Optional[i
 
 def plan_text(plan: Any) -> str:
     """A training plan in a few words (``about 50 s, 8 epochs, 1,240 steps``); empty when nothing is known.
-    The plan is read by attribute (or key), so any plan object with these names works."""
+    The engine's Plan says it itself (``describe()``); another plan is read by attribute (or key)."""
+    describe = getattr(plan, "describe", None)
+    if callable(describe):
+        return str(describe())
+
     def get(*names: str) -> Any:
         for n in names:
             v = plan.get(n) if isinstance(plan, dict) else getattr(plan, n, None)
@@ -130,10 +134,10 @@ def plan_text(plan: Any) -> str:
         return None
 
     parts = []
-    secs = get("seconds", "estimated_seconds", "estimate_s", "eta", "est_seconds")
+    secs = get("estimate_s", "seconds")
     if isinstance(secs, (int, float)) and math.isfinite(secs):
         parts.append(f"about {duration(secs)}")
-    epochs, steps, budget = get("epochs"), get("steps", "total_steps"), get("budget")
+    epochs, steps, budget = get("epochs"), get("total_steps", "steps"), get("budget_s", "budget")
     if isinstance(epochs, int):
         parts.append(_n(epochs, "epoch"))
     if isinstance(steps, int):

@@ -217,3 +217,11 @@ def test_sparkline_labels_sit_left_of_the_curve():
     label_x = [float(x) for x in re.findall(r'<text x="([\d.]+)"', svg)]
     assert len(label_x) == 2 and "7.25" in svg and "3.50" in svg and 'text-anchor="end"' in svg
     assert max(label_x) < min(xs)           # right-aligned labels end before the curve starts
+
+
+def test_plan_text_uses_the_plans_own_words():
+    class Plan:
+        def describe(self):
+            return "about 50 s, 8 epochs (1,360 steps) in a 60 s budget"
+    assert P.plan_text(Plan()) == "about 50 s, 8 epochs (1,360 steps) in a 60 s budget"
+    assert P.plan_text({"estimate_s": 50.0, "total_steps": 10, "budget_s": 60}) == "about 50 s, 10 steps, budget 1:00"
