@@ -110,7 +110,8 @@ def run_line(model: Any, elapsed: Optional[float] = None, last_epoch: Optional[i
         elif r.stop_reason in ("max_time", "budget"):
             head += " (time " + ("budget" if r.stop_reason == "budget" else "limit") + f" reached in epoch {done}" \
                     + (f" of {planned}" if planned else "") + ")"
-    parts = [_n(done, "full epoch" if r.interrupted else "epoch"), _n(r.steps, "step")]
+    parts = [] if r.interrupted and not done else [_n(done, "full epoch" if r.interrupted else "epoch")]
+    parts.append(_n(r.steps, "step"))
     best = meta.get("val_ppl")
     if r.best_epoch and done:
         parts.append(f"best validation perplexity {_ppl(best)} (epoch {r.best_epoch})")

@@ -70,8 +70,7 @@ def test_run_line_says_what_a_run_did_in_one_line():
                       "152.0 (epoch 2)"
     first = P.run_line(_fake_model(interrupted=True, epochs=0, steps=9, best_epoch=None, val_ppl=400.0),
                        elapsed=2.0, last_epoch=1)
-    assert first == "Stopped after 2.0 s in epoch 1: 0 full epochs, 9 steps, validation perplexity 400.0 " \
-                    "(part of epoch 1)"
+    assert first == "Stopped after 2.0 s in epoch 1: 9 steps, validation perplexity 400.0 (part of epoch 1)"
     assert "\n" not in P.run_line(_fake_model())
 
 

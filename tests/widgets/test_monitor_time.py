@@ -71,7 +71,8 @@ def test_monitor_shows_elapsed_and_time_left_and_ends_in_one_line(reg, monitors)
     title = text(mon.title)
     assert "in the background" not in title and title.startswith("'timed' · Stopped after ")
     steps = mon.model.report.steps
-    assert f"{steps:,} steps, best validation perplexity " in title and "\n" not in title
+    assert re.search(rf"{steps:,} steps, (best )?validation perplexity [\d,.]+ \((epoch|part of epoch) \d+\)$",
+                     title) and "\n" not in title, title
     assert mon.progress.bar_style == "warning"                  # stopped: not the running blue, not red
     assert "#b45309" in mon.status.value and "stopped: best model registered as timed" in text(mon.status)
     assert mon.clock.value == ""                                # nothing "left" after the run
