@@ -35,7 +35,7 @@ from .display import Completions, Generation, TrainSummary, _e, _fmt_ppl, interr
 from .errors import ConfigError, DataError, Interrupted, LMError
 from .engine.data import files
 from .frames import column_of, is_dataframe, lookup, text_rows
-from .progress import WorkProgress, accepts, measure_scoring
+from .progress import INTERIM, WorkProgress, accepts, measure_scoring
 from .registry import ModelRegistry, get_registry
 
 __all__ = ["LMMagics", "ModelTable", "load_ipython_extension", "unload_ipython_extension"]
@@ -174,9 +174,18 @@ class ModelTable:
     def __init__(self, registry: ModelRegistry):
         self.default = registry.default
         self.rows: List[Tuple[str, int, int, Optional[float]]] = []
+        self.interim: List[str] = []      # names answered by an n-gram while their LSTM trains (the monitor's)
         for name in registry.names():
-            info = registry.get(name).info
+            model = registry.get(name)
+            info = model.info
             self.rows.append((name, info["vocab_size"], info["parameters"], info["val_ppl"]))
+            if model.meta.get(INTERIM):
+                self.interim.append(name)
+
+    @property
+    def _caption(self) -> str:
+        more = "".join(f"; '{n}' is its n-gram baseline until its LSTM is done" for n in self.interim)
+        return f"* = default model{more}"
 
     @property
     def names(self) -> List[str]:
@@ -197,7 +206,7 @@ class ModelTable:
         w = [max(len(r[i]) for r in cells) for i in range(5)]
         align = ["<", "<", ">", ">", ">"]
         lines = ["  ".join(f"{c:{a}{n}}" for c, a, n in zip(r, align, w)).rstrip() for r in cells]
-        return "\n".join(lines + ["(* = default model)"])
+        return "\n".join(lines + [f"({self._caption})"])
 
     def _repr_html_(self) -> str:
         if not self.rows:
@@ -209,7 +218,7 @@ class ModelTable:
                        for r in self._cells())
         return (f"<table class='lm-models' style='border-collapse:collapse'><thead><tr>{th}</tr></thead>"
                 f"<tbody>{rows}</tbody><caption style='caption-side:bottom;text-align:left;color:#888'>"
-                f"* = default model</caption></table>")
+                f"{_e(self._caption)}</caption></table>")
 
 
 @magics_class

@@ -19,7 +19,7 @@ from typing import Any, Callable, Optional, Sequence
 
 from .engine.training import EpochInfo, StepInfo
 
-__all__ = ["TrainProgress", "WorkProgress", "accepts", "clock", "duration", "time_left", "time_text", "run_line",
+__all__ = ["INTERIM", "TrainProgress", "WorkProgress", "accepts", "clock", "duration", "time_left", "time_text", "run_line",
            "plan_text", "measure_scoring", "scoring_seconds"]
 
 # Runs that end before the planned last step and are still a success: the bar stays short but is not
@@ -27,6 +27,7 @@ __all__ = ["TrainProgress", "WorkProgress", "accepts", "clock", "duration", "tim
 _ENDED_EARLY = {"early stop": "early stop after epoch {epoch}", "max_time": "time limit, epoch {epoch}",
                 "budget": "time budget, epoch {epoch}"}
 _FIRST_ESTIMATE_STEP = 2    # our own estimate starts here: the first step carries the warm-up
+INTERIM = "interim"         # meta key of an n-gram that answers under a name while its LSTM trains
 
 
 # ------------------------------------------------------------------------------------------ time texts

@@ -31,7 +31,7 @@ from ..config import TrainConfig
 from ..display import interrupted_text, sparkline_svg
 from ..engine.training import EpochInfo, StepInfo, StopTraining
 from ..errors import ConfigError, LMError
-from ..progress import accepts, clock, duration, plan_text, run_line, time_text
+from ..progress import INTERIM, accepts, clock, duration, plan_text, run_line, time_text
 from ..registry import ModelRegistry, get_registry
 from ._base import _close_tree, _shell, error_text, esc
 
@@ -39,7 +39,6 @@ __all__ = ["TrainingMonitor", "start_background_training"]
 
 _CURVE_POINTS = 200    # the loss curve keeps at most this many (averaged) points
 _STOPPED_COLOR = "#b45309"   # amber: a stopped run (its bar is bar_style "warning"), not an error's red
-INTERIM = "interim"    # meta key of an n-gram registered while its LSTM trains
 
 
 class TrainingMonitor:

@@ -15,6 +15,7 @@ pytest.importorskip("ipywidgets", reason="the widgets need the widgets extra: pi
 import lm_magics as lm  # noqa: E402
 from lm_magics.engine.training import StepInfo, StopTraining  # noqa: E402
 from lm_magics.errors import DataError  # noqa: E402
+from lm_magics.magics import ModelTable  # noqa: E402
 from lm_magics.widgets import CompletionPanel  # noqa: E402
 from lm_magics.widgets import monitor as M  # noqa: E402
 from lm_magics.widgets.monitor import start_background_training  # noqa: E402
@@ -118,8 +119,10 @@ def test_the_ngram_answers_under_a_new_name_until_the_lstm_takes_over(reg, monit
     panel = CompletionPanel("fresh", registry=reg, debounce=0)
     panel.value = "the "
     assert panel.suggestions == ngram.next_words("the ", 5)
+    assert "'fresh' is its n-gram baseline until its LSTM is done" in repr(ModelTable(reg))   # %lm_models
     gate.set()
     assert mon.join(60) and mon.error is None
+    assert "n-gram baseline" not in repr(ModelTable(reg))
     assert reg.get("fresh") is mon.model and mon.model.kind == "lstm" and panel.model is mon.model
     assert re.search(r"the n-gram answered as 'fresh' from 0:\d\d until \d+:\d\d, then the LSTM", text(mon.status))
     panel.close()
