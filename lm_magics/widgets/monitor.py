@@ -133,7 +133,7 @@ class TrainingMonitor:
                 return
             waited = time.monotonic() - (self._stop_at or time.monotonic())
             if self.step is None:
-                what = "stopping before the first step…"
+                what = "Stopping… before the first step"
             elif not self.epochs:
                 what = "Stopping… validating the partial epoch"
             else:
