@@ -29,7 +29,7 @@ from IPython.core.magic_arguments import ArgDecorator, argument, magic_arguments
 from IPython.utils.process import arg_split
 from traitlets import Bool, Int, Unicode
 
-from . import api
+from . import analysis, api
 from .config import GenerateConfig, TrainConfig, add_arguments, check_parsed, given
 from .display import Completions, Generation, TrainSummary, _e, _fmt_ppl, interrupted_text
 from .errors import ConfigError, DataError, Interrupted, LMError
@@ -532,9 +532,9 @@ class LMMagics(Magics):
             raise ConfigError("--positive needs --label COL (the column it is a value of).")
         passes = 1 + int(args.baseline and model.kind != "ngram")   # the n-gram pass is quick; mix/lstm is not
         with _long_command(model, df, args.column, passes, "scoring") as bar:
-            report = api.score_frame(model, df, args.column, into=args.into, overwrite=args.overwrite,
-                                     top=args.top, model_name=name, baseline=args.baseline, label=args.label,
-                                     positive=args.positive, on_chunk=bar and bar.on_chunk)
+            report = analysis.score_frame(model, df, args.column, into=args.into, overwrite=args.overwrite,
+                                          top=args.top, model_name=name, baseline=args.baseline, label=args.label,
+                                          positive=args.positive, on_chunk=bar and bar.on_chunk)
         self._store(args.output, report)
         return report
 
@@ -597,7 +597,7 @@ class LMMagics(Magics):
         args, text = self._parse_with_text(self.lm_explain, line)
         self._store(args.output, None)
         name, model = self._model(args.name)
-        result = api.explain(model, text, top=args.top, k=args.k, model_name=name)
+        result = analysis.explain(model, text, top=args.top, k=args.k, model_name=name)
         self._store(args.output, result)
         return result
 
@@ -629,9 +629,9 @@ class LMMagics(Magics):
         model = self._model(args.name) if args.name else (None, None)
         # Word counts are quick whatever the size; a model scores every row once (its n-gram pass is quick).
         with _long_command(model[1], df, args.column, 1, "scoring") as bar:
-            result = api.compare_groups(df, args.column, args.by, model[1], min_rows=args.min_rows,
-                                        top_words=args.top_words, model_name=model[0] or "",
-                                        on_chunk=bar and bar.on_chunk)
+            result = analysis.compare_groups(df, args.column, args.by, model[1], min_rows=args.min_rows,
+                                             top_words=args.top_words, model_name=model[0] or "",
+                                             on_chunk=bar and bar.on_chunk)
         self._store(args.output, result)
         return result
 
