@@ -206,7 +206,7 @@ def _run_train(args: argparse.Namespace) -> int:
         plan = {"on_plan": progress.on_plan} if progress is not None and accepts(api.train, "on_plan") else {}
         model = api.train(data, init=init, on_step=progress and progress.on_step,
                           on_epoch=progress and progress.on_epoch, **_data_options(args),
-                          **given(args, TrainConfig), **plan)
+                          **_train_options(args), **plan)
         if progress is not None:
             progress.close(model.report.stop_reason if model.report else "")
     except KeyboardInterrupt:   # lm.train raises it only before the first step
@@ -332,6 +332,12 @@ def _data_options(args: argparse.Namespace) -> dict:
     return dict(stream=args.stream, cache_dir=args.cache_dir, cache_check=args.cache_check)
 
 
+def _train_options(args: argparse.Namespace) -> dict:
+    """The TrainConfig options given on the command line. A shell run has no default time budget (a
+    script or a job trains as long as its options say): budget=None unless --budget is given."""
+    return {"budget": None, **given(args, TrainConfig)}
+
+
 def _launch_train(args: argparse.Namespace) -> int:
     """``train --nproc N``: run the ranks under torchrun and end a failed run with one line saying what
     became of the model file (only rank 0 writes it, atomically, after every rank finished)."""
@@ -382,7 +388,7 @@ def _train_as_rank(args: argparse.Namespace, data) -> int:
     try:
         model = api.train(data, distributed=True, on_step=progress and progress.on_step,
                           on_epoch=progress and progress.on_epoch, **_data_options(args),
-                          **given(args, TrainConfig))
+                          **_train_options(args))
         if progress is not None:
             progress.close(model.report.stop_reason if model.report else "")
     except dist.DistError as exc:         # another rank died mid-collective: say so in one line

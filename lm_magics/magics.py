@@ -36,7 +36,8 @@ from .errors import ConfigError, DataError, Interrupted, LMError
 from .engine.data import files
 from .frames import column_of, is_dataframe, lookup, text_rows
 from .progress import INTERIM, WorkProgress, accepts, measure_scoring
-from .registry import ModelRegistry, get_registry
+from .registry import ModelRegistry, Placement, get_registry, register_run
+from .rules import check_name
 
 __all__ = ["LMMagics", "ModelTable", "load_ipython_extension", "unload_ipython_extension"]
 
@@ -164,6 +165,15 @@ def estimate_seconds(model: api.LanguageModel, texts: List[Any], passes: int = 1
     return measure_scoring(model, texts, passes)
 
 
+def _placed_after_ctrl_c(registry: ModelRegistry, name: str, model: api.LanguageModel) -> Placement:
+    """Where a run went when a Ctrl-C cut its registration short: where the registry already has it, else
+    under the rule for interrupted runs (never over the model that has its name)."""
+    placed = _name_of(registry, model)
+    if placed is not None:
+        return Placement(placed, name, replaced=placed == name, default=registry.default == placed)
+    return register_run(registry, name, model)
+
+
 def _is_comments(cell: str) -> bool:
     return all(not ln.strip() or ln.lstrip().startswith("#") for ln in cell.splitlines())
 
@@ -178,7 +188,10 @@ class ModelTable:
         for name in registry.names():
             model = registry.get(name)
             info = model.info
-            self.rows.append((name, info["vocab_size"], info["parameters"], info["val_ppl"]))
+            ppl = info["val_ppl"]
+            # One model with an odd record (made by hand, not loaded: files are checked) never breaks the table.
+            ppl = float(ppl) if isinstance(ppl, (int, float)) and not isinstance(ppl, bool) else None
+            self.rows.append((name, int(info["vocab_size"]), int(info["parameters"] or 0), ppl))
             if model.meta.get(INTERIM):
                 self.interim.append(name)
 
@@ -249,9 +262,8 @@ class LMMagics(Magics):
 
     def _store(self, var: Optional[str], value: Any) -> None:
         """Put a result in the notebook variable var (None: only check that var is a valid name)."""
-        if var:
-            if not var.isidentifier():
-                raise ConfigError(f"-o needs a variable name, got {var!r}.")
+        if var is not None:
+            check_name(var, "result variable (-o VAR)", variable=True, example="-o result")
             if value is not None:
                 self._ns()[var] = value
 
@@ -309,7 +321,8 @@ class LMMagics(Magics):
         if args.continue_:   # train the named (or default) model further
             name, init = self._model(args.name)
         else:
-            name = args.name or self.default_model or "model"
+            name = args.name if args.name is not None else (self.default_model or "model")
+        check_name(name, example="--name reviews")
         TrainConfig().replace(**options)     # check option values before anything starts
         if init is not None:
             api.continue_config(init, **options)   # settings that cannot change when continuing: refused now
@@ -329,7 +342,7 @@ class LMMagics(Magics):
 
         reg = self.registry
         progress = None if (args.quiet or self.quiet) else TrainProgress(desc=f"training '{name}'")
-        model = placed = None
+        model = placement = None
         try:
             plan = {"on_plan": progress.on_plan} if progress is not None and accepts(api.train, "on_plan") else {}
             model = api.train(data, init=init, on_step=progress and progress.on_step,
@@ -337,28 +350,31 @@ class LMMagics(Magics):
                               **options)
             if progress is not None:
                 progress.close(model.report.stop_reason if model.report else "")
-            # An interrupted run never replaces the model that has its name (it gets name_interrupted).
-            placed = reg.set(name, model, replace=not model.interrupted)
+            # The rule for runs (registry.register_run): an interrupted run never replaces the model that
+            # has its name, one stopped before its first validation is kept aside, a replacement is said.
+            placement = register_run(reg, name, model)
             samples = self._samples(model)
         except KeyboardInterrupt:
-            placed = placed or _name_of(reg, model)
-            if placed is None:   # lm.train raises it only before the first step; nothing has changed
+            if model is None:    # lm.train raises it only before the first step; nothing has changed
                 kept = f"'{name}' is unchanged" if name in reg else f"no model '{name}' was made"
-                when = "before the first step" if model is None else "before the model was registered"
-                raise Interrupted(f"Training interrupted {when}; {kept}.") from None
+                raise Interrupted(f"Training interrupted before the first step; {kept}.") from None
+            if placement is None:    # Ctrl-C as the finished run was registered: it is an interrupted run now
+                model.report.interrupted, model.report.stop_reason = True, "interrupted"
+                model.meta["interrupted"] = True
+                placement = _placed_after_ctrl_c(reg, name, model)
             samples = []         # Ctrl-C while picking sample completions: the summary goes without them
         except FloatingPointError as exc:   # diverged: the user can fix it with a smaller lr
-            raise UsageError(f"{exc}. '{name}' is unchanged.") from None
+            kept = f"'{name}' is unchanged" if name in reg else f"no model '{name}' was made"
+            raise UsageError(f"{exc}. {kept}.") from None
         finally:
             if progress is not None:
                 progress.close()
-        summary = TrainSummary(placed, model, samples)
+        summary = TrainSummary(placement.name, model, samples, note=placement.note)
         self._store(args.output, summary)
         if model.interrupted:
-            earlier = reg.get(name) if placed != name and name in reg else None
-            old = (f"'{name}'", earlier.meta.get("val_ppl")) if earlier is not None else ()
-            print(interrupted_text("interrupted", model.report.steps, f"'{placed}'", model.meta.get("val_ppl"),
-                                   *old), file=sys.stderr)
+            old = (f"'{name}'", placement.earlier_ppl) if placement.kept_earlier else ()
+            print(interrupted_text("interrupted", model.report.steps, f"'{placement.name}'",
+                                   model.meta.get("val_ppl"), *old), file=sys.stderr)
         return summary
 
     def _train_data(self, args: Any, cell: Optional[str]) -> Any:
@@ -488,7 +504,8 @@ class LMMagics(Magics):
     def lm_load(self, line: str) -> api.LanguageModel:
         """Load a model file and make it the default model."""
         args = self._parse(self.lm_load, line)
-        name = args.name or os.path.splitext(os.path.basename(args.path))[0] or "model"
+        name = args.name if args.name is not None else (os.path.splitext(os.path.basename(args.path))[0] or "model")
+        check_name(name, example="--name reviews")
         model = api.load(args.path, device=self.device if self.device not in ("", "cpu") else "cpu")
         self.registry.set(name, model)
         print(f"Loaded '{name}' from {args.path}")
@@ -510,7 +527,12 @@ class LMMagics(Magics):
               help="a boolean column (or any, with --positive): report the ROC AUC of each score side by side "
                    "(rows without a label are left out)")
     @argument("--positive", metavar="VALUE", default=None, help="the positive class of --label")
-    @argument("--top", type=int, default=5, metavar="N", help="show the N most and least surprising rows "
+    @argument("--signal", default="unusual", choices=analysis.SIGNAL_CHOICES,
+              help="rank the rows by one signal of the unusualness and write its column NEWCOL stem + _SIGNAL: "
+                   "ppl (mean surprisal), max (most surprising word), topk (top-3 words), unseen (words never "
+                   "seen), ngram (the n-gram baseline), knn (distance to the nearest usual rows), all (every "
+                   "signal's column) [default: unusual, the combined score]")
+    @argument("--top", type=int, default=5, metavar="N", help="show the N most and least unusual rows "
                                                               "[default: 5]")
     @argument("-o", "--output", metavar="VAR", default=None, help="also store the report in VAR")
     @line_magic
@@ -518,8 +540,10 @@ class LMMagics(Magics):
     def lm_score(self, line: str) -> Any:
         """Score each row of a DataFrame text column with a language model.
 
-        Writes perplexity and bits per token as new columns (missing rows: NaN) and returns a report of
-        the most and least surprising rows, e.g. ``%lm_score --df reviews --column text --top 3``.
+        Writes perplexity, bits per token and the unusualness (COL_unusual: the model's signals, each
+        calibrated on its validation rows, combined; higher = more unusual) as new columns (missing rows:
+        NaN) and returns a report of the most and least unusual rows with why each stands out, e.g.
+        ``%lm_score --df reviews --column text --top 3``.
         """
         args = self._parse(self.lm_score, line)
         self._store(args.output, None)
@@ -534,7 +558,7 @@ class LMMagics(Magics):
         with _long_command(model, df, args.column, passes, "scoring") as bar:
             report = analysis.score_frame(model, df, args.column, into=args.into, overwrite=args.overwrite,
                                           top=args.top, model_name=name, baseline=args.baseline, label=args.label,
-                                          positive=args.positive, on_chunk=bar and bar.on_chunk)
+                                          positive=args.positive, signal=args.signal, on_chunk=bar and bar.on_chunk)
         self._store(args.output, report)
         return report
 

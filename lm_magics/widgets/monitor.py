@@ -32,7 +32,7 @@ from ..display import interrupted_text, sparkline_svg
 from ..engine.training import EpochInfo, StepInfo, StopTraining
 from ..errors import ConfigError, LMError
 from ..progress import INTERIM, accepts, clock, duration, plan_text, run_line, time_text
-from ..registry import ModelRegistry, get_registry
+from ..registry import ModelRegistry, Placement, get_registry, register_run
 from ._base import _close_tree, _shell, error_text, esc
 
 __all__ = ["TrainingMonitor", "start_background_training"]
@@ -58,6 +58,8 @@ class TrainingMonitor:
         self.min_interval = 1.0 / max_updates_per_s if max_updates_per_s > 0 else 0.0
         self.model: Optional[LanguageModel] = None
         self.registered_as: Optional[str] = None
+        self.placement: Optional[Placement] = None     # where register_run put it, and its note
+        self._before_first_step = False
         self.error: Optional[str] = None
         self.step: Optional[StepInfo] = None
         self.epochs: List[EpochInfo] = []
@@ -168,20 +170,29 @@ class TrainingMonitor:
 
     def _run(self) -> None:
         try:
+            if self._stop.is_set():
+                raise StopTraining("stopped before the run began")
             callbacks = {k: fn for k, fn in (("on_plan", self._on_plan), ("on_baseline", self._on_baseline))
                          if accepts(train, k)}   # the engine's plan and baseline, where it offers them
             model = train(self.data, init=self.continue_from, on_step=self._on_step, on_epoch=self._on_epoch,
                           **callbacks, **self.options)
-            # Observers (panels, chats) of the name switch to a finished model; a stopped one never
-            # replaces the model that has the name. The interim n-gram is no such model: the name was free.
-            replace = not model.interrupted or self._interim_registered()
-            self.registered_as = self.registry.set(self.name, model, replace=replace)
-            if self.registered_as == self.name and self.interim is not None:
+            if self._before_first_step:      # Stop came before the first step: nothing changes
+                raise StopTraining("stopped before the first step")
+            # The rule for runs (registry.register_run): observers (panels, chats) of the name switch to a
+            # finished model; a stopped one never replaces the model that has the name, and one stopped
+            # before its first validation is kept aside, not made the default. The interim n-gram is no
+            # model of the name's: it goes first, so the rule sees the name as the run found it.
+            had_interim = self._interim_registered()
+            self._withdraw_interim()
+            self.placement = register_run(self.registry, self.name, model)
+            self.registered_as = self.placement.name
+            if had_interim and self.registered_as == self.name:
                 self.lstm_from = time.monotonic() - self._t0
             self.model = model
         except StopTraining:
             self._stopped_empty = True
-            self.error = "stopped before the first step: no model was registered"
+            self.error = "stopped before the first step: nothing was registered and nothing changed"
+            self.stats.value = ""            # no "starting…" above "stopped"
         except Exception as exc:  # noqa: BLE001 - shown in the widget; the session keeps going
             self.error = error_text(exc)
             if not isinstance(exc, LMError):     # a bug: keep the whole traceback visible
@@ -237,6 +248,7 @@ class TrainingMonitor:
     def _on_step(self, info: StepInfo) -> None:
         self.step = info                  # the step is done, stopped or not: the text counts it
         if self._stop.is_set():
+            self._before_first_step = self.step is None    # pressed before any step had been shown
             raise StopTraining("stopped from the monitor")
         self.losses.append(info.loss)
         now = time.monotonic()
@@ -289,6 +301,8 @@ class TrainingMonitor:
             text = "; ".join(b for b in bits if b) or "reading the data…"
             self.status.value = f"<span class='lm-status'>{text}</span>"
             return
+        if s is None:
+            self.stats.value = ""                 # never "starting…" above how the run ended
         self.stop_button.disabled = True
         self.stop_button.description = "Stop"
         self.stop_button.button_style = ""        # a finished run's disabled Stop is grey, not red
@@ -301,13 +315,16 @@ class TrainingMonitor:
             else:
                 self.progress.bar_style = "success"
             how = "stopped" if m.interrupted else _how_it_ended(m)
-            kept = "" if self.registered_as == self.name else f"; the earlier <b>{esc(self.name)}</b> is kept"
+            note = self.placement.note if self.placement is not None else ""
+            kept = f"; {esc(note)}" if note else ""
             color = f" style='color:{_STOPPED_COLOR}'" if m.interrupted else ""
             self.status.value = (f"<span class='lm-status lm-done'{color}>{esc(how)}: best model registered as "
                                  f"<b>{esc(self.registered_as)}</b> ({esc(_best_text(m))}){kept}"
                                  f"{esc(self._who_answered())}</span>")
             if m.report is not None:
                 self.curve.value = sparkline_svg(_thin(m.report.losses), label="training loss")
+        elif self._stop.is_set() and self.error and self.error.startswith("stopped"):
+            self.status.value = f"<span class='lm-status lm-done'>{esc(self.error)}</span>"
         else:
             stopped = self._stopped_empty
             self.progress.bar_style = "warning" if stopped else "danger"
@@ -347,7 +364,9 @@ class TrainingMonitor:
             earlier = self.registry.get(self.name).meta.get("val_ppl") if self.name in self.registry else None
             return interrupted_text("stopped", self.model.report.steps, f"'{self.registered_as}'",
                                     self.model.meta.get("val_ppl"), f"'{self.name}'", earlier)
-        return f"training '{self.name}' {'stopped' if self.model.interrupted else _how_it_ended(self.model)}"
+        note = self.placement.note if self.placement is not None else ""
+        return (f"training '{self.name}' {'stopped' if self.model.interrupted else _how_it_ended(self.model)}"
+                + (f"; {note}" if note else ""))
 
     def __repr__(self) -> str:
         return f"TrainingMonitor({self.summary()})"
