@@ -37,18 +37,25 @@ def _fmt_int(v: Optional[int]) -> str:
 
 
 def sparkline_svg(values: Sequence[float], width: int = 220, height: int = 48, label: str = "") -> str:
-    """A tiny line chart (inline SVG) of values, e.g. the training loss curve."""
+    """A tiny line chart (inline SVG) of values, e.g. the training loss curve.
+
+    The highest and lowest values are written in a gutter left of the curve, never over it (a loss curve
+    starts at its highest value, top left)."""
     vals = [v for v in values if v is not None and math.isfinite(v)]
     if len(vals) < 2:
         return ""
     lo, hi = min(vals), max(vals)
     span = (hi - lo) or 1.0
-    pts = " ".join(f"{i * (width - 4) / (len(vals) - 1) + 2:.1f},{height - 4 - (v - lo) / span * (height - 8) + 2:.1f}"
+    hi_text, lo_text = f"{hi:.2f}", f"{lo:.2f}"
+    gutter = 6 + 5 * max(len(hi_text), len(lo_text))      # about 5 px a digit at font-size 9
+    x0, x1 = gutter, width - 2
+    pts = " ".join(f"{x0 + i * (x1 - x0) / (len(vals) - 1):.1f},{height - 4 - (v - lo) / span * (height - 8):.1f}"
                    for i, v in enumerate(vals))
     return (f'<svg class="lm-curve" width="{width}" height="{height}" role="img" aria-label="{_e(label)}">'
             f'<polyline fill="none" stroke="{_BAR}" stroke-width="1.5" points="{pts}"/>'
-            f'<text x="2" y="10" font-size="9" fill="#666">{hi:.2f}</text>'
-            f'<text x="2" y="{height - 2}" font-size="9" fill="#666">{lo:.2f}</text></svg>')
+            f'<text x="{gutter - 4}" y="10" font-size="9" fill="#666" text-anchor="end">{hi_text}</text>'
+            f'<text x="{gutter - 4}" y="{height - 2}" font-size="9" fill="#666" text-anchor="end">{lo_text}</text>'
+            f'</svg>')
 
 
 def interrupted_text(how: str, steps: int, new: str, new_ppl: Optional[float], earlier: Optional[str] = None,

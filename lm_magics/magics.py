@@ -15,12 +15,13 @@ that says what to do; anything else is a bug and keeps its traceback. Models liv
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib
 import os
 import shlex
 import sys
-from typing import Any, Callable, List, Optional, Tuple
+from typing import Any, Callable, Iterator, List, Optional, Tuple
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, line_magic, magics_class
@@ -33,7 +34,8 @@ from .config import GenerateConfig, TrainConfig, add_arguments, check_parsed, gi
 from .display import Completions, Generation, TrainSummary, _e, _fmt_ppl, interrupted_text
 from .errors import ConfigError, DataError, Interrupted, LMError
 from .engine.data import files
-from .frames import is_dataframe, lookup, text_rows
+from .frames import column_of, is_dataframe, lookup, text_rows
+from .progress import INTERIM, WorkProgress, accepts, measure_scoring
 from .registry import ModelRegistry, Placement, get_registry, register_run
 from .rules import check_name
 
@@ -128,6 +130,41 @@ def _name_of(registry: ModelRegistry, model: Optional[api.LanguageModel]) -> Opt
     return next((n for n in registry.names() if model is not None and registry.get(n) is model), None)
 
 
+LONG_COMMAND_S = 3.0     # %lm_score / %lm_compare estimated to take longer show a progress bar at once
+_ESTIMATE_FROM_ROWS = 200   # fewer rows are scored in well under a second: no estimate, no bar
+
+
+@contextlib.contextmanager
+def _long_command(model: Optional[api.LanguageModel], df: Any, column: str, passes: int,
+                  desc: str) -> Iterator[Any]:
+    """A WorkProgress bar (``bar.on_chunk`` for the work's progress) when scoring df[column] with model is
+    estimated to take more than LONG_COMMAND_S, shown before the work starts; else None. A column that
+    cannot be read is left for the work itself to report."""
+    bar = None
+    if model is not None:
+        try:
+            texts = column_of(df, column).to_list()
+        except (LMError, AttributeError, TypeError):
+            texts = []
+        if len(texts) >= _ESTIMATE_FROM_ROWS:
+            seconds = estimate_seconds(model, texts, passes)
+            if seconds > LONG_COMMAND_S:
+                bar = WorkProgress(len(texts), seconds, desc=f"{desc} '{column}':")
+    try:
+        yield bar
+    except BaseException:
+        if bar is not None:
+            bar.close(discard=True)
+        raise
+    if bar is not None:
+        bar.close()
+
+
+def estimate_seconds(model: api.LanguageModel, texts: List[Any], passes: int = 1) -> float:
+    """Seconds that scoring texts with model is expected to take (see progress.measure_scoring)."""
+    return measure_scoring(model, texts, passes)
+
+
 def _placed_after_ctrl_c(registry: ModelRegistry, name: str, model: api.LanguageModel) -> Placement:
     """Where a run went when a Ctrl-C cut its registration short: where the registry already has it, else
     under the rule for interrupted runs (never over the model that has its name)."""
@@ -147,12 +184,21 @@ class ModelTable:
     def __init__(self, registry: ModelRegistry):
         self.default = registry.default
         self.rows: List[Tuple[str, int, int, Optional[float]]] = []
+        self.interim: List[str] = []      # names answered by an n-gram while their LSTM trains (the monitor's)
         for name in registry.names():
-            info = registry.get(name).info
+            model = registry.get(name)
+            info = model.info
             ppl = info["val_ppl"]
             # One model with an odd record (made by hand, not loaded: files are checked) never breaks the table.
             ppl = float(ppl) if isinstance(ppl, (int, float)) and not isinstance(ppl, bool) else None
             self.rows.append((name, int(info["vocab_size"]), int(info["parameters"] or 0), ppl))
+            if model.meta.get(INTERIM):
+                self.interim.append(name)
+
+    @property
+    def _caption(self) -> str:
+        more = "".join(f"; '{n}' is its n-gram baseline until its LSTM is done" for n in self.interim)
+        return f"* = default model{more}"
 
     @property
     def names(self) -> List[str]:
@@ -173,7 +219,7 @@ class ModelTable:
         w = [max(len(r[i]) for r in cells) for i in range(5)]
         align = ["<", "<", ">", ">", ">"]
         lines = ["  ".join(f"{c:{a}{n}}" for c, a, n in zip(r, align, w)).rstrip() for r in cells]
-        return "\n".join(lines + ["(* = default model)"])
+        return "\n".join(lines + [f"({self._caption})"])
 
     def _repr_html_(self) -> str:
         if not self.rows:
@@ -185,7 +231,7 @@ class ModelTable:
                        for r in self._cells())
         return (f"<table class='lm-models' style='border-collapse:collapse'><thead><tr>{th}</tr></thead>"
                 f"<tbody>{rows}</tbody><caption style='caption-side:bottom;text-align:left;color:#888'>"
-                f"* = default model</caption></table>")
+                f"{_e(self._caption)}</caption></table>")
 
 
 @magics_class
@@ -298,8 +344,10 @@ class LMMagics(Magics):
         progress = None if (args.quiet or self.quiet) else TrainProgress(desc=f"training '{name}'")
         model = placement = None
         try:
+            plan = {"on_plan": progress.on_plan} if progress is not None and accepts(api.train, "on_plan") else {}
             model = api.train(data, init=init, on_step=progress and progress.on_step,
-                              on_epoch=progress and progress.on_epoch, provenance=_provenance(args), **options)
+                              on_epoch=progress and progress.on_epoch, provenance=_provenance(args), **plan,
+                              **options)
             if progress is not None:
                 progress.close(model.report.stop_reason if model.report else "")
             # The rule for runs (registry.register_run): an interrupted run never replaces the model that
@@ -506,9 +554,11 @@ class LMMagics(Magics):
         name, model = self._model(args.name)
         if args.positive is not None and args.label is None:
             raise ConfigError("--positive needs --label COL (the column it is a value of).")
-        report = analysis.score_frame(model, df, args.column, into=args.into, overwrite=args.overwrite, top=args.top,
-                                 model_name=name, baseline=args.baseline, label=args.label, positive=args.positive,
-                                 signal=args.signal)
+        passes = 1 + int(args.baseline and model.kind != "ngram")   # the n-gram pass is quick; mix/lstm is not
+        with _long_command(model, df, args.column, passes, "scoring") as bar:
+            report = analysis.score_frame(model, df, args.column, into=args.into, overwrite=args.overwrite,
+                                          top=args.top, model_name=name, baseline=args.baseline, label=args.label,
+                                          positive=args.positive, signal=args.signal, on_chunk=bar and bar.on_chunk)
         self._store(args.output, report)
         return report
 
@@ -601,8 +651,11 @@ class LMMagics(Magics):
             raise DataError(f"'{args.df}' is a {type(df).__name__}, not a DataFrame; pass --df with a pandas or "
                             f"polars DataFrame variable.")
         model = self._model(args.name) if args.name else (None, None)
-        result = analysis.compare_groups(df, args.column, args.by, model[1], min_rows=args.min_rows,
-                                    top_words=args.top_words, model_name=model[0] or "")
+        # Word counts are quick whatever the size; a model scores every row once (its n-gram pass is quick).
+        with _long_command(model[1], df, args.column, 1, "scoring") as bar:
+            result = analysis.compare_groups(df, args.column, args.by, model[1], min_rows=args.min_rows,
+                                             top_words=args.top_words, model_name=model[0] or "",
+                                             on_chunk=bar and bar.on_chunk)
         self._store(args.output, result)
         return result
 

@@ -444,6 +444,7 @@ def fit(model: LSTMLanguageModel, corpus: Corpus, cfg: TrainConfig, *,
 
 
 _REASONS = {PLANNED: "finished", MAX_TIME: "max_time", INTERRUPTED: "interrupted"}
+STOPPED_VAL_TOKENS = 50_000   # a run stopped inside its first epoch is validated on this many tokens at most
 
 
 def _fit(model, corpus, cfg, on_step, on_epoch, report, ranks: Ranks, device, signals, probe: ThreadProbe,
@@ -479,10 +480,11 @@ def _fit(model, corpus, cfg, on_step, on_epoch, report, ranks: Ranks, device, si
     # Threads matter on the CPU only; elsewhere the probe still times the steps (for the plan).
     timed_threads = device.type == "cpu"
 
-    def validate() -> float:
+    def validate(limit: Optional[int] = None) -> float:
+        ids = val_ids if limit is None else val_ids[:limit]
         if not ranks.distributed:
-            return evaluate(model, val_ids, cfg.seq_len, device=device)
-        total, count = ranks.sum(list(nll_totals(model, val_ids, cfg.seq_len, device=device)), device)
+            return evaluate(model, ids, cfg.seq_len, device=device)
+        total, count = ranks.sum(list(nll_totals(model, ids, cfg.seq_len, device=device)), device)
         return _ppl(total, count)
 
     best = BestWeights(cfg.patience)
@@ -608,10 +610,14 @@ def _fit(model, corpus, cfg, on_step, on_epoch, report, ranks: Ranks, device, si
             raise            # nothing trained yet: nothing to keep, and nothing of the caller's has changed
         report.interrupted, report.stop_reason = True, "interrupted"
         if best.state is None and has_val:
-            # Interrupted inside the first epoch: measure what we have so the report is honest. A second
-            # Ctrl-C skips the measuring; the perplexity is then unknown (None), not made up.
+            # Interrupted inside the first epoch: measure what we have so the report is honest, on at most
+            # STOPPED_VAL_TOKENS validation tokens (a stop must answer in a second, not after a whole
+            # validation pass). A second Ctrl-C skips the measuring; the perplexity is then unknown (None).
             try:
-                best.ppl = validate()
+                best.ppl = validate(STOPPED_VAL_TOKENS)
+                if val_ids.size > STOPPED_VAL_TOKENS:
+                    report.notes.append(f"stopped inside the first epoch: validation perplexity measured on the "
+                                        f"first {STOPPED_VAL_TOKENS:,} of {val_ids.size:,} validation tokens")
             except KeyboardInterrupt:
                 pass
     # The run is over: hand back the best weights whole. Ctrl-C is held while they are copied back (half
