@@ -102,9 +102,10 @@ def magic_line(magic: str, options: Mapping[str, Any], text: str = "") -> str:
         else:
             parts += [flag, quote(str(value).lower() if isinstance(value, bool) else str(value))]
     if text:
-        # The magics keep the text after the options verbatim; "--" ends the options before a text that
-        # starts like one.
-        parts += (["--"] if text.lstrip().startswith("-") else []) + [text]
+        # The magics keep the text after the options verbatim, but take a text that starts like an option
+        # for one and unwrap a quoted one: "--" ends the options and keeps the text as it is.
+        quoted = len(text) >= 2 and text[0] == text[-1] and text[0] in "'\""
+        parts += (["--"] if text.startswith("-") or quoted else []) + [text]
     return " ".join(parts)
 
 
@@ -117,19 +118,25 @@ def data(ns: Mapping[str, Any]) -> Answer:
 
 
 def next_words(model: Any, name: Optional[str], text: str, k: int) -> Answer:
-    """/next TEXT: the k likeliest next words."""
+    """/next TEXT: the k likeliest next words (``%lm_complete`` computes them again)."""
     pairs = model.next_words(text, k)
-    return Answer(f"after {text!r}: {pairs_text(pairs)}", result=pairs)
+    code = (magic_line("lm_complete", {"name": name, "k": k}, text) if name
+            else f"model.next_words({text!r}, k={k})")
+    return Answer(f"after {text!r}: {pairs_text(pairs)}", code=code, result=pairs)
 
 
 def score_text(model: Any, name: Optional[str], text: str, k: int) -> Answer:
-    """/score TEXT: the perplexity of the text and its k most surprising words."""
-    if not text:
+    """/score TEXT: the perplexity of the text and its k most surprising words, as ``%lm_explain --top k``
+    computes them (the line it offers shows them again, with what the model expected there)."""
+    if not text.strip():
         raise ConfigError("Give the text to score: /score TEXT.")
-    ppl = model.perplexity(text)
-    worst = sorted(model.surprisal(text), key=lambda wb: -wb[1])[:k]
-    return Answer(f"perplexity {ppl:,.1f}; most surprising: "
-                  + (", ".join(f"{w} ({b:.1f} bits)" for w, b in worst) or "(none)"), result=ppl)
+    result = explain_text(model, text, top=k, k=k, model_name=name or "")
+    worst = [(w, b) for _, w, b, _ in result.alternatives]
+    code = (magic_line("lm_explain", {"name": name, "top": k, "k": k}, text) if name
+            else f"lm.explain(model, {text!r}, top={k}, k={k})")
+    return Answer(f"perplexity {2 ** result.bits:,.1f}; most surprising: "
+                  + (", ".join(f"{token_text(w)} ({num_text(b)} bits)" for w, b in worst) or "(none)"),
+                  code=code, result=result)
 
 
 def explain(model: Any, name: Optional[str], text: str, k: int) -> Answer:
@@ -183,11 +190,13 @@ def unusual(ns: Mapping[str, Any], arg: str, model_for: ModelFor, own: Callable[
     def run(on_chunk: Optional[OnChunk] = None) -> Answer:
         report = score_frame(model, frame, ref.column, into=None if default_into else into, overwrite=replace,
                              top=top, model_name=name or "", baseline=baseline, on_chunk=on_chunk)
+        # The columns exist now (the chat wrote them): the line replaces them, so it runs again as given.
         code = magic_line("lm_score", {"df": ref.var, "column": ref.column, "name": name,
-                                       "into": None if default_into else into, "overwrite": replace,
+                                       "into": None if default_into else into, "overwrite": True,
                                        "top": top, "baseline": baseline})
         if name is None:
-            code = (f"lm.score_frame(model, {ref.var}, {ref.column!r}, top={top}, overwrite={replace}"
+            code = (f"lm.score_frame(model, {ref.var}, {ref.column!r}"
+                    f"{'' if default_into else f', into={into!r}'}, overwrite=True, top={top}"
                     f"{', baseline=True' if baseline else ''})")
         note = "" if default_into else f" ('{ref.column}_ppl' is your column, so the scores went to '{into}')"
         body = (f"<div>{_esc(note.strip(' ()'))}</div>" if note else "") + report._repr_html_()

@@ -303,7 +303,7 @@ def test_chat_explores_a_column_with_copyable_lines(page, notebook, jupyter_serv
     answer = ask("/unusual reviews.text top 2")
     expect(answer.locator(".lm-score-report span[title$='bits']").first).to_be_visible()   # shaded words
     code = answer.locator(".lm-chat-code code")
-    expect(code).to_have_text("%lm_score --df reviews --column text --name pets --top 2 --baseline")
+    expect(code).to_have_text("%lm_score --df reviews --column text --name pets --overwrite --top 2 --baseline")
     answer.locator(".lm-copy").click()
     expect(answer.locator(".lm-copy")).to_have_text("Copied", timeout=ROUNDTRIP_MS)
     assert notebook.evaluate("navigator.clipboard.readText()") == code.inner_text()

@@ -130,7 +130,8 @@ def test_unusual_scores_a_column_and_replaces_only_its_own_columns(chat, ns):
     msg = last(chat)
     assert msg["role"] == "system", msg["text"]
     assert {"text_ppl", "text_bits", "text_ngram_ppl", "text_mix_ppl"} <= set(df.columns)
-    assert msg["code"] == "%lm_score --df reviews --column text --name pets --top 2 --baseline"
+    # the columns exist now: the line replaces them, so pasted into a cell it runs as given
+    assert msg["code"] == "%lm_score --df reviews --column text --name pets --overwrite --top 2 --baseline"
     assert msg["text"].endswith(msg["code"]) and "Most surprising" in msg["text"]
     assert "rank agreement with the model" in msg["text"] and "n-gram" in msg["text"]   # the baseline beside it
     # the lone row with words the model never saw is the most surprising one
@@ -155,7 +156,7 @@ def test_unusual_scores_a_column_and_replaces_only_its_own_columns(chat, ns):
 def test_unusual_with_another_model(chat, reg, model):
     reg.set("other", model, make_default=False)
     chat.send("/unusual reviews.text with other top 1")
-    assert last(chat)["code"] == "%lm_score --df reviews --column text --name other --top 1 --baseline"
+    assert last(chat)["code"] == "%lm_score --df reviews --column text --name other --overwrite --top 1 --baseline"
     assert chat.name == "pets"
     # a model without a baseline: its own scores alone, and no claim about one
     bare = lm.train("\n".join(make_reviews(1).text), epochs=1, hidden_dim=16, embed_dim=8, seed=0, baseline=False)
@@ -393,8 +394,9 @@ def test_lm_compare_and_lm_explain_magics(shell):
         shell.run_line_magic("lm_explain", "--name assist_pets")
 
 
-def test_the_line_to_copy_reruns_to_the_same_result_in_a_real_shell(model):
-    # What the chat offers to paste into a cell does what the chat did: same columns, same scores.
+def test_every_offered_line_reruns_as_given_twice_in_a_real_shell(model):
+    # What the chat offers to paste into a cell does what the chat did (same columns, same scores, same
+    # groups, same words), right after the answer and again later: each line runs twice.
     from IPython.core.interactiveshell import InteractiveShell
 
     from lm_magics.registry import get_registry
@@ -405,27 +407,49 @@ def test_the_line_to_copy_reruns_to_the_same_result_in_a_real_shell(model):
     shell.run_line_magic("load_ext", "lm_magics")
     reg = get_registry(shell)
     reg.set("copied_pets", model)
+    columns = ["text_ppl", "text_bits", "text_ngram_ppl", "text_mix_ppl"]
     try:
         shell.user_ns["copied"] = make_reviews()
         chat = ChatAssistant("copied_pets", registry=reg, user_ns=shell.user_ns, seed=0)
-        for command, columns in [("/unusual copied.text top 2", ["text_ppl", "text_bits", "text_ngram_ppl"]),
-                                 ("/compare copied.text by product", None)]:
+        for command in ["/unusual copied.text top 2", "/unusual copied.text top 2", "/compare copied.text by product",
+                        "/compare copied.text by product with copied_pets min 2", "/explain the cat sat on the zap",
+                        "/score the cat sat on the zap", "/next the cat", "/next 'quoted'", "/next -5 degrees",
+                        "/learn copied.text where stars > 2 as copied_learned"]:
             chat.send(command)
             msg = last(chat)
-            assert msg["role"] == "system" and msg["code"].startswith("%lm_"), msg["text"]
+            assert msg["role"] == "system" and msg["code"].startswith("%lm_"), (command, msg["text"])
             magic, _, line = msg["code"][1:].partition(" ")
-            if columns:
-                by_chat = shell.user_ns["copied"][columns].copy()
-                shell.user_ns["copied"] = make_reviews()           # a fresh frame, as in a new session
-                shell.run_line_magic(magic, line)
-                again = shell.user_ns["copied"][columns]
-                assert np.allclose(again.to_numpy(), by_chat.to_numpy(), rtol=1e-6, equal_nan=True)
-            else:
+            by_chat = shell.user_ns["copied"][columns].copy() if command.startswith("/unusual") else None
+            for _ in range(2):
                 result = shell.run_line_magic(magic, line)
-                assert repr(result).splitlines()[1:4] == msg["text"].splitlines()[1:4]   # the same groups, rows
+                if command.startswith("/learn"):         # it starts (the run itself is /learn's own test)
+                    assert isinstance(result, TrainingMonitor) and result.name == "copied_learned"
+                    assert len(result.data) == (shell.user_ns["copied"]["stars"] > 2).sum()
+                    for mon in (result, *chat.trainings):
+                        mon.stop()
+                        assert mon.join(30)
+                elif command.startswith("/unusual"):
+                    again = shell.user_ns["copied"][columns]
+                    assert np.allclose(again.to_numpy(), by_chat.to_numpy(), rtol=1e-6, equal_nan=True)
+                    assert list(shell.user_ns["copied"].columns).count("text_ppl") == 1
+                elif command.startswith("/compare"):
+                    assert repr(result).splitlines()[1:4] == msg["text"].splitlines()[1:4]   # the same groups
+                elif command.startswith("/explain"):
+                    assert repr(result) == msg["text"].rsplit("\n", 1)[0]
+                elif command.startswith("/score"):
+                    head, worst = msg["text"].split("\n")[0].split("; most surprising: ")
+                    assert head == f"perplexity {2 ** result.bits:,.1f}"
+                    assert [w.split(" (")[0] for w in worst.split(", ")] == [w for _, w, _, _ in result.alternatives]
+                else:
+                    said = msg["text"].split(": ", 1)[1].split("\n")[0]
+                    assert [w for w in result.words] == [w for w, _ in chat.model.next_words(
+                        command[6:], chat.k)] and result.prefix == command[6:], (said, result.prefix)
         chat.close()
     finally:
         reg.drop("copied_pets")
+        for name in ("copied_learned", "copied_learned_interrupted"):
+            if name in reg:
+                reg.drop(name)
 
 
 def test_long_unusual_runs_in_the_background_with_progress_and_stop(chat, ns, monkeypatch):

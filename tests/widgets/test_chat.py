@@ -155,11 +155,13 @@ def test_chat_slash_commands(reg, model, other):
     assert len(model.tokenizer.tokenize(answer)) <= 3 and len(c.messages[-1]["alternatives"]) == 4
     c.send("/next the cat sat")
     assert last()["text"] == "after 'the cat sat': " + ", ".join(
-        f"{word_text(w)} {prob_text(p)}" for w, p in model.next_words("the cat sat", 4))
+        f"{word_text(w)} {prob_text(p)}" for w, p in model.next_words("the cat sat", 4)) + "\n" + last()["code"]
+    assert last()["code"] == "%lm_complete --name pets -k 4 the cat sat"
     c.send("/score the cat sat on the mat .")
-    ppl = model.perplexity("the cat sat on the mat .")
+    explained = lm.explain(model, "the cat sat on the mat .", top=4, k=4)    # what the offered line shows
     worst = max(model.surprisal("the cat sat on the mat ."), key=lambda wb: wb[1])[0]
-    assert last()["text"].startswith(f"perplexity {ppl:,.1f}; most surprising: {worst} (")
+    assert last()["text"].startswith(f"perplexity {2 ** explained.bits:,.1f}; most surprising: {worst} (")
+    assert last()["code"] == "%lm_explain --name pets --top 4 -k 4 the cat sat on the mat ."
     n = len(c.messages)
     c.send("/export convo")
     df = ns["convo"]
