@@ -36,13 +36,34 @@ _STYLE = {
     "error": "background:#fee2e2;color:#900;font-size:12px;margin:3px 0;",
 }
 
-# In the bubble the columns are a table: spaces cannot align a proportional font.
-_HELP_HTML = ("<table class='lm-chat-help' style='border-collapse:collapse'>" + "".join(
-    f"<tr><td style='padding:0 1.5em 0 0;white-space:nowrap'><code>{esc(command)}</code></td>"
-    f"<td style='padding:0 1.5em 0 0'>{esc(what)}</td>"
-    f"<td style='padding:0;white-space:nowrap;color:#555'><code>{esc(example)}</code></td></tr>"
-    for command, what, example in HELP_ROWS) + "</table>"
-    f"<div style='color:#666'>{esc(PLAIN)}</div>")
+# /help in the bubble: each command with its description, the example under them, all wrapping,
+# so it fits any width (a table squeezed the descriptions to a few words per line).
+_HELP_HTML = ("<div class='lm-chat-help'>" + "".join(
+    f"<div class='lm-chat-help-row' style='margin:0 0 4px 0'><code style='font-weight:600'>{esc(command)}</code>"
+    f" <span style='color:#888'>·</span> <span>{esc(what)}</span><div style='margin-left:1.2em;color:#555'>"
+    f"e.g. <code>{esc(example)}</code></div></div>"
+    for command, what, example in HELP_ROWS) + f"<div style='color:#666'>{esc(PLAIN)}</div></div>")
+
+# Where the history scrolls when a message arrives. A message whose bubble holds an anchor (an invisible
+# image whose onload runs once the bubble is on the page) scrolls the history: "end" (your messages: to
+# the newest message) or "top" (a long answer: to its first line, so /help is read from the top). Only
+# the last anchor of the history acts, whatever order the images load in; messages without one leave
+# the reader's place alone (the scroll box's column-reverse keeps the newest in view when it was).
+_ANCHOR_GIF = "data:image/gif;base64,R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7"
+_ANCHOR_JS = (
+    "(function(img){var n=0;function go(){var s=img.closest('.lm-chat-scroll');"
+    "if(!s){if(n++<40)requestAnimationFrame(go);return;}"
+    "var all=s.querySelectorAll('.lm-anchor');if(all[all.length-1]!==img)return;"
+    "var box=s.getBoundingClientRect(),b=(img.closest('.lm-chat-msg')||img).getBoundingClientRect(),"
+    "h=s.querySelector('.lm-chat-history').getBoundingClientRect();"
+    "s.scrollTop+=img.classList.contains('lm-anchor-top')?b.top-box.top:h.bottom-box.bottom;}"
+    "requestAnimationFrame(go);})(this)")
+
+
+def anchor_html(where: str) -> str:
+    """The invisible scroll anchor of a message: ``where`` is "end" or "top" (see _ANCHOR_JS)."""
+    return (f"<img class='lm-anchor lm-anchor-{where}' alt='' src='{_ANCHOR_GIF}' "
+            f"style='display:none' onload=\"{_ANCHOR_JS}\">")
 
 
 class ChatAssistant(ModelWidget):
@@ -184,13 +205,17 @@ class ChatAssistant(ModelWidget):
     # ------------------------------------------------------------------ messages
 
     def _add(self, role: str, text: str, *, body: Optional[str] = None, widget: Optional[W.Widget] = None,
-             **extra: Any) -> int:
+             scroll: Optional[str] = None, **extra: Any) -> int:
         """Append a message and its bubble (body: HTML shown instead of the text; widget: a live widget
-        shown below it, e.g. a training monitor); drop the oldest beyond max_messages. Returns its index."""
+        shown below it, e.g. a training monitor); drop the oldest beyond max_messages. Returns its index.
+        Your messages scroll the history to the end, answers with a body to their top (``scroll``: "end",
+        "top" or "" for neither; by default from the role and body)."""
+        if scroll is None:
+            scroll = "end" if role == "user" else "top" if body is not None else ""
         with self._lock:
             msg = {"role": role, "text": text, **extra}
             self.messages.append(msg)
-            bubble: W.Widget = W.HTML(_bubble_html(msg, body))
+            bubble: W.Widget = W.HTML(_bubble_html(msg, body, scroll))
             if widget is not None:
                 bubble = W.VBox([bubble, widget], layout=W.Layout(width="100%"))
             bubble.add_class("lm-chat-msg")
@@ -483,8 +508,10 @@ class ChatAssistant(ModelWidget):
         return grammar.hint(text, ns)
 
 
+COPY_RESET_MS = 1500     # a Copy button reads "Copied" this long, then "Copy" again (it can be pressed again)
 _COPY_JS = ("navigator.clipboard.writeText(this.parentElement.querySelector('code').textContent)"
-            ".then(() => { this.textContent = 'Copied'; })")
+            ".then(() => { this.textContent = 'Copied'; }, () => { this.textContent = 'Copy failed'; })"
+            f".finally(() => {{ setTimeout(() => {{ this.textContent = 'Copy'; }}, {COPY_RESET_MS}); }})")
 
 
 def code_html(code: str) -> str:
@@ -496,7 +523,8 @@ def code_html(code: str) -> str:
             f"onclick=\"{_COPY_JS}\">Copy</button></div>")
 
 
-def _bubble_html(msg: Dict[str, Any], body: Optional[str] = None) -> str:
+def _bubble_html(msg: Dict[str, Any], body: Optional[str] = None, scroll: Optional[str] = None) -> str:
+    """A message's bubble; ``scroll`` ("end" or "top") adds the anchor that scrolls the history to it."""
     role = msg["role"]
     text = body if body is not None else esc(msg["text"])
     if msg.get("code"):
@@ -514,9 +542,10 @@ def _bubble_html(msg: Dict[str, Any], body: Optional[str] = None) -> str:
                   f"{'⚠ ' if msg.get('copies') else ''}{esc(note)}</div>")
     who = {"user": "you", "assistant": esc(msg.get("model") or "model") + " · continuing your text",
            "system": "lm", "error": "error"}[role]
+    anchor = anchor_html(scroll) if scroll else ""
     return (f"<div class='lm-bubble lm-bubble-{role}' style='{_STYLE[role]}border-radius:8px;padding:4px 10px;"
-            f"white-space:pre-wrap;line-height:1.35'><span style='color:#888;font-size:10px'>{who}"
-            f"</span><br>{text}{extra}</div>")
+            f"white-space:pre-wrap;overflow-wrap:anywhere;line-height:1.35'><span style='color:#888;"
+            f"font-size:10px'>{who}</span>{anchor}<br>{text}{extra}</div>")
 
 
 class _Stopped(Exception):

@@ -89,7 +89,7 @@ def test_column_references_survive_dots_and_spaces(ns):
     ("review.text", "No variable named 'review' in the notebook. Did you mean 'reviews'?"),
     ("reviews.txt", "'reviews' has no column 'txt'. Did you mean reviews.text"),
     ("reviews.stars", "Column 'stars' of 'reviews' holds int values, not text. Text columns:"),
-    ("reviews", "'reviews' is a DataFrame; name one of its columns, e.g. reviews.product"),
+    ("reviews", "'reviews' is a DataFrame; name one of its columns, e.g. reviews.text (text columns: 'text', 'review text')"),
     ("reviews.review text", 'for a column name with spaces write reviews["review text"]'),
     ("n.text", "'n' is a int, which has no columns"),
     ("n", "'n' is a int, not a DataFrame, Series or list of str"),
@@ -113,6 +113,15 @@ def test_text_overview_lists_text_columns_with_rows_missing_and_words(ns):
     assert entries[("reviews", "text")]["mean_words"] > entries[("reviews", "product")]["mean_words"]
     text = repr(DataOverview(list(entries.values())))
     assert "reviews.text" in text and 'reviews["review text"]' in text and "no text columns" in text
+    # labels (few distinct short values) and times are listed apart, below the text columns
+    assert entries[("reviews", "product")]["role"] == "label" and entries[("reviews", "text")]["role"] == "text"
+    table, labels = text.split("\nLabels (few distinct short values, not text to model): ")
+    assert "reviews.product" not in table and labels.startswith("reviews.product (4 values)")
+    ns["tweets"] = pd.DataFrame({"text": [f"row {i} says something long enough" for i in range(20)],
+                                 "created": [f"2015-02-{10 + i} 11:35:52 -0800" for i in range(20)],
+                                 "at": pd.date_range("2020-01-01", periods=20)})
+    text = repr(DataOverview(text_overview(ns)))
+    assert text.endswith("\nDates and times: tweets.created, tweets.at") and "tweets.text" in text
 
 
 # ------------------------------------------------------------------------------------ the chat
