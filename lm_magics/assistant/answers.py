@@ -11,10 +11,13 @@ from config.py's option specs), so no flag is re-typed here.
 
 from __future__ import annotations
 
+import math
+import time
+import weakref
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from .. import compare_groups, explain as explain_text, score_frame
+from .. import compare_groups, explain as explain_text, progress, score_frame
 from ..display import DataOverview
 from ..errors import ConfigError, DataError
 from ..frames import is_dataframe, ref_text, resolve_column, text_overview
@@ -36,7 +39,8 @@ except ImportError:                    # pragma: no cover - before formatting.py
         text = f"{x:{'+' if sign else ''}.{decimals}f}"
         return text.replace("-0.0", "0.0") if float(text) == 0 else text
 
-__all__ = ["Answer", "Work", "magic_line", "data", "next_words", "score_text", "explain", "unusual", "compare"]
+__all__ = ["Answer", "Work", "magic_line", "data", "next_words", "score_text", "explain", "unusual", "compare",
+           "learn_line", "estimate_seconds", "duration", "clock", "plan_line", "progress_line"]
 
 # Progress callback of a long computation: (units done, units in all); it may raise to stop the work.
 OnChunk = Callable[[int, int], None]
@@ -107,6 +111,129 @@ def magic_line(magic: str, options: Mapping[str, Any], text: str = "") -> str:
         quoted = len(text) >= 2 and text[0] == text[-1] and text[0] in "'\""
         parts += (["--"] if text.startswith("-") or quoted else []) + [text]
     return " ".join(parts)
+
+
+# ---------------------------------------------------------------------------------------------- how long
+
+# The time texts and the scoring estimate are progress.py's (the monitor, the bars and the magics use
+# them too); the fallbacks below stand in where that module has none of them yet.
+
+def _duration(seconds: float) -> str:
+    if not math.isfinite(seconds) or seconds < 0:
+        seconds = 0.0
+    if seconds < 9.95:
+        return f"{seconds:.1f} s"
+    s = int(round(seconds))
+    if s < 60:
+        return f"{s} s"
+    m, sec = divmod(s, 60)
+    if m < 60:
+        return f"{m} min {sec} s" if sec else f"{m} min"
+    h, m = divmod(m, 60)
+    return f"{h} h {m} min" if m else f"{h} h"
+
+
+def _clock(seconds: float) -> str:
+    s = max(0, int(round(seconds))) if math.isfinite(seconds) else 0
+    h, rest = divmod(s, 3600)
+    m, sec = divmod(rest, 60)
+    return f"{h}:{m:02d}:{sec:02d}" if h else f"{m}:{sec:02d}"
+
+
+def _time_left(info: Any) -> Optional[float]:
+    eta = getattr(info, "eta", None)
+    if eta is not None and math.isfinite(eta):
+        return max(0.0, float(eta))
+    if info.step < 2 or info.elapsed <= 0 or info.total_steps <= 0:
+        return None
+    return max(0, info.total_steps - info.step) * info.elapsed / info.step
+
+
+def _plan_text(plan: Any) -> str:
+    def get(*names: str) -> Any:
+        for n in names:
+            v = plan.get(n) if isinstance(plan, dict) else getattr(plan, n, None)
+            if v is not None:
+                return v
+        return None
+
+    parts = []
+    secs = get("seconds", "estimated_seconds", "estimate_s", "eta", "est_seconds")
+    if isinstance(secs, (int, float)) and math.isfinite(secs):
+        parts.append(f"about {duration(secs)}")
+    for key, word in (("epochs", "epoch"), ("steps", "step")):
+        v = get(key, "total_steps") if key == "steps" else get(key)
+        if isinstance(v, int):
+            parts.append(f"{v:,} {word}{'' if v == 1 else 's'}")
+    return ", ".join(parts)
+
+
+_rates: "weakref.WeakKeyDictionary[Any, float]" = weakref.WeakKeyDictionary()
+_SAMPLE_ROWS = 64       # rows whose scoring is timed (once per model) for the estimate
+
+
+def _measure_scoring(model: Any, texts: Sequence[Any], passes: int = 1) -> float:
+    values = [t for t in texts if isinstance(t, str) and t.strip()]
+    if not values:
+        return 0.0
+    step = max(1, len(values) // _SAMPLE_ROWS)
+    sample = values[::step][:_SAMPLE_ROWS]
+    mean_tokens = sum(len(model.tokenizer.tokenize(t)) for t in sample) / len(sample)
+    rate = _rates.get(model)
+    if rate is None:
+        t0 = time.perf_counter()
+        model.score(sample)
+        rate = len(sample) * (mean_tokens + 1.0) / max(time.perf_counter() - t0, 1e-6)
+        _rates[model] = rate
+    return passes * len(values) * (mean_tokens + 1.0) / rate
+
+
+duration: Callable[[float], str] = getattr(progress, "duration", _duration)     # "48 s", "2 min 5 s"
+clock: Callable[[float], str] = getattr(progress, "clock", _clock)              # "0:48", "2:05"
+_time_left_of: Callable[[Any], Optional[float]] = getattr(progress, "time_left", _time_left)
+_plan_of: Callable[[Any], str] = getattr(progress, "plan_text", _plan_text)
+
+
+def estimate_seconds(model: Any, texts: Sequence[Any], passes: int = 1) -> float:
+    """How long scoring ``texts`` with ``model`` takes, ``passes`` times: rows x mean tokens / the model's
+    speed, measured once on a few evenly spaced rows (and kept for the model). The chat's one estimate
+    for /unusual and /compare; above ``ChatAssistant.background_seconds`` they run in the background."""
+    measure = getattr(progress, "measure_scoring", _measure_scoring)
+    return float(measure(model, texts, passes))
+
+
+def plan_line(plan: Any = None, step: Any = None) -> str:
+    """What /learn says once the plan is known ("about 50 s, 8 epochs"): the engine's plan (``on_plan``)
+    when there is one, else an estimate from the first steps (total time from the time left); "" before."""
+    if plan is not None:
+        text = _plan_of(plan)
+        if text:
+            return text
+    if step is None:
+        return ""
+    left = _time_left_of(step)
+    if left is None:
+        return ""
+    return _plan_of({"seconds": step.elapsed + left, "steps": step.total_steps})
+
+
+def progress_line(elapsed: float, step: Any = None) -> str:
+    """``0:12 elapsed, about 0:38 left`` (the time left once the first steps are timed)."""
+    left = _time_left_of(step) if step is not None else None
+    return f"{clock(elapsed)} elapsed" + ("" if left is None else f", about {clock(left)} left")
+
+
+def work_line(elapsed: float, estimate: float, fraction: Optional[float]) -> str:
+    """The progress of a long command: ``42% · 0:12 elapsed, about 0:17 left``; the time left from the
+    work done so far (``fraction``), or from the estimate before the first part is done."""
+    if fraction:
+        left = elapsed * (1 - fraction) / fraction
+    else:
+        left = estimate - elapsed
+    head = f"{fraction:.0%} · " if fraction else ""
+    tail = f"about {clock(left)} left" if left >= 1 else "a little longer than estimated" if not fraction \
+        else "almost done"
+    return f"{head}{clock(elapsed)} elapsed, {tail}"
 
 
 # ---------------------------------------------------------------------------------------------- quick answers
@@ -203,7 +330,10 @@ def unusual(ns: Mapping[str, Any], arg: str, model_for: ModelFor, own: Callable[
         wrote = [report.ppl_column, report.bits_column, *(s.name for s in report.side.values())]
         return Answer(repr(report) + note, body, code, report, (frame, wrote))
 
-    return Work(f"Scoring {len(frame):,} rows of {ref_text(ref.var, ref.column)}", run, rows=len(frame))
+    # The LSTM pass, and with the baseline the mixture's (an LSTM pass again; the n-gram's is quick).
+    seconds = estimate_seconds(model, frame[ref.column], 2 if baseline else 1)
+    return Work(f"Scoring {len(frame):,} rows of {ref_text(ref.var, ref.column)}", run, rows=len(frame),
+                seconds=seconds)
 
 
 def compare(ns: Mapping[str, Any], arg: str, model_for: ModelFor) -> Work:
@@ -226,9 +356,11 @@ def compare(ns: Mapping[str, Any], arg: str, model_for: ModelFor) -> Work:
                                 model_name=name or "", on_chunk=on_chunk)
         return Answer(repr(result), result._repr_html_(), code, result)
 
-    # Word counts (no model) are quick for any number of rows.
-    return Work(f"Comparing groups of {ref_text(ref.var, ref.column)}", run,
-                rows=len(ref.frame) if model is not None else 0)
+    # Word counts (no model) are quick for any number of rows; a model scores each row once (its n-gram
+    # beside it is quick).
+    seconds = estimate_seconds(model, ref.values) if model is not None else 0.0
+    return Work(f"Comparing groups of {ref_text(ref.var, ref.column)} ({len(ref.frame):,} rows)", run,
+                rows=len(ref.frame) if model is not None else 0, seconds=seconds)
 
 
 def learn_line(name: str, source: Mapping[str, Any]) -> str:

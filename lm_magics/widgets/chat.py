@@ -11,6 +11,7 @@ into a cell. Columns are named as in Python: ``reviews.text`` or ``reviews["revi
 from __future__ import annotations
 
 import threading
+import time
 import traceback
 import weakref
 from collections.abc import MutableMapping
@@ -82,14 +83,17 @@ class ChatAssistant(ModelWidget):
     n_words, temperature, k, seed, show_alternatives
         Answer length, sampling temperature, number of alternatives shown, sampling seed.
 
-    ``/unusual`` on a frame of ``background_rows`` rows or more (default 50,000: more than a few seconds of
-    scoring) runs in a thread with a progress bar and a Stop button; the kernel stays free meanwhile.
+    ``/unusual`` and ``/compare ... with MODEL`` estimate their time from the rows and the model's measured
+    speed (``assistant.answers.estimate_seconds``); from ``background_seconds`` on (default 3 s), or from
+    ``background_rows`` rows on, they run in a thread with a message that says how long, a progress bar,
+    the time elapsed and left, and a Stop button; the kernel stays free meanwhile.
 
     >>> chat = ChatAssistant(model, seed=0)        # doctest: +SKIP
     >>> chat.send("Beautiful is")                   # doctest: +SKIP
     'better than ugly . ...'
     """
 
+    background_seconds = 3.0
     background_rows = 50_000
 
     def __init__(self, model_or_name: Any = None, registry: Optional[ModelRegistry] = None,
@@ -402,49 +406,74 @@ class ChatAssistant(ModelWidget):
         self._do(answers.compare(self._ns(), arg, self._model_for))
 
     def _do(self, work: "answers.Work") -> None:
-        """Run a long command: inline, or in the background when it is big."""
-        if work.rows and work.rows >= self.background_rows:
-            self._in_background(work.title, work.run, self._show)
+        """Run a long command: in the background when its estimate is background_seconds or more (or it
+        has background_rows rows or more), else inline."""
+        if work.seconds >= self.background_seconds or (work.rows and work.rows >= self.background_rows):
+            self._in_background(work)
         else:
             self._show(work.run(None))
 
-    def _in_background(self, title: str, work: Callable[..., Any], done: Callable[[Any], None]) -> None:
-        """Run a long command in a thread: a progress bar and a Stop button in the conversation, the kernel
-        free meanwhile. ``work(on_chunk)`` reports (done, total); Stop (or /stop) ends it at the next chunk,
-        before anything is written; ``done(result)`` posts the answer."""
-        stop = threading.Event()
+    def _in_background(self, work: "answers.Work") -> None:
+        """Run a long command in a thread: a message with its estimate, a progress bar, the time elapsed and
+        left, and a Stop button in the conversation, the kernel free meanwhile. ``work.run(on_chunk)``
+        reports (done, total); Stop (or /stop) ends it at the next chunk, before anything is written."""
+        title = work.title
+        stop, finished = threading.Event(), threading.Event()
         bar = W.FloatProgress(value=0.0, min=0.0, max=1.0, layout=W.Layout(width="200px"))
-        count = W.Label("starting…")
+        bar.add_class("lm-chat-progress")
+        count = W.Label(answers.work_line(0.0, work.seconds, None))
+        count.add_class("lm-chat-progress-text")
         button = W.Button(description="Stop", icon="stop", button_style="danger",
                           tooltip="Stop at the next chunk; nothing is written")
         button.add_class("lm-chat-stop")
         button.on_click(lambda _b: stop.set())
-        self._add("system", f"{title}… (Stop keeps the data as it was)",
+        about = f", about {answers.duration(work.seconds)}" if work.seconds else ""
+        self._add("system", f"{title}{about}… Stop (or /stop) keeps the data as it was.",
                   widget=W.HBox([bar, button, count]))
         job = {"stop": stop, "title": title}
         self.jobs.append(job)
+        t0 = time.monotonic()
+        done_part: List[Optional[float]] = [None]
+
+        def show() -> None:
+            count.value = answers.work_line(time.monotonic() - t0, work.seconds, done_part[0])
 
         def on_chunk(n: int, total: int) -> None:
-            bar.value = n / max(total, 1)
-            count.value = f"{n:,} / {total:,}"
+            done_part[0] = n / max(total, 1)
+            bar.value = done_part[0]
+            show()
             if stop.is_set():
                 raise _Stopped()
 
+        def tick() -> None:          # the time moves on between chunks (one chunk may take many seconds)
+            while not finished.wait(1.0):
+                show()
+
         def run() -> None:
+            answer, ended = None, "stopped"
             try:
-                result = work(on_chunk)
+                answer = work.run(on_chunk)
+                ended = "done"
             except _Stopped:
-                self._add("system", f"{title}: stopped; nothing was written.")
+                pass
             except LMError as exc:
+                ended = "failed"
                 self._add("error", str(exc))
             except Exception:   # a bug: keep its traceback visible in the conversation
+                ended = "failed"
                 self._add("error", traceback.format_exc())
-            else:
-                done(result)
             finally:
+                finished.set()
+                took = answers.duration(time.monotonic() - t0)
+                count.value = f"{ended} after {took}" if ended != "done" else f"done in {took}"
                 button.disabled, button.button_style = True, ""
                 self.jobs.remove(job)
+            if ended == "stopped":
+                self._add("system", f"{title}: stopped after {took}; nothing was written.")
+            elif answer is not None:
+                self._show(answer)
 
+        threading.Thread(target=tick, daemon=True, name=f"lm-chat-tick-{title[:20]}").start()
         threading.Thread(target=run, daemon=True, name=f"lm-chat-{title[:20]}").start()
 
     # ------------------------------------------------------------------ training

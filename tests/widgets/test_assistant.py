@@ -5,6 +5,7 @@ their magics (%lm_explain, %lm_compare). Tiny seeded data and models; properties
 from __future__ import annotations
 
 import random
+import re
 
 import pytest
 
@@ -461,46 +462,91 @@ def test_every_offered_line_reruns_as_given_twice_in_a_real_shell(model):
                 reg.drop(name)
 
 
-def test_long_unusual_runs_in_the_background_with_progress_and_stop(chat, ns, monkeypatch):
-    # Big frames score in a thread: a progress bar and Stop in the conversation; Stop writes nothing.
-    import ipywidgets as W
+def _held_scoring(monkeypatch):
+    """Make every scoring pass wait for the returned event (at most 10 s) before its first chunk."""
+    import threading
 
     from lm_magics import api
 
-    df = ns["reviews"]
-    chat.background_rows = 10
-    monkeypatch.setattr(api, "_SCORE_CHUNK_ROWS", 7)              # several chunks for a few dozen rows
-    chat.send("/unusual reviews.text top 2")
-    assert wait_until(lambda: not chat.jobs and last(chat).get("code")), last(chat)
-    assert "text_ppl" in df.columns and last(chat)["code"].startswith("%lm_score --df reviews")
-    progress = [m for m in chat.history.children if isinstance(m, W.VBox)][-1]
-    bar = progress.children[1].children[0]
-    assert bar.value == 1.0 and progress.children[1].children[1].disabled    # done: the full bar, Stop off
-
-    fresh = make_reviews()
-    ns["fresh"] = fresh
-    gate = __import__("threading").Event()
+    gate = threading.Event()
     real = api.LanguageModel._row_mean_nll
 
     def slow(self, texts, progress=True, on_chunk=None):
         def held(done, total):
-            gate.wait(10)                         # the first chunk waits until the test pressed Stop
-            on_chunk(done, total)
+            gate.wait(10)
+            if on_chunk is not None:
+                on_chunk(done, total)
         return real(self, texts, progress, held)
 
     monkeypatch.setattr(api.LanguageModel, "_row_mean_nll", slow)
-    chat.send("/unusual fresh.text")
-    stop = [m for m in chat.history.children if isinstance(m, W.VBox)][-1].children[1].children[1]
-    stop.click()
+    return gate
+
+
+def test_long_unusual_runs_in_the_background_with_progress_and_stop(chat, ns, monkeypatch):
+    # A command estimated to take seconds says so at once, scores in a thread with a progress bar, the time
+    # elapsed and left and a Stop button; the kernel is free meanwhile; Stop writes nothing.
+    import ipywidgets as W
+
+    from lm_magics import api
+    from lm_magics.assistant import answers
+
+    df = ns["reviews"]
+    monkeypatch.setattr(answers, "estimate_seconds", lambda model, texts, passes=1: 40.0)
+    monkeypatch.setattr(api, "_SCORE_CHUNK_ROWS", 7)              # several chunks for a few dozen rows
+    gate = _held_scoring(monkeypatch)
+    chat.send("/unusual reviews.text top 2")
+    # before any row is scored: the message with the estimate, the bar and Stop
+    msg = last(chat)
+    assert msg["text"].startswith("Scoring 61 rows of reviews.text, about 40 s… Stop (or /stop) keeps the data")
+    progress = chat.history.children[-1]
+    bar, stop, count = progress.children[1].children
+    assert isinstance(bar, W.FloatProgress) and stop.description == "Stop" and not stop.disabled
+    assert re.fullmatch(r"0:\d\d elapsed, about 0:[0-4]\d left", count.value) and len(chat.jobs) == 1
+    assert chat.send("the cat") is not None                     # the kernel (and the chat) answer meanwhile
     gate.set()
-    assert wait_until(lambda: not chat.jobs and "stopped; nothing was written" in last(chat)["text"])
-    assert list(fresh.columns) == list(make_reviews().columns)     # the frame is as it was
+    assert wait_until(lambda: not chat.jobs and last(chat).get("code")), last(chat)
+    assert "text_ppl" in df.columns and last(chat)["code"].startswith("%lm_score --df reviews")
+    assert bar.value == 1.0 and stop.disabled and count.value.startswith("done in ")
+
+    for how in ("button", "/stop"):
+        fresh = make_reviews()
+        ns["fresh"] = fresh
+        gate.clear()
+        chat.send("/unusual fresh.text")
+        stop = chat.history.children[-1].children[1].children[1]
+        if how == "button":
+            stop.click()
+        else:
+            chat.send("/stop")
+            assert last(chat)["text"] == "Stopping: Scoring 61 rows of fresh.text; nothing is written."
+        gate.set()
+        assert wait_until(lambda: not chat.jobs and "; nothing was written." in last(chat)["text"]), how
+        assert last(chat)["text"].startswith("Scoring 61 rows of fresh.text: stopped after ")
+        assert list(fresh.columns) == list(make_reviews().columns), how     # the frame is as it was
+        assert stop.disabled
     assert chat.send("the cat") is not None                       # and the chat answers as before
 
 
-def test_long_compare_with_a_model_runs_in_the_background(chat, ns):
-    chat.background_rows = 10
+def test_a_quick_unusual_runs_inline_and_the_estimate_grows_with_rows_and_passes(chat, ns, model, monkeypatch):
+    from lm_magics.assistant import answers
+
+    monkeypatch.setattr(answers, "estimate_seconds", lambda model, texts, passes=1: 0.5)
+    chat.send("/unusual reviews.text top 1")
+    assert not chat.jobs and last(chat)["code"].startswith("%lm_score")       # answered at once
+    monkeypatch.undo()
+    texts = list(make_reviews().text)
+    one = answers.estimate_seconds(model, texts)
+    assert one > 0 and answers.estimate_seconds(model, texts * 4) == pytest.approx(4 * one, rel=0.3)
+    assert answers.estimate_seconds(model, texts, passes=2) == pytest.approx(2 * one, rel=0.3)
+    assert answers.estimate_seconds(model, [None, "  "]) == 0.0
+
+
+def test_long_compare_with_a_model_runs_in_the_background(chat, ns, monkeypatch):
+    from lm_magics.assistant import answers
+
+    monkeypatch.setattr(answers, "estimate_seconds", lambda model, texts, passes=1: 32.0)
     chat.send("/compare reviews.text by product with pets")
+    assert last(chat)["text"].startswith("Comparing groups of reviews.text (61 rows), about 32 s…")
     assert wait_until(lambda: not chat.jobs and last(chat).get("code")), last(chat)
     assert last(chat)["code"] == "%lm_compare --df reviews --column text --by product --name pets"
     assert "3 groups compared" in last(chat)["text"]
