@@ -487,16 +487,39 @@ class ChatAssistant(ModelWidget):
         self.trainings.append(monitor)
         code = answers.learn_line(name, request.source)
         what = request.what
-        self._add("system", f"Training '{name}' on {what} in the background; Stop (or /stop) keeps the best "
-                            f"model so far.\n{code}", code=code, widget=monitor.widget,
-                  body=f"Training <b>{esc(name)}</b> on {esc(what)} in the background; Stop (or /stop) keeps "
-                       f"the best model so far.")
-        threading.Thread(target=self._watch, args=(monitor,), daemon=True, name=f"lm-chat-{name}").start()
+        head = (f"Training '{name}' on {what} in the background; Stop (or /stop) keeps the best model so far.",
+                f"Training <b>{esc(name)}</b> on {esc(what)} in the background; Stop (or /stop) keeps the best "
+                f"model so far.")
+        with self._lock:
+            self._add("system", f"{head[0]}\n{code}", code=code, widget=monitor.widget, body=head[1])
+            msg, bubble = self.messages[-1], self._bubbles[-1].children[0]
+        threading.Thread(target=self._watch, args=(monitor, msg, bubble, head), daemon=True,
+                         name=f"lm-chat-{name}").start()
 
-    def _watch(self, monitor: Any) -> None:
-        """Wait for a /learn run and say in the conversation how it ended."""
-        monitor.join()
+    def _watch(self, monitor: Any, msg: Optional[Dict[str, Any]] = None, bubble: Optional[W.HTML] = None,
+               head: Tuple[str, str] = ("", "")) -> None:
+        """Follow a /learn run: its message says the plan as soon as it is known ("about 50 s, 8 epochs;
+        /stop to end early": the engine's plan, else the first steps' pace) and the time elapsed and left;
+        when it ends, a message says how."""
+        t0 = time.monotonic()
+        plan = ""
+        while not monitor.join(1.0 if plan else 0.25):
+            if msg is None or bubble is None:
+                continue
+            try:
+                if not plan:
+                    plan = answers.plan_line(getattr(monitor, "plan", None), monitor.step)
+                    if plan:
+                        msg["plan"] = plan
+                        msg["text"] = f"{head[0]}\nPlan: {plan}; /stop to end early.\n{msg['code']}"
+                self._redraw_learn(msg, bubble, head[1], plan, answers.progress_line(time.monotonic() - t0,
+                                                                                      monitor.step))
+            except Exception as exc:  # noqa: BLE001 - shown in the log, never lost
+                self.log.append_stderr(f"/learn progress: {exc}\n")
         try:
+            if msg is not None and bubble is not None:
+                self._redraw_learn(msg, bubble, head[1], plan,
+                                   f"ended after {answers.duration(time.monotonic() - t0)}")
             if monitor.model is None:
                 self._add("error", f"Training '{monitor.name}' failed: {monitor.error}")
                 return
@@ -511,6 +534,14 @@ class ChatAssistant(ModelWidget):
             self._report(exc)
         finally:
             self._set_status()
+
+    @staticmethod
+    def _redraw_learn(msg: Dict[str, Any], bubble: W.HTML, body: str, plan: str, times: str) -> None:
+        """The /learn message with its plan and times (no scroll anchor: a redraw never moves the view)."""
+        extra = (f"<div class='lm-chat-plan'><b>Plan:</b> {esc(plan)}; <code>/stop</code> to end early.</div>"
+                 if plan else "")
+        bubble.value = _bubble_html(msg, f"{body}{extra}<div class='lm-chat-progress-text' style='color:#555'>"
+                                         f"{esc(times)}</div>")
 
     def _cmd_stop(self, arg: str) -> None:
         running = [m for m in self.trainings if m.running]

@@ -266,13 +266,21 @@ def test_learn_trains_in_the_background_and_stops_from_the_chat(chat, reg, monke
 
     monkeypatch.setattr(monitor, "start_background_training", long_run)
     chat.send("/learn reviews.text where stars > 2 as happy")
-    msg = last(chat)
+    i = 1                                                          # yours, then the answer
+    msg = chat.messages[i]
     assert msg["role"] == "system", msg["text"]
     assert msg["code"] == '%lm_train --name happy --df reviews --column text --where "stars > 2" --background'
     mon = chat.trainings[0]
     assert isinstance(mon, TrainingMonitor) and mon.name == "happy"
-    assert mon.widget in chat.history.children[-1].children        # the monitor lives in the conversation
+    bubble = chat.history.children[i]
+    assert mon.widget in bubble.children                         # the monitor lives in the conversation
     assert wait_until(lambda: mon.step is not None)
+    # the message says the plan as soon as the first steps are timed, and the time elapsed and left
+    assert wait_until(lambda: "plan" in msg and "left" in bubble.children[0].value)
+    assert re.fullmatch(r"about [\d.]+ (s|min)( \d+ s)?, [\d,]+ steps|about .*epochs?.*", msg["plan"]), msg["plan"]
+    assert f"\nPlan: {msg['plan']}; /stop to end early.\n" in msg["text"]
+    assert re.search(r"\d:\d\d elapsed, about \d+:\d\d left", bubble.children[0].value)
+    assert "lm-anchor" not in bubble.children[0].value            # a redraw never moves the reader's view
     chat.send("/data")                                               # the kernel stays usable meanwhile
     assert last(chat)["role"] == "system"
     chat.send("/stop")
@@ -280,6 +288,7 @@ def test_learn_trains_in_the_background_and_stops_from_the_chat(chat, reg, monke
     assert mon.join(30)
     assert wait_until(lambda: "Training stopped" in last(chat)["text"])
     assert "'happy' is registered" in last(chat)["text"] and "/use happy" in last(chat)["text"]
+    assert re.search(r"ended after [\d.]+ s", bubble.children[0].value)
     assert reg.get("happy") is mon.model and mon.model.interrupted
     chat.send("/stop")
     assert last(chat)["text"] == "Nothing started here is running."
