@@ -83,6 +83,31 @@ def test_no_import_cycles():
     assert not cycles, "import cycles: " + "; ".join(" -> ".join(c) for c in cycles)
 
 
+_FRONT_ENDS = ("lm_magics.magics", "lm_magics.cli", "lm_magics.dask", "lm_magics.widgets", "lm_magics.assistant")
+
+
+def _is_front_end(mod: str) -> bool:
+    return any(mod == f or mod.startswith(f + ".") for f in _FRONT_ENDS)
+
+
+def test_the_analysis_layer_sits_between_the_api_and_the_front_ends():
+    """front-ends -> analysis -> api -> engine: the API imports neither the analysis layer nor a front-end,
+    the analysis layer imports no front-end, and scoring, explaining and comparing live in analysis."""
+    graph = _graph()
+    assert "lm_magics.analysis" in graph
+    assert not {d for d in graph["lm_magics.api"] if d == "lm_magics.analysis" or _is_front_end(d)}
+    assert "lm_magics.api" in graph["lm_magics.analysis"]
+    assert not [d for d in graph["lm_magics.analysis"] if _is_front_end(d) or d == "lm_magics.registry"]
+    for front in ("lm_magics.magics", "lm_magics.assistant.answers", "lm_magics.cli"):
+        assert "lm_magics.analysis" in graph[front], f"{front} does not call the analysis layer"
+    api_defs = {n.name for n in ast.parse((PKG / "api.py").read_text()).body if isinstance(n, ast.FunctionDef)}
+    assert not api_defs & {"score_frame", "explain", "compare_groups"}
+    import lm_magics
+
+    assert lm_magics.score_frame.__module__ == "lm_magics.analysis"
+    assert lm_magics.explain.__module__ == lm_magics.compare_groups.__module__ == "lm_magics.analysis"
+
+
 def _third_party(path: Path) -> set:
     """The top-level names of the modules outside the package that ``path`` imports, anywhere in the file."""
     found = set()

@@ -17,7 +17,8 @@ import weakref
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from .. import compare_groups, explain as explain_text, progress, score_frame
+from .. import progress
+from ..analysis import compare_groups, explain as explain_text, score_frame
 from ..display import DataOverview
 from ..errors import ConfigError, DataError
 from ..frames import is_dataframe, ref_text, resolve_column, text_overview
