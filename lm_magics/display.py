@@ -633,7 +633,7 @@ class DataOverview:
     def _others(self) -> List[Tuple[str, List[Tuple[str, str]]]]:
         """(heading, [(reference, note)]) for the label and the time columns that there are."""
         out = []
-        labels = [(ref_text(d["var"], d["column"]), f"{d['values']:,} values" if "values" in d else "")
+        labels = [(ref_text(d["var"], d["column"]), f"{d['values']:,} value{'' if d['values'] == 1 else 's'}" if "values" in d else "")
                   for d in self._of("label")]
         if labels:
             out.append(("labels (few distinct short values, not text to model)", labels))

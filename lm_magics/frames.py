@@ -273,16 +273,18 @@ def looks_like_time(value: str) -> bool:
     return bool(_TIME_PARTS.search(v)) or (named and bool(re.search(r"\d", rest)))
 
 
-_LABEL_MAX_VALUES = 50      # a label column has at most this many distinct values ...
-_LABEL_MAX_WORDS = 3.0      # ... of at most this many words on average, and repeats them
+_LABEL_MAX_WORDS = 3.0      # a label column's values have at most this many words on average, and either
+_LABEL_MAX_VALUES = 50      # ... there are at most this many distinct ones, repeated (under half the rows),
+_LABEL_MAX_SHARE = 0.2      # ... or they are codes that repeat a lot: distinct under this share of the rows
 
 
 def column_role(values: Any, sample: int = 1000) -> Optional[str]:
     """How a column (pandas or polars Series, or a list) reads to someone who wants text to model:
 
     * ``"text"``: sentences, messages, documents (what ``/learn`` and ``/unusual`` want);
-    * ``"label"``: a category: a categorical dtype, or at most 50 distinct short values (3 words or fewer
-      on average) that repeat (fewer distinct values than half the rows), e.g. ``airline_sentiment``;
+    * ``"label"``: a category: a categorical dtype, or short values (3 words or fewer on average) that
+      repeat: at most 50 distinct ones in under half the rows (``airline_sentiment``), or any number in
+      under a fifth of the rows (event codes of a log);
     * ``"time"``: a datetime dtype, or strings that read as dates or times (``tweet_created``);
     * ``None``: no text (numbers, booleans, other objects, or only missing values).
 
@@ -314,7 +316,8 @@ def column_role(values: Any, sample: int = 1000) -> Optional[str]:
         return "time"
     distinct = len(set(texts))
     words = sum(len(v.split()) for v in texts) / len(texts)
-    if distinct <= _LABEL_MAX_VALUES and distinct <= len(texts) / 2 and words <= _LABEL_MAX_WORDS:
+    few = distinct <= _LABEL_MAX_VALUES and distinct <= len(texts) / 2
+    if words <= _LABEL_MAX_WORDS and (few or distinct <= _LABEL_MAX_SHARE * len(texts)):
         return "label"
     return "text"
 

@@ -166,6 +166,8 @@ def test_column_role_of_polars_lists_and_odd_values():
     assert column_role(pd.Series([datetime.date(2020, 1, 1), None], dtype=object)) == "time"
     long_labels = [f"a rather long category name {i % 3}" for i in range(30)]       # 6 words: text
     assert column_role(long_labels) == "text"
+    codes = [f"E{i % 120}" for i in range(2000)]               # a log's 120 event codes over 2,000 lines
+    assert column_role(codes) == "label" and column_role([f"node-{i}" for i in range(2000)]) == "text"
 
 
 @pytest.mark.parametrize("value, is_time", [
