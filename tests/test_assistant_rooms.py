@@ -155,3 +155,18 @@ def test_time_lines():
     assert answers.plan_line(None, step) == "about 50 s, 100 steps"
     assert answers.plan_line({"seconds": 50.0, "epochs": 8}) == "about 50 s, 8 epochs"
     assert answers.plan_line() == ""
+
+
+def test_the_estimate_learns_from_a_long_run(tiny_model, monkeypatch):
+    from lm_magics.api import LanguageModel
+
+    model = LanguageModel(tiny_model.net, tiny_model.tokenizer, tiny_model.config, tiny_model.meta)
+    texts = ["the cat sat on the mat"] * 200
+    first = answers.estimate_seconds(model, texts)
+    answers.record_time(model, first, 0.5)                       # under a second: too short to learn from
+    assert answers.estimate_seconds(model, texts) == first
+    answers.record_time(model, 2.0, 6.0)                         # three times slower than said
+    assert answers.estimate_seconds(model, texts) == pytest.approx(3 * first)
+    answers.record_time(model, 3 * first, 1e6)                   # never more than 8 times the measure
+    assert answers.estimate_seconds(model, texts) == pytest.approx(8 * first)
+    answers.record_time(None, 1.0, 2.0)                          # no model: nothing to learn

@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import time
 import weakref
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from .. import progress
@@ -41,7 +41,7 @@ except ImportError:                    # pragma: no cover - before formatting.py
         return text.replace("-0.0", "0.0") if float(text) == 0 else text
 
 __all__ = ["Answer", "Work", "magic_line", "data", "next_words", "score_text", "explain", "unusual", "compare",
-           "learn_line", "estimate_seconds", "duration", "clock", "plan_line", "progress_line"]
+           "learn_line", "estimate_seconds", "record_time", "duration", "clock", "plan_line", "progress_line"]
 
 # Progress callback of a long computation: (units done, units in all); it may raise to stop the work.
 OnChunk = Callable[[int, int], None]
@@ -71,7 +71,7 @@ class Work:
     run: Callable[[Optional[OnChunk]], Answer]
     rows: int = 0
     seconds: float = 0.0
-    extra: Dict[str, Any] = field(default_factory=dict)
+    model: Any = None          # the model whose speed the estimate used (record_time learns from the run)
 
 
 # ---------------------------------------------------------------------------------------------- magic lines
@@ -170,7 +170,7 @@ def _plan_text(plan: Any) -> str:
 
 
 _rates: "weakref.WeakKeyDictionary[Any, float]" = weakref.WeakKeyDictionary()
-_SAMPLE_ROWS = 64       # rows whose scoring is timed (once per model) for the estimate
+_SAMPLE_ROWS = 32       # rows whose scoring is timed (once per model) for the estimate: a fraction of a second
 
 
 def _measure_scoring(model: Any, texts: Sequence[Any], passes: int = 1) -> float:
@@ -195,12 +195,27 @@ _time_left_of: Callable[[Any], Optional[float]] = getattr(progress, "time_left",
 _plan_of: Callable[[Any], str] = getattr(progress, "plan_text", _plan_text)
 
 
-def estimate_seconds(model: Any, texts: Sequence[Any], passes: int = 1) -> float:
+_corrections: "weakref.WeakKeyDictionary[Any, float]" = weakref.WeakKeyDictionary()
+
+
+def estimate_seconds(model: Any, texts: Sequence[Any], passes: float = 1) -> float:
     """How long scoring ``texts`` with ``model`` takes, ``passes`` times: rows x mean tokens / the model's
-    speed, measured once on a few evenly spaced rows (and kept for the model). The chat's one estimate
-    for /unusual and /compare; above ``ChatAssistant.background_seconds`` they run in the background."""
+    speed, measured once on a few evenly spaced rows (and kept for the model), times how far the model's
+    last long run was off (``record_time``). The chat's one estimate for /unusual and /compare; from
+    ``ChatAssistant.background_seconds`` on they run in the background."""
     measure = getattr(progress, "measure_scoring", _measure_scoring)
-    return float(measure(model, texts, passes))
+    return float(measure(model, texts, passes)) * _corrections.get(model, 1.0)
+
+
+def record_time(model: Any, estimated: float, real: float) -> None:
+    """After a command of a second or more: real / estimated, so the next estimate for the model is closer
+    (a speed measured on a few rows, on a busy machine, can be off by a few times)."""
+    if model is None or estimated <= 0 or real < 1.0:
+        return
+    try:
+        _corrections[model] = min(8.0, max(0.125, _corrections.get(model, 1.0) * real / estimated))
+    except TypeError:          # an object that cannot be weakly referenced: no memory of it
+        pass
 
 
 def plan_line(plan: Any = None, step: Any = None) -> str:
@@ -332,9 +347,10 @@ def unusual(ns: Mapping[str, Any], arg: str, model_for: ModelFor, own: Callable[
         return Answer(repr(report) + note, body, code, report, (frame, wrote))
 
     # The LSTM pass, and with the baseline the mixture's (an LSTM pass again; the n-gram's is quick).
-    seconds = estimate_seconds(model, frame[ref.column], 2 if baseline else 1)
+    # With the baseline: the mixture's pass costs about 1.3 LSTM passes, the n-gram's little.
+    seconds = estimate_seconds(model, frame[ref.column], 2.3 if baseline else 1)
     return Work(f"Scoring {len(frame):,} rows of {ref_text(ref.var, ref.column)}", run, rows=len(frame),
-                seconds=seconds)
+                seconds=seconds, model=model)
 
 
 def compare(ns: Mapping[str, Any], arg: str, model_for: ModelFor) -> Work:
@@ -361,7 +377,7 @@ def compare(ns: Mapping[str, Any], arg: str, model_for: ModelFor) -> Work:
     # beside it is quick).
     seconds = estimate_seconds(model, ref.values) if model is not None else 0.0
     return Work(f"Comparing groups of {ref_text(ref.var, ref.column)} ({len(ref.frame):,} rows)", run,
-                rows=len(ref.frame) if model is not None else 0, seconds=seconds)
+                rows=len(ref.frame) if model is not None else 0, seconds=seconds, model=model)
 
 
 def learn_line(name: str, source: Mapping[str, Any]) -> str:

@@ -411,7 +411,10 @@ class ChatAssistant(ModelWidget):
         if work.seconds >= self.background_seconds or (work.rows and work.rows >= self.background_rows):
             self._in_background(work)
         else:
-            self._show(work.run(None))
+            t0 = time.monotonic()
+            answer = work.run(None)
+            answers.record_time(work.model, work.seconds, time.monotonic() - t0)
+            self._show(answer)
 
     def _in_background(self, work: "answers.Work") -> None:
         """Run a long command in a thread: a message with its estimate, a progress bar, the time elapsed and
@@ -464,7 +467,10 @@ class ChatAssistant(ModelWidget):
                 self._add("error", traceback.format_exc())
             finally:
                 finished.set()
-                took = answers.duration(time.monotonic() - t0)
+                real = time.monotonic() - t0
+                took = answers.duration(real)
+                if ended == "done":
+                    answers.record_time(work.model, work.seconds, real)
                 count.value = f"{ended} after {took}" if ended != "done" else f"done in {took}"
                 button.disabled, button.button_style = True, ""
                 self.jobs.remove(job)
