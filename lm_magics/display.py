@@ -698,10 +698,14 @@ class GroupComparison:
 
 @dataclass
 class DataOverview:
-    """The notebook's text data (the chat's ``/data``): one dict per text column, from
-    ``frames.text_overview`` (var, column, kind, rows, missing, mean_words)."""
+    """The notebook's text data (the chat's ``/data``): one dict per column, from ``frames.text_overview``
+    (var, column, kind, role, rows, missing, mean_words). Text columns are a table; label columns (few
+    distinct short values) and time columns are listed apart, below it: they are not text to model."""
 
     entries: List[dict]
+
+    def _of(self, role: str) -> List[dict]:
+        return [d for d in self.entries if "missing" in d and d.get("role", "text") == role]
 
     def _cells(self) -> List[Tuple[str, str, str, str, str]]:
         out = []
@@ -710,28 +714,60 @@ class DataOverview:
             if "missing" not in d:
                 out.append((name, d["kind"], _fmt_int(d["rows"]), "", "no text columns"))
                 continue
+            if d.get("role", "text") != "text":
+                continue
             mean = "n/a" if not math.isfinite(d["mean_words"]) else f"{d['mean_words']:.1f}"
             out.append((name, d["kind"], _fmt_int(d["rows"]), _fmt_int(d["missing"]),
                         mean + (" (sampled)" if d.get("sampled") else "")))
         return out
 
+    def _others(self) -> List[Tuple[str, List[Tuple[str, str]]]]:
+        """(heading, [(reference, note)]) for the label and the time columns that there are."""
+        out = []
+        labels = [(ref_text(d["var"], d["column"]), f"{d['values']:,} value{'' if d['values'] == 1 else 's'}" if "values" in d else "")
+                  for d in self._of("label")]
+        if labels:
+            out.append(("labels (few distinct short values, not text to model)", labels))
+        times = [(ref_text(d["var"], d["column"]), "") for d in self._of("time")]
+        if times:
+            out.append(("dates and times", times))
+        return out
+
     def __repr__(self) -> str:
         if not self.entries:
             return "No DataFrames, Series or lists of text in the notebook yet."
-        cells = [("column", "kind", "rows", "missing", "mean words")] + self._cells()
-        w = [max(len(r[i]) for r in cells) for i in range(5)]
-        return "\n".join("  ".join(f"{c:{'>' if i in (2, 3) else '<'}{w[i]}}" for i, c in enumerate(r)).rstrip()
-                         for r in cells)
+        lines = []
+        cells = self._cells()
+        if cells:
+            cells = [("column", "kind", "rows", "missing", "mean words")] + cells
+            w = [max(len(r[i]) for r in cells) for i in range(5)]
+            lines = ["  ".join(f"{c:{'>' if i in (2, 3) else '<'}{w[i]}}" for i, c in enumerate(r)).rstrip()
+                     for r in cells]
+        else:
+            lines = ["No text columns."]
+        for heading, refs in self._others():
+            lines.append(f"{heading[0].upper()}{heading[1:]}: "
+                         + ", ".join(f"{r} ({n})" if n else r for r, n in refs))
+        return "\n".join(lines)
 
     def _repr_html_(self) -> str:
         if not self.entries:
             return f"<div>{_e(repr(self))}</div>"
-        head = "".join(f"<th style='padding:1px 8px;text-align:{a}'>{h}</th>" for h, a in
-                       (("column", "left"), ("kind", "left"), ("rows", "right"), ("missing", "right"),
-                        ("mean words", "right")))
-        body = "".join("<tr>" + "".join(f"<td style='padding:1px 8px;text-align:{a}'>"
-                                        + (f"<code>{_e(c)}</code>" if i == 0 else _e(c)) + "</td>"
-                                        for i, (c, a) in enumerate(zip(r, ("left", "left", "right", "right", "right"))))
-                       + "</tr>" for r in self._cells())
-        return f"<table class='lm-data' style='border-collapse:collapse'><tr>{head}</tr>{body}</table>"
-
+        table = "<div>No text columns.</div>"
+        if self._cells():
+            head = "".join(f"<th style='padding:1px 8px;text-align:{a}'>{h}</th>" for h, a in
+                           (("column", "left"), ("kind", "left"), ("rows", "right"), ("missing", "right"),
+                            ("mean words", "right")))
+            body = "".join("<tr>" + "".join(f"<td style='padding:1px 8px;text-align:{a}'>"
+                                            + (f"<code>{_e(c)}</code>" if i == 0 else _e(c)) + "</td>"
+                                            for i, (c, a) in enumerate(zip(r, ("left", "left", "right", "right",
+                                                                               "right"))))
+                           + "</tr>" for r in self._cells())
+            table = f"<table class='lm-data' style='border-collapse:collapse'><tr>{head}</tr>{body}</table>"
+        others = "".join(
+            f"<div class='lm-data-{'labels' if heading.startswith('labels') else 'times'}' style='margin-top:4px'>"
+            f"{_e(heading[0].upper() + heading[1:])}: "
+            + ", ".join(f"<code>{_e(r)}</code>" + (f" <span style='color:#777'>({_e(n)})</span>" if n else "")
+                        for r, n in refs) + "</div>"
+            for heading, refs in self._others())
+        return table + others
