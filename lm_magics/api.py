@@ -37,7 +37,8 @@ from .errors import ConfigError, DataError
 if TYPE_CHECKING:
     from .display import Explanation, GroupComparison, ScoreReport
 
-__all__ = ["LanguageModel", "train", "load", "score_frame", "explain", "compare_groups"]
+__all__ = ["LanguageModel", "train", "load", "score_frame", "score_batch", "score_columns", "explain",
+           "compare_groups"]
 
 # An n-gram's config keeps the LSTM-only options at their defaults (kind='ngram' refuses others).
 _LSTM_DEFAULTS = {k: v for k, v in TrainConfig().to_dict().items() if k in _LSTM_ONLY}
@@ -821,6 +822,41 @@ def _check_declared_sizes(h: dict, state_dict: dict, n_words: int) -> int:
 
 # ---------------------------------------------------------------------------------------------- scoring a frame
 
+def score_columns(column: Any, into: Optional[str] = None) -> Tuple[str, str]:
+    """The names of the columns scoring ``column`` writes: (perplexity, bits per token), by default
+    ``COL_ppl`` and ``COL_bits``; ``into`` names the first, and the second is ``into`` with ``_ppl``
+    replaced by ``_bits`` (or ``+ "_bits"``)."""
+    if into is not None and (not isinstance(into, str) or not into.strip()):
+        raise ConfigError(f"into must be a column name (text), got {into!r}.")
+    ppl_col = into or f"{column}_ppl"
+    stem = ppl_col[:-4] if ppl_col.endswith("_ppl") else ppl_col
+    return ppl_col, stem + "_bits"
+
+
+def score_batch(model: LanguageModel, texts: Any, column: Any = "text", into: Optional[str] = None, *,
+                progress: bool = False, on_chunk: Optional[Callable[[int, int], None]] = None) -> Any:
+    """The new columns that scoring writes for one batch of rows, as a pandas DataFrame (one row per
+    text, the input's index for a Series): perplexity and bits per token, named by
+    :func:`score_columns` (``COL_ppl``, ``COL_bits``); NaN for a missing row.
+
+    The one per-row scoring function of every path: ``score_frame`` (pandas, polars), the Dask
+    partitions of ``lm_magics.dask`` and the Arrow batches of ``lm_magics.spark`` all call it, so they
+    write the same columns with the same numbers.
+
+    >>> score_batch(model, pd.Series(["the cat sat", None]), "text")       # doctest: +SKIP
+       text_ppl  text_bits
+    0     12.3       3.62
+    1      NaN        NaN
+    """
+    import pandas as pd
+
+    _check_model(model)
+    ppl_col, bits_col = score_columns(column, into)
+    mean = model._row_mean_nll(texts, progress=progress, on_chunk=on_chunk)    # chunk by chunk
+    index = texts.index if type(texts).__module__.startswith("pandas") and hasattr(texts, "index") else None
+    return pd.DataFrame({ppl_col: np.exp(mean), bits_col: mean / math.log(2)}, index=index)
+
+
 def score_frame(model: LanguageModel, df: Any, column: str, into: Optional[str] = None,
                 overwrite: bool = False, top: int = 5, model_name: str = "", *, baseline: bool = False,
                 label: Optional[str] = None, positive: Any = None,
@@ -852,13 +888,10 @@ def score_frame(model: LanguageModel, df: Any, column: str, into: Optional[str] 
     column = series.name
     if isinstance(top, bool) or not isinstance(top, (int, np.integer)) or top < 0:
         raise ConfigError(f"top must be a whole number of at least 0, got {top!r}.")
-    if into is not None and (not isinstance(into, str) or not into.strip()):
-        raise ConfigError(f"into must be a column name (text), got {into!r}.")
+    ppl_col, bits_col = score_columns(column, into)
     if not isinstance(overwrite, bool):
         raise ConfigError(f"overwrite must be True or False, got {overwrite!r}.")
-    ppl_col = into or f"{column}_ppl"
     stem = ppl_col[:-4] if ppl_col.endswith("_ppl") else ppl_col
-    bits_col = stem + "_bits"
     parts = _side_parts(model) if baseline else {}
     part_cols = {name: f"{stem}_{name}_ppl" for name in parts}
     y = _binary_labels(df, label, positive) if label is not None else None
@@ -879,13 +912,14 @@ def score_frame(model: LanguageModel, df: Any, column: str, into: Optional[str] 
             return None
         return lambda done, total: on_chunk(k * total + done, passes * total)
 
-    mean = model._row_mean_nll(series, progress=on_chunk is None, on_chunk=progress_of(0))   # chunk by chunk
+    new = score_batch(model, series, column, into, progress=on_chunk is None, on_chunk=progress_of(0))
     part_means = {name: part._row_mean_nll(series, progress=on_chunk is None, on_chunk=progress_of(k + 1))
                   for k, (name, part) in enumerate(parts.items())}
-    ppl = pd.Series(np.exp(mean), index=df.index, name=ppl_col)
-    bits = pd.Series(mean / math.log(2), index=df.index, name=bits_col)
-    df[ppl_col] = ppl.to_numpy()     # by position: an index with duplicate labels must not misalign
-    df[bits_col] = bits.to_numpy()
+    ppl = pd.Series(new[ppl_col].to_numpy(), index=df.index, name=ppl_col)
+    bits = pd.Series(new[bits_col].to_numpy(), index=df.index, name=bits_col)
+    mean = bits.to_numpy()           # bits per token: the rows in the same order as their mean NLL
+    for col in new.columns:
+        df[col] = new[col].to_numpy()    # by position: an index with duplicate labels must not misalign
     side = {}
     for name, part_mean in part_means.items():
         side[name] = pd.Series(np.exp(part_mean), index=df.index, name=part_cols[name])

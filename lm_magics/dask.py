@@ -48,10 +48,13 @@ def load_cached(model_path: str):
 def _score_partition(part: Any, model_path: str, what: str) -> Any:
     import pandas as pd
 
+    from .api import score_batch
+
     model = load_cached(model_path)
     if len(part) == 0:
         return pd.Series([], index=part.index, dtype="float64", name=part.name)
-    out = model.score(part) if what == "perplexity" else model.bits_per_word(part)
+    new = score_batch(model, part)            # the columns %lm_score writes: (perplexity, bits)
+    out = new.iloc[:, 0] if what == "perplexity" else new.iloc[:, 1]
     return pd.Series(out.to_numpy(), index=part.index, name=part.name)
 
 
