@@ -327,20 +327,30 @@ class ScoreReport:
     label: str = ""                             # what the AUC separates ("is_comment", "label == 'spam'")
     labelled: int = 0                           # rows with a label
     agreement: dict = field(default_factory=dict)   # part name -> Spearman rank correlation with the model
+    # A frame whose rows stay where they are (Spark): scores and bits are None, and this holds "rows",
+    # "missing", "median" (perplexity, None without text) and "note" (where the scored frame went).
+    summary: Optional[dict] = None
 
     @property
     def missing(self) -> int:
+        if self.summary is not None:
+            return int(self.summary["missing"])
         return int(self.scores.isna().sum())
 
     def _headline(self) -> str:
-        n = len(self.scores)
-        ok = self.scores.dropna()
-        med = f"median perplexity {float(ok.median()):,.1f}" if len(ok) else "no text to score"
+        if self.summary is not None:
+            n, median = int(self.summary["rows"]), self.summary.get("median")
+        else:
+            n = len(self.scores)
+            ok = self.scores.dropna()
+            median = float(ok.median()) if len(ok) else None
+        med = f"median perplexity {median:,.1f}" if median is not None else "no text to score"
         by = f" with '{self.model_name}'" if self.model_name else ""
         miss = f", {self.missing:,} missing (NaN)" if self.missing else ""
         side = "".join(f", '{s.name}'" for s in self.side.values())
+        note = f". {self.summary['note']}" if self.summary and self.summary.get("note") else ""
         return (f"Scored {n:,} rows of '{self.column}'{by}: {med}{miss}; "
-                f"wrote '{self.ppl_column}' (perplexity), '{self.bits_column}' (bits per token){side}")
+                f"wrote '{self.ppl_column}' (perplexity), '{self.bits_column}' (bits per token){side}{note}")
 
     def _auc_line(self) -> str:
         if not self.auc:
