@@ -202,16 +202,16 @@ def test_lm_train_streams_a_spark_frame(spark, shell, frame, tmp_path, monkeypat
         monkeypatch.setattr(cls, "collect", refused)
         monkeypatch.setattr(cls, "toPandas", refused)
     line = "--name sp --df sdf --column text --where \"n >= 2 AND g != 'g2'\" --sample 0.9 --epochs 1 --quiet"
-    first = shell.run_cell_magic("lm_train", line, "")
+    first = shell.run_line_magic("lm_train", line)
     assert calls["iter"] == 1
     notes = " ".join(first.model.report.notes)
     assert "streamed" in notes and "built" in notes
     prov = first.model.meta["provenance"]
     assert prov["dataframe"] == "sdf" and prov["sample"] == 0.9 and prov["where"].startswith("n >= 2")
-    again = shell.run_cell_magic("lm_train", line, "")
+    again = shell.run_line_magic("lm_train", line)
     assert calls["iter"] == 1                             # the same plan and sample: read from the cache
     assert "cache hit (same Spark query plan and sample)" in " ".join(again.model.report.notes)
     with pytest.raises(UsageError, match=r"^Cannot filter 'sdf' with the Spark SQL condition --where 'nn > 2'"):
-        shell.run_cell_magic("lm_train", "--df sdf --column text --where 'nn > 2'", "")
+        shell.run_line_magic("lm_train", "--df sdf --column text --where 'nn > 2'")
     with pytest.raises(UsageError, match=r"--sample is the fraction of rows to keep"):
-        shell.run_cell_magic("lm_train", "--df sdf --column text --sample 2", "")
+        shell.run_line_magic("lm_train", "--df sdf --column text --sample 2")
