@@ -418,7 +418,8 @@ class ScoreReport:
                          f"style='text-align:left'>{title}</caption><tr><th>row</th><th>ppl</th>{side_heads}"
                          f"<th style='text-align:left'>text (shaded by surprisal)</th></tr>{body}</table>")
         parts.append("</div>")
-        parts.append(histogram_svg(self.bits.dropna().to_numpy(), label="bits per token"))
+        if self.bits is not None:           # a Spark frame's scores stay on the executors: no histogram
+            parts.append(histogram_svg(self.bits.dropna().to_numpy(), label="bits per token"))
         parts.append("</div>")
         return "".join(parts)
 

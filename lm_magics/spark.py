@@ -64,12 +64,24 @@ def _require_arrow() -> None:
     try:
         from pyspark.sql.pandas.utils import require_minimum_pandas_version, require_minimum_pyarrow_version
 
-        require_minimum_pandas_version()
-        require_minimum_pyarrow_version()
+        with _quiet_pandas_warning():
+            require_minimum_pandas_version()
+            require_minimum_pyarrow_version()
     except Exception as exc:      # ImportError, or pyspark's own PySparkImportError
         why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ConfigError(f"Scoring a Spark DataFrame needs pyspark's Arrow support, which is missing here "
                           f"({why}); pip install 'lm-magics[spark]' on the driver and the executors.") from None
+
+
+@contextlib.contextmanager
+def _quiet_pandas_warning() -> Iterator[None]:
+    """pyspark warns on every Arrow call that it does not yet support the newest pandas; the scores here
+    are checked against the pandas path instead (tests/test_spark.py), so that warning is left out."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="PySpark does not yet fully support pandas", category=FutureWarning)
+        yield
 
 
 def _check_frame(sdf: Any, column: Any, what: str = "the Spark DataFrame") -> str:
@@ -233,7 +245,8 @@ def score_spark(sdf: Any, column: str, model: Any, *, into: Optional[str] = None
                 pdf[name] = new[name].to_numpy()
             yield pdf
 
-    return sdf.mapInPandas(score_batches, _scored_schema(sdf, names))
+    with _quiet_pandas_warning():
+        return sdf.mapInPandas(score_batches, _scored_schema(sdf, names))
 
 
 def score_report(sdf: Any, column: str, model: "LanguageModel", *, into: Optional[str] = None,
@@ -401,7 +414,8 @@ def compare_groups_spark(sdf: Any, column: str, by: str, model: Optional["Langua
     F_ok = lambda c: F.when(~F.isnan(F.col(c)), F.col(c))     # noqa: E731  NaN -> null (left out of sums)
     with spark_errors("comparing groups"):
         total_rows = base.count()
-        rows = kept.mapInPandas(tokens_and_bits, StructType(fields)).persist()
+        with _quiet_pandas_warning():
+            rows = kept.mapInPandas(tokens_and_bits, StructType(fields)).persist()
         try:
             words = rows.select("g", F.explode("toks").alias("w")).groupBy("g", "w").count().persist()
             try:

@@ -149,6 +149,7 @@ def test_lm_score_magic_binds_the_scored_frame(spark, shell, tiny_model, frame):
         assert scored.columns == ["text", "n", "g", "text_ppl", "text_bits"]
         assert len(report.top) == len(report.bottom) == 2
         assert report.top[0].bits >= report.top[1].bits >= report.bottom[1].bits >= report.bottom[0].bits
+        assert "lm-score-report" in report._repr_html_()
         text = repr(report)
         assert text.startswith(f"Scored {len(frame)} rows of 'text' with 'tiny'") and "1 missing" in text
         assert "'scored' now holds the scored Spark DataFrame" in text
