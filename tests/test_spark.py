@@ -216,3 +216,41 @@ def test_lm_train_streams_a_spark_frame(spark, shell, frame, tmp_path, monkeypat
         shell.run_line_magic("lm_train", "--df sdf --column text --where 'nn > 2'")
     with pytest.raises(UsageError, match=r"--sample is the fraction of rows to keep"):
         shell.run_line_magic("lm_train", "--df sdf --column text --sample 2")
+
+
+# ---------------------------------------------------------------------------------------------- without Spark
+
+def test_a_spark_frame_is_recognised_by_its_class_alone():
+    from lm_magics.frames import is_spark_dataframe
+
+    fake = type("DataFrame", (), {"__module__": "pyspark.sql.connect.dataframe"})()
+    assert is_spark_dataframe(fake)
+    assert not is_spark_dataframe(pd.DataFrame({"text": ["a"]}))
+    assert not is_spark_dataframe(type("DataFrame", (), {"__module__": "polars.dataframe.frame"})())
+
+
+def test_a_row_source_is_read_once_and_found_again_by_its_key(tmp_path, tiny_text):
+    """The streaming path reads a RowSource once per cache build (spooled for its two passes), and a
+    second source with the same key is served from the cache without reading a row."""
+    from lm_magics.engine.streaming import RowSource, prepare_stream, should_stream
+    from lm_magics.engine.tokenizer import Tokenizer
+
+    reads = []
+
+    def read():
+        reads.append(1)
+        yield from tiny_text.splitlines() + [None]
+
+    src = RowSource(read, "plan-1", "test query")
+    assert should_stream(src, None) and not should_stream(src, False)
+    first = prepare_stream(src, Tokenizer("word", True), cache_dir=tmp_path)
+    assert len(reads) == 1 and first.stats.missing == 1 and first.stats.train_tokens > 100
+    again = prepare_stream(RowSource(read, "plan-1", "test query"), Tokenizer("word", True), cache_dir=tmp_path)
+    assert len(reads) == 1 and "cache hit (same test query)" in again.stats.notes[-1]
+    assert np.array_equal(np.asarray(again.train), np.asarray(first.train))
+    prepare_stream(RowSource(read, "plan-2", "test query"), Tokenizer("word", True), cache_dir=tmp_path)
+    assert len(reads) == 2                                  # another key: read again
+    for n_reads in (3, 3):      # lm.train streams it (its own tokenizer settings: one build, then the cache)
+        model = lm.train(RowSource(read, "plan-1", "test query"), cache_dir=str(tmp_path), epochs=1, hidden_dim=16,
+                         embed_dim=8, seed=0)
+        assert len(reads) == n_reads and "streamed" in " ".join(model.report.notes)

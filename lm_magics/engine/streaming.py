@@ -338,6 +338,7 @@ def _build(source: object, tokenizer: Tokenizer, cache: Path, settings: dict, va
     work = Path(tempfile.mkdtemp(prefix=".tmp-", dir=cache))   # becomes the cache entry, or is removed
     try:
         rows = _row_factory(source, work, stats)
+        spooled_missing = stats.missing       # a spooled source counted its missing values while spooling
         # ---- pass 1: fingerprint the content (+ settings), count the training rows' tokens
         h = hashlib.blake2b(digest_size=16)
         h.update(json.dumps(settings, sort_keys=True).encode())
@@ -372,7 +373,7 @@ def _build(source: object, tokenizer: Tokenizer, cache: Path, settings: dict, va
             vocab = Tokenizer.from_dict(tokenizer.to_dict()).build(counter)
         del counter
         # ---- pass 2: encode in chunks into the token files of the temporary entry
-        stats.missing = 0
+        stats.missing = spooled_missing       # pass 1 counted them once; pass 2 counts them again
         train_out, val_out = _Appender(work / "train.i32"), _Appender(work / "val.i32")
         n_rows = n_val_rows = 0
         unk = vocab.unk_id
