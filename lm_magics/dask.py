@@ -48,7 +48,7 @@ def load_cached(model_path: str):
 def _score_partition(part: Any, model_path: str, what: str) -> Any:
     import pandas as pd
 
-    from .api import score_batch
+    from .analysis import score_batch
 
     model = load_cached(model_path)
     if len(part) == 0:

@@ -213,7 +213,7 @@ def score_spark(sdf: Any, column: str, model: Any, *, into: Optional[str] = None
     >>> scored = score_spark(sdf, "text", "spam.lm")                     # doctest: +SKIP
     >>> scored.orderBy("text_bits", ascending=False).show(5)            # doctest: +SKIP
     """
-    from .api import score_columns
+    from .analysis import score_columns
 
     _pyspark()
     column = _check_frame(sdf, column)
@@ -235,7 +235,7 @@ def score_spark(sdf: Any, column: str, model: Any, *, into: Optional[str] = None
 
     def score_batches(batches: Iterator[Any]) -> Iterator[Any]:
         # On a Python worker: one model per process, one torch thread per task.
-        from lm_magics.api import score_batch
+        from lm_magics.analysis import score_batch
 
         _one_thread()
         scorer = _worker_model(key, shipped)
@@ -259,7 +259,7 @@ def score_report(sdf: Any, column: str, model: "LanguageModel", *, into: Optiona
     the report). A failed job unpersists the frame and raises one line; nothing is returned then.
     """
     from .display import ScoredRow, ScoreReport
-    from .api import score_columns
+    from .analysis import score_columns
 
     F = _pyspark()
     if isinstance(top, bool) or not isinstance(top, int) or top < 0:
@@ -398,7 +398,7 @@ def compare_groups_spark(sdf: Any, column: str, by: str, model: Optional["Langua
     def tokens_and_bits(batches: Iterator[Any]) -> Iterator[Any]:
         import pandas as pd
 
-        from lm_magics.api import score_batch
+        from lm_magics.analysis import score_batch
         from lm_magics.engine.tokenizer import Tokenizer
 
         _one_thread()

@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 
 import lm_magics as lm
-from lm_magics.api import score_batch, compare_groups
+from lm_magics.analysis import compare_groups, score_batch
 from lm_magics.errors import ConfigError, DataError, ExecutorError, ModelFileError
 
 from conftest import registered
