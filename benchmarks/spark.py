@@ -9,8 +9,8 @@ about 21 tokens (WikiText-2 valid sentences of 15-27 words, repeated), written o
 
 - the pandas path, ``score_frame`` on ``--pandas-rows`` rows in a child process (torch's 2 threads, the
   whole batch per thread, as in a notebook): rows/s;
-- ``score_spark`` in ``local[2]`` (two Python workers, one torch thread each) on 10% of ``--rows`` and then
-  all of them, read from the Parquet file and written back as (id, ppl, bits) Parquet: rows/s, and the peak
+- ``score_spark`` in ``local[2]`` (two Python workers, one torch thread each), after a warm-up job that
+  starts the workers, on 10% of ``--rows`` and then all of them, read from the Parquet file and written back as (id, ppl, bits) Parquet: rows/s, and the peak
   memory of the driver (this Python process: RSS and its anonymous part; the JVM, which in local mode is
   the driver and the executors at once, separately), sampled every 0.2 s;
 - the scores of the rows both scored, compared: the largest relative difference of the perplexities.
@@ -173,6 +173,11 @@ def scoring(args, work: Path, spark) -> None:
           f"{pd_rate:,.0f} rows/s ({pd_res['tokens'] / pd_res['rows']:.1f} tokens per row)")
 
     sdf = spark.read.parquet(str(rows_path))
+    # Warm-up: the Python workers start, import torch and load the model once (reused by later jobs).
+    t0 = time.perf_counter()
+    with spark_errors("scoring"):
+        score_spark(sdf.where("id < 400").repartition(2), "text", str(model_path)).agg({"text_ppl": "sum"}).collect()
+    print(f"warm-up (2 Python workers start, import torch, load the model): {time.perf_counter() - t0:.1f} s")
     for n in sorted({max(1, args.rows // 10), args.rows}):
         part = sdf.where(f"id < {n}")
         out = work / f"scored-{n}"
