@@ -227,7 +227,8 @@ class LMMagics(Magics):
     @argument("--name", default=None, help="register the model under this name [default: "
                                            "LMMagics.default_model, else 'model']")
     @argument("--df", metavar="VAR", default=None,
-              help="train on a DataFrame column (with --column), a Series or a list of str from this variable")
+              help="train on a DataFrame column (with --column; pandas, polars or Spark), a Series or a list of str "
+                   "from this variable")
     @argument("--column", metavar="COL", default=None, help="the text column of the --df DataFrame")
     @argument("--where", metavar="EXPR", default=None,
               help="keep only some rows of --df: a DataFrame.query expression (\"label == 'ham'\") or the "
