@@ -1,7 +1,9 @@
 """The analysis layer: scoring a column (``score_frame``), explaining a text (``explain``) and comparing
 groups of rows (``compare_groups``), over the models of ``api``.
 
-Front-ends (magics, the chat, the CLI, ``dask``) call these; they call ``LanguageModel``'s public methods::
+Front-ends (magics, the chat, the CLI, ``dask``, ``spark``) call these; they call ``LanguageModel``'s public
+methods. ``score_batch`` is the one per-row scoring function: a pandas frame, a Dask partition and a Spark
+Arrow batch all get their new columns from it::
 
     import lm_magics as lm
     report = lm.score_frame(model, df, "text")          # writes text_ppl, text_bits, ...
@@ -27,9 +29,47 @@ if TYPE_CHECKING:
 
 __all__ = ["score_frame", "explain", "compare_groups", "side_parts", "available_signals", "combined", "training_note",
            "score_notes", "copied_rows", "fighting_words", "row_scores", "SIGNAL_CHOICES", "SIGNAL_NAMES",
-           "ROW_SCORES"]
+           "ROW_SCORES", "score_batch", "score_columns"]
 
 # ---------------------------------------------------------------------------------------------- scoring a frame
+
+def score_columns(column: Any, into: Optional[str] = None) -> Tuple[str, str, str]:
+    """The names of the columns scoring ``column`` writes: (perplexity, bits per token, unusualness), by
+    default ``COL_ppl``, ``COL_bits`` and ``COL_unusual``; ``into`` names the first, and the others are
+    ``into`` with ``_ppl`` replaced by ``_bits`` and ``_unusual`` (or with those appended)."""
+    if into is not None and (not isinstance(into, str) or not into.strip()):
+        raise ConfigError(f"into must be a column name (text), got {into!r}.")
+    ppl_col = into or f"{column}_ppl"
+    stem = ppl_col[:-4] if ppl_col.endswith("_ppl") else ppl_col
+    return ppl_col, stem + "_bits", stem + "_unusual"
+
+
+def score_batch(model: LanguageModel, texts: Any, column: Any = "text", into: Optional[str] = None, *,
+                progress: bool = False, on_chunk: Optional[Callable[[int, int], None]] = None) -> Any:
+    """The new columns that scoring writes for one batch of rows, as a pandas DataFrame (one row per
+    text, the input's index for a Series): perplexity, bits per token and the unusualness score, named by
+    :func:`score_columns` (``COL_ppl``, ``COL_bits``, ``COL_unusual``); NaN for a missing row.
+
+    The one per-row scoring function of every path: ``score_frame`` (pandas), the Dask partitions of
+    ``lm_magics.dask`` and the Arrow batches of ``lm_magics.spark`` all call it, so they write the same
+    columns with the same numbers.
+
+    >>> score_batch(model, pd.Series(["the cat sat", None]), "text")       # doctest: +SKIP
+       text_ppl  text_bits
+    0     12.3       3.62
+    1      NaN        NaN
+    """
+    import pandas as pd
+
+    _check_model(model)
+    ppl_col, bits_col, unusual_col = score_columns(column, into)
+    sig = model.signals(texts, progress=progress, on_chunk=on_chunk)    # chunk by chunk
+    unusual, _ = combined(model, sig)
+    index = texts.index if type(texts).__module__.startswith("pandas") and hasattr(texts, "index") else None
+    bits = np.asarray(sig["bits"], dtype=np.float64)
+    return pd.DataFrame({ppl_col: np.exp2(bits), bits_col: bits, unusual_col: np.asarray(unusual, np.float64)},
+                        index=index)
+
 
 SIGNAL_CHOICES = ("unusual", "ppl", "max", "topk", "unseen", "ngram", "knn", "all")
 # What each signal is, for notes and help texts.
@@ -96,15 +136,12 @@ def score_frame(model: LanguageModel, df: Any, column: str, into: Optional[str] 
     column = series.name
     if isinstance(top, bool) or not isinstance(top, (int, np.integer)) or top < 0:
         raise ConfigError(f"top must be a whole number of at least 0, got {top!r}.")
-    if into is not None and (not isinstance(into, str) or not into.strip()):
-        raise ConfigError(f"into must be a column name (text), got {into!r}.")
+    ppl_col, bits_col, unusual_col = score_columns(column, into)
     if not isinstance(overwrite, bool):
         raise ConfigError(f"overwrite must be True or False, got {overwrite!r}.")
     if signal not in SIGNAL_CHOICES:
         raise ConfigError(f"signal must be one of {', '.join(SIGNAL_CHOICES)}; got {signal!r}.")
-    ppl_col = into or f"{column}_ppl"
     stem = ppl_col[:-4] if ppl_col.endswith("_ppl") else ppl_col
-    bits_col, unusual_col = stem + "_bits", stem + "_unusual"
     parts = side_parts(model) if baseline else {}
     part_cols = {name: f"{stem}_{name}_ppl" for name in parts}
     clash = [c for c in (ppl_col, bits_col, *part_cols.values()) if c in (column, label)]

@@ -351,9 +351,14 @@ class ScoreReport:
     signals: dict = field(default_factory=dict)   # signal name -> its Series (--signal NAME / all)
     used: List[str] = field(default_factory=list)   # the signals the unusual score combined
     notes: List[str] = field(default_factory=list)
+    # A frame whose rows stay where they are (Spark): scores and bits are None, and this holds "rows",
+    # "missing", "median" (perplexity, None without text) and "note" (where the scored frame went).
+    summary: Optional[dict] = None
 
     @property
     def missing(self) -> int:
+        if self.summary is not None:
+            return int(self.summary["missing"])
         return int(self.scores.isna().sum())
 
     @property
@@ -368,16 +373,21 @@ class ScoreReport:
         return {"ppl": "perplexity"}.get(self.signal, f"the {self.signal} signal")
 
     def _headline(self) -> str:
-        n = len(self.scores)
-        ok = self.scores.dropna()
-        med = f"median perplexity {float(ok.median()):,.1f}" if len(ok) else "no text to score"
+        if self.summary is not None:
+            n, median = int(self.summary["rows"]), self.summary.get("median")
+        else:
+            n = len(self.scores)
+            ok = self.scores.dropna()
+            median = float(ok.median()) if len(ok) else None
+        med = f"median perplexity {median:,.1f}" if median is not None else "no text to score"
         by = f" with '{self.model_name}'" if self.model_name else ""
         miss = f", {self.missing:,} missing (NaN)" if self.missing else ""
         side = "".join(f", '{s.name}'" for s in list(self.signals.values()) + list(self.side.values()))
         unusual = (f", '{self.unusual_column}' (unusualness: {' + '.join(self.used) or 'mean bits'})"
                    if self.unusual_column else "")
+        note = f". {self.summary['note']}" if self.summary and self.summary.get("note") else ""
         return (f"Scored {n:,} rows of '{self.column}'{by}: {med}{miss}; "
-                f"wrote '{self.ppl_column}' (perplexity), '{self.bits_column}' (bits per token){unusual}{side}")
+                f"wrote '{self.ppl_column}' (perplexity), '{self.bits_column}' (bits per token){unusual}{side}{note}")
 
     def _auc_line(self) -> str:
         if not self.auc:
@@ -463,7 +473,8 @@ class ScoreReport:
                          f"style='text-align:left'>{title}</caption><tr><th>row</th>{unusual_head}<th>ppl</th>"
                          f"{side_heads}<th style='text-align:left'>text (shaded by surprisal)</th></tr>{body}</table>")
         parts.append("</div>")
-        parts.append(histogram_svg(self.bits.dropna().to_numpy(), label="bits per token"))
+        if self.bits is not None:           # a Spark frame's scores stay on the executors: no histogram
+            parts.append(histogram_svg(self.bits.dropna().to_numpy(), label="bits per token"))
         parts.append("</div>")
         return "".join(parts)
 

@@ -11,7 +11,8 @@ and keeps its full traceback.
     │   └── TrainingDiverged   the loss became NaN/inf (the learning rate is too high for this data)
     ├── DataError          the text to train on or score is unusable (empty, missing column, no file)
     ├── ModelNotFoundError no model of that name in the session
-    └── ModelFileError     a model file is missing, truncated, corrupt, foreign or of a newer format
+    ├── ModelFileError     a model file is missing, truncated, corrupt, foreign or of a newer format
+    └── ExecutorError      a job on a cluster's workers failed (a Spark executor died, its tasks ran out of retries)
 
 Ctrl-C is not a mistake: a command it ends raises ``Interrupted``, a ``KeyboardInterrupt`` whose
 message says what was kept; IPython shows it as that one line, and the CLI prints it and exits 130.
@@ -22,7 +23,7 @@ from __future__ import annotations
 from typing import List
 
 __all__ = ["LMError", "ConfigError", "TrainingDiverged", "DataError", "ModelNotFoundError", "ModelFileError",
-           "Interrupted"]
+           "ExecutorError", "Interrupted"]
 
 
 class LMError(Exception):
@@ -54,6 +55,10 @@ class ModelNotFoundError(LMError, KeyError):
 
 class ModelFileError(LMError, OSError):
     """A model file cannot be read or written."""
+
+
+class ExecutorError(LMError, RuntimeError):
+    """A job on a cluster's workers failed after its retries; nothing was written or bound."""
 
 
 class Interrupted(KeyboardInterrupt):

@@ -17,7 +17,7 @@ from .errors import DataError
 
 __all__ = ["lookup", "text_rows", "select_rows", "column_of", "describe", "is_dataframe", "is_series",
            "ColumnRef", "parse_column_ref", "ref_text", "spaced_column", "resolve_column", "text_overview",
-           "column_role", "looks_like_time"]
+           "column_role", "looks_like_time", "is_spark_dataframe"]
 
 _MAX_LISTED = 12      # columns or variables named in an error message
 
@@ -31,6 +31,12 @@ def is_dataframe(obj: Any) -> bool:
     # A LazyFrame is recognized by name: asking it for .columns resolves its schema (and polars warns).
     return (mod.startswith("pandas") or mod.startswith("polars")) and (
         type(obj).__name__ == "LazyFrame" or (type(obj).__name__ == "DataFrame" and hasattr(obj, "columns")))
+
+
+def is_spark_dataframe(obj: Any) -> bool:
+    """True for a pyspark DataFrame (classic or Spark Connect), recognised by its class without importing
+    pyspark (which may be absent)."""
+    return type(obj).__name__ == "DataFrame" and type(obj).__module__.startswith("pyspark.sql")
 
 
 def is_series(obj: Any) -> bool:

@@ -34,7 +34,7 @@ from .config import GenerateConfig, TrainConfig, add_arguments, check_parsed, gi
 from .display import Completions, Generation, TrainSummary, _e, _fmt_ppl, interrupted_text
 from .errors import ConfigError, DataError, Interrupted, LMError
 from .engine.data import files
-from .frames import column_of, is_dataframe, lookup, text_rows
+from .frames import column_of, is_dataframe, is_spark_dataframe, lookup, text_rows
 from .progress import INTERIM, WorkProgress, accepts, measure_scoring
 from .registry import ModelRegistry, Placement, get_registry, register_run
 from .rules import check_name
@@ -121,7 +121,8 @@ def _widgets(module: str, name: str) -> Any:
 def _provenance(args: Any) -> dict:
     """Where %%lm_train's text came from, as the line says it (files are described by api.train)."""
     if args.df:
-        return {"dataframe": args.df, "column": args.column, "where": args.where}
+        prov = {"dataframe": args.df, "column": args.column, "where": args.where}
+        return {**prov, "sample": args.sample} if args.sample is not None else prov
     return {} if args.file else {"cell": True}
 
 
@@ -284,11 +285,14 @@ class LMMagics(Magics):
     @argument("--name", default=None, help="register the model under this name [default: "
                                            "LMMagics.default_model, else 'model']")
     @argument("--df", metavar="VAR", default=None,
-              help="train on a DataFrame column (with --column), a Series or a list of str from this variable")
+              help="train on a DataFrame column (with --column; pandas, polars or Spark), a Series or a list of str "
+                   "from this variable")
     @argument("--column", metavar="COL", default=None, help="the text column of the --df DataFrame")
     @argument("--where", metavar="EXPR", default=None,
               help="keep only some rows of --df: a DataFrame.query expression (\"label == 'ham'\") or the "
-                   "name of a boolean mask variable")
+                   "name of a boolean mask variable; for a Spark DataFrame, a Spark SQL condition")
+    @argument("--sample", metavar="FRACTION", type=float, default=None,
+              help="train on about this fraction of a Spark DataFrame's rows (seeded by --seed)")
     @argument("--file", metavar="PATH", nargs="+", default=None,
               help="train on text files (glob patterns allowed), one row per line")
     @argument("--encoding", metavar="ENC", default=None,
@@ -383,6 +387,8 @@ class LMMagics(Magics):
             raise DataError("Give either --df or --file, not both.")
         if (args.column or args.where) and not args.df:
             raise DataError(f"--{'column' if args.column else 'where'} needs --df VAR (the DataFrame to read).")
+        if args.sample is not None and not args.df:
+            raise DataError("--sample needs --df VAR (a Spark DataFrame to sample).")
         if args.encoding is not None and not args.file:
             raise DataError("--encoding is the encoding of --file PATH; the cell's text and --df data are "
                             "already text.")
@@ -391,6 +397,14 @@ class LMMagics(Magics):
                 src = "--df" if args.df else "--file"
                 raise DataError(f"The cell has text and {src} is given; use one (the cell may hold comments).")
             if args.df:
+                frame = lookup(self._ns(), args.df)
+                if is_spark_dataframe(frame):   # streamed to the driver, cached as token files
+                    from .spark import spark_rows
+
+                    return spark_rows(frame, args.column, args.where, args.sample, args.seed or 0, f"'{args.df}'")
+                if args.sample is not None:
+                    raise DataError("--sample is for a Spark DataFrame; for pandas or polars pick the rows with "
+                                    "--where or df.sample(frac=...).")
                 return text_rows(self._ns(), args.df, args.column, args.where)
             return files(*args.file, encoding=args.encoding or "utf-8")
         if cell is None:
@@ -515,10 +529,13 @@ class LMMagics(Magics):
 
     @magic_arguments()
     @argument("--name", default=None, help="the model to score with [default: the default model]")
-    @argument("--df", required=True, metavar="VAR", help="the pandas DataFrame variable")
+    @argument("--df", required=True, metavar="VAR", help="the pandas or Spark DataFrame variable")
     @argument("--column", required=True, metavar="COL", help="the text column to score")
     @argument("--into", default=None, metavar="NEWCOL",
               help="the perplexity column to write [default: COL_ppl]; bits per token go to NEWCOL_bits")
+    @argument("--into-frame", default=None, metavar="NAME",
+              help="Spark: bind the scored DataFrame to NAME [default: --df's variable] (a Spark DataFrame "
+                   "cannot change in place)")
     @argument("--overwrite", action="store_true", help="replace the score columns if they exist")
     @argument("--baseline", action="store_true",
               help="also write the model's n-gram baseline (NEWCOL stem + _ngram_ppl) and the LSTM + n-gram "
@@ -548,6 +565,10 @@ class LMMagics(Magics):
         args = self._parse(self.lm_score, line)
         self._store(args.output, None)
         df = lookup(self._ns(), args.df)
+        if is_spark_dataframe(df):
+            return self._score_spark(args, df)
+        if args.into_frame is not None:
+            raise ConfigError("--into-frame is for a Spark DataFrame; a pandas DataFrame gets its columns in place.")
         if not (hasattr(df, "columns") and type(df).__module__.startswith("pandas")):
             raise DataError(f"'{args.df}' is a {type(df).__name__}, not a pandas DataFrame; pass --df with a "
                             f"pandas DataFrame variable (polars: df.to_pandas()).")
@@ -559,6 +580,24 @@ class LMMagics(Magics):
             report = analysis.score_frame(model, df, args.column, into=args.into, overwrite=args.overwrite,
                                           top=args.top, model_name=name, baseline=args.baseline, label=args.label,
                                           positive=args.positive, signal=args.signal, on_chunk=bar and bar.on_chunk)
+        self._store(args.output, report)
+        return report
+
+    def _score_spark(self, args: Any, sdf: Any) -> Any:
+        """%lm_score on a Spark DataFrame: the scored frame is bound to --into-frame (default: --df's name)
+        only once every action has succeeded; the report holds only the rows it shows."""
+        from .spark import score_report
+
+        target = args.into_frame or args.df
+        if not target.isidentifier():
+            raise ConfigError(f"--into-frame needs a variable name, got {target!r}.")
+        if args.baseline or args.label is not None or args.positive is not None:
+            raise ConfigError("--baseline, --label and --positive are for pandas frames; score a Spark DataFrame "
+                              "without them (or score sdf.limit(N).toPandas() with them).")
+        name, model = self._model(args.name)
+        scored, report = score_report(sdf, args.column, model, into=args.into, overwrite=args.overwrite,
+                                      top=args.top, model_name=name, bound_to=target)
+        self._ns()[target] = scored
         self._store(args.output, report)
         return report
 
@@ -626,7 +665,7 @@ class LMMagics(Magics):
         return result
 
     @magic_arguments()
-    @argument("--df", required=True, metavar="VAR", help="the DataFrame variable (pandas or polars)")
+    @argument("--df", required=True, metavar="VAR", help="the DataFrame variable (pandas, polars or Spark)")
     @argument("--column", required=True, metavar="COL", help="the text column")
     @argument("--by", required=True, metavar="GROUPCOL", help="the column whose values form the groups")
     @argument("--name", default=None, help="score the rows with this model [default: word counts of the "
@@ -647,6 +686,14 @@ class LMMagics(Magics):
         args = self._parse(self.lm_compare, line)
         self._store(args.output, None)
         df = lookup(self._ns(), args.df)
+        if is_spark_dataframe(df):             # aggregated on the executors; only the table comes back
+            from .spark import compare_groups_spark
+
+            model = self._model(args.name) if args.name else (None, None)
+            result = compare_groups_spark(df, args.column, args.by, model[1], min_rows=args.min_rows,
+                                          top_words=args.top_words, model_name=model[0] or "")
+            self._store(args.output, result)
+            return result
         if not is_dataframe(df) or type(df).__name__ != "DataFrame":
             raise DataError(f"'{args.df}' is a {type(df).__name__}, not a DataFrame; pass --df with a pandas or "
                             f"polars DataFrame variable.")

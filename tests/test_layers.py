@@ -83,7 +83,8 @@ def test_no_import_cycles():
     assert not cycles, "import cycles: " + "; ".join(" -> ".join(c) for c in cycles)
 
 
-_FRONT_ENDS = ("lm_magics.magics", "lm_magics.cli", "lm_magics.dask", "lm_magics.widgets", "lm_magics.assistant")
+_FRONT_ENDS = ("lm_magics.magics", "lm_magics.cli", "lm_magics.dask", "lm_magics.spark", "lm_magics.widgets",
+               "lm_magics.assistant")
 
 
 def _is_front_end(mod: str) -> bool:

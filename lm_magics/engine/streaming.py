@@ -16,7 +16,8 @@ renamed into place at the end, so a cache entry is whole or absent.
 A second run on the same files reads nothing: ``cache_dir/.index/<stat key>.json`` maps the files' paths,
 sizes and modification times (plus the settings) to the entry. ``cache_check="hash"`` re-reads the files
 and recognises the entry by its content hash instead (pass 1 only), for files that may change without
-their size or time changing.
+their size or time changing. A ``RowSource`` (rows of a Spark query) brings its own key in place of the
+files' stats, and is read once on a miss (its rows spooled to the entry's work folder).
 
 Several processes (the ranks of a distributed run) streaming the same files queue on a file lock in
 ``cache_dir/.index``: the first one to take it runs both passes, builds the vocabulary and writes it into
@@ -42,8 +43,9 @@ import shutil
 import tempfile
 import uuid
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Iterable, Iterator, List, Optional, Tuple
 
 import numpy as np
 
@@ -58,13 +60,33 @@ except ImportError:                # Windows: no file locks; concurrent builds s
     fcntl = None  # type: ignore[assignment]
 
 __all__ = ["STREAM_AUTO_BYTES", "CACHE_CHECKS", "default_cache_dir", "prepare_stream", "StreamBatches",
-           "should_stream", "source_bytes"]
+           "should_stream", "source_bytes", "RowSource"]
 
 STREAM_AUTO_BYTES = 256 * 2**20   # files at least this big are streamed by default
 CACHE_CHECKS = ("stat", "hash")   # how a cache hit is recognised for files: sizes and times, or content
 _FORMAT = 2                        # bump when the cache layout changes (2: the entry stores its vocabulary)
 _INDEX = ".index"                  # cache/.index/<stat key>.json -> entry; the lock files live there too
 _FLUSH_IDS = 1 << 20               # ids buffered per file before an append (~4 MB of int32)
+
+
+@dataclass(frozen=True)
+class RowSource:
+    """Rows that come from somewhere this process cannot stat (a Spark query), to be streamed.
+
+    ``read()`` returns a fresh iterator of rows (each call re-runs the query); ``key`` names the content as
+    the caller knows it (the query plan, its input files, the sample), the way paths, sizes and times name
+    files: a cache entry built under the same key is reused without reading a row. A cache miss reads the
+    source once and spools its rows to a file inside the entry's work folder, so the two passes see the
+    same rows in the same order and the query runs once. Iterating a RowSource reads it (that is what
+    ``stream=False`` does: the rows in memory).
+    """
+
+    read: Callable[[], Iterable[Any]]
+    key: str
+    description: str = "rows"
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self.read())
 
 
 def default_cache_dir() -> Path:
@@ -86,6 +108,8 @@ def should_stream(source: object, stream: Optional[bool], distributed: bool = Fa
     distributed run (one shared cache instead of every rank tokenizing in memory); True/False: as told."""
     if stream is not None:
         return bool(stream)
+    if isinstance(source, RowSource):      # rows from elsewhere: never all in this process's memory
+        return True
     size = source_bytes(source)
     return size is not None and (distributed or size >= STREAM_AUTO_BYTES)
 
@@ -98,6 +122,8 @@ def _row_factory(source: object, spool_dir: Path, stats: DataStats) -> Callable[
     Files are re-read; lists/Series are re-iterated; a callable is called for a fresh iterator; a one-shot
     iterator (a generator) is spooled to a temporary file first so that it can be read twice.
     """
+    if isinstance(source, RowSource):
+        source = iter(source.read())     # one pass over the query, spooled to a file below
     if isinstance(source, (Files, Path, str, bytes)) or _series_values(source) is not None \
             or isinstance(source, (list, tuple)):
         return rows_of(source, stats)    # files stream; in-memory sources are already in memory
@@ -178,7 +204,10 @@ def _open_ids(path: Path) -> np.ndarray:
 # ------------------------------------------------------------------------------------------ cache index
 
 def _file_stats(source: object) -> Optional[List[list]]:
-    """[[absolute path, size, mtime_ns], ...] of a file source; None for other sources (no stat index)."""
+    """[[absolute path, size, mtime_ns], ...] of a file source, [["source", key]] of a RowSource; None for
+    other sources (no stat index)."""
+    if isinstance(source, RowSource):
+        return [["source", source.key]]
     if not isinstance(source, (Files, Path)):
         return None
     src = source if isinstance(source, Files) else files(source)
@@ -264,7 +293,9 @@ def prepare_stream(source: object, tokenizer: Tokenizer, *, val_source: object =
         # while this one queued means the content was checked a moment ago: "hash" can trust it too.
         if now is not None and (cache_check == "stat" or now != seen):
             key = now["entry"] if (cache / now["entry"] / "meta.json").exists() else None
-            how = ("cache hit (same files, sizes and times)" if cache_check == "stat" else
+            same = (f"same {source.description}" if isinstance(source, RowSource) else
+                    "same files, sizes and times")
+            how = (f"cache hit ({same})" if cache_check == "stat" else
                    "cache hit (content hashed by another process just now)")
         if key is None:
             key, built = _build(source, tokenizer, cache, settings, val_fraction, seed, has_val)
@@ -307,6 +338,7 @@ def _build(source: object, tokenizer: Tokenizer, cache: Path, settings: dict, va
     work = Path(tempfile.mkdtemp(prefix=".tmp-", dir=cache))   # becomes the cache entry, or is removed
     try:
         rows = _row_factory(source, work, stats)
+        spooled_missing = stats.missing       # a spooled source counted its missing values while spooling
         # ---- pass 1: fingerprint the content (+ settings), count the training rows' tokens
         h = hashlib.blake2b(digest_size=16)
         h.update(json.dumps(settings, sort_keys=True).encode())
@@ -341,7 +373,7 @@ def _build(source: object, tokenizer: Tokenizer, cache: Path, settings: dict, va
             vocab = Tokenizer.from_dict(tokenizer.to_dict()).build(counter)
         del counter
         # ---- pass 2: encode in chunks into the token files of the temporary entry
-        stats.missing = 0
+        stats.missing = spooled_missing       # pass 1 counted them once; pass 2 counts them again
         train_out, val_out = _Appender(work / "train.i32"), _Appender(work / "val.i32")
         n_rows = n_val_rows = 0
         unk = vocab.unk_id
