@@ -406,7 +406,7 @@ def compare_groups_spark(sdf: Any, column: str, by: str, model: Optional["Langua
 
         _one_thread()
         m = _worker_model(key, shipped) if with_model else None
-        tok = m.tokenizer if m is not None else Tokenizer("word", lowercase=True)
+        tok = Tokenizer("word", lowercase=True)     # group words as compare_groups counts them, model or not
         for pdf in batches:
             out = pd.DataFrame({"g": pdf["g"], "toks": [tok.tokenize(t) for t in pdf["t"]]})
             nan = np.full(len(pdf), np.nan)

@@ -67,14 +67,16 @@ def test_score_spark_equals_the_pandas_path(spark, tiny_model, saved_model, fram
 
     sdf = spark.createDataFrame(frame, "text string, n long, g string").repartition(2)
     scored = score_spark(sdf, "text", str(saved_model))
-    # The schema is declared up front: the input's columns, then the two score columns.
+    # The schema is declared up front: the input's columns, then the score columns %lm_score writes.
     assert [(f.name, f.dataType.simpleString()) for f in scored.schema.fields] == [
-        ("text", "string"), ("n", "bigint"), ("g", "string"), ("text_ppl", "double"), ("text_bits", "double")]
+        ("text", "string"), ("n", "bigint"), ("g", "string"), ("text_ppl", "double"), ("text_bits", "double"),
+        ("text_unusual", "double")]
     got = scored.toPandas().sort_values("n").reset_index(drop=True)
     want = score_batch(tiny_model, frame["text"], "text")
     assert list(got["text"].fillna("<none>")) == list(frame["text"].fillna("<none>"))
     np.testing.assert_allclose(got["text_ppl"], want["text_ppl"], rtol=1e-5)
     np.testing.assert_allclose(got["text_bits"], want["text_bits"], rtol=1e-5)
+    np.testing.assert_allclose(got["text_unusual"], want["text_unusual"], rtol=1e-5, atol=1e-9)
     assert got["text_ppl"].isna().tolist() == want["text_ppl"].isna().tolist() and got["text_ppl"].isna().any()
 
 
@@ -146,7 +148,7 @@ def test_lm_score_magic_binds_the_scored_frame(spark, shell, tiny_model, frame):
         report = shell.run_line_magic("lm_score", "--name tiny --df sdf --column text --top 2 --into-frame scored")
         assert shell.user_ns["sdf"] is sdf                  # --into-frame: the input stays as it was
         scored = shell.user_ns["scored"]
-        assert scored.columns == ["text", "n", "g", "text_ppl", "text_bits"]
+        assert scored.columns == ["text", "n", "g", "text_ppl", "text_bits", "text_unusual"]
         assert len(report.top) == len(report.bottom) == 2
         assert report.top[0].bits >= report.top[1].bits >= report.bottom[1].bits >= report.bottom[0].bits
         assert "lm-score-report" in report._repr_html_()
