@@ -324,7 +324,9 @@ class TrainingMonitor:
             if m.report is not None:
                 self.curve.value = sparkline_svg(_thin(m.report.losses), label="training loss")
         elif self._stop.is_set() and self.error and self.error.startswith("stopped"):
-            self.status.value = f"<span class='lm-status lm-done'>{esc(self.error)}</span>"
+            self.progress.bar_style = "warning"            # stopped: amber, not the running blue
+            self.status.value = (f"<span class='lm-status lm-done' style='color:{_STOPPED_COLOR}'>"
+                                 f"{esc(self.error)}</span>")
         else:
             stopped = self._stopped_empty
             self.progress.bar_style = "warning" if stopped else "danger"
