@@ -101,7 +101,9 @@ def select_rows(data: Any, where: str, user_ns: Mapping[str, Any], data_name: st
                 if len(values) == 1 and len(data) != 1:     # a literal such as `true`
                     values = values[0]
             else:
-                values = data.eval(where, local_dict=dict(user_ns), global_dict={})
+                # The condition sees the columns and the notebook's plain values (@limit), never its
+                # functions, modules or objects: a condition filters, it does not run code.
+                values = data.eval(where, local_dict=plain_values(user_ns), global_dict={})
         except Exception as exc:  # pandas raises many kinds (SyntaxError, UndefinedVariableError, TypeError...)
             msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             raise DataError(f"Cannot filter {data_name} with --where {where!r}: {msg}. Columns: "
@@ -116,6 +118,28 @@ def select_rows(data: Any, where: str, user_ns: Mapping[str, Any], data_name: st
     if is_dataframe(data) or is_series(data):
         return data[keep]
     return [v for v, k in zip(data, keep) if k]
+
+
+_PLAIN = (int, float, complex, str, bool, type(None))
+
+
+def plain_values(user_ns: Mapping[str, Any]) -> dict:
+    """The notebook variables a --where condition may refer to (``@name``): numbers, texts, booleans,
+    dates and small lists/tuples/sets of them. Callables, modules, classes and other objects are left
+    out, so a condition cannot call anything from the namespace."""
+    import datetime
+
+    import numpy as np
+
+    plain = _PLAIN + (np.generic, datetime.date, datetime.datetime, datetime.timedelta)
+    out = {}
+    for k, v in user_ns.items():
+        if not isinstance(k, str) or not k.isidentifier() or k.startswith("_"):
+            continue
+        if isinstance(v, plain) or (isinstance(v, (list, tuple, set, frozenset)) and len(v) <= 100_000
+                                    and all(isinstance(x, plain) for x in v)):
+            out[k] = v
+    return out
 
 
 def _bool_mask(values: Any, data: Any, what: str, fix: str, data_name: str = "the data") -> Any:
@@ -167,6 +191,17 @@ def _short(v: Any) -> str:
 
 
 # ---------------------------------------------------------------------------------------------- columns
+
+def check_hashable(values: List[Any], what: str) -> None:
+    """A one-line DataError when a label or group column holds values that cannot be compared as keys
+    (lists, dicts, arrays): they cannot name a class or a group."""
+    for v in values:
+        try:
+            hash(v)
+        except TypeError:
+            raise DataError(f"{what} holds {type(v).__name__} values, which cannot be a label or group; "
+                            f"use a column of texts, numbers or booleans.") from None
+
 
 def column_of(df: Any, column: Any, df_name: str = "the DataFrame") -> Any:
     """The Series ``df[column]``; a DataError when the column is missing, ambiguous or not one column.
@@ -341,7 +376,8 @@ def _check_text(values: Any, what: str, df: Any = None) -> None:
         return
     if other is not None:
         alt = _text_columns(df) if df is not None else []
-        hint = f" Text columns: {_listing(alt)}." if alt else " Convert it with .astype(str) if you mean it."
+        convert = ".cast(pl.Utf8)" if _is_polars(values) else ".astype(str)"
+        hint = f" Text columns: {_listing(alt)}." if alt else f" Convert it with {convert} if you mean it."
         raise DataError(f"{what} holds {other} values, not text.{hint}")
     raise DataError(f"{what} has no text: all {missing:,} values are missing. Pick another column or fill it.")
 

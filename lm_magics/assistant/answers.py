@@ -302,7 +302,7 @@ def _score_columns(frame: Any, column: str, own: set, parts: Tuple[str, ...] = (
     n = 1
     while True:
         into = f"{column}_ppl" if n == 1 else f"{column}_{n}_ppl"
-        pair = (into, into[:-4] + "_bits", *(f"{into[:-4]}_{p}_ppl" for p in parts))
+        pair = (into, into[:-4] + "_bits", into[:-4] + "_unusual", *(f"{into[:-4]}_{p}_ppl" for p in parts))
         if not any(c in frame.columns and c not in own for c in pair):
             return into, any(c in frame.columns for c in pair)
         n += 1
@@ -343,7 +343,7 @@ def unusual(ns: Mapping[str, Any], arg: str, model_for: ModelFor, own: Callable[
                     f"{', baseline=True' if baseline else ''})")
         note = "" if default_into else f" ('{ref.column}_ppl' is your column, so the scores went to '{into}')"
         body = (f"<div>{_esc(note.strip(' ()'))}</div>" if note else "") + report._repr_html_()
-        wrote = [report.ppl_column, report.bits_column, *(s.name for s in report.side.values())]
+        wrote = report.columns
         return Answer(repr(report) + note, body, code, report, (frame, wrote))
 
     # The LSTM pass, and with the baseline the mixture's (an LSTM pass again; the n-gram's is quick).

@@ -23,7 +23,8 @@ from ..assistant import answers, grammar
 from ..assistant.grammar import HELP, HELP_ROWS, PLAIN, number, positive_int
 from ..config import GenerateConfig
 from ..errors import ConfigError, DataError, LMError
-from ..registry import ModelRegistry
+from ..registry import ModelRegistry, fresh_name
+from ..rules import check_name
 from ._base import GIVEN, ModelWidget, _shell, copies_text, copy_check, esc, iter_words, pairs_text
 
 __all__ = ["ChatAssistant"]
@@ -375,9 +376,7 @@ class ChatAssistant(ModelWidget):
         self._say("Conversation cleared.")
 
     def _cmd_export(self, arg: str) -> None:
-        var = arg.strip()
-        if not var.isidentifier():
-            raise ConfigError(f"/export needs a variable name, e.g. /export convo (got {var!r}).")
+        var = check_name(arg.strip(), "variable for /export", variable=True, example="/export convo")
         ns = self._ns("export into")
         records = self.to_records()[:-1]          # not the /export command itself
         try:
@@ -486,6 +485,8 @@ class ChatAssistant(ModelWidget):
 
     def _cmd_learn(self, arg: str) -> None:
         request = grammar.learn_request(self._ns(), arg)
+        if not request.name_given:     # a name derived from the column or file never replaces a model
+            request.name = fresh_name(self.registry, request.name)
         from .monitor import start_background_training
 
         name = request.name
@@ -527,12 +528,15 @@ class ChatAssistant(ModelWidget):
                 self._redraw_learn(msg, bubble, head[1], plan,
                                    f"ended after {answers.duration(time.monotonic() - t0)}")
             if monitor.model is None:
-                self._add("error", f"Training '{monitor.name}' failed: {monitor.error}")
+                stopped = (monitor.error or "").startswith("stopped")
+                self._add("system" if stopped else "error",
+                          f"Training '{monitor.name}' {monitor.error if stopped else 'failed: ' + str(monitor.error)}")
                 return
             got = getattr(monitor, "registered_as", None) or monitor.name
             ppl = monitor.model.meta.get("val_ppl")
             how = "stopped" if monitor.model.interrupted else "finished"
-            kept = f"; the earlier '{monitor.name}' is kept" if got != monitor.name else ""
+            placement = getattr(monitor, "placement", None)
+            kept = f"; {placement.note}" if placement is not None and placement.note else ""
             use = "" if self.name == got else f" /use {got} to answer with it."
             self._say(f"Training {how}: '{got}' is registered (validation perplexity "
                       f"{'n/a' if ppl is None else f'{ppl:,.1f}'}){kept}.{use}")

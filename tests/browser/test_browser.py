@@ -76,7 +76,7 @@ def notebook(jupyter_server, browser_page):
 
 def monitor(pg, name):
     return pg.locator(".jp-OutputArea-output .lm-monitor").filter(
-        has=pg.locator(".lm-monitor-title", has_text=f"Training '{name}'"))
+        has=pg.locator(".lm-monitor-title", has_text=f"'{name}'"))     # running: "Training 'x'", then "'x' · Done in"
 
 
 def test_panel_suggestions_follow_typing_and_clicks(page, notebook):
@@ -271,6 +271,16 @@ def test_background_training_stops_and_registers(page, notebook):
                                                               timeout=ROUNDTRIP_MS)
     expect(mon.locator(".lm-monitor-stop")).to_be_disabled()
     expect(mon.locator(".lm-monitor-stop")).not_to_have_class(re.compile(r"mod-danger"))   # grey, not red
+    # one line says what the run did; the bar is amber with its text, not the running blue
+    expect(mon.locator(".lm-monitor-title")).to_contain_text(re.compile(r"'pets_bg' · Stopped after [\d.]+ (s|min)"),
+                                                             timeout=ROUNDTRIP_MS)
+    expect(mon.locator(".lm-monitor-title")).not_to_contain_text("in the background")
+    expect(mon.locator(".lm-monitor-progress .progress-bar")).to_have_class(re.compile(r"progress-bar-warning"))
+    # the curve's value labels sit left of the curve, never over its start
+    gap = mon.locator(".lm-monitor-curve svg").evaluate(
+        "s => s.querySelector('polyline').getBBox().x - Math.max(...[...s.querySelectorAll('text')].map("
+        "t => t.getBBox().x + t.getBBox().width))")
+    assert gap > 0, gap
     # the panel heard the registry: the new models are in its dropdown
     options = notebook.locator(".jp-OutputArea-output .lm-panel .lm-panel-model select option")
     expect(options).to_have_count(4, timeout=ROUNDTRIP_MS)
@@ -309,8 +319,8 @@ def test_early_stops_look_like_an_early_success(page, notebook):
     def bar_agrees_with_its_label():
         label = cell.locator(".jp-OutputArea-output .widget-hbox").first.inner_text().replace("\u2007", " ")
         epoch = re.search(r"training 'early' \(early stop after epoch (\d+)\)", label)
-        assert epoch and f"epoch={epoch.group(1)}," in label, label
-        step, total = map(int, re.search(r"(\d+)/(\d+) \[", label).groups())
+        assert epoch and f"epoch={epoch.group(1)}," in label and " in all, " in label, label
+        step, total = map(int, re.search(r"(\d+)/(\d+), ", label).groups())
         filled, classes = _bar(progress)
         assert "danger" not in classes and step < total and filled == pytest.approx(step / total, abs=0.02), label
     _eventually(bar_agrees_with_its_label)

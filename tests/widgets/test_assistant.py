@@ -142,7 +142,8 @@ def test_unusual_scores_a_column_and_replaces_only_its_own_columns(chat, ns):
     assert {"text_ppl", "text_bits", "text_ngram_ppl", "text_mix_ppl"} <= set(df.columns)
     # the columns exist now: the line replaces them, so pasted into a cell it runs as given
     assert msg["code"] == "%lm_score --df reviews --column text --name pets --overwrite --top 2 --baseline"
-    assert msg["text"].endswith(msg["code"]) and "Most surprising" in msg["text"]
+    assert msg["text"].endswith(msg["code"]) and "Most unusual" in msg["text"] and "why:" in msg["text"]
+    assert "text_unusual" in df.columns
     assert "rank agreement with the model" in msg["text"] and "n-gram" in msg["text"]   # the baseline beside it
     # the lone row with words the model never saw is the most surprising one
     assert df["text_ppl"].idxmax() == df.index[-1]
@@ -287,9 +288,11 @@ def test_learn_trains_in_the_background_and_stops_from_the_chat(chat, reg, monke
     assert "Stopping 'happy'" in last(chat)["text"]
     assert mon.join(30)
     assert wait_until(lambda: "Training stopped" in last(chat)["text"])
-    assert "'happy' is registered" in last(chat)["text"] and "/use happy" in last(chat)["text"]
+    # Stopped before its first validation, the run is kept aside as happy_interrupted (registry.register_run).
+    got = "happy" if mon.model.report.history else "happy_interrupted"
+    assert f"'{got}' is registered" in last(chat)["text"] and f"/use {got}" in last(chat)["text"]
     assert re.search(r"ended after [\d.]+ s", bubble.children[0].value)
-    assert reg.get("happy") is mon.model and mon.model.interrupted
+    assert reg.get(got) is mon.model and mon.model.interrupted
     chat.send("/stop")
     assert last(chat)["text"] == "Nothing started here is running."
 
@@ -343,7 +346,7 @@ def test_compare_groups_api(model):
     df = make_reviews()
     result = lm.compare_groups(df, "text", "product")
     assert isinstance(result, GroupComparison)
-    assert list(result.table.columns) == ["rows", "bits", "rest_bits", "excess_bits", "words"]
+    assert list(result.table.columns) == ["rows", "bits", "rest_bits", "excess_bits", "words", "word_z"]
     assert result.table.index[0] == "toys" and result.table.index.name == "product"
     assert result.table.loc["toys", "words"][:2] in (["zap", "zip"], ["zip", "zap"])
     assert result.too_small == {"solo": 1} and result.table["rows"].sum() == 60

@@ -227,7 +227,7 @@ def test_chat_export_without_pandas_is_a_list_of_dicts(reg, monkeypatch):
     ("/len", "/len N needs a whole number"),
     ("/len 0", "n_words must be"),
     ("/score", "Give the text to score"),
-    ("/export 2x", "/export needs a variable name"),
+    ("/export 2x", "for /export must be a Python variable name"),
 ])
 def test_chat_errors_appear_as_messages(reg, command, message):
     c = ChatAssistant("pets", registry=reg, user_ns={}, seed=0)
