@@ -452,9 +452,12 @@ class TablePredictor(Vocabulary):
             return self._beam(ctx, cfg, stop_at_eos)
         gen = torch.Generator(device="cpu")
         gen.manual_seed(cfg.seed if cfg.seed is not None else int(torch.seed() % 2**63))
+        rules = self.repeat_rules(cfg)
         out: List[int] = []
         for _ in range(cfg.n_words):
-            nxt = _pick(self.log_probs_after(ctx + out).float(), cfg, gen, self.tok.unk_id)
+            nxt = _pick(rules.apply(self.log_probs_after(ctx + out).float(), ctx, out), cfg, gen, self.tok.unk_id)
+            if rules.ends_text(ctx, out, nxt):
+                break
             out.append(nxt)
             if stop_at_eos and nxt == self.tok.eos_id:
                 break
@@ -463,17 +466,20 @@ class TablePredictor(Vocabulary):
     def _beam(self, ctx: List[int], cfg: GenerateConfig, stop_at_eos: bool) -> List[int]:
         beams: List[Tuple[float, List[int]]] = [(0.0, [])]
         done: List[Tuple[float, List[int]]] = []
+        rules = self.repeat_rules(cfg)
         for _ in range(cfg.n_words):
             cand = []
             for score, seq in beams:
-                lp = self.log_probs_after(ctx + seq).clone()
+                lp = rules.apply(self.log_probs_after(ctx + seq), ctx, seq).clone()
                 lp[self.tok.unk_id] = -math.inf
                 vals, idx = torch.topk(lp, min(cfg.beam, lp.numel()))
                 cand += [(score + v, seq + [i]) for v, i in zip(vals.tolist(), idx.tolist())]
             cand.sort(key=lambda c: -c[0])
             beams = []
             for s, seq in cand[: cfg.beam]:
-                if stop_at_eos and seq[-1] == self.tok.eos_id:
+                if rules.ends_text(ctx, seq[:-1], seq[-1]):       # a blank line: the text ends before it
+                    done.append((s / len(seq), seq[:-1]))
+                elif stop_at_eos and seq[-1] == self.tok.eos_id:
                     done.append((s / len(seq), seq))
                 else:
                     beams.append((s, seq))

@@ -28,10 +28,11 @@ from ..config import GenerateConfig
 from ..display import DataOverview
 from ..engine.data import files
 from ..errors import ConfigError, DataError, LMError
+from ..formatting import num_text, pairs_text, token_text
 from ..frames import (ColumnRef, is_dataframe, lookup, parse_column_ref, ref_text, resolve_column, select_rows,
                       spaced_column, text_overview)
 from ..registry import ModelRegistry
-from ._base import GIVEN, ModelWidget, _shell, copies_text, copy_check, esc, iter_words, pairs_text
+from ._base import GIVEN, ModelWidget, _shell, copies_text, copy_check, esc, iter_words
 
 __all__ = ["ChatAssistant"]
 
@@ -370,7 +371,7 @@ class ChatAssistant(ModelWidget):
 
     def _cmd_next(self, arg: str) -> None:
         model = self.require_model()
-        pairs = model.next_words(arg, self.k)
+        pairs = model.next_words(arg, self.k, include_special=True)    # the end of a line shows as ⏎
         self._say(f"after {arg!r}: {pairs_text(pairs)}")
 
     def _cmd_score(self, arg: str) -> None:
@@ -380,7 +381,7 @@ class ChatAssistant(ModelWidget):
         ppl = model.perplexity(arg)
         worst = sorted(model.surprisal(arg), key=lambda wb: -wb[1])[: self.k]
         self._say(f"perplexity {ppl:,.1f}; most surprising: "
-                  + (", ".join(f"{w} ({b:.1f} bits)" for w, b in worst) or "(none)"))
+                  + (", ".join(f"{token_text(w)} ({num_text(b)} bits)" for w, b in worst) or "(none)"))
 
     def _cmd_clear(self, arg: str) -> None:
         self.clear()

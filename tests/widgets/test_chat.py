@@ -152,7 +152,7 @@ def test_chat_slash_commands(reg, model, other):
     assert len(model.tokenizer.tokenize(answer)) <= 3 and len(c.messages[-1]["alternatives"]) == 4
     c.send("/next the cat sat")
     assert last()["text"] == "after 'the cat sat': " + ", ".join(
-        f"{word_text(w)} {prob_text(p)}" for w, p in model.next_words("the cat sat", 4))
+        f"{word_text(w)} {prob_text(p)}" for w, p in model.next_words("the cat sat", 4, include_special=True))
     c.send("/score the cat sat on the mat .")
     ppl = model.perplexity("the cat sat on the mat .")
     worst = max(model.surprisal("the cat sat on the mat ."), key=lambda wb: wb[1])[0]
