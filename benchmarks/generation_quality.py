@@ -1,14 +1,16 @@
 """Does generation loop? Repeated lines, lists of speaker names and distinct word pairs, with and without
 GenerateConfig's rules against loops (repetition_penalty, no_repeat_ngram, stop_at_blank_line).
 
-    python -m benchmarks.generation_quality [--lstm-seconds 120] [--prompts 12] [--seeds 2] [--cache DIR]
+    python -m benchmarks.generation_quality [--lstm-seconds 300] [--prompts 6] [--seeds 2] [--n-words 100]
+        [--temperatures 0,0.8] [--cache DIR]
 
 Two texts of the tutorials' kind: Shakespeare's plays (tinyshakespeare at $LM_MAGICS_SHARED/data; a
 speaker's name on a line of its own, then the speech, then a blank line) and the docstrings of Python's
 standard library (``lm_magics.demo``, one docstring a row). For each, an LSTM (``lm.train`` with the
 defaults and ``max_time``) and an n-gram (``kind="ngram"``) are trained on the first 90% of the rows, and
 each model answers prompts from the other 10% the way the chat does (``iter_words``: words across line
-ends, temperature 0.8, 150 words as after ``/len 150``), once per seed and setting:
+ends, 100 words as after ``/len 100``), greedy (temperature 0, where loops are worst) and at the chat's
+temperature 0.8 (once per seed), in each setting:
 
 * ``none``: repetition_penalty=1, no_repeat_ngram=0, stop_at_blank_line=False (the model as it is);
 * one rule at a time; ``defaults``: GenerateConfig() as it ships.
@@ -91,13 +93,14 @@ def figures(lines: List[str], words: List[str]) -> Dict[str, float]:
             "distinct-2": len(set(pairs)) / max(1, len(pairs)), "words": len(words)}
 
 
-def run(model: lm.LanguageModel, prompts: List[str], seeds: int, n_words: int) -> Dict[str, Dict[str, float]]:
+def run(model: lm.LanguageModel, prompts: List[str], seeds: int, n_words: int,
+        temperature: float) -> Dict[str, Dict[str, float]]:
     out: Dict[str, Dict[str, float]] = {}
     for setting, options in SETTINGS.items():
         rows, t0, n = [], time.perf_counter(), 0
         for prompt in prompts:
-            for seed in range(seeds):
-                cfg = lm.GenerateConfig(n_words=n_words, temperature=0.8, seed=seed, **options)
+            for seed in range(seeds if temperature > 0 else 1):      # greedy: every seed is the same
+                cfg = lm.GenerateConfig(n_words=n_words, temperature=temperature, seed=seed, **options)
                 tokens = list(iter_words(model, prompt, cfg))
                 words = [t for t in tokens if t != EOS]
                 n += len(words)
@@ -122,19 +125,24 @@ def trained(rows: List[str], kind: str, seconds: float, cache: Path, tag: str) -
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--lstm-seconds", type=float, default=120.0, help="training time of each LSTM")
-    ap.add_argument("--prompts", type=int, default=12)
+    ap.add_argument("--lstm-seconds", type=float, default=300.0, help="training time of each LSTM")
+    ap.add_argument("--prompts", type=int, default=6)
     ap.add_argument("--seeds", type=int, default=2)
-    ap.add_argument("--n-words", type=int, default=150)
+    ap.add_argument("--n-words", type=int, default=100)
+    ap.add_argument("--temperatures", default="0,0.8")
+    ap.add_argument("--texts", default="plays,docstrings", help="which texts: plays, docstrings or both")
     ap.add_argument("--cache", type=Path, default=Path(".benchmark-cache/generation_quality"),
                     help="trained models are kept here and reused (delete it to train again)")
     args = ap.parse_args()
     print(machine_line())
     print(f"defaults: {lm.GenerateConfig()}")
-    plays = shakespeare_rows()
-    docs = stdlib_docstrings()
+    texts = args.texts.split(",")
+    plays = shakespeare_rows() if "plays" in texts else []
+    docs = stdlib_docstrings() if "docstrings" in texts else []
     results: List[Tuple[str, str, Dict[str, Dict[str, float]]]] = []
     for tag, kind_of_text, rows in (("plays", "plays", plays), ("docstrings", "docs", docs)):
+        if tag not in texts:
+            continue
         cut = int(0.9 * len(rows))
         prompts = prompts_for(rows[cut:], args.prompts, kind_of_text)
         for kind in ("lstm", "ngram"):
@@ -142,15 +150,17 @@ def main() -> None:
             model = trained(rows[:cut], kind, args.lstm_seconds, args.cache, tag)
             ppl = model.meta.get("val_ppl")
             print(f"\n{tag} / {kind}: validation perplexity {ppl:,.1f} ({time.perf_counter() - t0:.0f} s to train or "
-                  f"load); {len(prompts)} prompts x {args.seeds} seeds, {args.n_words} words, temperature 0.8")
-            res = run(model, prompts, args.seeds, args.n_words)
-            results.append((tag, kind, res))
-            keys = list(next(iter(res.values())).keys())
-            print("| setting | " + " | ".join(keys) + " |")
-            print("|---|" + "---:|" * len(keys))
-            for setting, figs in res.items():
-                print(f"| {setting} | " + " | ".join(f"{figs[k]:.2f}" if k not in ("words", "ms/word")
-                                                    else f"{figs[k]:.1f}" for k in keys) + " |")
+                  f"load); {len(prompts)} prompts, {args.n_words} words, seeds {args.seeds} when sampling")
+            for temperature in (float(t) for t in args.temperatures.split(",")):
+                res = run(model, prompts, args.seeds, args.n_words, temperature)
+                results.append((tag, kind, res))
+                keys = list(next(iter(res.values())).keys())
+                print(f"\ntemperature {temperature:g}\n")
+                print("| setting | " + " | ".join(keys) + " |")
+                print("|---|" + "---:|" * len(keys))
+                for setting, figs in res.items():
+                    print(f"| {setting} | " + " | ".join(f"{figs[k]:.2f}" if k not in ("words", "ms/word")
+                                                        else f"{figs[k]:.1f}" for k in keys) + " |", flush=True)
 
 
 if __name__ == "__main__":
