@@ -7,7 +7,8 @@
 In IPython / Jupyter: ``%load_ext lm_magics``, then ``%%lm_train``, ``%lm_complete``, ... (``%lm_train?``).
 """
 
-from .api import LanguageModel, compare_groups, explain, load, score_frame, train
+from .analysis import compare_groups, explain, score_frame
+from .api import LanguageModel, load, train
 from .config import GenerateConfig, TrainConfig
 from .engine.data import files
 from .engine.training import EpochInfo, StepInfo, StopTraining, TrainReport

@@ -456,11 +456,11 @@ _SCORE_LINES = 20_000   # lines read, scored and written at a time: memory stays
 
 
 def _run_score(args: argparse.Namespace) -> int:
-    from .api import _side_parts
+    from .analysis import side_parts
 
     model = _load(args.model)
     # The baseline is checked before scoring: a model without one fails at once, not after the file.
-    baseline = _side_parts(model)["ngram"] if args.baseline else None
+    baseline = side_parts(model)["ngram"] if args.baseline else None
     lines_in = _iter_lines(args.file, args.encoding)
     while True:   # read, score and write a chunk at a time: memory stays flat on any file
         lines = list(itertools.islice(lines_in, _SCORE_LINES))

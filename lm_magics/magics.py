@@ -28,7 +28,7 @@ from IPython.core.magic_arguments import ArgDecorator, argument, magic_arguments
 from IPython.utils.process import arg_split
 from traitlets import Bool, Int, Unicode
 
-from . import api
+from . import analysis, api
 from .config import GenerateConfig, TrainConfig, add_arguments, check_parsed, given
 from .display import Completions, Generation, TrainSummary, _e, _fmt_ppl, interrupted_text
 from .errors import ConfigError, DataError, Interrupted, LMError
@@ -483,7 +483,7 @@ class LMMagics(Magics):
         name, model = self._model(args.name)
         if args.positive is not None and args.label is None:
             raise ConfigError("--positive needs --label COL (the column it is a value of).")
-        report = api.score_frame(model, df, args.column, into=args.into, overwrite=args.overwrite, top=args.top,
+        report = analysis.score_frame(model, df, args.column, into=args.into, overwrite=args.overwrite, top=args.top,
                                  model_name=name, baseline=args.baseline, label=args.label, positive=args.positive)
         self._store(args.output, report)
         return report
@@ -547,7 +547,7 @@ class LMMagics(Magics):
         args, text = self._parse_with_text(self.lm_explain, line)
         self._store(args.output, None)
         name, model = self._model(args.name)
-        result = api.explain(model, text, top=args.top, k=args.k, model_name=name)
+        result = analysis.explain(model, text, top=args.top, k=args.k, model_name=name)
         self._store(args.output, result)
         return result
 
@@ -577,7 +577,7 @@ class LMMagics(Magics):
             raise DataError(f"'{args.df}' is a {type(df).__name__}, not a DataFrame; pass --df with a pandas or "
                             f"polars DataFrame variable.")
         model = self._model(args.name) if args.name else (None, None)
-        result = api.compare_groups(df, args.column, args.by, model[1], min_rows=args.min_rows,
+        result = analysis.compare_groups(df, args.column, args.by, model[1], min_rows=args.min_rows,
                                     top_words=args.top_words, model_name=model[0] or "")
         self._store(args.output, result)
         return result

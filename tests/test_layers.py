@@ -81,3 +81,66 @@ def test_no_import_cycles():
         if start not in done:
             visit(start, [], set(), done)
     assert not cycles, "import cycles: " + "; ".join(" -> ".join(c) for c in cycles)
+
+
+_FRONT_ENDS = ("lm_magics.magics", "lm_magics.cli", "lm_magics.dask", "lm_magics.widgets", "lm_magics.assistant")
+
+
+def _is_front_end(mod: str) -> bool:
+    return any(mod == f or mod.startswith(f + ".") for f in _FRONT_ENDS)
+
+
+def test_the_analysis_layer_sits_between_the_api_and_the_front_ends():
+    """front-ends -> analysis -> api -> engine: the API imports neither the analysis layer nor a front-end,
+    the analysis layer imports no front-end, and scoring, explaining and comparing live in analysis."""
+    graph = _graph()
+    assert "lm_magics.analysis" in graph
+    assert not {d for d in graph["lm_magics.api"] if d == "lm_magics.analysis" or _is_front_end(d)}
+    assert "lm_magics.api" in graph["lm_magics.analysis"]
+    assert not [d for d in graph["lm_magics.analysis"] if _is_front_end(d) or d == "lm_magics.registry"]
+    for front in ("lm_magics.magics", "lm_magics.assistant.answers", "lm_magics.cli"):
+        assert "lm_magics.analysis" in graph[front], f"{front} does not call the analysis layer"
+    api_defs = {n.name for n in ast.parse((PKG / "api.py").read_text()).body if isinstance(n, ast.FunctionDef)}
+    assert not api_defs & {"score_frame", "explain", "compare_groups"}
+    import lm_magics
+
+    assert lm_magics.score_frame.__module__ == "lm_magics.analysis"
+    assert lm_magics.explain.__module__ == lm_magics.compare_groups.__module__ == "lm_magics.analysis"
+
+
+def _third_party(path: Path) -> set:
+    """The top-level names of the modules outside the package that ``path`` imports, anywhere in the file."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and not node.level and node.module:
+            found.add(node.module.split(".")[0])
+        elif isinstance(node, ast.Import):
+            found.update(a.name.split(".")[0] for a in node.names)
+    return found - {"lm_magics"}
+
+
+def test_the_assistant_grammar_and_answers_need_no_widgets():
+    # The chat's grammar and answers are plain modules: a test (or a script) uses them without ipywidgets.
+    for path in (PKG / "assistant").glob("*.py"):
+        mod = _module_name(path)
+        assert "ipywidgets" not in _third_party(path), mod
+        assert not {d for d in _imports(path) if d.startswith("lm_magics.widgets")}, mod
+
+
+def test_the_assistant_runs_with_ipywidgets_unimportable(tmp_path):
+    import subprocess
+    import sys
+
+    script = (
+        "import sys\n"
+        "sys.modules['ipywidgets'] = None          # any import of it fails\n"
+        "from lm_magics.assistant import answers, grammar\n"
+        "assert grammar.split_command('/unusual df.text top 2') == ('unusual', 'df.text top 2')\n"
+        "line = answers.magic_line('lm_score', {'df': 'df', 'column': 'text', 'overwrite': True, 'top': 2})\n"
+        "assert line == '%lm_score --df df --column text --overwrite --top 2', line\n"
+        "assert 'ipywidgets' not in sys.modules or sys.modules['ipywidgets'] is None\n"
+        "assert not [m for m in sys.modules if m.startswith('lm_magics.widgets')]\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                          cwd=PKG.parent)
+    assert done.returncode == 0, done.stderr

@@ -10,11 +10,6 @@ into a cell. Columns are named as in Python: ``reviews.text`` or ``reviews["revi
 
 from __future__ import annotations
 
-import glob
-import math
-import os
-import re
-import shlex
 import threading
 import traceback
 import weakref
@@ -23,14 +18,11 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import ipywidgets as W
 
-from .. import api
+from ..assistant import answers, grammar
+from ..assistant.grammar import HELP, HELP_ROWS, PLAIN, number, positive_int
 from ..config import GenerateConfig
-from ..display import DataOverview
-from ..engine.data import files
 from ..errors import ConfigError, DataError, LMError
-from ..formatting import num_text, pairs_text, token_text
-from ..frames import (ColumnRef, is_dataframe, lookup, parse_column_ref, ref_text, resolve_column, select_rows,
-                      spaced_column, text_overview)
+from ..formatting import pairs_text
 from ..registry import ModelRegistry
 from ._base import GIVEN, ModelWidget, _shell, copies_text, copy_check, esc, iter_words
 
@@ -45,51 +37,13 @@ _STYLE = {
     "error": "background:#fee2e2;color:#900;font-size:12px;margin:3px 0;",
 }
 
-# (command, what it does, an example). COLUMN is reviews.text or reviews["review text"].
-HELP_ROWS = [
-    ("/help", "this list", "/help"),
-    ("/data", "the DataFrames, Series and text lists of the notebook: rows, missing, mean words", "/data"),
-    ("/unusual COLUMN [with MODEL] [top N]", "score every row (adds COL_ppl, COL_bits) and show the most "
-     "and least surprising", "/unusual reviews.text top 3"),
-    ("/explain TEXT", "the surprisal of each word and what the model expected instead",
-     "/explain the cat sat on the river"),
-    ("/compare COLUMN by GROUP [with MODEL] [min N]", "which groups are most unusual, and their words",
-     "/compare reviews.text by product"),
-    ("/learn COLUMN [where EXPR] [as NAME]", "train a model in the background (Stop in the chat)",
-     "/learn reviews.text where stars > 3 as happy"),
-    ("/learn FILES... [as NAME]", "train on text files (glob patterns allowed)", "/learn notes/*.txt as notes"),
-    ("/stop", "stop the trainings (the best model so far is kept) and long commands started here", "/stop"),
-    ("/models", "the models of this session", "/models"),
-    ("/use NAME", "answer with another model", "/use happy"),
-    ("/next TEXT", "the most likely next words after TEXT", "/next the cat"),
-    ("/score TEXT", "perplexity of TEXT and its most surprising words", "/score the cat sat"),
-    ("/temp T", "sampling temperature (0 = always the most likely word)", "/temp 0.5"),
-    ("/k K", "how many next-word alternatives to show", "/k 5"),
-    ("/len N", "words per answer", "/len 30"),
-    ("/clear", "forget the conversation", "/clear"),
-    ("/export VAR", "the conversation as a DataFrame (or list of dicts) in variable VAR", "/export convo"),
-]
-_W = max(len(c) for c, _, _ in HELP_ROWS) + 2
-HELP = "\n".join(f"{command:<{_W}}{what} (e.g. {example})" for command, what, example in HELP_ROWS) + \
-    "\nAny other message: the model continues your text."
 # In the bubble the columns are a table: spaces cannot align a proportional font.
 _HELP_HTML = ("<table class='lm-chat-help' style='border-collapse:collapse'>" + "".join(
     f"<tr><td style='padding:0 1.5em 0 0;white-space:nowrap'><code>{esc(command)}</code></td>"
     f"<td style='padding:0 1.5em 0 0'>{esc(what)}</td>"
     f"<td style='padding:0;white-space:nowrap;color:#555'><code>{esc(example)}</code></td></tr>"
     for command, what, example in HELP_ROWS) + "</table>"
-    "<div style='color:#666'>Any other message: the model continues your text.</div>")
-
-# A plain message that reads like a request for a command gets a one-line hint: (words, command).
-_WANTS = [
-    (re.compile(r"\b(unusual|surprising|odd|weird|strange|outliers?|anomal\w*|rare)\b"), "unusual"),
-    (re.compile(r"\b(compare|comparing|differ\w*|versus|vs)\b"), "compare"),
-    (re.compile(r"\b(train|learn|fit)\b"), "learn"),
-    (re.compile(r"\b(explain|why)\b"), "explain"),
-    (re.compile(r"\b(data\s?frames?|columns?|datasets?|variables|what data)\b"), "data"),
-]
-# A reference to a notebook variable inside running text: name.column or name["column"].
-_REF_IN_TEXT = re.compile(r"""\b([A-Za-z_]\w*)(\[\s*(["']).*?\3\s*\]|\.[^\s,;:!?]*[^\s,;:!?.])""")
+    f"<div style='color:#666'>{esc(PLAIN)}</div>")
 
 
 class ChatAssistant(ModelWidget):
@@ -125,7 +79,7 @@ class ChatAssistant(ModelWidget):
         if isinstance(max_messages, bool) or not isinstance(max_messages, int) or max_messages < 2:
             raise ConfigError(f"max_messages must be a whole number of at least 2, got {max_messages!r}.")
         self.settings = GenerateConfig(n_words=n_words, temperature=temperature, seed=seed)
-        self.k = _positive_int(k, "k")
+        self.k = positive_int(k, "k")
         if user_ns is not None and not isinstance(user_ns, MutableMapping):
             raise ConfigError(f"user_ns must be a dict (a namespace for /export), got {type(user_ns).__name__}.")
         if not isinstance(show_alternatives, bool):
@@ -310,19 +264,26 @@ class ChatAssistant(ModelWidget):
     # ------------------------------------------------------------------ commands
 
     def _command(self, line: str) -> None:
-        name, _, arg = line[1:].partition(" ")
-        handler = self._commands.get(name.lower())
-        if handler is None:
-            raise ConfigError(f"Unknown command /{name}; type /help for the list.")
-        handler(arg.strip())
+        name, arg = grammar.split_command(line)
+        self._commands[name](arg)
 
     def _say(self, text: str, **extra: Any) -> None:
         self._add("system", text, **extra)
 
-    def _computed(self, text: str, body: str, code: str, **extra: Any) -> None:
+    def _computed(self, text: str, body: Optional[str], code: Optional[str], **extra: Any) -> None:
         """An answer that computed something: its text (and HTML body) and the line that computes it again
         in a cell (shown with a Copy button; also at the end of the message's text)."""
-        self._add("system", f"{text}\n{code}", body=body, code=code, **extra)
+        if code is None:
+            self._add("system", text, body=body, **extra)
+        else:
+            self._add("system", f"{text}\n{code}", body=body, code=code, **extra)
+
+    def _show(self, answer: "answers.Answer") -> None:
+        """Post an Answer; remember the columns it wrote (running the command again may replace them)."""
+        if answer.wrote is not None:
+            frame, columns = answer.wrote
+            self._written += [(weakref.ref(frame), c) for c in columns]
+        self._computed(answer.text, answer.html, answer.code)
 
     def _ns(self, purpose: str = "read variables from") -> dict:
         """The notebook's namespace: user_ns, else the IPython shell's."""
@@ -341,6 +302,10 @@ class ChatAssistant(ModelWidget):
         model = self.require_model()
         return (None if self.name == GIVEN else self.name), model
 
+    def _own_columns(self, frame: Any) -> set:
+        """The columns of frame that this chat wrote (its /unusual scores)."""
+        return {c for ref, c in self._written if ref() is frame}
+
     def _cmd_help(self, arg: str) -> None:
         self._add("system", HELP, body=_HELP_HTML)
 
@@ -358,30 +323,24 @@ class ChatAssistant(ModelWidget):
         self._say(f"Now answering with '{arg}'.")
 
     def _cmd_temp(self, arg: str) -> None:
-        self.settings = self.settings.replace(temperature=_number(arg, "/temp T", float))
+        self.settings = self.settings.replace(temperature=number(arg, "/temp T", float))
         self._say(f"temperature = {self.settings.temperature:g}")
 
     def _cmd_k(self, arg: str) -> None:
-        self.k = _positive_int(_number(arg, "/k K", int), "k")
+        self.k = positive_int(number(arg, "/k K", int), "k")
         self._say(f"showing {self.k} alternatives")
 
     def _cmd_len(self, arg: str) -> None:
-        self.settings = self.settings.replace(n_words=_number(arg, "/len N", int))
+        self.settings = self.settings.replace(n_words=number(arg, "/len N", int))
         self._say(f"answers of {self.settings.n_words} words")
 
     def _cmd_next(self, arg: str) -> None:
-        model = self.require_model()
-        pairs = model.next_words(arg, self.k, include_special=True)    # the end of a line shows as ⏎
-        self._say(f"after {arg!r}: {pairs_text(pairs)}")
+        name, model = self._model_for(None)
+        self._show(answers.next_words(model, name, arg, self.k))
 
     def _cmd_score(self, arg: str) -> None:
-        if not arg:
-            raise ConfigError("Give the text to score: /score TEXT.")
-        model = self.require_model()
-        ppl = model.perplexity(arg)
-        worst = sorted(model.surprisal(arg), key=lambda wb: -wb[1])[: self.k]
-        self._say(f"perplexity {ppl:,.1f}; most surprising: "
-                  + (", ".join(f"{token_text(w)} ({num_text(b)} bits)" for w, b in worst) or "(none)"))
+        name, model = self._model_for(None)
+        self._show(answers.score_text(model, name, arg, self.k))
 
     def _cmd_clear(self, arg: str) -> None:
         self.clear()
@@ -401,63 +360,29 @@ class ChatAssistant(ModelWidget):
         ns[var] = value
         self._say(f"Exported {len(records)} messages to {var}.")
 
-
     # ------------------------------------------------------------------ exploring data
 
     def _cmd_data(self, arg: str) -> None:
-        overview = DataOverview(text_overview(self._ns()))
-        self._add("system", repr(overview), body=overview._repr_html_())
+        self._show(answers.data(self._ns()))
 
     def _cmd_unusual(self, arg: str) -> None:
-        usage = "/unusual COLUMN [with MODEL] [top N], e.g. /unusual reviews.text top 3"
-        ref, opts = self._column_and_options(arg, usage, {"with": str, "top": int})
-        frame = ref.frame
-        if ref.column is None or not is_dataframe(frame):
-            raise DataError(f"'{ref.var}' is a {type(frame).__name__}; /unusual writes its scores as columns, so "
-                            f"name a DataFrame column (e.g. {ref.var}_df = {ref.var}.to_frame() in a cell).")
-        if type(frame).__module__.startswith("polars"):
-            raise DataError(f"'{ref.var}' is a polars DataFrame, which cannot take new columns in place; run "
-                            f"`{ref.var}_pd = {ref.var}.to_pandas()` in a cell and /unusual {ref.var}_pd.…")
-        top = opts.get("top", 5)
-        if top < 1:
-            raise ConfigError(f"top must be at least 1, got {top}.")
-        name, model = self._model_for(opts.get("with"))
-        # The model's n-gram baseline goes beside its scores when it has one: a column per row and a line
-        # saying how far the two rankings agree.
-        baseline = model.kind != "ngram" and model.ngram is not None
-        parts = ("ngram", "mix" if model.kind == "lstm" else "lstm") if baseline else ()
-        into, replace = self._score_columns(frame, ref.column, parts)
+        self._do(answers.unusual(self._ns(), arg, self._model_for, self._own_columns))
 
-        def score(on_chunk: Optional[Callable[[int, int], None]] = None) -> Any:
-            return api.score_frame(model, frame, ref.column, into=None if into == f"{ref.column}_ppl" else into,
-                                   overwrite=replace, top=top, model_name=name or "", baseline=baseline,
-                                   on_chunk=on_chunk)
+    def _cmd_explain(self, arg: str) -> None:
+        if not arg.strip():
+            raise ConfigError("Give the text to explain: /explain the cat sat on the river.")
+        name, model = self._model_for(None)
+        self._show(answers.explain(model, name, arg, self.k))
 
-        def done(report: Any) -> None:
-            self._report_unusual(report, frame, ref, name, into, replace, top, baseline)
+    def _cmd_compare(self, arg: str) -> None:
+        self._do(answers.compare(self._ns(), arg, self._model_for))
 
-        if len(frame) >= self.background_rows:
-            self._in_background(f"Scoring {len(frame):,} rows of {ref_text(ref.var, ref.column)}", score, done)
+    def _do(self, work: "answers.Work") -> None:
+        """Run a long command: inline, or in the background when it is big."""
+        if work.rows and work.rows >= self.background_rows:
+            self._in_background(work.title, work.run, self._show)
         else:
-            done(score())
-
-    def _report_unusual(self, report: Any, frame: Any, ref: Any, name: Optional[str], into: str, replace: bool,
-                        top: int, baseline: bool) -> None:
-        self._written += [(weakref.ref(frame), c) for c in (report.ppl_column, report.bits_column,
-                                                              *(s.name for s in report.side.values()))]
-        code = " ".join(["%lm_score", "--df", ref.var, "--column", _quote(ref.column)]
-                        + (["--name", _quote(name)] if name else [])
-                        + (["--into", _quote(into)] if into != f"{ref.column}_ppl" else [])
-                        + (["--overwrite"] if replace else []) + ["--top", str(top)]
-                        + (["--baseline"] if baseline else []))
-        if name is None:
-            code = (f"lm.score_frame(model, {ref.var}, {ref.column!r}, top={top}, overwrite={replace}"
-                    f"{', baseline=True' if baseline else ''})")
-        note = ""
-        if into != f"{ref.column}_ppl":
-            note = f" ('{ref.column}_ppl' is your column, so the scores went to '{into}')"
-        self._computed(repr(report) + note, (f"<div>{esc(note.strip(' ()'))}</div>" if note else "")
-                       + report._repr_html_(), code)
+            self._show(work.run(None))
 
     def _in_background(self, title: str, work: Callable[..., Any], done: Callable[[Any], None]) -> None:
         """Run a long command in a thread: a progress bar and a Stop button in the conversation, the kernel
@@ -498,135 +423,17 @@ class ChatAssistant(ModelWidget):
 
         threading.Thread(target=run, daemon=True, name=f"lm-chat-{title[:20]}").start()
 
-    def _score_columns(self, frame: Any, column: str, parts: Tuple[str, ...] = ()) -> Tuple[str, bool]:
-        """The perplexity column for /unusual: COL_ppl, unless the user has a column of that name (or of
-        its _bits partner, or of the parts' COL_ngram_ppl ...), then COL_2_ppl, COL_3_ppl, ... Columns this
-        chat wrote may be replaced: returns (column, whether it replaces ones it wrote)."""
-        own = {c for ref, c in self._written if ref() is frame}
-        n = 1
-        while True:
-            into = f"{column}_ppl" if n == 1 else f"{column}_{n}_ppl"
-            pair = (into, into[:-4] + "_bits", *(f"{into[:-4]}_{p}_ppl" for p in parts))
-            if not any(c in frame.columns and c not in own for c in pair):
-                return into, any(c in frame.columns for c in pair)
-            n += 1
-
-    def _cmd_explain(self, arg: str) -> None:
-        text = arg.strip()
-        if not text:
-            raise ConfigError("Give the text to explain: /explain the cat sat on the river.")
-        name, model = self._model_for(None)
-        result = api.explain(model, text, top=3, k=self.k, model_name=name or "")
-        flags = (["--name", _quote(name)] if name else []) + ["-k", str(self.k)]
-        code = (f"%lm_explain {' '.join(flags)} {text}" if name else f"lm.explain(model, {text!r}, k={self.k})")
-        self._computed(repr(result), result._repr_html_(), code)
-
-    def _cmd_compare(self, arg: str) -> None:
-        usage = ("/compare COLUMN by GROUP [with MODEL] [min N], e.g. /compare reviews.text by product "
-                 "(a group name with spaces in quotes: by \"product line\")")
-        ref, opts = self._column_and_options(arg, usage, {"by": str, "with": str, "min": int})
-        if "by" not in opts:
-            raise ConfigError(f"Say which column holds the groups: {usage}.")
-        if ref.column is None or not is_dataframe(ref.frame):
-            raise DataError(f"'{ref.var}' is a {type(ref.frame).__name__}; /compare needs a DataFrame with a text "
-                            f"column and a group column.")
-        resolve_column(self._ns(), ref_text(ref.var, opts["by"]), need_text=False)   # names close matches
-        name = opts.get("with")
-        model = self.registry.get(name) if name else None
-        code = " ".join(["%lm_compare", "--df", ref.var, "--column", _quote(ref.column), "--by",
-                         _quote(opts["by"])] + (["--name", _quote(name)] if name else [])
-                        + (["--min-rows", str(opts["min"])] if "min" in opts else []))
-
-        def compare(on_chunk: Optional[Callable[[int, int], None]] = None) -> Any:
-            return api.compare_groups(ref.frame, ref.column, opts["by"], model, min_rows=opts.get("min", 5),
-                                      model_name=name or "", on_chunk=on_chunk)
-
-        def done(result: Any) -> None:
-            self._computed(repr(result), result._repr_html_(), code)
-
-        if model is not None and len(ref.frame) >= self.background_rows:   # word counts are quick anyway
-            self._in_background(f"Comparing groups of {ref_text(ref.var, ref.column)}", compare, done)
-        else:
-            done(compare())
-
-    def _column_and_options(self, arg: str, usage: str, kinds: Dict[str, type]) -> Tuple[ColumnRef, dict]:
-        """Parse ``COLUMN [key value]...`` (keys from kinds: ``with pets``, ``top 3``, ``by product``)."""
-        if not arg.strip():
-            raise ConfigError(f"Name a column: {usage}.")
-        ns = self._ns()
-        var, column, rest = parse_column_ref(arg)
-        try:
-            words = shlex.split(rest)
-        except ValueError:
-            raise ConfigError(f"Unbalanced quotes in {rest!r}; {usage}.") from None
-        opts: dict = {}
-        i = 0
-        while i < len(words):
-            key = words[i].lower()
-            if key not in kinds or i + 1 >= len(words):
-                meant = spaced_column(ns, var, column, rest)
-                if meant:
-                    raise DataError(f"A column name with spaces needs brackets: {meant}.")
-                lookup(ns, var)       # an unknown variable is the clearer message
-                raise ConfigError(f"Did not understand {' '.join(words[i:])!r}; {usage}.")
-            value = words[i + 1]
-            if kinds[key] is int:
-                value = _number(value, f"{key} N", int)
-            opts[key] = value
-            i += 2
-        return resolve_column(ns, ref_text(var, column)), opts
-
     # ------------------------------------------------------------------ training
 
     def _cmd_learn(self, arg: str) -> None:
-        usage = "/learn COLUMN [where EXPR] [as NAME] or /learn FILES... [as NAME]"
-        if not arg.strip():
-            raise ConfigError(f"Say what to learn from: {usage}, e.g. /learn reviews.text as reviews.")
-        m = re.search(r"\s+as\s+(\S+)\s*$", arg)
-        name = m.group(1) if m else None
-        body = arg[:m.start()] if m else arg
-        ns = self._ns()
-        var, column, rest = parse_column_ref(body) if re.match(r"\s*[A-Za-z_]", body) else ("", None, body)
-        if var and var in ns:
-            where = None
-            if rest:
-                w = re.match(r"where\s+(.+)$", rest, re.S)
-                if not w:
-                    meant = spaced_column(ns, var, column, rest)
-                    raise DataError(f"A column name with spaces needs brackets: {meant}." if meant else
-                                    f"Did not understand {rest!r}; {usage}.")
-                where = w.group(1).strip()
-            ref = resolve_column(ns, ref_text(var, column))
-            data = ref.values
-            if where:
-                frame = select_rows(ref.frame, where, ns, f"'{var}'")
-                data = frame[column] if column is not None else frame
-            name = name or re.sub(r"\W+", "_", f"{var}_{column}" if column else var)
-            src = ["--df", var] + (["--column", _quote(column)] if column else []) \
-                + (["--where", _quote(where)] if where else [])
-            what = f"{ref} ({len(data):,} rows{', where ' + where if where else ''})"
-        else:
-            try:
-                patterns = shlex.split(body)
-            except ValueError:
-                raise ConfigError(f"Unbalanced quotes in {body!r}; {usage}.") from None
-            looks_like_ref = len(patterns) == 1 and re.fullmatch(r"[A-Za-z_]\w*(\.[^/\\*?]+|\[.*\])?", patterns[0])
-            if var and looks_like_ref and not glob.glob(os.path.expanduser(patterns[0])):
-                # Neither a variable nor a file: name the variables it may have meant.
-                try:
-                    lookup(ns, var)
-                except DataError as exc:
-                    raise DataError(f"{exc} (No file {patterns[0]!r} either.)") from None
-            data = files(*patterns)
-            paths = data.paths()                    # a DataError now for a pattern that matches nothing
-            name = name or re.sub(r"\W+", "_", os.path.splitext(paths[0].name)[0]) or "model"
-            src = ["--file"] + [_quote(p) for p in patterns]
-            what = f"{len(paths)} file{'s' if len(paths) != 1 else ''}"
+        request = grammar.learn_request(self._ns(), arg)
         from .monitor import start_background_training
 
-        monitor = start_background_training(registry=self.registry, name=name, data=data, options={})
+        name = request.name
+        monitor = start_background_training(registry=self.registry, name=name, data=request.data, options={})
         self.trainings.append(monitor)
-        code = " ".join(["%lm_train", "--name", _quote(name)] + src + ["--background"])
+        code = answers.learn_line(name, request.source)
+        what = request.what
         self._add("system", f"Training '{name}' on {what} in the background; Stop (or /stop) keeps the best "
                             f"model so far.\n{code}", code=code, widget=monitor.widget,
                   body=f"Training <b>{esc(name)}</b> on {esc(what)} in the background; Stop (or /stop) keeps "
@@ -669,62 +476,12 @@ class ChatAssistant(ModelWidget):
     # ------------------------------------------------------------------ hints
 
     def _hint(self, text: str) -> Optional[str]:
-        """The command a plain message seems to ask for ("unusual rows in reviews.text" -> /unusual
-        reviews.text), or None."""
-        low = text.lower()
+        """The command a plain message seems to ask for, or None (see grammar.hint)."""
         try:
             ns = self._ns()
         except ConfigError:
             ns = {}
-        ref = None
-        for m in _REF_IN_TEXT.finditer(text):
-            if m.group(1) in ns:
-                ref = m.group(0)
-                break
-        for pattern, command in _WANTS:
-            if not pattern.search(low):
-                continue
-            if command in ("unusual", "learn") and ref:
-                return f"/{command} {ref}"
-            if command == "compare" and ref:
-                by = re.search(r"\bby\s+([\w\"'][^\s,;:!?]*)", text)
-                return f"/compare {ref} by {by.group(1) if by else 'GROUP'}"
-            if command == "explain":
-                after = re.split(r"\b(?:explain|why)\b", text, maxsplit=1, flags=re.I)[-1].strip(" :?\"'")
-                return f"/explain {after or 'TEXT'}"
-            if command == "data":
-                return "/data"
-        return None
-
-
-def _quote(value: str) -> str:
-    """A magic's argument as a person writes it: as is, or in double quotes ("label == 'ham'") when it has
-    spaces or quotes; shlex's '"'"' dance only for a value that has both kinds of quote."""
-    if re.fullmatch(r"[\w@%+=:,./*?-]+", value):
-        return value
-    if '"' not in value and not re.search(r"[$`\\!]", value):
-        return f'"{value}"'
-    return shlex.quote(value)
-
-
-def _number(arg: str, usage: str, typ: type) -> Any:
-    try:
-        parts = shlex.split(arg)
-        if len(parts) != 1:
-            raise ValueError
-        v = typ(parts[0])
-    except ValueError:
-        kind = "a whole number" if typ is int else "a number"
-        raise ConfigError(f"{usage} needs {kind}, got {arg!r}.") from None
-    if isinstance(v, float) and not math.isfinite(v):
-        raise ConfigError(f"{usage} needs a finite number, got {arg!r}.")
-    return v
-
-
-def _positive_int(v: Any, name: str) -> int:
-    if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-        raise ConfigError(f"{name} must be a whole number of at least 1, got {v!r}.")
-    return v
+        return grammar.hint(text, ns)
 
 
 _COPY_JS = ("navigator.clipboard.writeText(this.parentElement.querySelector('code').textContent)"
