@@ -126,9 +126,9 @@ def test_top_p_small_is_greedy(tiny_model):
 
 
 def test_beam_search(tiny_model):
-    ids = tiny_model._predictor.generate("the cat", lm.GenerateConfig(n_words=7, beam=4))
+    ids = tiny_model._predictor.generate("the cat", lm.GenerateConfig(n_words=7, beam=4, **RAW))
     assert len(ids) == 7 and tiny_model.tokenizer.unk_id not in ids
-    beam_text = tiny_model.generate("the cat", n_words=7, beam=4)
+    beam_text = tiny_model.generate("the cat", n_words=7, beam=4, **RAW)
     assert beam_text == tiny_model.tokenizer.decode(ids)
     # Beam search finds a continuation at least as likely as greedy (per token, as it ranks them).
     def logp(cont):
@@ -137,7 +137,7 @@ def test_beam_search(tiny_model):
             total += float(pred.log_probs_after(ctx)[t])
             ctx = ctx + [t]
         return total
-    greedy = tiny_model._predictor.generate("the cat", lm.GenerateConfig(n_words=7, temperature=0))
+    greedy = tiny_model._predictor.generate("the cat", lm.GenerateConfig(n_words=7, temperature=0, **RAW))
     assert logp(ids) >= logp(greedy) - 1e-4
 
 
