@@ -15,7 +15,7 @@ import math
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from itertools import chain as _chain
-from typing import List, Optional, Sequence, Tuple
+from typing import Any, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -180,11 +180,15 @@ class Predictor(Vocabulary):
         with self._lock, torch.inference_mode():
             feats = self.features_after(ids)
             state = self._state_for(ids)
-            # Plain sampling needs no full distribution: the network samples hierarchically (exact).
-            plain = cfg.temperature == 1.0 and cfg.top_k == 0 and cfg.top_p >= 1.0 and not rules.active
+            # Plain sampling needs no full distribution: the network samples hierarchically (exact), and
+            # the rules, if any, accept or reject what it draws (rules.sample).
+            plain = cfg.temperature == 1.0 and cfg.top_k == 0 and cfg.top_p >= 1.0
             for _ in range(cfg.n_words):
                 if plain:
-                    nxt = self.net.sample_next(feats, gen, self._unk_only)
+                    nxt = rules.sample(lambda: self.net.sample_next(feats, gen, self._unk_only), gen, ids, out)
+                    if nxt is None:       # rejected again and again: draw from the whole distribution
+                        lp = rules.apply(self.net.log_probs(feats.unsqueeze(0))[0], ids, out)
+                        nxt = _pick(lp, cfg, gen, unk)
                 elif cfg.temperature == 0 and not rules.active:
                     nxt = int(self.net.topk_next(feats, 1, self._unk_only)[1][0])
                 else:
@@ -373,6 +377,29 @@ class RepeatRules:
             if not torch.isfinite(res).any():        # every token banned (a tiny vocabulary): ban nothing
                 return lp.clone()
         return res
+
+    def weight(self, token: int, context: Sequence[int], out: Sequence[int]) -> float:
+        """The factor the rules put on token's probability after context + out: 0 (banned), 1 / penalty
+        (a word seen in the window) or 1."""
+        recent = (list(context) + list(out))[-REPEAT_WINDOW:]
+        if token in self.banned(recent) or (self.blank_stop and token == self.eos and recent[-1] == self.eos
+                                            and not self._has_word(out)):
+            return 0.0
+        return math.exp(-self.log_penalty) if bool(self.words[token]) and token in recent else 1.0
+
+    def sample(self, draw: Any, gen: torch.Generator, context: Sequence[int], out: Sequence[int],
+               tries: int = 16) -> Optional[int]:
+        """A token drawn from p x weight by rejection: draw() samples p (temperature 1, no filtering),
+        a draw is kept with probability weight(token). Exact, without the whole distribution; None when
+        ``tries`` draws were all rejected (the caller then samples the whole, ruled distribution)."""
+        for _ in range(tries if self.active else 1):
+            token = draw()
+            if not self.active:
+                return token
+            w = self.weight(token, context, out)
+            if w >= 1.0 or (w > 0.0 and float(torch.rand(1, generator=gen)) < w):
+                return token
+        return None
 
     def ends_text(self, context: Sequence[int], out: Sequence[int], nxt: int) -> bool:
         """True when nxt, after context + out, would make a blank line and out has a word already

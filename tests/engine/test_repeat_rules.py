@@ -114,6 +114,9 @@ def test_penalty_and_bans_on_a_distribution():
     assert torch.allclose(out[2], lp[2] - math.log(2)) and torch.allclose(out[4], lp[4])
     assert out[5] == lp[5] and out[1] == lp[1]                  # punctuation and line ends: no penalty
     assert out[3] == -math.inf                                  # "5 3" was written: 3 after 5 is banned
+    # weight(), what rejection sampling at temperature 1 keeps a draw with, is the same rule token by token.
+    for t in range(6):
+        assert rules.weight(t, [1, 2, 5], [3, 5]) == pytest.approx(math.exp(float(out[t] - lp[t])))
     assert torch.equal(RepeatRules(lm.GenerateConfig(**RAW), words, eos=1).apply(lp, [1, 2, 3], []), lp)
     # stop_at_blank_line: no line end right after a line end before the first word; after one, it ends the text.
     blank = RepeatRules(lm.GenerateConfig(**dict(RAW, stop_at_blank_line=True)), words, eos=1)
