@@ -7,12 +7,29 @@
 In IPython / Jupyter: ``%load_ext lm_magics``, then ``%%lm_train``, ``%lm_complete``, ... (``%lm_train?``).
 """
 
-from .analysis import compare_groups, explain, score_frame
-from .api import LanguageModel, load, train
-from .config import GenerateConfig, TrainConfig
-from .engine.data import files
-from .engine.training import EpochInfo, StepInfo, StopTraining, TrainReport
-from .errors import ConfigError, DataError, LMError, ModelFileError, ModelNotFoundError, TrainingDiverged
+import os as _os
+import sys as _sys
+
+
+def _run_as_command() -> bool:
+    """True when this import is the start of the ``lm-magics`` / ``python -m lm_magics`` command."""
+    argv = list(getattr(_sys, "orig_argv", None) or [])
+    as_module = any(a == "-m" and b == "lm_magics" for a, b in zip(argv, argv[1:]))
+    return as_module or _os.path.basename(_sys.argv[0] if _sys.argv else "") == "lm-magics"
+
+
+try:   # importing torch takes seconds: a Ctrl-C then, in the command line, is one line and exit 130
+    from .analysis import compare_groups, explain, score_frame
+    from .api import LanguageModel, load, train
+    from .config import GenerateConfig, TrainConfig
+    from .engine.data import files
+    from .engine.training import EpochInfo, StepInfo, StopTraining, TrainReport
+    from .errors import ConfigError, DataError, LMError, ModelFileError, ModelNotFoundError, TrainingDiverged
+except KeyboardInterrupt:
+    if not _run_as_command():
+        raise
+    _sys.stderr.write("lm-magics: interrupted while starting; nothing was done\n")
+    raise SystemExit(130) from None
 
 __version__ = "0.1.0"
 

@@ -17,37 +17,75 @@ from typing import TYPE_CHECKING, Any, Callable, List, Optional, Sequence, Tuple
 import numpy as np
 
 from .api import LanguageModel
+from .engine.novelty import TOP_K_TOKENS
 from .engine.tokenizer import Tokenizer
 from .errors import ConfigError, DataError
+from .rules import clip_text
 
 if TYPE_CHECKING:
     from .display import Explanation, GroupComparison, ScoreReport
 
-__all__ = ["score_frame", "explain", "compare_groups", "side_parts"]
+__all__ = ["score_frame", "explain", "compare_groups", "side_parts", "available_signals", "combined", "training_note",
+           "score_notes", "copied_rows", "fighting_words", "row_scores", "SIGNAL_CHOICES", "SIGNAL_NAMES",
+           "ROW_SCORES"]
 
 # ---------------------------------------------------------------------------------------------- scoring a frame
 
+SIGNAL_CHOICES = ("unusual", "ppl", "max", "topk", "unseen", "ngram", "knn", "all")
+# What each signal is, for notes and help texts.
+SIGNAL_NAMES = {"ppl": "mean surprisal", "max": "most surprising word", "topk": f"top-{TOP_K_TOKENS} words",
+                "unseen": "unseen words", "ngram": "n-gram baseline", "knn": "distance to the nearest usual rows"}
+SIGNAL_UNITS = {"ppl": "bits per token", "max": "bits", "topk": "bits", "unseen": "bits per token",
+                "ngram": "bits per token", "knn": "cosine distance"}
+COPIED_SHARE = 0.8       # a row whose token runs are at least this much training text counts as a copy
+NEAR_COPY_DISTANCE = 0.05   # ... and so does one this close (cosine distance) to an indexed training row
+# Best validation perplexity at least this share of the unigram's: learned little (a trained LSTM is usually at
+# 0.3-0.6 of it; one stopped early at 0.85-1, where every position expects the same few frequent words).
+LEARNED_LITTLE = 0.8
+
+
 def score_frame(model: LanguageModel, df: Any, column: str, into: Optional[str] = None,
                 overwrite: bool = False, top: int = 5, model_name: str = "", *, baseline: bool = False,
-                label: Optional[str] = None, positive: Any = None,
+                label: Optional[str] = None, positive: Any = None, signal: str = "unusual",
                 on_chunk: Optional[Callable[[int, int], None]] = None) -> "ScoreReport":
     """Score every row of ``df[column]`` and write the scores back into ``df`` (in place).
 
-    Adds ``into`` (default ``f"{column}_ppl"``: perplexity per row) and ``into`` with ``_ppl`` replaced
-    by ``_bits`` (or ``+ "_bits"``: mean surprisal in bits per token). Missing rows get NaN. Existing
-    columns are only replaced with ``overwrite=True``. Returns a ScoreReport with the ``top`` most and
-    least surprising rows.
+    Adds ``into`` (default ``f"{column}_ppl"``: perplexity per row), ``into`` with ``_ppl`` replaced by
+    ``_bits`` (or ``+ "_bits"``: mean surprisal in bits per token) and by ``_unusual``: the **unusualness**,
+    one number per row, higher = more unusual. It combines signals that each catch what the others miss:
+
+    * ``ppl`` the mean surprisal per token, ``max`` that of the most surprising word, ``topk`` the mean of
+      the 3 most surprising (a row normal but for one odd word stands out in ``max``);
+    * ``unseen``: words the model never saw count as new words (``-log2 p_new`` plus the bits of their
+      spelling under a character model of the vocabulary), not as the ``<unk>`` learned from rare words;
+    * ``ngram``: the model's n-gram baseline (interpolated Kneser-Ney over the same rows);
+    * ``knn``: the mean cosine distance to the 5 nearest training rows (TF-IDF of hashed character
+      3-5-grams over at most 2,000 rows kept in the model file: catches rows made of odd characters,
+      numbers and formats that a word model reads as ``<unk>``).
+
+    Each signal is turned into its percentile among the validation rows (quantiles stored in the model
+    file), so no scale dominates; the default rule (``model.unusualness.calibration.rule``) pools them as
+    the mean of the percentiles. A model file without some of them (older, or stripped of the neighbour
+    index) combines the ones it has, and the report says which were left out.
+
+    ``signal`` ranks the report's rows by one signal instead and writes its column ``STEM_<signal>``
+    (``"all"``: every signal's column; ``"ppl"``: the perplexity column itself). Missing rows get NaN.
+    Existing columns are only replaced with ``overwrite=True``. Returns a ScoreReport with the ``top``
+    most and least unusual rows, each with the signal that made it stand out.
 
     ``baseline=True`` also writes the model's n-gram baseline (``COL_ngram_ppl``) and the LSTM + n-gram
     mixture (``COL_mix_ppl``; for a 'mix' model, the LSTM alone: ``COL_lstm_ppl``): same rows, same
     vocabulary. ``label`` (a boolean column, or any column with ``positive`` naming the positive class;
     rows without a label are left out) adds the ROC AUC of each score for telling the positive rows
-    (as the more surprising ones) from the others: ``report.auc``. ``on_chunk(done, total)`` is called
+    (as the more unusual ones) from the others: ``report.auc``. ``on_chunk(done, total)`` is called
     as the work goes (in rows, all passes counted); an exception it raises stops the run, and nothing has
     been written to ``df`` then.
 
+    Cost: one pass of the model (as for perplexity alone), a vectorised n-gram pass, and a chunked exact
+    nearest-neighbour search against the (at most 2,000) indexed rows: about as long again as perplexity.
+
     >>> report = score_frame(model, df, "text", top=3)     # doctest: +SKIP
-    >>> df.sort_values("text_ppl").tail(3)                  # doctest: +SKIP
+    >>> df.sort_values("text_unusual").tail(3)              # doctest: +SKIP
     """
     from .frames import column_of
 
@@ -62,20 +100,34 @@ def score_frame(model: LanguageModel, df: Any, column: str, into: Optional[str] 
         raise ConfigError(f"into must be a column name (text), got {into!r}.")
     if not isinstance(overwrite, bool):
         raise ConfigError(f"overwrite must be True or False, got {overwrite!r}.")
+    if signal not in SIGNAL_CHOICES:
+        raise ConfigError(f"signal must be one of {', '.join(SIGNAL_CHOICES)}; got {signal!r}.")
     ppl_col = into or f"{column}_ppl"
     stem = ppl_col[:-4] if ppl_col.endswith("_ppl") else ppl_col
-    bits_col = stem + "_bits"
+    bits_col, unusual_col = stem + "_bits", stem + "_unusual"
     parts = side_parts(model) if baseline else {}
     part_cols = {name: f"{stem}_{name}_ppl" for name in parts}
+    clash = [c for c in (ppl_col, bits_col, *part_cols.values()) if c in (column, label)]
+    if clash:   # a target that is also an input: --overwrite would replace the text (or the labels) itself
+        raise ConfigError(f"The score column {clash[0]!r} is also the {'text' if clash[0] == column else 'label'} "
+                          f"column; give another with --into NAME (into=...).")
     y = _binary_labels(df, label, positive) if label is not None else None
+    available = available_signals(model)
+    if signal not in ("unusual", "all", "ppl") and signal not in available:
+        raise ConfigError(f"This model has no {signal!r} signal ({why_missing(model, signal)}); its signals: "
+                          f"{', '.join(available)}.")
+    shown = [s for s in available if s != "ppl"] if signal == "all" else (
+        [] if signal in ("unusual", "ppl") else [signal])
+    signal_cols = {name: f"{stem}_{name}" for name in shown}
     if not overwrite:
-        taken = [c for c in (ppl_col, bits_col, *part_cols.values()) if c in df.columns]
+        taken = [c for c in (ppl_col, bits_col, unusual_col, *part_cols.values(), *signal_cols.values())
+                 if c in df.columns]
         if taken:
             raise ConfigError(f"Column {taken[0]!r} already exists; choose another with --into NAME "
                               f"(into=...) or pass --overwrite (overwrite=True) to replace it.")
     import pandas as pd
 
-    from .display import ScoredRow, ScoreReport
+    from .display import ScoreReport
 
     # Every pass first, then every column: a run stopped from on_chunk (or by Ctrl-C) writes nothing.
     passes = 1 + len(parts)
@@ -85,40 +137,207 @@ def score_frame(model: LanguageModel, df: Any, column: str, into: Optional[str] 
             return None
         return lambda done, total: on_chunk(k * total + done, passes * total)
 
-    mean = model._row_mean_nll(series, progress=on_chunk is None, on_chunk=progress_of(0))   # chunk by chunk
+    sig = model.signals(series, progress=on_chunk is None, on_chunk=progress_of(0))   # chunk by chunk
     part_means = {name: part._row_mean_nll(series, progress=on_chunk is None, on_chunk=progress_of(k + 1))
                   for k, (name, part) in enumerate(parts.items())}
-    ppl = pd.Series(np.exp(mean), index=df.index, name=ppl_col)
-    bits = pd.Series(mean / math.log(2), index=df.index, name=bits_col)
+    mean_bits = sig["bits"]
+    unusual, used = combined(model, sig)
+    ppl = pd.Series(np.exp2(mean_bits), index=df.index, name=ppl_col)
+    bits = pd.Series(mean_bits, index=df.index, name=bits_col)
+    unusual_s = pd.Series(unusual, index=df.index, name=unusual_col)
     df[ppl_col] = ppl.to_numpy()     # by position: an index with duplicate labels must not misalign
     df[bits_col] = bits.to_numpy()
+    df[unusual_col] = unusual_s.to_numpy()
+    signal_series = {}
+    for name, col in signal_cols.items():
+        signal_series[name] = pd.Series(sig[name], index=df.index, name=col)
+        df[col] = signal_series[name].to_numpy()
     side = {}
     for name, part_mean in part_means.items():
         side[name] = pd.Series(np.exp(part_mean), index=df.index, name=part_cols[name])
         df[part_cols[name]] = side[name].to_numpy()
     auc: dict = {}
     if y is not None:
-        auc[model.kind] = _roc_auc(mean, y)
+        auc["unusual"] = _roc_auc(unusual, y)
+        auc[model.kind] = _roc_auc(mean_bits, y)
         auc.update({name: _roc_auc(np.log(s.to_numpy()), y) for name, s in side.items()})
+        auc.update({f"signal:{name}": _roc_auc(sig[name], y) for name in shown})
     # Without labels, how far each side score orders the rows as the model does (Spearman; 1 = the same order).
-    agreement = {name: _spearman(mean, np.log(s.to_numpy())) for name, s in side.items()}
+    agreement = {name: _spearman(mean_bits, np.log(s.to_numpy())) for name, s in side.items()}
 
-    def rows(labels_positions: Sequence[int]) -> List[ScoredRow]:
-        out = []
-        for pos in labels_positions:
-            text = str(series.iloc[pos])
-            out.append(ScoredRow(df.index[pos], text, float(ppl.iloc[pos]), float(bits.iloc[pos]),
-                                 model.surprisal(text), {name: float(s.iloc[pos]) for name, s in side.items()}))
-        return out
-
-    valid = np.flatnonzero(np.isfinite(mean))
-    order = valid[np.argsort(mean[valid], kind="stable")]   # least surprising first
+    rank_by = {"unusual": unusual, "all": unusual, "ppl": mean_bits}.get(signal, sig.get(signal))
+    valid = np.flatnonzero(np.isfinite(rank_by))
+    order = valid[np.argsort(rank_by[valid], kind="stable")]   # least unusual first
     n = min(int(top), order.size)
-    most = rows(order[::-1][:n]) if n else []
-    least = rows(order[:n]) if n else []
+    texts = series.to_numpy()
+    most = scored_rows(model, sig, order[::-1][:n], df.index, texts, side) if n else []
+    least = scored_rows(model, sig, order[:n], df.index, texts, side) if n else []
     label_text = "" if y is None else (f"{label} == {positive!r}" if positive is not None else str(label))
     return ScoreReport(column, ppl_col, bits_col, ppl, bits, most, least, model_name, model.kind, side, auc,
-                       label_text, int(np.count_nonzero(np.isfinite(y))) if y is not None else 0, agreement)
+                       label_text, int(np.count_nonzero(np.isfinite(y))) if y is not None else 0, agreement,
+                       unusual=unusual_s, unusual_column=unusual_col, signal=signal, signals=signal_series,
+                       used=used, notes=score_notes(model, sig, used))
+
+
+# What row_scores (and the Dask path) can compute per row.
+ROW_SCORES = ("perplexity", "bits", "unusual", "max", "topk", "unseen", "ngram", "knn")
+
+
+def row_scores(model: LanguageModel, texts: Any, what: str = "unusual") -> np.ndarray:
+    """One number per row (NaN for a missing one): ``"perplexity"``, ``"bits"``, ``"unusual"`` (as
+    ``COL_unusual`` of score_frame) or one signal's value. What ``lm_magics.dask`` runs on each partition."""
+    _check_model(model)
+    if what not in ROW_SCORES:
+        raise ConfigError(f"what must be one of {', '.join(ROW_SCORES)}; got {what!r}.")
+    if what in ("perplexity", "bits"):
+        mean = model._row_mean_nll(texts, progress=False)
+        return np.exp(mean) if what == "perplexity" else mean / math.log(2)
+    if what not in ("unusual",) and what not in available_signals(model):
+        raise ConfigError(f"This model has no {what!r} signal ({why_missing(model, what)}).")
+    sig = model.signals(texts, progress=False)
+    return combined(model, sig)[0] if what == "unusual" else sig[what]
+
+
+# ---------------------------------------------------------------------------------------------- signals and notes
+
+def available_signals(model: LanguageModel) -> List[str]:
+    """The signals this model can compute (SIGNALS order): every one but the n-gram's for a model without
+    a baseline or one that is an n-gram, and the distance without a neighbour index."""
+    out = ["ppl", "max", "topk", "unseen"]
+    if model.kind != "ngram" and model.ngram is not None:
+        out.append("ngram")
+    if model.neighbours is not None:
+        out.append("knn")
+    return out
+
+
+def why_missing(model: LanguageModel, name: str) -> str:
+    """Why a signal is not there, in a few words."""
+    if name == "ngram":
+        return ("an n-gram model is its own baseline: its 'ppl' is the n-gram" if model.kind == "ngram" else
+                "it has no n-gram baseline (trained with baseline=False, or stripped with baseline=True)")
+    if name == "knn":
+        return ("its nearest-usual-row index was dropped by strip(), or it was saved by an older lm_magics"
+                if model.unusualness is not None else "it was saved by an older lm_magics")
+    return "unknown signal"
+
+
+def combined(model: LanguageModel, sig: dict) -> Tuple[np.ndarray, List[str]]:
+    """The unusual score from a model's row signals, and the signals it combined. A model without a
+    calibration (a file saved by an older lm_magics) gives its mean bits per token."""
+    cal = model.unusualness.calibration if model.unusualness is not None else None
+    if cal is None:
+        return sig["bits"], []
+    present = {k: sig[k] for k in cal.signals if k in sig}
+    score, used = cal.combine(present)
+    return (score, used) if used else (sig["bits"], [])
+
+
+def training_note(model: LanguageModel) -> str:
+    """A note when the model has learned little beyond word frequencies: its best validation perplexity is
+    at least LEARNED_LITTLE of the unigram's (training stopped early). "" otherwise, and when unknown.
+    The one helper behind the note in /explain, /unusual, %lm_score and the panel."""
+    if not isinstance(model, LanguageModel) or model.kind == "ngram":
+        return ""
+    u = model.unusualness
+    val, uni = model.meta.get("val_ppl"), (u.unigram_val_ppl if u is not None else None)
+    if not isinstance(val, (int, float)) or not uni or not math.isfinite(val) or val < LEARNED_LITTLE * uni:
+        return ""
+    return (f"this model has learned little beyond word frequencies (validation perplexity {val:,.1f}, word "
+            f"frequencies alone {uni:,.1f}): its word-by-word surprisal and expected words say little more than "
+            f"how common each word is; train it longer (more epochs or a larger max_time) or on more text")
+
+
+def copied_rows(sig: dict) -> np.ndarray:
+    """Rows that are (near) copies of training rows: most of their token runs are training text, or they
+    are within NEAR_COPY_DISTANCE of an indexed training row."""
+    n = len(sig["bits"])
+    out = np.zeros(n, bool)
+    if "copied" in sig:
+        out |= np.nan_to_num(sig["copied"], nan=0.0) >= COPIED_SHARE
+    if "nearest_dist" in sig:
+        out |= np.nan_to_num(sig["nearest_dist"], nan=1.0) <= NEAR_COPY_DISTANCE
+    return out
+
+
+def score_notes(model: LanguageModel, sig: dict, used: List[str]) -> List[str]:
+    """The honest notes beside a column's scores: rows that were training text, a model that learned
+    little, signals left out of the unusual score."""
+    notes = []
+    copies = int(copied_rows(sig).sum())
+    if copies:
+        notes.append(f"{copies:,} of these rows were in the training text (or nearly): their scores are lower "
+                     f"than new rows would get; score rows held out from training to find the unusual ones")
+    note = training_note(model)
+    if note:
+        notes.append(note)
+    cal = model.unusualness.calibration if model.unusualness is not None else None
+    if cal is None:
+        notes.append("this model file has no calibration (saved by an older lm_magics): the unusual score is its "
+                     "mean surprisal in bits per token; train it again for the combined score")
+    else:
+        left = [s for s in cal.combine_signals if s not in used]
+        if left:
+            notes.append("left out of the unusual score: " + "; ".join(f"{s} ({why_missing(model, s)})"
+                                                                      for s in left))
+    return notes
+
+
+def _reason(model: LanguageModel, sig: dict, pos: int, text: str) -> Tuple[str, dict]:
+    """(why the row stands out, {signal: percentile among the validation rows}) for row ``pos``."""
+    cal = model.unusualness.calibration if model.unusualness is not None else None
+    pct = {}
+    if cal is not None:
+        pct = {s: float(cal.percentile(s, np.array([sig[s][pos]]))[0]) for s in cal.signals if s in sig}
+    if bool(copied_rows({k: v[pos:pos + 1] for k, v in sig.items()})[0]):
+        return "a (near) copy of a training row", pct
+    if not pct:
+        return "", pct
+    combined_names = [s for s in cal.combine_signals if s in pct and math.isfinite(pct[s])]
+    if not combined_names:
+        return "", pct
+    top = max(combined_names, key=lambda s: pct[s])
+    # Several signals past the 99th percentile: name them all (which of them is "the" one is noise).
+    strong = [s for s in combined_names if pct[s] >= 0.99]
+    if len(strong) >= 2:
+        names = "every signal" if len(strong) == len(combined_names) else ", ".join(SIGNAL_NAMES[s] for s in strong)
+        what = f"{names} (each above 99% of validation rows)"
+    elif pct[top] < 0.9:
+        return (f"nothing stands out: its highest signal is the {SIGNAL_NAMES[top]} (above "
+                f"{math.floor(100 * pct[top])}% of validation rows)"), pct
+    else:
+        what = f"{SIGNAL_NAMES[top]} (above {math.floor(100 * pct[top])}% of validation rows)"
+    details = []
+    if top in ("max", "topk", "ppl") or len(strong) >= 2:
+        words = sorted(model.surprisal(text), key=lambda wb: -wb[1])[:2]
+        if words:
+            details.append("most surprising: " + ", ".join(f"{w!r} {b:.1f} bits" for w, b in words))
+    if "unseen" in ([top] + strong) and sig["unseen_words"][pos] > 0:
+        details.append(f"{int(sig['unseen_words'][pos])} unseen word(s)")
+    if "knn" in ([top] + strong) and "knn" in sig and math.isfinite(sig["knn"][pos]):
+        details.append(f"distance {sig['knn'][pos]:.2f} to the nearest usual rows")
+    return what + (f": {'; '.join(details)}" if details else ""), pct
+
+
+def scored_rows(model: LanguageModel, sig: dict, positions: Sequence[int], index: Any, texts: Any,
+                side: dict) -> List[Any]:
+    """The report's rows: scores, per-word surprisal and why each stands out."""
+    from .display import ScoredRow
+
+    out = []
+    for pos in positions:
+        text = str(texts[pos])
+        why, pct = _reason(model, sig, int(pos), text)
+        nearest = ""
+        if model.neighbours is not None and sig.get("nearest") is not None and sig["nearest"][pos] >= 0:
+            nearest = model.neighbours.texts[int(sig["nearest"][pos])]
+        bits = float(sig["bits"][pos])
+        out.append(ScoredRow(index[pos], text, float(2 ** bits), bits, model.surprisal(text),
+                             {name: float(s.iloc[pos]) for name, s in side.items()},
+                             unusual=float(combined(model, {k: v[pos:pos + 1] for k, v in sig.items()})[0][0]),
+                             why=why, percentiles=pct, nearest=nearest,
+                             nearest_dist=float(sig["nearest_dist"][pos]) if "nearest_dist" in sig else float("nan")))
+    return out
 
 
 def side_parts(model: LanguageModel) -> dict:
@@ -138,13 +357,19 @@ def _binary_labels(df: Any, label: str, positive: Any) -> np.ndarray:
     if label not in df.columns:
         near = ", ".join(repr(c) for c in list(df.columns)[:10])
         raise DataError(f"No label column {label!r} in the DataFrame (columns: {near}).")
+    from .frames import check_hashable
+
     col = df[label]
     present = ~col.isna().to_numpy()
+    check_hashable(col[present].tolist(), f"Label column {label!r}")
     classes = list(dict.fromkeys(col[present].tolist()))
     if len(classes) > 2:
-        shown = ", ".join(repr(c) for c in classes[:5]) + (", ..." if len(classes) > 5 else "")
-        raise DataError(f"Label column {label!r} has {len(classes)} classes ({shown}); ROC AUC compares two: "
-                        f"make a two-class column first, e.g. df['is_x'] = df[{label!r}] == {classes[0]!r}.")
+        shown = ", ".join(clip_text(c, 30) for c in classes[:5]) + (", ..." if len(classes) > 5 else "")
+        make = (f"df = df.with_columns((pl.col({label!r}) == {clip_text(classes[0], 30)}).alias('is_x'))"
+                if type(df).__module__.startswith("polars") else
+                f"df['is_x'] = df[{label!r}] == {clip_text(classes[0], 30)}")
+        raise DataError(f"Label column {label!r} has {len(classes):,} classes ({shown}); ROC AUC compares two: "
+                        f"make a two-class column first, e.g. {make}.")
     if positive is None:
         if not all(isinstance(c, (bool, np.bool_)) for c in classes):
             raise ConfigError(f"Label column {label!r} is not boolean; name its positive class: --label {label} "
@@ -200,11 +425,13 @@ def _roc_auc(scores: np.ndarray, y: np.ndarray) -> Optional[float]:
 # ---------------------------------------------------------------------------------------------- explaining a text
 
 def explain(model: LanguageModel, text: str, top: int = 3, k: int = 3, model_name: str = "") -> "Explanation":
-    """Per-word surprisal of one text, and what the model expected at its ``top`` most surprising words
-    (the ``k`` likeliest words there, with probabilities).
+    """Why a text is unusual: per-word surprisal and what the model expected at its ``top`` most surprising
+    words (the ``k`` likeliest words there, with probabilities); its unseen words (with their novelty
+    bits); its nearest usual row with the distance; its unusualness with each signal's percentile among
+    the validation rows, and the one that stands out most. A text that is (nearly) a training row says so.
 
     >>> lm.explain(model, "the cat sat on the river")      # doctest: +SKIP
-    6 words: 3.10 bits per word (perplexity 8.6)
+    6 words: 3.10 bits per word (perplexity 8.6); unusual 1.52, most of all: most surprising word ...
       word 6 'river' (7.9 bits); expected: mat 41%, log 12%, door 9%
     """
     from .display import Explanation
@@ -224,7 +451,23 @@ def explain(model: LanguageModel, text: str, top: int = 3, k: int = 3, model_nam
     alternatives = [(i, words[i][0], words[i][1],
                      model.next_words(model.tokenizer.join(shown[:i]), int(k), include_special=True))
                     for i in order]
-    return Explanation(text, words, alternatives, model_name)
+    sig = model.signals([text], progress=False)
+    why, pct = _reason(model, sig, 0, text)
+    line = " ".join(text.splitlines())
+    ids = model.tokenizer.encode_line(line, eos=False)
+    toks = model.tokenizer.tokenize(line)
+    new = [toks[i] for i, t in enumerate(ids) if t == model.tokenizer.unk_id] if len(toks) == len(ids) else []
+    spelling = model.unusualness.spelling if model.unusualness is not None else None
+    unseen = list(zip(new, spelling.novelty_bits(new).tolist())) if new and spelling is not None else \
+        [(w, float("nan")) for w in new]
+    nearest, dist = "", float("nan")
+    if model.neighbours is not None and sig.get("nearest") is not None and sig["nearest"][0] >= 0:
+        nearest, dist = model.neighbours.texts[int(sig["nearest"][0])], float(sig["nearest_dist"][0])
+    notes = [n for n in [training_note(model)] if n]
+    copied = bool(copied_rows(sig)[0])
+    unusual = float(combined(model, sig)[0][0]) if model.unusualness is not None else float("nan")
+    return Explanation(text, words, alternatives, model_name, unusual=unusual, why=why, percentiles=pct,
+                       unseen=unseen, nearest=nearest, nearest_dist=dist, copied=copied, notes=notes)
 
 
 # ---------------------------------------------------------------------------------------------- comparing groups
@@ -242,9 +485,12 @@ def compare_groups(df: Any, column: str, by: str, model: Optional[LanguageModel]
     word counts of the whole column (a unigram model, add-1/2 smoothed: quick for any number of groups).
     A group's ``excess_bits`` is its rows' mean bits per word minus that of all other rows; when the model
     has an n-gram baseline, ``ngram_excess_bits`` is the same under it (so you see whether the two agree). Its
-    characteristic words are those most frequent in the group relative to the rest (smoothed log2 ratio
-    of the two frequencies; words seen at least twice in the group). Groups with fewer than ``min_rows``
-    rows are listed in ``.too_small`` instead. Works on pandas and polars frames.
+    characteristic words (``words``, with their z-scores in ``word_z``) are ranked by the log-odds ratio of
+    the group against the rest with an informative Dirichlet prior, divided by its standard deviation
+    (Monroe, Colaresi & Quinn 2008, "Fightin' Words"; the prior is the whole column's word counts), so a
+    frequent word used far more in the group beats a word seen twice in it. Words are lowercased
+    whether or not a model scores the rows. Groups with fewer than ``min_rows`` rows are listed in
+    ``.too_small`` instead. Works on pandas and polars frames.
 
     >>> result = lm.compare_groups(reviews, "text", by="product")      # doctest: +SKIP
     >>> result.table.head(3)                                            # doctest: +SKIP
@@ -271,13 +517,16 @@ def compare_groups(df: Any, column: str, by: str, model: Optional[LanguageModel]
     from .engine.data import _is_missing
 
     texts, groups = text_col.to_list(), group_col.to_list()
+    from .frames import check_hashable
+
+    check_hashable([g for g in groups if not _is_missing(g)], f"Group column {by!r}")
     keep = [i for i, (t, g) in enumerate(zip(texts, groups)) if isinstance(t, str) and t.strip()
             and not _is_missing(g)]
     texts, groups = [texts[i] for i in keep], [groups[i] for i in keep]
     skipped = len(text_col) - len(keep)
 
-    tok = model.tokenizer if model is not None else Tokenizer("word", lowercase=True)
-    tokens = [tok.tokenize(t) for t in texts]
+    # Words for counting, the same with or without a model: word level, lowercased.
+    tokens = [Tokenizer("word", lowercase=True).tokenize(t) for t in texts]
     counts = Counter(w for row in tokens for w in row)
     total, vocab = sum(counts.values()), len(counts) + 1          # + 1: room for a word never seen
     passes = 1 + int(model is not None and model.kind != "ngram" and model.ngram is not None)
@@ -321,22 +570,43 @@ def compare_groups(df: Any, column: str, by: str, model: Optional[LanguageModel]
     for g, ix in compared.items():
         mean, rest = excess(bits, ix)
         own = Counter(w for i in ix for w in tokens[i])
-        n_g = sum(own.values())
-        n_r = total - n_g
-        ratio = {w: math.log2((c + _SMOOTH) / (n_g + _SMOOTH * vocab))
-                 - math.log2((counts[w] - c + _SMOOTH) / (n_r + _SMOOTH * vocab))
-                 for w, c in own.items() if c >= 2 and any(ch.isalnum() for ch in w)}
-        # Only words more frequent here than in the rest characterise the group.
-        words = [w for w, r in sorted(ratio.items(), key=lambda kv: (-kv[1], kv[0])) if r > 0][: int(top_words)]
+        ranked = fighting_words(own, counts, total)
+        # Only words used more here than in the rest characterise the group.
+        top_z = [(w, z) for w, z in ranked if z > 0 and any(ch.isalnum() for ch in w)][: int(top_words)]
         base = [] if base_bits is None else [float(np.subtract(*excess(base_bits, ix)))]
-        rows.append((g, len(ix), mean, rest, mean - rest, words, *base))
+        rows.append((g, len(ix), mean, rest, mean - rest, [w for w, _ in top_z], [round(z, 2) for _, z in top_z],
+                     *base))
     rows.sort(key=lambda r: (-r[4] if math.isfinite(r[4]) else math.inf, str(r[0])))
-    columns = ["rows", "bits", "rest_bits", "excess_bits", "words"] + ([] if base_bits is None else
-                                                                       ["ngram_excess_bits"])
+    columns = ["rows", "bits", "rest_bits", "excess_bits", "words", "word_z"] + ([] if base_bits is None else
+                                                                                 ["ngram_excess_bits"])
     table = pd.DataFrame([r[1:] for r in rows], columns=columns, index=pd.Index([r[0] for r in rows], name=by))
     agreement = (None if base_bits is None else
                  _spearman(table["excess_bits"].to_numpy(float), table["ngram_excess_bits"].to_numpy(float)))
     return GroupComparison(column, by, table, too_small, int(min_rows), used, skipped, agreement)
+
+
+def fighting_words(group: dict, column: dict, total: int) -> List[Tuple[str, float]]:
+    """The words of a group ranked by their z-scored log-odds against the rest of the column, with the
+    column's counts as an informative Dirichlet prior (Monroe, Colaresi & Quinn 2008, eq. 16-22)::
+
+        d_w = log((y_w + a_w) / (n + a0 - y_w - a_w)) - log((r_w + a_w) / (m + a0 - r_w - a_w))
+        z_w = d_w / sqrt(1 / (y_w + a_w) + 1 / (r_w + a_w))          a_w = column count of w, a0 = their sum
+
+    y: the group's counts (n in all), r: the rest's (m). Returns [(word, z)], highest z first (ties by word).
+    """
+    words = list(group)
+    if not words:
+        return []
+    y = np.array([group[w] for w in words], dtype=np.float64)
+    a = np.array([column[w] for w in words], dtype=np.float64)
+    r = a - y
+    n = float(y.sum())
+    m = float(total) - n
+    a0 = float(total)
+    d = np.log((y + a) / (n + a0 - y - a)) - np.log((r + a) / (m + a0 - r - a))
+    z = d / np.sqrt(1.0 / (y + a) + 1.0 / (r + a))
+    order = sorted(range(len(words)), key=lambda i: (-z[i], words[i]))
+    return [(words[i], float(z[i])) for i in order]
 
 
 # ---------------------------------------------------------------------------------------------- checks

@@ -24,16 +24,19 @@ import numpy as np
 import torch
 
 from .config import _LSTM_ONLY, GenerateConfig, TrainConfig, precision_override
-from .engine import memory, persistence
+from .engine import memory, persistence, planning, schema
 from .engine.data import DataStats, fingerprint_span, prepare
 from .engine.distributed import Ranks, peak_rss_mb, process_group, require_torchrun
 from .engine.inference import Predictor
 from .engine.model import LSTMLanguageModel, adaptive_cutoffs, build_network, network_hparams
+from .engine.outcome import Finishing, divergence, diverged_error, finite_weights, worse_than_guessing
 from .engine.ngram import (CopyIndex, MixPredictor, NGramModel, NGramPredictor, copy_report, default_order,
                            fit_mix_weight, stream_rows)
+from .engine.novelty import NeighbourIndex
 from .engine.tokenizer import EOS, Tokenizer
-from .engine.training import (EpochInfo, StepInfo, TrainReport, auto_config, clone_model, fit, fit_to_data,
-                              resolve_device)
+from .engine.planning import Plan
+from .engine.training import EpochInfo, StepInfo, TrainReport, clone_model, fit, resolve_device
+from .engine.unusual import CALIBRATION_ROWS, Unusualness, build_unusualness, encode_rows, rows_signals
 from .errors import ConfigError, DataError
 
 __all__ = ["LanguageModel", "train", "load"]
@@ -50,12 +53,15 @@ class LanguageModel:
     ``kind`` (``config.kind``) says what predicts: ``"lstm"`` (the network ``net``), ``"ngram"`` (the
     count model ``ngram``, no network) or ``"mix"`` (both, interpolated with ``meta["mix_weight"]``).
     An LSTM usually carries its n-gram baseline in ``ngram`` too (``model.baseline``), and ``copy_index``
-    holds what ``copies()`` needs (None when it was not kept or was stripped).
+    holds what ``copies()`` needs (None when it was not kept or was stripped). ``unusualness`` (the
+    spelling model for unseen words and the signals' calibration) and ``neighbours`` (the nearest-usual-row
+    index, which holds training text: ``strip()`` drops it) make the ``unusual`` score (None in older files).
     """
 
     def __init__(self, net: Optional[LSTMLanguageModel], tokenizer: Tokenizer, config: TrainConfig,
                  meta: Optional[dict] = None, report: Optional[TrainReport] = None, *,
-                 ngram: Optional[NGramModel] = None, copy_index: Optional[CopyIndex] = None):
+                 ngram: Optional[NGramModel] = None, copy_index: Optional[CopyIndex] = None,
+                 unusualness: Optional[Unusualness] = None, neighbours: Optional[NeighbourIndex] = None):
         if not (net is None or isinstance(net, torch.nn.Module)) or not isinstance(tokenizer, Tokenizer) \
                 or not isinstance(config, TrainConfig):
             raise ConfigError(f"LanguageModel(net, tokenizer, config) takes a network, a Tokenizer and a TrainConfig, "
@@ -66,14 +72,25 @@ class LanguageModel:
         self.meta = dict(meta or {})
         self.report = report
         self.ngram, self.copy_index = ngram, copy_index
+        self.unusualness, self.neighbours = unusualness, neighbours
         self._make_predictor()
 
+    def _check_usable(self) -> None:
+        """A model whose weights are NaN or infinite (a diverged run, kept on TrainingDiverged.model) says so
+        in one line instead of failing inside torch's sampling."""
+        if getattr(self, "_finite", None) is None:
+            self._finite = finite_weights(self.net)
+        if not self._finite:
+            raise ConfigError("This model's weights are NaN or infinite (its training diverged); train it "
+                              "again with a smaller lr.")
+
     def _make_predictor(self) -> None:
+        self._finite: Optional[bool] = None       # checked on first use (_check_usable)
         kind = self.kind
         if kind == "ngram":
             self._predictor = NGramPredictor(self.ngram, self.tokenizer)
             return
-        lstm = Predictor(self.net, self.tokenizer, self.config.precision)
+        lstm = Predictor(self.net, self.tokenizer, self.config.precision, self.config.threads)
         if kind == "mix":
             self._predictor = MixPredictor(lstm, self.ngram, self.tokenizer, self.meta.get("mix_weight", 0.5))
         else:
@@ -115,7 +132,8 @@ class LanguageModel:
     def _variant(self, kind: str) -> "LanguageModel":
         """The same network and n-gram predicting as another kind (shares weights; no copy)."""
         return LanguageModel(self.net, self.tokenizer, self.config.replace(kind=kind), self.meta, self.report,
-                             ngram=self.ngram, copy_index=self.copy_index)
+                             ngram=self.ngram, copy_index=self.copy_index, unusualness=self.unusualness,
+                             neighbours=self.neighbours)
 
     # --------------------------------------------------------------------------- copies
 
@@ -148,11 +166,12 @@ class LanguageModel:
         return [c for c in found if c["start"] + c["length"] > n_prefix]
 
     def strip(self, baseline: bool = False) -> "LanguageModel":
-        """Drop what holds pieces of the training rows, before sharing a model file: the copy index, and
+        """Drop what holds pieces of the training rows, before sharing a model file: the copy index and the
+        nearest-usual-row index (the ``knn`` signal then leaves the ``unusual`` score), and
         with ``baseline=True`` the n-gram baseline too (whose counts hold every n-gram of the rows; a
         'mix' model becomes an 'lstm'). An n-gram model is made of counts: strip keeps them. In place;
         returns the model."""
-        self.copy_index = None
+        self.copy_index = self.neighbours = None
         self.meta.pop("copy_check", None)
         if baseline and self.kind != "ngram" and self.ngram is not None:
             self.ngram = None
@@ -180,6 +199,7 @@ class LanguageModel:
         _check_flag(include_special, "include_special")
         if startswith is not None:
             _check_text(startswith, "startswith")
+        self._check_usable()
         return self._predictor.next_words(prefix, int(k), include_special, startswith)
 
     def generate(self, prefix: str = "", n_words: int = 20, temperature: float = 1.0, top_k: int = 0,
@@ -207,6 +227,7 @@ class LanguageModel:
         _check_generate(prefix, cfg)
         _check_flag(stop_at_eos, "stop_at_eos")
         _check_flag(include_prefix, "include_prefix")
+        self._check_usable()
         ids = self._predictor.generate(prefix, cfg, stop_at_eos=stop_at_eos)
         if stop_at_eos and ids and ids[-1] == self.tokenizer.eos_id:
             ids = ids[:-1]
@@ -234,6 +255,7 @@ class LanguageModel:
     def iter_generate(self, prefix: str, cfg: GenerateConfig, stop_at_eos: bool = True):
         """Yield the generated tokens one at a time (for streaming into a chat bubble)."""
         _check_generate(prefix, cfg)
+        self._check_usable()
         for i in self._predictor.generate(prefix, cfg, stop_at_eos=stop_at_eos):
             if i == self.tokenizer.eos_id:
                 return
@@ -297,6 +319,48 @@ class LanguageModel:
                 bar.close()
         return out
 
+    def signals(self, texts: Any, progress: bool = True,
+                on_chunk: Optional[Callable[[int, int], None]] = None) -> dict:
+        """Every per-row signal of the ``unusual`` score, as numpy arrays over the rows (NaN for a
+        missing row): ``bits`` and ``ppl`` (the model's own mean bits per token: log2 of ``score``);
+        ``max``, ``topk``, ``unseen``, ``unseen_words`` and ``ngram`` (with an n-gram baseline), where
+        words the model never saw count at their novelty bits (``engine.novelty.SpellingModel``); ``knn``, ``nearest``, ``nearest_dist`` (with a neighbour
+        index) and ``copied`` (with a copy index). Chunk by chunk: memory stays flat."""
+        if isinstance(texts, str):
+            texts = [texts]
+        values = _values_with_missing(texts, DataStats())
+        u = self.unusualness
+        spelling = u.spelling if u is not None else None
+        fallback = u.unk_val_bits if u is not None else 0.0
+        ngram = self.ngram if self.kind != "ngram" else None
+        parts: List[dict] = []
+        bar = _score_bar(len(values)) if progress and len(values) > _SCORE_CHUNK_ROWS else None
+        try:
+            for a in range(0, len(values), _SCORE_CHUNK_ROWS):
+                chunk = values[a:a + _SCORE_CHUNK_ROWS]
+                encoded, spelled, novelty = encode_rows(self.tokenizer, spelling, chunk, fallback)
+                parts.append(rows_signals(encoded, novelty, self.tokenizer, self._predictor.encoded_nll, ngram,
+                                          self.neighbours, spelled, self.copy_index))
+                if bar is not None:
+                    bar.update(len(chunk))
+                if on_chunk is not None:          # (rows done, rows in all); may raise to stop the run
+                    on_chunk(a + len(chunk), len(values))
+        finally:
+            if bar is not None:
+                bar.close()
+        if not parts:
+            return {"bits": np.zeros(0)}
+        return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+    def unusual(self, texts: Any) -> Any:
+        """Per-text unusualness, higher = more unusual (a Series aligned to a Series input): the calibrated
+        signals combined by the model's rule (see ``lm_magics.score_frame``). NaN for a missing row; a model
+        without a calibration (an older file) gives its mean surprisal in bits."""
+        sig = self.signals(texts)
+        cal = self.unusualness.calibration if self.unusualness is not None else None
+        score = cal.combine(sig)[0] if cal is not None else sig["bits"]
+        return _like(texts, score, "unusual")
+
     # --------------------------------------------------------------------------- info & files
 
     @property
@@ -349,6 +413,10 @@ class LanguageModel:
             payload["ngram"] = self.ngram.to_dict()
         if self.copy_index is not None:
             payload["copies"] = self.copy_index.to_dict()
+        if self.unusualness is not None:
+            payload["unusual"] = self.unusualness.to_dict()
+        if self.neighbours is not None:
+            payload["neighbours"] = self.neighbours.to_dict()
         persistence.write_checkpoint(path, payload)
 
     def to(self, device: Union[str, torch.device]) -> "LanguageModel":
@@ -376,6 +444,8 @@ def train(data: Any, *, val_data: Any = None, init: Optional[LanguageModel] = No
           config: Optional[TrainConfig] = None,
           on_step: Optional[Callable[[StepInfo], None]] = None,
           on_epoch: Optional[Callable[[EpochInfo], None]] = None,
+          on_plan: Optional[Callable[[Plan], None]] = None,
+          on_baseline: Optional[Callable[["LanguageModel"], None]] = None,
           stream: Optional[bool] = None, cache_dir: Optional[str] = None, cache_check: str = "stat",
           distributed: bool = False, provenance: Optional[dict] = None, **options: Any) -> LanguageModel:
     """Train a language model on text and return it.
@@ -397,6 +467,17 @@ def train(data: Any, *, val_data: Any = None, init: Optional[LanguageModel] = No
         Base settings; ``options`` (any TrainConfig field, e.g. ``epochs=5, hidden_dim=256``) override it.
     on_step, on_epoch : callables, optional
         Progress callbacks receiving StepInfo / EpochInfo; raising StopTraining ends training early.
+        ``StepInfo.eta`` is the estimated seconds of training left (None until the first steps are
+        timed) and ``StepInfo.budget`` the run's time budget in seconds (None: no budget).
+    on_plan : callable, optional
+        Called once with the ``Plan`` (engine/planning.py) when it is fixed, after the first steps are
+        timed: ``plan.describe()`` says "about 50 s, 8 epochs (1,360 steps) in a 60 s budget";
+        ``plan.estimate_s``, ``plan.epochs``, ``plan.total_steps``, ``plan.reasons``. Also kept as
+        ``model.report.plan``.
+    on_baseline : callable, optional
+        Called with the n-gram baseline as a usable LanguageModel of kind "ngram" (same tokenizer) as
+        soon as it is counted, before the LSTM's first step: a front-end can answer from it while the
+        LSTM trains. Not called with ``baseline=False``, for ``kind="ngram"`` or a streamed corpus.
     stream : bool, optional
         Tokenize into a memory-mapped token file (cached in ``cache_dir``, default ~/.cache/lm_magics)
         and train from it without holding the text in memory. Default: on for files of 256 MB or more,
@@ -414,26 +495,40 @@ def train(data: Any, *, val_data: Any = None, init: Optional[LanguageModel] = No
         ...}``, ``{"cell": True}``); files, the model continued from and the package version are added
         here. Kept in ``model.meta["provenance"]`` and shown by ``%lm_info``.
 
+    The time budget (``budget``, a TrainConfig option): ``"auto"`` gives a run without ``epochs`` or
+    ``max_steps`` about a minute for a column of 300k tokens (less for less text); ``budget="10m"`` or
+    ``600`` gives more, ``budget=None`` trains to convergence. The budget covers the whole call; the
+    steps that fit it are planned once the first steps are timed, and the run ends at it with its best
+    weights (``model.report.stop_reason == "budget"``). The summary says what the budget bought and
+    what more time would likely give (``model.report.outlook``).
+
     ``kind="ngram"`` counts an interpolated modified Kneser-Ney n-gram instead (seconds, no network);
     ``kind="mix"`` trains the LSTM and interpolates it with its n-gram. An LSTM keeps an n-gram over
     the same rows as its baseline unless ``baseline=False``, and a copy index unless ``copy_window=0``.
 
     Returns the trained LanguageModel; ``model.report`` tells what happened. A KeyboardInterrupt (or
-    StopTraining) after the first step ends training and returns the best model so far with
-    ``model.interrupted`` set; one before the first step propagates (nothing was trained).
+    StopTraining) after the first step, in the loop or in any phase after it (restoring the best weights,
+    the n-gram baseline, the mixture weight, the copy index), ends training and returns the best model so
+    far with ``model.interrupted`` set (the phases not finished are left out and named in a note); one
+    before the first step propagates (nothing was trained).
+
+    A run that diverged raises ``TrainingDiverged`` (an LMError) instead of returning: its loss or weights
+    stopped being finite numbers, or its best validation perplexity is far worse than guessing (above
+    twice the vocabulary size; a run just above it is kept, with a note). The message says what to change (a smaller lr); the useless model is on the
+    exception as ``exc.model``, for inspection only.
 
     >>> model = lm.train("the cat sat on the mat.\\nthe dog sat on the log.", epochs=2, seed=0)  # doctest: +SKIP
     """
     t_start = time.perf_counter()
     if init is not None and not isinstance(init, LanguageModel):
         raise ConfigError(f"init must be a LanguageModel (from lm.train or lm.load), got {type(init).__name__}.")
-    if init is not None and (init.kind == "ngram" or options.get("kind") == "ngram"):
-        raise ConfigError("An n-gram model cannot be continued; train a new one on all the text "
-                          "(it takes seconds).")
+    if init is not None:
+        _check_continuable(init, options.get("kind"))
     if config is not None and not isinstance(config, TrainConfig):
         raise ConfigError(f"config must be a TrainConfig (lm.TrainConfig(epochs=5, ...)), got {type(config).__name__}; "
                           f"or pass the options as keywords.")
-    for fn, what in ((on_step, "on_step"), (on_epoch, "on_epoch")):
+    for fn, what in ((on_step, "on_step"), (on_epoch, "on_epoch"), (on_plan, "on_plan"),
+                     (on_baseline, "on_baseline")):
         if fn is not None and not callable(fn):
             raise ConfigError(f"{what} must be a function (or None), got {type(fn).__name__}.")
     if stream is not None:
@@ -488,15 +583,16 @@ def train(data: Any, *, val_data: Any = None, init: Optional[LanguageModel] = No
         if cfg.kind == "ngram":
             return _train_ngram(corpus, tokenizer, cfg, notes, t_start, prov)
 
-        cfg, why = auto_config(cfg, corpus.stats.train_tokens)
+        # ---- the plan: sizes now, steps once the first ones are timed (engine/planning.py)
         V = len(tokenizer)
-        hparams, why_net = network_hparams(cfg, V)
+        n_tokens, shard = corpus.stats.train_tokens, int(corpus.train.size // ranks.world)
+        first = planning.plan(cfg, n_tokens, V, shard_tokens=shard, distributed=ranks.distributed)
+        asked, cfg = cfg.replace(budget=first.budget_s), first.config
+        hparams, _ = network_hparams(cfg, V)
         adaptive = init.net.adaptive if init is not None else hparams["adaptive"]
-        cfg, fitted = fit_to_data(cfg, corpus.train.size // ranks.world)
-        notes += fitted
         # Every size is known now: refuse in one line what cannot fit, before anything big is allocated.
         # Ranks on one machine share its memory; they refuse together, so none is left waiting.
-        shard_tokens = 0 if isinstance(corpus.train, np.memmap) else int(corpus.train.size // ranks.world)
+        shard_tokens = 0 if isinstance(corpus.train, np.memmap) else shard
         try:
             _check_memory(cfg, V, init, shard_tokens, device, adaptive,
                           processes=ranks.local_world if device.type == "cpu" else 1)
@@ -507,6 +603,18 @@ def train(data: Any, *, val_data: Any = None, init: Optional[LanguageModel] = No
         if refusals:
             raise ConfigError(refusals[0])
 
+        # ---- the n-gram baseline and the copy index first: seconds, and usable while the LSTM trains
+        if isinstance(corpus.train, np.memmap) and cfg.kind == "lstm" and (cfg.baseline or cfg.copy_window):
+            # Both hold every n-gram / token run of the training stream in memory, on every rank: not for a
+            # corpus that was streamed because it does not fit.
+            cfg = cfg.replace(baseline=False, copy_window=0)
+            notes.append("streamed corpus: no n-gram baseline and no copy index (both would hold the "
+                         "whole corpus in memory)")
+        ngram, baseline_val_ppl = _count_baseline(tokenizer, corpus, cfg) if cfg.baseline else (None, None)
+        if ngram is not None and on_baseline is not None:
+            on_baseline(_ngram_part(tokenizer, cfg, ngram, corpus, baseline_val_ppl, prov))
+        copy_index = _copy_index(corpus, cfg)
+
         if init is not None:
             net = clone_model(init.net)
             net.drop.p = cfg.dropout
@@ -516,29 +624,61 @@ def train(data: Any, *, val_data: Any = None, init: Optional[LanguageModel] = No
                          f"its vocabulary of {len(tokenizer):,} words"
                          + (f" ({unk:,} new-word tokens became <unk>)" if unk else ""))
         else:
-            why += why_net
             net = build_network(hparams, seed=cfg.seed)   # the same initial weights on every rank
         if ranks.distributed:
             notes.append(f"DistributedDataParallel: {ranks.world} processes ({ranks.backend}), "
                          f"{corpus.train.size // ranks.world:,} tokens each")
 
-        report = TrainReport(config=cfg, notes=why + notes)
+        report = TrainReport(config=cfg, notes=first.reasons + notes, plan=first)
+        val_tokens = int(ranks.val_shard(corpus.val).size if ranks.distributed else corpus.val.size)
+
+        def replan(step_s: float, val_s: Optional[float], done: int) -> Tuple[int, Optional[float]]:
+            """The steps that fit the budget now that a step (and maybe a validation) has been timed."""
+            after = _after_training_s(cfg, corpus, step_s)
+            p = planning.plan(asked, n_tokens, V, shard_tokens=shard, distributed=ranks.distributed,
+                              step_s=step_s, spent_s=time.perf_counter() - t_start, after_s=after, val_s=val_s,
+                              done_steps=done, val_tokens=val_tokens)
+            told = report.plan is not first
+            report.plan = p
+            if not told and on_plan is not None:
+                on_plan(p)
+            if p.budget_s is None:
+                return p.total_steps, None
+            val_each = val_s if val_s is not None else planning.val_seconds(val_tokens, p.config, step_s)
+            now = time.perf_counter()
+            # The planned steps end by the deadline; only the fewest a run takes (a budget spent before
+            # training) may pass it.
+            return p.total_steps, max(t_start + p.budget_s - after - val_each, now + (p.total_steps - done) * step_s)
+
         report = fit(net, corpus, cfg, on_step=on_step, on_epoch=on_epoch, report=report, ranks=ranks,
-                     device=device)
+                     device=device, replan=replan, budget=first.budget_s)
+        if report.plan is first and on_plan is not None:
+            on_plan(first)            # a run too short to time: the plan it had
         shards = ranks.gather(_shard_record(ranks, corpus, report)) if ranks.distributed else None
-    net = net.cpu()
-    if report.best_val_ppl is not None and report.best_val_ppl > len(tokenizer):
-        report.notes.append(f"validation perplexity {report.best_val_ppl:,.0f} is worse than guessing among the "
-                            f"{len(tokenizer):,} words: lower lr ({cfg.optimizer} lr {cfg.lr:g}), train longer, or "
-                            f"give more text")
-    if isinstance(corpus.train, np.memmap) and cfg.kind == "lstm" and (cfg.baseline or cfg.copy_window):
-        # Both hold every n-gram / token run of the training stream in memory, on every rank: not for a
-        # corpus that was streamed because it does not fit.
-        cfg = report.config = cfg.replace(baseline=False, copy_window=0)
-        report.notes.append("streamed corpus: no n-gram baseline and no copy index (both would hold the "
-                            "whole corpus in memory)")
-    ngram, extra = _baseline_and_mix(net, tokenizer, corpus, cfg, report) if cfg.baseline else (None, {})
-    copy_index = _copy_index(corpus, cfg)
+    # From here to the return, a Ctrl-C keeps the trained run (as an interrupted one) whatever phase it
+    # cuts short; a diverged run is never returned (outcome.py has both rules). The n-gram baseline and the
+    # copy index were built before the first step; only the mixture weight is left.
+    fin = Finishing(report)
+    net = fin.run("moving it to the CPU", net.cpu, net)
+    why = divergence(report, net, len(tokenizer))
+    if why is not None:
+        error = diverged_error(why, cfg)
+        error.model = LanguageModel(net, tokenizer, cfg, {"val_ppl": report.best_val_ppl, "diverged": why}, report)
+        raise error
+    note = worse_than_guessing(report, len(tokenizer))
+    if note:
+        report.notes.append(note)
+    unfitted = {"mix_weight": 0.5, "mix_note": "Ctrl-C before the weight was fitted: a fixed weight of 0.5",
+                **({"baseline_val_ppl": baseline_val_ppl} if baseline_val_ppl is not None else {})}
+    extra = fin.run("the mixture weight",
+                    lambda: _mix_weight(net, tokenizer, corpus, cfg, report, ngram, baseline_val_ppl),
+                    unfitted) if ngram is not None else {}
+    if report.plan is not None:
+        cfg = cfg.replace(epochs=report.plan.epochs)      # the epochs the plan gave (the budget's, or all)
+    report.config = cfg
+    report.outlook = planning.outlook(report.history, report.elapsed, report.plan)
+    report.notes += planning.summary_lines(report.plan, report.steps, report.tokens_seen, len(report.history),
+                                           report.stop_reason, report.outlook)
     prev = init.meta if init is not None else {}
     meta = {
         "rows": corpus.stats.rows, "missing": corpus.stats.missing, "tokens": corpus.stats.train_tokens,
@@ -548,13 +688,17 @@ def train(data: Any, *, val_data: Any = None, init: Optional[LanguageModel] = No
         "val_ppl": report.best_val_ppl, "seed": cfg.seed, "fingerprint": corpus.fingerprint,
         "elapsed": round(time.perf_counter() - t_start, 3), "train_elapsed": round(report.elapsed, 3),
         "trained_at": time.strftime("%Y-%m-%dT%H:%M:%S"), "runs": int(prev.get("runs", 0)) + 1,
-        "interrupted": report.interrupted, "precision": report.precision,
+        "interrupted": report.interrupted, "precision": report.precision, "threads": report.threads,
+        "budget_s": report.plan.budget_s if report.plan is not None else None,
         "history": [[e.epoch, e.train_loss, e.val_ppl] for e in report.history],
     }
     if shards is not None:
         meta["ddp"] = {"world_size": ranks.world, "backend": ranks.backend, "shards": shards}
     meta.update(extra, provenance=prov)
-    return LanguageModel(net, tokenizer, cfg, meta, report, ngram=ngram, copy_index=copy_index)
+    model = LanguageModel(net, tokenizer, cfg, meta, report, ngram=ngram, copy_index=copy_index)
+    fin.run("the unusual score's calibration", lambda: _add_unusualness(model, corpus), None)
+    fin.note()
+    return model
 
 
 def _train_ngram(corpus: Any, tokenizer: Tokenizer, cfg: TrainConfig, notes: List[str], t_start: float,
@@ -577,21 +721,54 @@ def _train_ngram(corpus: Any, tokenizer: Tokenizer, cfg: TrainConfig, notes: Lis
         "train_elapsed": round(elapsed, 3), "trained_at": time.strftime("%Y-%m-%dT%H:%M:%S"), "runs": 1,
         "interrupted": False, "provenance": prov,
     }
-    return LanguageModel(None, tokenizer, cfg, meta, report, ngram=ng, copy_index=_copy_index(corpus, cfg))
+    model = LanguageModel(None, tokenizer, cfg, meta, report, ngram=ng, copy_index=_copy_index(corpus, cfg))
+    _add_unusualness(model, corpus)
+    return model
 
 
-def _baseline_and_mix(net: LSTMLanguageModel, tokenizer: Tokenizer, corpus: Any, cfg: TrainConfig,
-                      report: TrainReport) -> Tuple[NGramModel, dict]:
-    """The n-gram over the LSTM's own training stream, and the mixture weight fitted on validation rows."""
+def _count_baseline(tokenizer: Tokenizer, corpus: Any, cfg: TrainConfig) -> Tuple[NGramModel, Optional[float]]:
+    """The n-gram over the LSTM's own training stream, and its validation perplexity (None without
+    validation rows)."""
     order = cfg.order or default_order(corpus.stats.train_tokens)
     ng = NGramModel.fit(corpus.train, len(tokenizer), tokenizer.eos_id, order)
+    val_ppl = float(np.exp(ng.stream_nll(corpus.val).mean())) if corpus.val.size else None
+    return ng, val_ppl
+
+
+def _ngram_part(tokenizer: Tokenizer, cfg: TrainConfig, ngram: NGramModel, corpus: Any,
+                val_ppl: Optional[float], prov: dict) -> LanguageModel:
+    """The baseline as a model of its own (what ``model.baseline`` returns), for ``on_baseline``."""
+    ng_cfg = TrainConfig.from_dict({**cfg.to_dict(), **_LSTM_DEFAULTS}, kind="ngram", order=ngram.order)
+    meta = {"rows": corpus.stats.rows, "tokens": corpus.stats.train_tokens, "fingerprint": corpus.fingerprint,
+            "trained_at": time.strftime("%Y-%m-%dT%H:%M:%S"), "seed": cfg.seed, "val_ppl": val_ppl,
+            "provenance": prov}
+    return LanguageModel(None, tokenizer, ng_cfg, meta, ngram=ngram)
+
+
+def _after_training_s(cfg: TrainConfig, corpus: Any, step_s: float) -> float:
+    """Seconds the call is expected to take after the training loop (for the budget): the mixture weight's
+    LSTM pass over up to _MIX_FIT_TOKENS validation tokens, priced from the step time, and a margin for the
+    rest (restoring the best weights, the model object)."""
+    mix = 0.0
+    if cfg.baseline and corpus.val.size > 0 and corpus.val is not corpus.train:
+        mix = planning.val_seconds(min(int(corpus.val.size), _MIX_FIT_TOKENS), cfg, step_s)
+    # The unusual score's calibration scores up to CALIBRATION_ROWS validation rows with the LSTM.
+    row_tokens = corpus.stats.train_tokens / max(1, corpus.stats.train_rows)
+    calib = planning.val_seconds(int(min(corpus.val.size, CALIBRATION_ROWS * row_tokens)), cfg, step_s)
+    return mix + calib + 0.3
+
+
+def _mix_weight(net: LSTMLanguageModel, tokenizer: Tokenizer, corpus: Any, cfg: TrainConfig,
+                report: TrainReport, ng: NGramModel, baseline_val_ppl: Optional[float]) -> dict:
+    """The mixture weight of the LSTM and its n-gram, fitted on validation rows (with the baseline's
+    validation perplexity, for meta)."""
     extra: dict = {}
     held_out = corpus.val.size > 0 and corpus.val is not corpus.train
-    if corpus.val.size:
-        extra["baseline_val_ppl"] = float(np.exp(ng.stream_nll(corpus.val).mean()))
+    if baseline_val_ppl is not None:
+        extra["baseline_val_ppl"] = baseline_val_ppl
     if held_out:
         rows = stream_rows(np.asarray(corpus.val[:_MIX_FIT_TOKENS]), tokenizer.eos_id)
-        lstm = np.concatenate(Predictor(net, tokenizer, cfg.precision).encoded_nll([r.tolist() for r in rows]))
+        lstm = np.concatenate(Predictor(net, tokenizer, cfg.precision, cfg.threads).encoded_nll([r.tolist() for r in rows]))
         ngram = np.concatenate(ng.rows_nll([r.tolist() for r in rows]))
         extra["mix_weight"] = fit_mix_weight(lstm, ngram)
         extra["mix_note"] = f"weight fitted on {lstm.size:,} validation tokens"
@@ -600,7 +777,19 @@ def _baseline_and_mix(net: LSTMLanguageModel, tokenizer: Tokenizer, corpus: Any,
         extra["mix_note"] = "no held-out validation rows: a fixed weight of 0.5"
     if cfg.kind == "mix":
         report.notes.append(f"mixture: LSTM weight {extra['mix_weight']:.2f} ({extra['mix_note']})")
-    return ng, extra
+    return extra
+
+
+def _add_unusualness(model: LanguageModel, corpus: Any) -> None:
+    """The unusual score's parts (engine.unusual.build_unusualness): the spelling model for unseen words, the
+    nearest-usual-row index and each signal's calibration on the validation rows. A second or so."""
+    held_out = corpus.val.size > 0 and corpus.val is not corpus.train
+    u, index, notes = build_unusualness(model.tokenizer, corpus.train, corpus.val, corpus.train_row_numbers,
+                                        model._predictor.encoded_nll, model.ngram if model.kind != "ngram" else None,
+                                        model.copy_index, model.config.seed, held_out)
+    model.unusualness, model.neighbours = u, index
+    if model.report is not None:
+        model.report.notes.extend(notes)
 
 
 def _copy_index(corpus: Any, cfg: TrainConfig) -> Optional[CopyIndex]:
@@ -676,17 +865,25 @@ FIXED_WHEN_CONTINUING = ("level", "lowercase", "min_freq", "max_vocab", "embed_d
                          "tie_weights", "softmax", "adaptive_threshold")
 
 
+def _check_continuable(init: Any, kind: Any = None) -> None:
+    """The one check of what can be continued, for lm.train(init=...) and every front-end's --continue."""
+    if not isinstance(init, LanguageModel):
+        raise ConfigError(f"init must be a LanguageModel (from lm.train or lm.load), got {type(init).__name__}.")
+    if init.kind == "ngram" or init.net is None or kind == "ngram":
+        raise ConfigError("An n-gram model cannot be continued; train a new one on all the text "
+                          "(it takes seconds).")
+
+
 def continue_config(init: LanguageModel, config: Optional[TrainConfig] = None, **options: Any) -> TrainConfig:
     """The settings for training ``init`` further: its structural settings, then the given ones that apply.
 
     The structural settings (FIXED_WHEN_CONTINUING) come from the model itself (its tokenizer and network,
     so the result tells the truth even for a file whose config did not); a given value that differs is a
     one-line ConfigError. The data-sized settings (batch_size, epochs, optimizer, lr, grad_clip, max_steps,
-    max_time) are chosen afresh for the new text unless given; the rest (dropout, seq_len, seed, ...) are the model's
+    max_time, budget) are chosen afresh for the new text unless given; the rest (dropout, seq_len, seed, ...) are the model's
     unless given. ``config``'s fields that differ from TrainConfig's defaults count as given.
     """
-    if not isinstance(init, LanguageModel):
-        raise ConfigError(f"init must be a LanguageModel (from lm.train or lm.load), got {type(init).__name__}.")
+    _check_continuable(init, options.get("kind"))
     given_cfg = {}
     if config is not None:
         if not isinstance(config, TrainConfig):
@@ -720,7 +917,7 @@ def continue_config(init: LanguageModel, config: Optional[TrainConfig] = None, *
                           f"model instead.")
     base = init.config.to_dict()
     base.update(batch_size=None, epochs=None, lr=None, max_steps=None, max_time=None, optimizer="auto",
-                grad_clip=None)
+                grad_clip=None, budget="auto")
     base.update({k: v for k, v in wanted.items() if k not in FIXED_WHEN_CONTINUING})
     base.update({k: old[k] for k in FIXED_WHEN_CONTINUING})
     return TrainConfig.from_dict(base)
@@ -746,17 +943,28 @@ def load(path: Union[str, "os.PathLike[str]"], device: str = "cpu") -> LanguageM
 
     try:
         kind = ckpt["kind"]
+        # Field by field, before anything is built from the file (engine/schema.py): nothing that loads
+        # can fail later in a table, a summary or a generation.
+        schema.check_tokenizer(ckpt["tokenizer"])
+        schema.check_meta(ckpt["meta"])
+        schema.check_tensors(ckpt.get("state_dict"))
+        schema.check_tensors(ckpt.get("ngram"), "n-gram tables")
         tok = Tokenizer.from_dict(ckpt["tokenizer"])
         net = ngram = copy_index = None
         h = ckpt.get("hparams")
         n_params = _check_declared_sizes(h, ckpt["state_dict"], len(tok)) if kind != "ngram" else 0
         if isinstance(ckpt.get("ngram"), dict):
+            declared = ckpt["ngram"].get("vocab_size")
+            if declared != len(tok):     # compared before anything of that size is allocated
+                raise ValueError(f"its vocabulary has {len(tok):,} words but its n-gram declares "
+                                 f"{memory.fmt_count(declared) if isinstance(declared, int) else repr(declared)}")
             ngram = NGramModel.from_dict(ckpt["ngram"])   # checks shapes, ranges and key order
             if ngram.vocab_size != len(tok) or ngram.eos_id != tok.eos_id:
                 raise ValueError(f"its vocabulary has {len(tok):,} words but its n-gram counts "
                                  f"{ngram.vocab_size:,}")
         if isinstance(ckpt.get("copies"), dict):
             copy_index = CopyIndex.from_dict(ckpt["copies"])
+        unusualness, neighbours = _unusual_fields(ckpt, tok)
         cfg = TrainConfig.from_dict(ckpt["config"], kind=kind)
     except Exception as exc:
         raise damaged(exc) from None
@@ -776,8 +984,22 @@ def load(path: Union[str, "os.PathLike[str]"], device: str = "cpu") -> LanguageM
             raise damaged(exc) from None
     else:
         cfg = cfg.replace(level=tok.level, lowercase=tok.lowercase, min_freq=tok.min_freq, max_vocab=tok.max_vocab)
-    model = LanguageModel(net, tok, cfg, ckpt["meta"], ngram=ngram, copy_index=copy_index)
+    model = LanguageModel(net, tok, cfg, ckpt["meta"], ngram=ngram, copy_index=copy_index, unusualness=unusualness,
+                          neighbours=neighbours)
     return model.to(device) if device != "cpu" else model
+
+
+def _unusual_fields(ckpt: dict, tok: Tokenizer) -> Tuple[Optional[Unusualness], Optional[NeighbourIndex]]:
+    """The unusual score's fields of a model file, each checked (Unusualness.from_dict and
+    NeighbourIndex.from_dict check types, finiteness and sizes; a ValueError names the bad field). A file
+    without them (older ones) loads without them."""
+    raw_u, raw_n = ckpt.get("unusual"), ckpt.get("neighbours")
+    if raw_u is not None and not isinstance(raw_u, dict):
+        raise ValueError("its unusualness field is not a table")
+    if raw_n is not None and not isinstance(raw_n, dict):
+        raise ValueError("its neighbour index is not a table")
+    return (None if raw_u is None else Unusualness.from_dict(raw_u),
+            None if raw_n is None else NeighbourIndex.from_dict(raw_n))
 
 
 def _check_declared_sizes(h: dict, state_dict: dict, n_words: int) -> int:

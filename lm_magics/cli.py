@@ -181,7 +181,7 @@ def _check_output(output: str, inputs: Sequence[str]) -> None:
 def _run_train(args: argparse.Namespace) -> int:
     from . import api
     from .engine.data import files
-    from .progress import TrainProgress
+    from .progress import TrainProgress, accepts
 
     from .engine.distributed import in_torchrun
 
@@ -200,12 +200,13 @@ def _run_train(args: argparse.Namespace) -> int:
     if in_torchrun():                                      # torchrun ... -m lm_magics train
         return _train_as_rank(args, data)
     model = None
-    progress = None if args.quiet else TrainProgress(file=sys.stderr)
+    progress = None if args.quiet else TrainProgress(file=sys.stderr, epoch_lines=True)
     try:
         init = _load(args.init) if args.init else None
+        plan = {"on_plan": progress.on_plan} if progress is not None and accepts(api.train, "on_plan") else {}
         model = api.train(data, init=init, on_step=progress and progress.on_step,
                           on_epoch=progress and progress.on_epoch, **_data_options(args),
-                          **given(args, TrainConfig))
+                          **_train_options(args), **plan)
         if progress is not None:
             progress.close(model.report.stop_reason if model.report else "")
     except KeyboardInterrupt:   # lm.train raises it only before the first step
@@ -331,6 +332,12 @@ def _data_options(args: argparse.Namespace) -> dict:
     return dict(stream=args.stream, cache_dir=args.cache_dir, cache_check=args.cache_check)
 
 
+def _train_options(args: argparse.Namespace) -> dict:
+    """The TrainConfig options given on the command line. A shell run has no default time budget (a
+    script or a job trains as long as its options say): budget=None unless --budget is given."""
+    return {"budget": None, **given(args, TrainConfig)}
+
+
 def _launch_train(args: argparse.Namespace) -> int:
     """``train --nproc N``: run the ranks under torchrun and end a failed run with one line saying what
     became of the model file (only rank 0 writes it, atomically, after every rank finished)."""
@@ -377,11 +384,11 @@ def _train_as_rank(args: argparse.Namespace, data) -> int:
     import torch.distributed as dist
 
     rank = int(os.environ.get("RANK", "0"))
-    progress = TrainProgress(file=sys.stderr) if rank == 0 and not args.quiet else None
+    progress = TrainProgress(file=sys.stderr, epoch_lines=True) if rank == 0 and not args.quiet else None
     try:
         model = api.train(data, distributed=True, on_step=progress and progress.on_step,
                           on_epoch=progress and progress.on_epoch, **_data_options(args),
-                          **given(args, TrainConfig))
+                          **_train_options(args))
         if progress is not None:
             progress.close(model.report.stop_reason if model.report else "")
     except dist.DistError as exc:         # another rank died mid-collective: say so in one line
@@ -414,7 +421,7 @@ def _run_demo(args: argparse.Namespace) -> int:
     rows = stdlib_docstrings()
     print(f"Training on {len(rows):,} docstrings of the standard library "
           f"({sum(len(r.split()) for r in rows):,} words)...", file=sys.stderr)
-    progress = None if args.quiet else TrainProgress(file=sys.stderr)
+    progress = None if args.quiet else TrainProgress(file=sys.stderr, epoch_lines=True)
     options = {"seed": 0, "epochs": 8, **given(args, TrainConfig)}   # about 20 s on 2 cores
     try:
         model = api.train(rows, on_step=progress and progress.on_step, on_epoch=progress and progress.on_epoch,

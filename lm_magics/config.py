@@ -4,8 +4,9 @@
 (``--flags``), the CLI and model files (checkpoint keys). Front-ends generate their flags from the
 fields below, so a new option appears everywhere at once.
 
-Options left at ``None`` are chosen from the data by :func:`lm_magics.engine.training.auto_config`
-("defaults that fit the data"); the training summary shows what was chosen and why.
+Options left at ``None`` are chosen from the data and the time budget by
+:func:`lm_magics.engine.planning.plan` ("defaults that fit the data"); the training summary shows what
+was chosen and why.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from typing import Any, Iterator, Mapping, Optional
 from .errors import ConfigError
 
 __all__ = ["TrainConfig", "GenerateConfig", "option_specs", "OptionSpec", "add_arguments", "PRECISION_ENV",
-           "precision_override", "arg_type", "check_parsed", "check_device", "MAX_SEED"]
+           "precision_override", "arg_type", "check_parsed", "check_device", "MAX_SEED", "parse_budget"]
 
 # Seeds feed torch.manual_seed / torch.Generator, which take a signed 64-bit integer.
 MAX_SEED = 2**63 - 1
@@ -36,6 +37,50 @@ def check_device(name: Any) -> str:
     if not isinstance(name, str) or not _DEVICE.match(name):
         raise ConfigError(f"Unknown device {name!r}; use 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'.")
     return name
+
+
+# A time: a number of seconds, or numbers with units ("90s", "10m", "1h30m", "1.5 h").
+_TIME_PART = re.compile(r"([0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*(hours?|hrs?|h|minutes?|mins?|m|seconds?|secs?|s)?\s*")
+_UNIT_S = {"h": 3600.0, "m": 60.0, "s": 1.0}
+# The longest budget taken at its word: a week (a typo like "1000h" is still allowed; "1e30" is not).
+_MAX_BUDGET_S = 7 * 24 * 3600.0
+
+
+def parse_budget(value: Any) -> Any:
+    """A ``budget`` as stored: seconds (float), None (no budget) or "auto" (the default for interactive
+    runs). Accepts a number of seconds, text like "90s", "10m", "1h", "1h30m", and "none"/"off"."""
+    fix = "give seconds (90) or a time like '90s', '10m', '1h'; 'none' trains to convergence"
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise ConfigError(f"budget must be a time, got {value!r}; {fix}.")
+    if isinstance(value, numbers.Real):
+        seconds = _number("budget", value, float)
+    elif isinstance(value, str):
+        text = value.strip().lower()
+        if text in ("auto", "default"):
+            return "auto"
+        if text in ("none", "off", "no"):
+            return None
+        parts, pos = [], 0
+        while pos < len(text):
+            m = _TIME_PART.match(text, pos)
+            # A bare number only alone ("90"); "10m5" or "m" is not a time.
+            if not m or (m.group(2) is None and (parts or m.end() < len(text))):
+                raise ConfigError(f"budget {value!r} is not a time; {fix}.")
+            parts.append(float(m.group(1)) * _UNIT_S[(m.group(2) or "s")[0]])
+            pos = m.end()
+        if not parts:
+            raise ConfigError(f"budget {value!r} is not a time; {fix}.")
+        seconds = sum(parts)
+    else:
+        raise ConfigError(f"budget must be a time, got {_short(value)}; {fix}.")
+    if seconds <= 0:
+        raise ConfigError(f"budget must be above 0 seconds, got {_short(value)}; 'none' means no budget.")
+    if seconds > _MAX_BUDGET_S:
+        raise ConfigError(f"budget must be at most a week ({_MAX_BUDGET_S:,.0f} s), got {_short(value)}; 'none' "
+                          f"means no budget.")
+    return float(seconds)
 
 
 def _opt(default: Any, help: str, *, choices: tuple | None = None, min: float | None = None,
@@ -70,6 +115,11 @@ class TrainConfig:
     epochs: Optional[int] = _opt(None, "passes over the training data (default: from data size)", positive=True)
     max_steps: Optional[int] = _opt(None, "stop after this many optimizer steps in all", positive=True)
     max_time: Optional[float] = _opt(None, "stop after this many seconds of training", positive=True)
+    # A time, not a number: "90s", "10m", "1h" read as well as 90 (see parse_budget).
+    budget: Optional[Any] = _opt("auto", "time for the whole call (tokenizing, n-gram and copy index included): "
+                                 "seconds or '90s', '10m', '1h'; 'none': train to convergence; 'auto': about a "
+                                 "minute for a column of 300k tokens, less for less text, none when epochs or "
+                                 "max_steps is given (the CLI has none unless given)", check=parse_budget)
     lr: Optional[float] = _opt(None, "peak learning rate (sgd 20; AdamW 0.03, 0.01 from 50k tokens, "
                                "0.003 from 300k)", positive=True)
     optimizer: str = _opt("auto", "'auto' (sgd below 300k training tokens, else adamw; a given lr: sgd from 1 "
@@ -225,6 +275,10 @@ def _check(cfg: Any) -> None:
             if not isinstance(v, bool):
                 raise ConfigError(f"{f.name} must be True or False, got {_short(v)}.")
             continue
+        if typ is object:                # a value of its own kind (budget): its check returns it as stored
+            if m.get("check") is not None:
+                object.__setattr__(cfg, f.name, m["check"](v))
+            continue
         if typ in (int, float):
             v = _number(f.name, v, typ)
             if m.get("positive") and v <= 0:
@@ -360,6 +414,8 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type, *, skip: tuple = (
             kw.update(type=arg_type(str, spec.choices), metavar="{" + ",".join(spec.choices) + "}")
         elif spec.type in (int, float):
             kw.update(type=arg_type(spec.type), metavar=spec.type.__name__.upper())
+        elif spec.name == "budget":
+            kw.update(metavar="TIME")
         parser.add_argument(*names, **kw)
 
 

@@ -5,6 +5,7 @@
 
     ddf = dd.read_parquet("messages/*.parquet")
     ddf["text_ppl"] = score_dask(ddf, "spam.lm", column="text")     # lazy; .compute() or .to_parquet()
+    ddf["text_unusual"] = score_dask(ddf, "spam.lm", column="text", what="unusual")
 
 Install the extra with ``pip install lm-magics[dask]``. The model file must be readable from every worker
 (a shared filesystem or object store path that ``lm.load`` can open). Each worker process keeps the
@@ -16,6 +17,8 @@ from __future__ import annotations
 import os
 import threading
 from typing import Any, Dict, Optional, Tuple
+
+import numpy as np
 
 from .errors import ConfigError, DataError
 
@@ -48,16 +51,18 @@ def load_cached(model_path: str):
 def _score_partition(part: Any, model_path: str, what: str) -> Any:
     import pandas as pd
 
+    from .analysis import row_scores
+
     model = load_cached(model_path)
     if len(part) == 0:
         return pd.Series([], index=part.index, dtype="float64", name=part.name)
-    out = model.score(part) if what == "perplexity" else model.bits_per_word(part)
-    return pd.Series(out.to_numpy(), index=part.index, name=part.name)
+    return pd.Series(np.asarray(row_scores(model, part, what), dtype=np.float64), index=part.index, name=part.name)
 
 
 def score_dask(data: Any, model_path: str, column: Optional[str] = None, *, what: str = "perplexity") -> Any:
-    """Per-row perplexity (or ``what="bits"``: bits per token) of a Dask text column, as a lazy Dask Series
-    aligned to the input's index (missing rows: NaN).
+    """Per-row perplexity (or ``what="bits"``: bits per token; ``"unusual"``: the unusualness, as
+    ``COL_unusual`` of ``score_frame``; or one of its signals: ``"max"``, ``"topk"``, ``"unseen"``, ``"ngram"``,
+    ``"knn"``) of a Dask text column, as a lazy Dask Series aligned to the input's index (missing rows: NaN).
 
     data : dask Series, or dask DataFrame with ``column`` naming the text column
     model_path : a file written by ``model.save`` (read by each worker, once)
@@ -66,8 +71,10 @@ def score_dask(data: Any, model_path: str, column: Optional[str] = None, *, what
         import dask.dataframe as dd  # lazy: dask is an optional extra
     except ImportError:
         raise ConfigError("score_dask needs dask: pip install 'lm-magics[dask]' (or dask[dataframe]).") from None
-    if what not in ("perplexity", "bits"):
-        raise ConfigError(f"what must be 'perplexity' or 'bits', got {what!r}.")
+    from .analysis import ROW_SCORES
+
+    if what not in ROW_SCORES:
+        raise ConfigError(f"what must be one of {', '.join(map(repr, ROW_SCORES))}; got {what!r}.")
     if not os.path.exists(os.path.expanduser(str(model_path))):
         raise DataError(f"Model file '{model_path}' not found; save one with model.save(path) first.")
     if isinstance(data, dd.DataFrame):
@@ -79,7 +86,8 @@ def score_dask(data: Any, model_path: str, column: Optional[str] = None, *, what
         series = data[column]
     else:
         series = data
-    name = f"{series.name}_{'ppl' if what == 'perplexity' else 'bits'}" if series.name is not None else what
+    suffix = {"perplexity": "ppl"}.get(what, what)
+    name = f"{series.name}_{suffix}" if series.name is not None else what
     series = series.rename(name)
     return series.map_partitions(_score_partition, os.path.abspath(os.path.expanduser(str(model_path))), what,
                                  meta=(name, "float64"))

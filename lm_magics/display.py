@@ -38,18 +38,25 @@ def _fmt_int(v: Optional[int]) -> str:
 
 
 def sparkline_svg(values: Sequence[float], width: int = 220, height: int = 48, label: str = "") -> str:
-    """A tiny line chart (inline SVG) of values, e.g. the training loss curve."""
+    """A tiny line chart (inline SVG) of values, e.g. the training loss curve.
+
+    The highest and lowest values are written in a gutter left of the curve, never over it (a loss curve
+    starts at its highest value, top left)."""
     vals = [v for v in values if v is not None and math.isfinite(v)]
     if len(vals) < 2:
         return ""
     lo, hi = min(vals), max(vals)
     span = (hi - lo) or 1.0
-    pts = " ".join(f"{i * (width - 4) / (len(vals) - 1) + 2:.1f},{height - 4 - (v - lo) / span * (height - 8) + 2:.1f}"
+    hi_text, lo_text = f"{hi:.2f}", f"{lo:.2f}"
+    gutter = 6 + 5 * max(len(hi_text), len(lo_text))      # about 5 px a digit at font-size 9
+    x0, x1 = gutter, width - 2
+    pts = " ".join(f"{x0 + i * (x1 - x0) / (len(vals) - 1):.1f},{height - 4 - (v - lo) / span * (height - 8):.1f}"
                    for i, v in enumerate(vals))
     return (f'<svg class="lm-curve" width="{width}" height="{height}" role="img" aria-label="{_e(label)}">'
             f'<polyline fill="none" stroke="{_BAR}" stroke-width="1.5" points="{pts}"/>'
-            f'<text x="2" y="10" font-size="9" fill="#666">{hi:.2f}</text>'
-            f'<text x="2" y="{height - 2}" font-size="9" fill="#666">{lo:.2f}</text></svg>')
+            f'<text x="{gutter - 4}" y="10" font-size="9" fill="#666" text-anchor="end">{hi_text}</text>'
+            f'<text x="{gutter - 4}" y="{height - 2}" font-size="9" fill="#666" text-anchor="end">{lo_text}</text>'
+            f'</svg>')
 
 
 def interrupted_text(how: str, steps: int, new: str, new_ppl: Optional[float], earlier: Optional[str] = None,
@@ -231,6 +238,7 @@ class TrainSummary:
     name: str
     model: Any               # the LanguageModel: its info, meta and report are read
     samples: List[Tuple[str, List[Tuple[str, float]]]] = field(default_factory=list)
+    note: str = ""           # what registering it did (registry.Placement.note): "replaced the earlier 'x' (...)"
 
     @property
     def report(self):
@@ -250,7 +258,8 @@ class TrainSummary:
         if r is not None:
             facts += [
                 ("epochs", f"{len(r.history)} ({r.stop_reason}), {r.steps:,} steps, best epoch {r.best_epoch or 'n/a'}"),
-                ("time", f"{r.elapsed:.1f} s training, {r.tokens_per_s:,.0f} tokens/s, {r.precision} on {r.device}"),
+                ("time", f"{r.elapsed:.1f} s training, {r.tokens_per_s:,.0f} tokens/s, {r.precision} on {r.device}"
+                         + (f", {r.threads} thread{'s' if r.threads != 1 else ''}" if getattr(r, "threads", None) else "")),
             ]
         facts.append(("data", f"{_fmt_int(m.get('rows'))} rows ({_fmt_int(m.get('missing'))} missing), "
                               f"{_fmt_int(m.get('tokens'))} training / {_fmt_int(m.get('val_tokens'))} validation tokens"))
@@ -260,6 +269,8 @@ class TrainSummary:
         notes = list(self.report.notes) if self.report else []
         if self.interrupted:
             notes.insert(0, "Training was interrupted: the best model so far is kept and registered.")
+        if self.note:
+            notes.insert(0, self.note[0].upper() + self.note[1:] + ".")
         return notes
 
     def __repr__(self) -> str:
@@ -297,7 +308,8 @@ _TEXT_WIDTH = 72            # characters of a row shown in the plain-text view
 
 @dataclass
 class ScoredRow:
-    """One row of the report: its index label, text, perplexity, bits per token and per-word surprisal."""
+    """One row of the report: its index label, text, perplexity, bits per token, per-word surprisal, its
+    unusualness and why it stands out (the strongest signal, or that it is a copy of a training row)."""
 
     index: Any
     text: str
@@ -305,6 +317,11 @@ class ScoredRow:
     bits: float
     words: List[Tuple[str, float]] = field(default_factory=list)   # (word, bits), <eos> not included
     side: dict = field(default_factory=dict)    # part name -> this row's perplexity under it (--baseline)
+    unusual: float = float("nan")
+    why: str = ""                               # "unseen words (above 99% of validation rows): 2 ..."
+    percentiles: dict = field(default_factory=dict)   # signal -> percentile among the validation rows
+    nearest: str = ""                           # the nearest usual (training) row, cut to 200 characters
+    nearest_dist: float = float("nan")
 
 
 _PART_NAMES = {"lstm": "LSTM", "ngram": "n-gram", "mix": "mixture"}
@@ -314,7 +331,8 @@ _PART_SHORT = {"lstm": "lstm", "ngram": "n-gram", "mix": "mix"}      # column he
 @dataclass
 class ScoreReport:
     """What ``%lm_score`` / ``score_frame`` return: ``.scores`` (perplexity per row, aligned to the frame's
-    index), ``.bits``, ``.top`` (most surprising rows first) and ``.bottom`` (least surprising first)."""
+    index), ``.bits``, ``.unusual`` (the unusualness), ``.top`` (most unusual rows first, by ``.signal``)
+    and ``.bottom`` (least unusual first), ``.notes`` (rows that were training text, signals left out...)."""
 
     column: str
     ppl_column: str
@@ -330,10 +348,27 @@ class ScoreReport:
     label: str = ""                             # what the AUC separates ("is_comment", "label == 'spam'")
     labelled: int = 0                           # rows with a label
     agreement: dict = field(default_factory=dict)   # part name -> Spearman rank correlation with the model
+    unusual: Any = None                         # the unusualness Series (None: not computed)
+    unusual_column: str = ""
+    signal: str = "unusual"                     # what ranks .top and .bottom
+    signals: dict = field(default_factory=dict)   # signal name -> its Series (--signal NAME / all)
+    used: List[str] = field(default_factory=list)   # the signals the unusual score combined
+    notes: List[str] = field(default_factory=list)
 
     @property
     def missing(self) -> int:
         return int(self.scores.isna().sum())
+
+    @property
+    def columns(self) -> List[str]:
+        """Every column this report wrote to the frame."""
+        cols = [self.ppl_column, self.bits_column] + ([self.unusual_column] if self.unusual_column else [])
+        return cols + [s.name for s in self.signals.values()] + [s.name for s in self.side.values()]
+
+    def _ranked_by(self) -> str:
+        if self.signal in ("unusual", "all"):
+            return "unusualness" if self.unusual_column else "perplexity"
+        return {"ppl": "perplexity"}.get(self.signal, f"the {self.signal} signal")
 
     def _headline(self) -> str:
         n = len(self.scores)
@@ -341,15 +376,17 @@ class ScoreReport:
         med = f"median perplexity {float(ok.median()):,.1f}" if len(ok) else "no text to score"
         by = f" with '{self.model_name}'" if self.model_name else ""
         miss = f", {self.missing:,} missing (NaN)" if self.missing else ""
-        side = "".join(f", '{s.name}'" for s in self.side.values())
+        side = "".join(f", '{s.name}'" for s in list(self.signals.values()) + list(self.side.values()))
+        unusual = (f", '{self.unusual_column}' (unusualness: {' + '.join(self.used) or 'mean bits'})"
+                   if self.unusual_column else "")
         return (f"Scored {n:,} rows of '{self.column}'{by}: {med}{miss}; "
-                f"wrote '{self.ppl_column}' (perplexity), '{self.bits_column}' (bits per token){side}")
+                f"wrote '{self.ppl_column}' (perplexity), '{self.bits_column}' (bits per token){unusual}{side}")
 
     def _auc_line(self) -> str:
         if not self.auc:
             return ""
-        names = _PART_NAMES
-        cells = [f"{names.get(k, k)}{' (this model)' if k == self.kind and len(self.auc) > 1 else ''} "
+        names = {**_PART_NAMES, "unusual": "unusualness"}
+        cells = [f"{names.get(k, k.replace('signal:', ''))}{' (this model)' if k == self.kind and len(self.auc) > 1 else ''} "
                  + ("n/a" if v is None else f"{v:.3f}") for k, v in self.auc.items()]
         return (f"ROC AUC for {self.label} (more surprising = positive), {self.labelled:,} labelled rows: "
                 + " | ".join(cells))
@@ -373,10 +410,20 @@ class ScoreReport:
 
     # ------------------------------------------------------------------------------ plain text
 
+    def _titles(self) -> Tuple[str, str]:
+        if self._ranked_by() == "perplexity":
+            return "Most surprising", "Least surprising"
+        by = "" if self._ranked_by() == "unusualness" else f" (by {self._ranked_by()})"
+        return f"Most unusual{by}", f"Least unusual{by}"
+
+    def _unusual_cell(self, r: ScoredRow) -> str:
+        return f"  unusual {r.unusual:5.3f}" if self.unusual_column and math.isfinite(r.unusual) else ""
+
     def __repr__(self) -> str:
         lines = [self._headline()] + ([self._auc_line()] if self.auc else [])
         lines += [self._side_line()] if self._side_line() else []
-        for title, rows in (("Most surprising", self.top), ("Least surprising", self.bottom)):
+        lines += [f"note: {n}" for n in self.notes]
+        for title, rows in zip(self._titles(), (self.top, self.bottom)):
             if not rows:
                 continue
             lines.append(f"{title}:")
@@ -385,8 +432,10 @@ class ScoreReport:
                 text = " ".join(r.text.split())
                 if len(text) > _TEXT_WIDTH:
                     text = text[: _TEXT_WIDTH - 1] + "…"
-                lines.append(f"  {str(r.index):>{width}}  ppl {r.ppl:9.1f}{self._side_cells(r)}  {num_text(r.bits, 2, width=5)} bits  "
-                             f"{text}")
+                lines.append(f"  {str(r.index):>{width}}  ppl {r.ppl:9.1f}{self._side_cells(r)}  "
+                             f"{num_text(r.bits, 2, width=5)} bits{self._unusual_cell(r)}  {text}")
+                if r.why and title.startswith("Most"):
+                    lines.append(f"  {'':>{width}}  why: {r.why}")
         return "\n".join(lines)
 
     # ------------------------------------------------------------------------------ HTML
@@ -396,20 +445,26 @@ class ScoreReport:
         parts = [f"<div class='lm-score-report' style='{_SCORE_CSS}'><div><b>{e(self._headline())}</b></div>",
                  f"<div class='lm-auc'>{e(self._auc_line())}</div>" if self.auc else "",
                  f"<div class='lm-side' style='color:#555'>{e(self._side_line())}</div>" if self._side_line() else "",
+                 "".join(f"<div class='lm-note' style='color:#a15c00'>note: {e(n)}</div>" for n in self.notes),
                  "<div style='display:flex;gap:24px;align-items:flex-start;flex-wrap:wrap'>"]
-        for title, rows in (("Most surprising", self.top), ("Least surprising", self.bottom)):
+        cell = "padding:2px 6px;text-align:right;vertical-align:top"
+        for title, rows in zip(self._titles(), (self.top, self.bottom)):
             if not rows:
                 continue
+            why = title.startswith("Most")
             body = "".join(
                 f"<tr><td style='color:#888;padding:2px 6px;vertical-align:top'>{e(str(r.index))}</td>"
-                f"<td style='padding:2px 6px;text-align:right;vertical-align:top'>{r.ppl:,.1f}</td>"
-                + "".join(f"<td style='padding:2px 6px;text-align:right;vertical-align:top;color:#666'>{v:,.1f}</td>"
-                          for v in r.side.values())
-                + f"<td style='padding:2px 6px;max-width:520px'>{shade_words(r.words)}</td></tr>" for r in rows)
+                + (f"<td style='{cell}'>{r.unusual:,.3f}</td>" if self.unusual_column else "")
+                + f"<td style='{cell}'>{r.ppl:,.1f}</td>"
+                + "".join(f"<td style='{cell};color:#666'>{v:,.1f}</td>" for v in r.side.values())
+                + f"<td style='padding:2px 6px;max-width:520px'>{shade_words(r.words)}"
+                + (f"<div class='lm-why' style='color:#666;font-size:11px'>why: {e(r.why)}</div>"
+                   if why and r.why else "") + "</td></tr>" for r in rows)
             side_heads = "".join(f"<th>{e(_PART_SHORT.get(k, k))}</th>" for k in self.side)
+            unusual_head = "<th>unusual</th>" if self.unusual_column else ""
             parts.append(f"<table class='lm-score-rows' style='border-collapse:collapse'><caption "
-                         f"style='text-align:left'>{title}</caption><tr><th>row</th><th>ppl</th>{side_heads}"
-                         f"<th style='text-align:left'>text (shaded by surprisal)</th></tr>{body}</table>")
+                         f"style='text-align:left'>{title}</caption><tr><th>row</th>{unusual_head}<th>ppl</th>"
+                         f"{side_heads}<th style='text-align:left'>text (shaded by surprisal)</th></tr>{body}</table>")
         parts.append("</div>")
         parts.append(histogram_svg(self.bits.dropna().to_numpy(), label="bits per token"))
         parts.append("</div>")
@@ -466,6 +521,14 @@ class Explanation:
     words: List[Tuple[str, float]]
     alternatives: List[Tuple[int, str, float, List[Tuple[str, float]]]]
     model_name: str = ""
+    unusual: float = float("nan")               # the unusualness (as in COL_unusual); NaN without a calibration
+    why: str = ""                               # the signal that stands out most, or that it is a training row
+    percentiles: dict = field(default_factory=dict)   # signal -> percentile among the validation rows
+    unseen: List[Tuple[str, float]] = field(default_factory=list)   # (unseen word, its novelty bits)
+    nearest: str = ""                           # the nearest usual (training) row
+    nearest_dist: float = float("nan")          # its cosine distance (0 = the same character n-grams)
+    copied: bool = False                        # (nearly) a training row
+    notes: List[str] = field(default_factory=list)
 
     @property
     def bits(self) -> float:
@@ -479,12 +542,38 @@ class Explanation:
         return (f"{len(self.words)} words{by}: {num_text(self.bits, 2)} bits per word "
                 f"(perplexity {2 ** self.bits:,.1f})")
 
+    def _details(self) -> List[str]:
+        """The unusualness lines: score and strongest signal, percentiles, unseen words, nearest row, notes."""
+        out = []
+        if math.isfinite(self.unusual):
+            why = self.why if self.why.startswith(("nothing", "a (near) copy")) else f"stands out by: {self.why}"
+            out.append(f"unusual {self.unusual:.3f}" + (f"; {why}" if self.why else ""))
+        elif self.why:
+            out.append(self.why)
+        if self.percentiles:
+            out.append("percentile among validation rows: " + ", ".join(
+                f"{k} {math.floor(100 * v)}%" for k, v in self.percentiles.items() if math.isfinite(v)))
+        if self.unseen:
+            out.append("unseen words: " + ", ".join(f"{w!r}" + (f" ({b:.1f} bits as a new word)" if math.isfinite(b)
+                                                               else "") for w, b in self.unseen))
+        if self.nearest:
+            near = " ".join(self.nearest.split())
+            near = near if len(near) <= _TEXT_WIDTH else near[: _TEXT_WIDTH - 1] + "…"
+            out.append(f"nearest usual row (distance {self.nearest_dist:.2f}"
+                       + (", a near-copy: this text was in the training text" if self.copied else "")
+                       + f"): {near!r}")
+        elif self.copied:
+            out.append("this text repeats a training row: its scores are lower than a new text would get")
+        out += [f"note: {n}" for n in self.notes]
+        return out
+
     def __repr__(self) -> str:
         lines = [self._headline()]
         if self.words:
             lines.append("  " + " ".join(f"{w}[{num_text(b)}]" for w, b in self.words))
         for pos, w, b, alts in self.alternatives:
             lines.append(f"  word {pos + 1} {w!r} ({num_text(b)} bits); expected: {pairs_text(alts)}")
+        lines += [f"  {d}" for d in self._details()]
         return "\n".join(lines)
 
     def _repr_html_(self) -> str:
@@ -495,7 +584,9 @@ class Explanation:
         return (f"<div class='lm-explain' style='{_SCORE_CSS}'><div><b>{_e(self._headline())}</b></div>"
                 f"<div style='margin:4px 0;line-height:1.7'>{shade_words(self.words)}</div>"
                 + (f"<div>At the most surprising words the model expected:</div><ul style='margin:2px 0'>"
-                   f"{alts}</ul>" if alts else "") + "</div>")
+                   f"{alts}</ul>" if alts else "")
+                + "".join(f"<div class='lm-why' style='color:#555'>{_e(d)}</div>" for d in self._details())
+                + "</div>")
 
 
 # ------------------------------------------------------------------------------------------ compare groups
@@ -611,10 +702,14 @@ class GroupComparison:
 
 @dataclass
 class DataOverview:
-    """The notebook's text data (the chat's ``/data``): one dict per text column, from
-    ``frames.text_overview`` (var, column, kind, rows, missing, mean_words)."""
+    """The notebook's text data (the chat's ``/data``): one dict per column, from ``frames.text_overview``
+    (var, column, kind, role, rows, missing, mean_words). Text columns are a table; label columns (few
+    distinct short values) and time columns are listed apart, below it: they are not text to model."""
 
     entries: List[dict]
+
+    def _of(self, role: str) -> List[dict]:
+        return [d for d in self.entries if "missing" in d and d.get("role", "text") == role]
 
     def _cells(self) -> List[Tuple[str, str, str, str, str]]:
         out = []
@@ -623,28 +718,60 @@ class DataOverview:
             if "missing" not in d:
                 out.append((name, d["kind"], _fmt_int(d["rows"]), "", "no text columns"))
                 continue
+            if d.get("role", "text") != "text":
+                continue
             mean = "n/a" if not math.isfinite(d["mean_words"]) else f"{d['mean_words']:.1f}"
             out.append((name, d["kind"], _fmt_int(d["rows"]), _fmt_int(d["missing"]),
                         mean + (" (sampled)" if d.get("sampled") else "")))
         return out
 
+    def _others(self) -> List[Tuple[str, List[Tuple[str, str]]]]:
+        """(heading, [(reference, note)]) for the label and the time columns that there are."""
+        out = []
+        labels = [(ref_text(d["var"], d["column"]), f"{d['values']:,} value{'' if d['values'] == 1 else 's'}" if "values" in d else "")
+                  for d in self._of("label")]
+        if labels:
+            out.append(("labels (few distinct short values, not text to model)", labels))
+        times = [(ref_text(d["var"], d["column"]), "") for d in self._of("time")]
+        if times:
+            out.append(("dates and times", times))
+        return out
+
     def __repr__(self) -> str:
         if not self.entries:
             return "No DataFrames, Series or lists of text in the notebook yet."
-        cells = [("column", "kind", "rows", "missing", "mean words")] + self._cells()
-        w = [max(len(r[i]) for r in cells) for i in range(5)]
-        return "\n".join("  ".join(f"{c:{'>' if i in (2, 3) else '<'}{w[i]}}" for i, c in enumerate(r)).rstrip()
-                         for r in cells)
+        lines = []
+        cells = self._cells()
+        if cells:
+            cells = [("column", "kind", "rows", "missing", "mean words")] + cells
+            w = [max(len(r[i]) for r in cells) for i in range(5)]
+            lines = ["  ".join(f"{c:{'>' if i in (2, 3) else '<'}{w[i]}}" for i, c in enumerate(r)).rstrip()
+                     for r in cells]
+        else:
+            lines = ["No text columns."]
+        for heading, refs in self._others():
+            lines.append(f"{heading[0].upper()}{heading[1:]}: "
+                         + ", ".join(f"{r} ({n})" if n else r for r, n in refs))
+        return "\n".join(lines)
 
     def _repr_html_(self) -> str:
         if not self.entries:
             return f"<div>{_e(repr(self))}</div>"
-        head = "".join(f"<th style='padding:1px 8px;text-align:{a}'>{h}</th>" for h, a in
-                       (("column", "left"), ("kind", "left"), ("rows", "right"), ("missing", "right"),
-                        ("mean words", "right")))
-        body = "".join("<tr>" + "".join(f"<td style='padding:1px 8px;text-align:{a}'>"
-                                        + (f"<code>{_e(c)}</code>" if i == 0 else _e(c)) + "</td>"
-                                        for i, (c, a) in enumerate(zip(r, ("left", "left", "right", "right", "right"))))
-                       + "</tr>" for r in self._cells())
-        return f"<table class='lm-data' style='border-collapse:collapse'><tr>{head}</tr>{body}</table>"
-
+        table = "<div>No text columns.</div>"
+        if self._cells():
+            head = "".join(f"<th style='padding:1px 8px;text-align:{a}'>{h}</th>" for h, a in
+                           (("column", "left"), ("kind", "left"), ("rows", "right"), ("missing", "right"),
+                            ("mean words", "right")))
+            body = "".join("<tr>" + "".join(f"<td style='padding:1px 8px;text-align:{a}'>"
+                                            + (f"<code>{_e(c)}</code>" if i == 0 else _e(c)) + "</td>"
+                                            for i, (c, a) in enumerate(zip(r, ("left", "left", "right", "right",
+                                                                               "right"))))
+                           + "</tr>" for r in self._cells())
+            table = f"<table class='lm-data' style='border-collapse:collapse'><tr>{head}</tr>{body}</table>"
+        others = "".join(
+            f"<div class='lm-data-{'labels' if heading.startswith('labels') else 'times'}' style='margin-top:4px'>"
+            f"{_e(heading[0].upper() + heading[1:])}: "
+            + ", ".join(f"<code>{_e(r)}</code>" + (f" <span style='color:#777'>({_e(n)})</span>" if n else "")
+                        for r, n in refs) + "</div>"
+            for heading, refs in self._others())
+        return table + others

@@ -34,7 +34,11 @@ class ConfigError(LMError, ValueError):
 
 
 class TrainingDiverged(ConfigError, FloatingPointError):
-    """The training loss stopped being a finite number; a smaller lr fixes it."""
+    """The run diverged (its loss or weights stopped being finite numbers, or it ended far worse than
+    guessing); a smaller lr fixes it. ``model``: the useless model, for inspection (None when the loop
+    stopped at a NaN loss)."""
+
+    model = None
 
 
 class DataError(LMError, ValueError):

@@ -16,7 +16,8 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 from .errors import DataError
 
 __all__ = ["lookup", "text_rows", "select_rows", "column_of", "describe", "is_dataframe", "is_series",
-           "ColumnRef", "parse_column_ref", "ref_text", "spaced_column", "resolve_column", "text_overview"]
+           "ColumnRef", "parse_column_ref", "ref_text", "spaced_column", "resolve_column", "text_overview",
+           "column_role", "looks_like_time"]
 
 _MAX_LISTED = 12      # columns or variables named in an error message
 
@@ -100,7 +101,9 @@ def select_rows(data: Any, where: str, user_ns: Mapping[str, Any], data_name: st
                 if len(values) == 1 and len(data) != 1:     # a literal such as `true`
                     values = values[0]
             else:
-                values = data.eval(where, local_dict=dict(user_ns), global_dict={})
+                # The condition sees the columns and the notebook's plain values (@limit), never its
+                # functions, modules or objects: a condition filters, it does not run code.
+                values = data.eval(where, local_dict=plain_values(user_ns), global_dict={})
         except Exception as exc:  # pandas raises many kinds (SyntaxError, UndefinedVariableError, TypeError...)
             msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             raise DataError(f"Cannot filter {data_name} with --where {where!r}: {msg}. Columns: "
@@ -115,6 +118,28 @@ def select_rows(data: Any, where: str, user_ns: Mapping[str, Any], data_name: st
     if is_dataframe(data) or is_series(data):
         return data[keep]
     return [v for v, k in zip(data, keep) if k]
+
+
+_PLAIN = (int, float, complex, str, bool, type(None))
+
+
+def plain_values(user_ns: Mapping[str, Any]) -> dict:
+    """The notebook variables a --where condition may refer to (``@name``): numbers, texts, booleans,
+    dates and small lists/tuples/sets of them. Callables, modules, classes and other objects are left
+    out, so a condition cannot call anything from the namespace."""
+    import datetime
+
+    import numpy as np
+
+    plain = _PLAIN + (np.generic, datetime.date, datetime.datetime, datetime.timedelta)
+    out = {}
+    for k, v in user_ns.items():
+        if not isinstance(k, str) or not k.isidentifier() or k.startswith("_"):
+            continue
+        if isinstance(v, plain) or (isinstance(v, (list, tuple, set, frozenset)) and len(v) <= 100_000
+                                    and all(isinstance(x, plain) for x in v)):
+            out[k] = v
+    return out
 
 
 def _bool_mask(values: Any, data: Any, what: str, fix: str, data_name: str = "the data") -> Any:
@@ -167,6 +192,17 @@ def _short(v: Any) -> str:
 
 # ---------------------------------------------------------------------------------------------- columns
 
+def check_hashable(values: List[Any], what: str) -> None:
+    """A one-line DataError when a label or group column holds values that cannot be compared as keys
+    (lists, dicts, arrays): they cannot name a class or a group."""
+    for v in values:
+        try:
+            hash(v)
+        except TypeError:
+            raise DataError(f"{what} holds {type(v).__name__} values, which cannot be a label or group; "
+                            f"use a column of texts, numbers or booleans.") from None
+
+
 def column_of(df: Any, column: Any, df_name: str = "the DataFrame") -> Any:
     """The Series ``df[column]``; a DataError when the column is missing, ambiguous or not one column.
 
@@ -211,18 +247,114 @@ def _same(a: Any, b: Any) -> bool:
 
 
 def _text_columns(df: Any) -> List[Any]:
+    """The columns of df to suggest as text, for messages: those ``column_role`` calls text, else those
+    whose dtype holds strings or objects (labels, dates written as strings ...)."""
     out = []
     for c in df.columns:
         try:
-            col = df[c]
-            if _is_polars(df):
-                if str(col.dtype) in ("String", "Utf8", "Categorical"):
-                    out.append(c)
-            elif getattr(col.dtype, "kind", "O") in "OSU" or str(col.dtype) in ("string", "str", "category"):
+            if _dtype_role(df[c]) == "?":
                 out.append(c)
         except Exception:
             continue
-    return out
+    try:
+        return [c for c in out if column_role(df[c]) == "text"] or out
+    except Exception:
+        return out
+
+
+def _dtype_role(values: Any) -> Optional[str]:
+    """What the dtype alone says: "time" (datetime, date, time, duration), "label" (a categorical), "?"
+    (strings or objects: the values decide), None (numbers, booleans: no text). Lists say "?"."""
+    dtype = getattr(values, "dtype", None)
+    if dtype is None:
+        return "?"
+    name = str(dtype)
+    if _is_polars(values):
+        if name.startswith(("Datetime", "Date", "Time", "Duration")):
+            return "time"
+        if name.startswith(("Categorical", "Enum")):
+            return "label"
+        return "?" if name in ("String", "Utf8", "Object") else None
+    kind = getattr(dtype, "kind", "O")
+    if kind in "mM" or name.startswith(("datetime", "timedelta", "period")):
+        return "time"
+    if name == "category":
+        return "label"
+    return "?" if kind in "OSU" or name in ("string", "str") else None
+
+
+# A value that reads as a date or a time: 2015-02-24, 24/02/2015, 2015-02-24 11:35:52 -0800, 11:35, 24 Feb
+# 2015, Tue Feb 24 11:35:52 +0000 2015 (a tweet's), 2015-02-24T11:35:52Z. Everything in it is a number,
+# a separator, a month or day name, am/pm or a time zone; and it has a date or a clock time.
+_MONTHS = r"jan|feb|mar|apr|may|jun|jul|aug|sep|sept|oct|nov|dec|january|february|march|april|june|july|" \
+          r"august|september|october|november|december"
+_DAYS = r"mon|tue|wed|thu|fri|sat|sun|monday|tuesday|wednesday|thursday|friday|saturday|sunday"
+_TIME_WORDS = re.compile(rf"\b(?:{_MONTHS}|{_DAYS}|am|pm|utc|gmt|[a-z]{{1,4}}t)\b\.?|(?<=\d)(?:st|nd|rd|th|z)\b|(?<=\d)t(?=\d)",
+                         re.I)
+_TIME_PARTS = re.compile(r"\d{4}-\d{1,2}-\d{1,2}|\d{1,2}[/.]\d{1,2}[/.]\d{2,4}|\d{4}/\d{1,2}/\d{1,2}|"
+                         r"\d{1,2}:\d{2}")
+_TIME_CHARS = re.compile(r"[\d\s:/.,+\-()]*")
+
+
+def looks_like_time(value: str) -> bool:
+    """True for a string that reads as a date or time ("2015-02-24 11:35:52 -0800", "24 Feb 2015", "11:35")."""
+    v = value.strip()
+    if not v or len(v) > 40 or not any(c.isdigit() for c in v):
+        return False
+    named = bool(re.search(rf"\b(?:{_MONTHS})\b", v, re.I))
+    rest = _TIME_WORDS.sub(" ", v)
+    if not _TIME_CHARS.fullmatch(rest):
+        return False
+    return bool(_TIME_PARTS.search(v)) or (named and bool(re.search(r"\d", rest)))
+
+
+_LABEL_MAX_WORDS = 3.0      # a label column's values have at most this many words on average, and either
+_LABEL_MAX_VALUES = 50      # ... there are at most this many distinct ones, repeated (under half the rows),
+_LABEL_MAX_SHARE = 0.2      # ... or they are codes that repeat a lot: distinct under this share of the rows
+
+
+def column_role(values: Any, sample: int = 1000) -> Optional[str]:
+    """How a column (pandas or polars Series, or a list) reads to someone who wants text to model:
+
+    * ``"text"``: sentences, messages, documents (what ``/learn`` and ``/unusual`` want);
+    * ``"label"``: a category: a categorical dtype, or short values (3 words or fewer on average) that
+      repeat: at most 50 distinct ones in under half the rows (``airline_sentiment``), or any number in
+      under a fifth of the rows (event codes of a log);
+    * ``"time"``: a datetime dtype, or strings that read as dates or times (``tweet_created``);
+    * ``None``: no text (numbers, booleans, other objects, or only missing values).
+
+    Looks at most ``sample`` evenly spaced values.
+
+    >>> column_role(["positive", "negative", "positive", "neutral", "negative"])
+    'label'
+    """
+    from .engine.data import _is_missing
+
+    role = _dtype_role(values)
+    if role != "?":
+        return role
+    n = len(values)
+    step = max(1, n // sample)
+    if hasattr(values, "gather_every"):          # polars
+        picked = values.gather_every(step).to_list()
+    elif hasattr(values, "iloc"):                # pandas
+        picked = values.iloc[::step].to_list()
+    else:
+        picked = list(values)[::step]
+    present = [v for v in picked if not _is_missing(v)]
+    texts = [v for v in present if isinstance(v, str)]
+    if not texts:
+        import datetime
+
+        return "time" if present and all(isinstance(v, (datetime.date, datetime.time)) for v in present) else None
+    if sum(looks_like_time(v) for v in texts) >= 0.9 * len(texts):
+        return "time"
+    distinct = len(set(texts))
+    words = sum(len(v.split()) for v in texts) / len(texts)
+    few = distinct <= _LABEL_MAX_VALUES and distinct <= len(texts) / 2
+    if words <= _LABEL_MAX_WORDS and (few or distinct <= _LABEL_MAX_SHARE * len(texts)):
+        return "label"
+    return "text"
 
 
 def _check_text(values: Any, what: str, df: Any = None) -> None:
@@ -244,7 +376,8 @@ def _check_text(values: Any, what: str, df: Any = None) -> None:
         return
     if other is not None:
         alt = _text_columns(df) if df is not None else []
-        hint = f" Text columns: {_listing(alt)}." if alt else " Convert it with .astype(str) if you mean it."
+        convert = ".cast(pl.Utf8)" if _is_polars(values) else ".astype(str)"
+        hint = f" Text columns: {_listing(alt)}." if alt else f" Convert it with {convert} if you mean it."
         raise DataError(f"{what} holds {other} values, not text.{hint}")
     raise DataError(f"{what} has no text: all {missing:,} values are missing. Pick another column or fill it.")
 
@@ -380,8 +513,9 @@ _SHELL_NAMES = {"In", "Out", "exit", "quit", "get_ipython"}   # IPython's own, n
 _SAMPLE_ROWS = 10_000   # mean words are counted over at most this many (evenly spaced) rows
 
 
-def _column_facts(values: Any) -> Dict[str, Any]:
-    """Rows, missing values and mean words of a column: one pass over at most _SAMPLE_ROWS values."""
+def _column_facts(values: Any, role: Optional[str] = None) -> Dict[str, Any]:
+    """Rows, missing values and mean words of a column (and, for a label column, its number of distinct
+    values): one pass over at most _SAMPLE_ROWS values."""
     from .engine.data import _is_missing
 
     n = len(values)
@@ -395,29 +529,38 @@ def _column_facts(values: Any) -> Dict[str, Any]:
     sample = values[::step] if not hasattr(values, "gather_every") else values.gather_every(step)
     words = [len(v.split()) for v in (sample.to_list() if hasattr(sample, "to_list") else sample)
              if isinstance(v, str)]
-    return {"rows": n, "missing": missing, "mean_words": sum(words) / len(words) if words else float("nan"),
-            "sampled": step > 1}
+    facts = {"rows": n, "missing": missing, "mean_words": sum(words) / len(words) if words else float("nan"),
+             "sampled": step > 1}
+    if role == "label":
+        try:
+            facts["values"] = int(values.nunique()) if hasattr(values, "nunique") else int(values.n_unique())
+        except Exception:
+            facts["values"] = len({v for v in values if isinstance(v, str)})
+    return facts
 
 
 def text_overview(user_ns: Mapping[str, Any]) -> List[Dict[str, Any]]:
-    """The notebook's DataFrames and Series (pandas, polars) and lists of str, with their text columns:
-    one dict per text column (var, column, kind, rows, missing, mean_words, sampled), by variable name.
-    A DataFrame without text columns gets one entry with column None."""
+    """The notebook's DataFrames and Series (pandas, polars) and lists of str, with their text, label and
+    time columns (``column_role``): one dict per column (var, column, kind, role, rows, missing,
+    mean_words, sampled; labels also ``values``: their number of distinct values), by variable name. A
+    DataFrame without any gets one entry with column None."""
     out: List[Dict[str, Any]] = []
     for var in sorted(k for k in user_ns if not k.startswith("_") and k not in _SHELL_NAMES):
         obj = user_ns[var]
         kind = _kind(obj)
         try:
             if is_dataframe(obj) and type(obj).__name__ == "DataFrame":
-                cols = [c for c in _text_columns(obj) if _has_text(obj[c])]
+                cols = [(c, column_role(obj[c])) for c in obj.columns]
+                cols = [(c, role) for c, role in cols if role is not None]
                 if not cols:
                     out.append({"var": var, "column": None, "kind": kind, "rows": len(obj)})
-                for c in cols:
-                    out.append({"var": var, "column": c, "kind": kind, **_column_facts(obj[c])})
-            elif is_series(obj) and _has_text(obj):
-                out.append({"var": var, "column": None, "kind": kind, **_column_facts(obj)})
-            elif isinstance(obj, list) and obj and all(isinstance(v, str) for v in obj[:100]):
-                out.append({"var": var, "column": None, "kind": kind, **_column_facts(obj)})
+                for c, role in cols:
+                    out.append({"var": var, "column": c, "kind": kind, "role": role, **_column_facts(obj[c], role)})
+            elif (is_series(obj) or isinstance(obj, list) and obj and all(isinstance(v, str) for v in obj[:100])) \
+                    and _has_text(obj):
+                role = column_role(obj)
+                if role is not None:
+                    out.append({"var": var, "column": None, "kind": kind, "role": role, **_column_facts(obj, role)})
         except Exception:   # an odd object in the namespace must not break the listing
             continue
     return out

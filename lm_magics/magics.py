@@ -15,12 +15,13 @@ that says what to do; anything else is a bug and keeps its traceback. Models liv
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib
 import os
 import shlex
 import sys
-from typing import Any, Callable, List, Optional, Tuple
+from typing import Any, Callable, Iterator, List, Optional, Tuple
 
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_cell_magic, line_magic, magics_class
@@ -33,8 +34,10 @@ from .config import GenerateConfig, TrainConfig, add_arguments, check_parsed, gi
 from .display import Completions, Generation, TrainSummary, _e, _fmt_ppl, interrupted_text
 from .errors import ConfigError, DataError, Interrupted, LMError
 from .engine.data import files
-from .frames import is_dataframe, lookup, text_rows
-from .registry import ModelRegistry, get_registry
+from .frames import column_of, is_dataframe, lookup, text_rows
+from .progress import INTERIM, WorkProgress, accepts, measure_scoring
+from .registry import ModelRegistry, Placement, get_registry, register_run
+from .rules import check_name
 
 __all__ = ["LMMagics", "ModelTable", "load_ipython_extension", "unload_ipython_extension"]
 
@@ -127,6 +130,50 @@ def _name_of(registry: ModelRegistry, model: Optional[api.LanguageModel]) -> Opt
     return next((n for n in registry.names() if model is not None and registry.get(n) is model), None)
 
 
+LONG_COMMAND_S = 3.0     # %lm_score / %lm_compare estimated to take longer show a progress bar at once
+_ESTIMATE_FROM_ROWS = 200   # fewer rows are scored in well under a second: no estimate, no bar
+
+
+@contextlib.contextmanager
+def _long_command(model: Optional[api.LanguageModel], df: Any, column: str, passes: int,
+                  desc: str) -> Iterator[Any]:
+    """A WorkProgress bar (``bar.on_chunk`` for the work's progress) when scoring df[column] with model is
+    estimated to take more than LONG_COMMAND_S, shown before the work starts; else None. A column that
+    cannot be read is left for the work itself to report."""
+    bar = None
+    if model is not None:
+        try:
+            texts = column_of(df, column).to_list()
+        except (LMError, AttributeError, TypeError):
+            texts = []
+        if len(texts) >= _ESTIMATE_FROM_ROWS:
+            seconds = estimate_seconds(model, texts, passes)
+            if seconds > LONG_COMMAND_S:
+                bar = WorkProgress(len(texts), seconds, desc=f"{desc} '{column}':")
+    try:
+        yield bar
+    except BaseException:
+        if bar is not None:
+            bar.close(discard=True)
+        raise
+    if bar is not None:
+        bar.close()
+
+
+def estimate_seconds(model: api.LanguageModel, texts: List[Any], passes: int = 1) -> float:
+    """Seconds that scoring texts with model is expected to take (see progress.measure_scoring)."""
+    return measure_scoring(model, texts, passes)
+
+
+def _placed_after_ctrl_c(registry: ModelRegistry, name: str, model: api.LanguageModel) -> Placement:
+    """Where a run went when a Ctrl-C cut its registration short: where the registry already has it, else
+    under the rule for interrupted runs (never over the model that has its name)."""
+    placed = _name_of(registry, model)
+    if placed is not None:
+        return Placement(placed, name, replaced=placed == name, default=registry.default == placed)
+    return register_run(registry, name, model)
+
+
 def _is_comments(cell: str) -> bool:
     return all(not ln.strip() or ln.lstrip().startswith("#") for ln in cell.splitlines())
 
@@ -137,9 +184,21 @@ class ModelTable:
     def __init__(self, registry: ModelRegistry):
         self.default = registry.default
         self.rows: List[Tuple[str, int, int, Optional[float]]] = []
+        self.interim: List[str] = []      # names answered by an n-gram while their LSTM trains (the monitor's)
         for name in registry.names():
-            info = registry.get(name).info
-            self.rows.append((name, info["vocab_size"], info["parameters"], info["val_ppl"]))
+            model = registry.get(name)
+            info = model.info
+            ppl = info["val_ppl"]
+            # One model with an odd record (made by hand, not loaded: files are checked) never breaks the table.
+            ppl = float(ppl) if isinstance(ppl, (int, float)) and not isinstance(ppl, bool) else None
+            self.rows.append((name, int(info["vocab_size"]), int(info["parameters"] or 0), ppl))
+            if model.meta.get(INTERIM):
+                self.interim.append(name)
+
+    @property
+    def _caption(self) -> str:
+        more = "".join(f"; '{n}' is its n-gram baseline until its LSTM is done" for n in self.interim)
+        return f"* = default model{more}"
 
     @property
     def names(self) -> List[str]:
@@ -160,7 +219,7 @@ class ModelTable:
         w = [max(len(r[i]) for r in cells) for i in range(5)]
         align = ["<", "<", ">", ">", ">"]
         lines = ["  ".join(f"{c:{a}{n}}" for c, a, n in zip(r, align, w)).rstrip() for r in cells]
-        return "\n".join(lines + ["(* = default model)"])
+        return "\n".join(lines + [f"({self._caption})"])
 
     def _repr_html_(self) -> str:
         if not self.rows:
@@ -172,7 +231,7 @@ class ModelTable:
                        for r in self._cells())
         return (f"<table class='lm-models' style='border-collapse:collapse'><thead><tr>{th}</tr></thead>"
                 f"<tbody>{rows}</tbody><caption style='caption-side:bottom;text-align:left;color:#888'>"
-                f"* = default model</caption></table>")
+                f"{_e(self._caption)}</caption></table>")
 
 
 @magics_class
@@ -203,9 +262,8 @@ class LMMagics(Magics):
 
     def _store(self, var: Optional[str], value: Any) -> None:
         """Put a result in the notebook variable var (None: only check that var is a valid name)."""
-        if var:
-            if not var.isidentifier():
-                raise ConfigError(f"-o needs a variable name, got {var!r}.")
+        if var is not None:
+            check_name(var, "result variable (-o VAR)", variable=True, example="-o result")
             if value is not None:
                 self._ns()[var] = value
 
@@ -263,7 +321,8 @@ class LMMagics(Magics):
         if args.continue_:   # train the named (or default) model further
             name, init = self._model(args.name)
         else:
-            name = args.name or self.default_model or "model"
+            name = args.name if args.name is not None else (self.default_model or "model")
+        check_name(name, example="--name reviews")
         TrainConfig().replace(**options)     # check option values before anything starts
         if init is not None:
             api.continue_config(init, **options)   # settings that cannot change when continuing: refused now
@@ -283,34 +342,39 @@ class LMMagics(Magics):
 
         reg = self.registry
         progress = None if (args.quiet or self.quiet) else TrainProgress(desc=f"training '{name}'")
-        model = placed = None
+        model = placement = None
         try:
+            plan = {"on_plan": progress.on_plan} if progress is not None and accepts(api.train, "on_plan") else {}
             model = api.train(data, init=init, on_step=progress and progress.on_step,
-                              on_epoch=progress and progress.on_epoch, provenance=_provenance(args), **options)
+                              on_epoch=progress and progress.on_epoch, provenance=_provenance(args), **plan,
+                              **options)
             if progress is not None:
                 progress.close(model.report.stop_reason if model.report else "")
-            # An interrupted run never replaces the model that has its name (it gets name_interrupted).
-            placed = reg.set(name, model, replace=not model.interrupted)
+            # The rule for runs (registry.register_run): an interrupted run never replaces the model that
+            # has its name, one stopped before its first validation is kept aside, a replacement is said.
+            placement = register_run(reg, name, model)
             samples = self._samples(model)
         except KeyboardInterrupt:
-            placed = placed or _name_of(reg, model)
-            if placed is None:   # lm.train raises it only before the first step; nothing has changed
+            if model is None:    # lm.train raises it only before the first step; nothing has changed
                 kept = f"'{name}' is unchanged" if name in reg else f"no model '{name}' was made"
-                when = "before the first step" if model is None else "before the model was registered"
-                raise Interrupted(f"Training interrupted {when}; {kept}.") from None
+                raise Interrupted(f"Training interrupted before the first step; {kept}.") from None
+            if placement is None:    # Ctrl-C as the finished run was registered: it is an interrupted run now
+                model.report.interrupted, model.report.stop_reason = True, "interrupted"
+                model.meta["interrupted"] = True
+                placement = _placed_after_ctrl_c(reg, name, model)
             samples = []         # Ctrl-C while picking sample completions: the summary goes without them
         except FloatingPointError as exc:   # diverged: the user can fix it with a smaller lr
-            raise UsageError(f"{exc}. '{name}' is unchanged.") from None
+            kept = f"'{name}' is unchanged" if name in reg else f"no model '{name}' was made"
+            raise UsageError(f"{exc}. {kept}.") from None
         finally:
             if progress is not None:
                 progress.close()
-        summary = TrainSummary(placed, model, samples)
+        summary = TrainSummary(placement.name, model, samples, note=placement.note)
         self._store(args.output, summary)
         if model.interrupted:
-            earlier = reg.get(name) if placed != name and name in reg else None
-            old = (f"'{name}'", earlier.meta.get("val_ppl")) if earlier is not None else ()
-            print(interrupted_text("interrupted", model.report.steps, f"'{placed}'", model.meta.get("val_ppl"),
-                                   *old), file=sys.stderr)
+            old = (f"'{name}'", placement.earlier_ppl) if placement.kept_earlier else ()
+            print(interrupted_text("interrupted", model.report.steps, f"'{placement.name}'",
+                                   model.meta.get("val_ppl"), *old), file=sys.stderr)
         return summary
 
     def _train_data(self, args: Any, cell: Optional[str]) -> Any:
@@ -441,7 +505,8 @@ class LMMagics(Magics):
     def lm_load(self, line: str) -> api.LanguageModel:
         """Load a model file and make it the default model."""
         args = self._parse(self.lm_load, line)
-        name = args.name or os.path.splitext(os.path.basename(args.path))[0] or "model"
+        name = args.name if args.name is not None else (os.path.splitext(os.path.basename(args.path))[0] or "model")
+        check_name(name, example="--name reviews")
         model = api.load(args.path, device=self.device if self.device not in ("", "cpu") else "cpu")
         self.registry.set(name, model)
         print(f"Loaded '{name}' from {args.path}")
@@ -463,7 +528,12 @@ class LMMagics(Magics):
               help="a boolean column (or any, with --positive): report the ROC AUC of each score side by side "
                    "(rows without a label are left out)")
     @argument("--positive", metavar="VALUE", default=None, help="the positive class of --label")
-    @argument("--top", type=int, default=5, metavar="N", help="show the N most and least surprising rows "
+    @argument("--signal", default="unusual", choices=analysis.SIGNAL_CHOICES,
+              help="rank the rows by one signal of the unusualness and write its column NEWCOL stem + _SIGNAL: "
+                   "ppl (mean surprisal), max (most surprising word), topk (top-3 words), unseen (words never "
+                   "seen), ngram (the n-gram baseline), knn (distance to the nearest usual rows), all (every "
+                   "signal's column) [default: unusual, the combined score]")
+    @argument("--top", type=int, default=5, metavar="N", help="show the N most and least unusual rows "
                                                               "[default: 5]")
     @argument("-o", "--output", metavar="VAR", default=None, help="also store the report in VAR")
     @line_magic
@@ -471,8 +541,10 @@ class LMMagics(Magics):
     def lm_score(self, line: str) -> Any:
         """Score each row of a DataFrame text column with a language model.
 
-        Writes perplexity and bits per token as new columns (missing rows: NaN) and returns a report of
-        the most and least surprising rows, e.g. ``%lm_score --df reviews --column text --top 3``.
+        Writes perplexity, bits per token and the unusualness (COL_unusual: the model's signals, each
+        calibrated on its validation rows, combined; higher = more unusual) as new columns (missing rows:
+        NaN) and returns a report of the most and least unusual rows with why each stands out, e.g.
+        ``%lm_score --df reviews --column text --top 3``.
         """
         args = self._parse(self.lm_score, line)
         self._store(args.output, None)
@@ -483,8 +555,11 @@ class LMMagics(Magics):
         name, model = self._model(args.name)
         if args.positive is not None and args.label is None:
             raise ConfigError("--positive needs --label COL (the column it is a value of).")
-        report = analysis.score_frame(model, df, args.column, into=args.into, overwrite=args.overwrite, top=args.top,
-                                 model_name=name, baseline=args.baseline, label=args.label, positive=args.positive)
+        passes = 1 + int(args.baseline and model.kind != "ngram")   # the n-gram pass is quick; mix/lstm is not
+        with _long_command(model, df, args.column, passes, "scoring") as bar:
+            report = analysis.score_frame(model, df, args.column, into=args.into, overwrite=args.overwrite,
+                                          top=args.top, model_name=name, baseline=args.baseline, label=args.label,
+                                          positive=args.positive, signal=args.signal, on_chunk=bar and bar.on_chunk)
         self._store(args.output, report)
         return report
 
@@ -577,8 +652,11 @@ class LMMagics(Magics):
             raise DataError(f"'{args.df}' is a {type(df).__name__}, not a DataFrame; pass --df with a pandas or "
                             f"polars DataFrame variable.")
         model = self._model(args.name) if args.name else (None, None)
-        result = analysis.compare_groups(df, args.column, args.by, model[1], min_rows=args.min_rows,
-                                    top_words=args.top_words, model_name=model[0] or "")
+        # Word counts are quick whatever the size; a model scores every row once (its n-gram pass is quick).
+        with _long_command(model[1], df, args.column, 1, "scoring") as bar:
+            result = analysis.compare_groups(df, args.column, args.by, model[1], min_rows=args.min_rows,
+                                             top_words=args.top_words, model_name=model[0] or "",
+                                             on_chunk=bar and bar.on_chunk)
         self._store(args.output, result)
         return result
 

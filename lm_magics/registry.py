@@ -8,17 +8,33 @@ swap under a lock, so a reader sees the old model or the new one, never a half-t
 An interrupted or stopped run never replaces a model that has its name (``set(..., replace=False)``):
 the earlier one keeps its name, and the new one is registered as ``NAME_interrupted`` (then
 ``NAME_interrupted2``, ...). ``derived_name`` gives the CLI the same rule for files.
+
+``register_run`` is the one function every front-end (``%%lm_train``, the background monitor, the chat's
+``/learn``) registers a training run's result with. It applies the rule and says what happened in a
+``Placement``, whose ``note`` the summary, the monitor and the chat show:
+
+- a finished run takes the name; if that replaced a model, the note says so ("replaced the earlier
+  'shake' (validation perplexity 147.4)");
+- an interrupted or stopped run never replaces a model: it goes under ``NAME_interrupted`` when the name
+  is taken;
+- a run stopped before its first validation is unmeasured: it goes under ``NAME_interrupted`` even when
+  the name is free, and never becomes the default model (it stays the default only in a session that
+  has no other model).
 """
 
 from __future__ import annotations
 
+import re
 import threading
+from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional
 
 from .api import LanguageModel
 from .errors import ModelNotFoundError
+from .rules import check_name, clip_text
 
-__all__ = ["ModelRegistry", "derived_name", "get_registry"]
+__all__ = ["ModelRegistry", "Placement", "derived_name", "fresh_name", "get_registry", "register_run",
+           "unvalidated"]
 
 Observer = Callable[[str, Optional[LanguageModel]], None]   # (name, model or None when dropped)
 
@@ -48,9 +64,14 @@ class ModelRegistry:
                 raise ModelNotFoundError("No model in this session yet. Train one with `%%lm_train` or load "
                                          "one with `%lm_load PATH`.")
             if key not in self._models:
-                have = ", ".join(f"'{n}'" for n in self._models) or "none"
-                raise ModelNotFoundError(f"No model named '{key}' (models: {have}). Train one with "
-                                         f"`%%lm_train --name {key}`, or run `%lm_models`.")
+                # What is echoed stays short whatever was typed and however many models there are.
+                names = list(self._models)
+                have = ", ".join(clip_text(n, 40) for n in names[:10]) or "none"
+                have += f", ... ({len(names):,} in all)" if len(names) > 10 else ""
+                shown = clip_text(key, 60)
+                train = f"`%%lm_train --name {key}`" if len(shown) == len(repr(key)) else "`%%lm_train --name NAME`"
+                raise ModelNotFoundError(f"No model named {shown} (models: {have}). Train one with "
+                                         f"{train}, or run `%lm_models`.")
             return self._models[key]
 
     def resolve(self, name: Optional[str] = None) -> str:
@@ -65,6 +86,7 @@ class ModelRegistry:
         one keeps its name (and stays the default if it was); the new one goes under name_interrupted
         (name_interrupted2, ... if that is taken too) and does not become the default.
         """
+        check_name(name)
         with self._lock:
             if not replace and name in self._models:
                 name, make_default = derived_name(self._models.__contains__, "{0}_interrupted{n}", name), False
@@ -113,6 +135,71 @@ def derived_name(taken: Callable[[str], bool], template: str, *parts: str) -> st
         if not taken(candidate):
             return candidate
         n += 1
+
+
+def fresh_name(registry: "ModelRegistry", base: str) -> str:
+    """A model name derived from ``base`` (a column or file name) that holds no model yet: ``base``, else
+    ``base2``, ``base3``, ... A name the user did not give never replaces a model silently (``/learn
+    reviews.text`` twice keeps both runs)."""
+    base = re.sub(r"\W+", "_", base).strip("_") or "model"
+    if base[0].isdigit():
+        base = "m_" + base
+    try:
+        check_name(base)
+    except Exception:   # a keyword or reserved word as a column name ("class", "In")
+        base = base + "_model"
+    return derived_name(registry.__contains__, "{0}{n}", base)
+
+
+def unvalidated(model: LanguageModel) -> bool:
+    """True for an interrupted or stopped run that ended before its first validation (its quality is not
+    known): such a run is kept aside, never made the default, never given a free name outright."""
+    report = model.report
+    return bool(model.interrupted and report is not None and not report.history and model.kind != "ngram")
+
+
+@dataclass
+class Placement:
+    """Where ``register_run`` put a model, and what the user should be told about it."""
+
+    name: str                          # the name the model got
+    requested: str                     # the name it was trained for
+    replaced: bool = False             # it replaced the model that had the name
+    kept_earlier: bool = False         # the earlier model of that name kept it
+    earlier_ppl: Optional[float] = None
+    default: bool = True               # it became the default model
+
+    @property
+    def note(self) -> str:
+        """One phrase for summaries, monitors and chats ("" when there is nothing to say)."""
+        was = "" if self.earlier_ppl is None else f" (validation perplexity {self.earlier_ppl:,.1f})"
+        if self.replaced:
+            return f"replaced the earlier '{self.requested}'{was}"
+        if self.kept_earlier:
+            return f"kept the earlier '{self.requested}'{was}; this run is '{self.name}'"
+        if self.name != self.requested:
+            return (f"stopped before its first validation: kept as '{self.name}' (not the default model); "
+                    f"'{self.requested}' was not made")
+        return ""
+
+
+def register_run(registry: "ModelRegistry", name: str, model: LanguageModel) -> Placement:
+    """Register the result of a training run under the rule for runs (see the module docstring) and
+    return where it went. Every front-end that trains calls this, and only this."""
+    check_name(name)
+    with registry._lock:         # a snapshot of the name's model; observers are called outside the lock
+        earlier = registry._models.get(name)
+        placed = derived_name(registry.__contains__, "{0}_interrupted{n}", name) if unvalidated(model) else None
+    earlier_ppl = earlier.meta.get("val_ppl") if earlier is not None else None
+    earlier_ppl = float(earlier_ppl) if isinstance(earlier_ppl, (int, float)) else None
+    if placed is not None:
+        placed = registry.set(placed, model, make_default=False, replace=False)
+        return Placement(placed, name, kept_earlier=earlier is not None, earlier_ppl=earlier_ppl,
+                         default=registry.default == placed)
+    placed = registry.set(name, model, replace=not model.interrupted)
+    return Placement(placed, name, replaced=earlier is not None and placed == name,
+                     kept_earlier=earlier is not None and placed != name, earlier_ppl=earlier_ppl,
+                     default=registry.default == placed)
 
 
 _process_registry = ModelRegistry()

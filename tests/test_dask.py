@@ -45,3 +45,17 @@ def test_dask_errors_are_one_line(saved_model):
         score_dask(ddf, str(saved_model), column="txt")
     with pytest.raises(DataError, match="not found"):
         score_dask(ddf, "/nonexistent/model.lm", column="text")
+
+
+def test_dask_writes_the_unusual_column(cluster_client, tiny_model, saved_model, tiny_text):
+    rows = tiny_text.splitlines()[:20] + [None, "zebra quantum"]
+    pdf = pd.DataFrame({"text": rows})
+    ddf = dd.from_pandas(pdf, npartitions=3)
+    got = score_dask(ddf, str(saved_model), column="text", what="unusual").compute()
+    assert got.name == "text_unusual"
+    np.testing.assert_allclose(got.to_numpy(), tiny_model.unusual(pdf["text"]).to_numpy(), rtol=1e-5)
+    assert np.isnan(got.iloc[20]) and got.iloc[21] > np.nanmedian(got.to_numpy())
+    knn = score_dask(ddf, str(saved_model), column="text", what="knn").compute()
+    assert knn.name == "text_knn" and knn.iloc[21] > knn.iloc[0]
+    with pytest.raises(ConfigError, match="what must be one of"):
+        score_dask(ddf, str(saved_model), column="text", what="loudness")

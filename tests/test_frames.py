@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 import lm_magics as lm
-from lm_magics.frames import column_of, select_rows, text_rows
+from lm_magics.frames import column_of, column_role, looks_like_time, select_rows, text_rows
 
 
 def _fails(call, *hints):
@@ -126,3 +126,61 @@ def test_polars_frames_columns_and_where():
     _fails(lambda: text_rows(ns, "df", "txt"), r"'df' has no column 'txt'\. Did you mean 'text'\?")
     _fails(lambda: text_rows(ns, "df", "n"), r"Column 'n' of 'df' holds int values, not text")
     _fails(lambda: text_rows({"lf": df.lazy()}, "lf", "text"), r"polars LazyFrame; collect it first")
+
+
+# ---------------------------------------------------------------------------------------------- column roles
+
+def _tweets(n: int = 60) -> "pd.DataFrame":
+    """Like the airline tweets: a label, a time written as text, a free-text column and a few short ones."""
+    moods = ["negative", "neutral", "positive"]
+    return pd.DataFrame({
+        "airline_sentiment": [moods[i % 3] for i in range(n)],
+        "airline": [["Virgin America", "United", "US Airways", "Delta"][i % 4] for i in range(n)],
+        "tweet_created": [f"2015-02-{10 + i % 15} 11:{i % 60:02d}:52 -0800" for i in range(n)],
+        "text": [f"@united flight {i} was late again and the crew did not say why" for i in range(n)],
+        "name": [f"user{i}" for i in range(n)],             # short but all different: not a category
+        "retweets": list(range(n)),
+        "when": pd.date_range("2015-02-01", periods=n, freq="h"),
+        "mood": pd.Categorical([moods[i % 3] for i in range(n)]),
+    })
+
+
+@pytest.mark.parametrize("column, role", [("airline_sentiment", "label"), ("airline", "label"),
+                                          ("tweet_created", "time"), ("text", "text"), ("name", "text"),
+                                          ("retweets", None), ("when", "time"), ("mood", "label")])
+def test_column_role_tells_text_from_labels_and_times(column, role):
+    assert column_role(_tweets()[column]) == role
+
+
+def test_column_role_of_polars_lists_and_odd_values():
+    pl = pytest.importorskip("polars", reason="polars is optional (the test extra installs it)")
+    df = pl.from_pandas(_tweets().drop(columns=["mood"]))
+    assert [column_role(df[c]) for c in ("airline_sentiment", "tweet_created", "text", "retweets", "when")] == \
+        ["label", "time", "text", None, "time"]
+    assert column_role(["the cat sat", "a dog ran"]) == "text"           # two rows, two texts: not a category
+    assert column_role(["spam", "ham", "ham", "spam", "ham", None]) == "label"
+    assert column_role(pd.Series([None, None], dtype=object)) is None    # nothing to read
+    assert column_role(pd.Series([{"a": 1}, [2]], dtype=object)) is None
+    import datetime
+
+    assert column_role(pd.Series([datetime.date(2020, 1, 1), None], dtype=object)) == "time"
+    long_labels = [f"a rather long category name {i % 3}" for i in range(30)]       # 6 words: text
+    assert column_role(long_labels) == "text"
+    codes = [f"E{i % 120}" for i in range(2000)]               # a log's 120 event codes over 2,000 lines
+    assert column_role(codes) == "label" and column_role([f"node-{i}" for i in range(2000)]) == "text"
+
+
+@pytest.mark.parametrize("value, is_time", [
+    ("2015-02-24 11:35:52 -0800", True), ("2015-02-24T11:35:52Z", True), ("24 Feb 2015", True), ("11:35", True),
+    ("Tue Feb 24 11:35:52 +0000 2015", True), ("12/31/2020", True), ("May 5th, 2020", True),
+    ("3.5", False), ("2015", False), ("hello 2015", False), ("may I go", False), ("Feb", False),
+    ("flight 11:35 was late", False), ("", False),
+])
+def test_looks_like_time(value, is_time):
+    assert looks_like_time(value) is is_time
+
+
+def test_text_columns_suggested_in_messages_are_text_first():
+    ns = {"tweets": _tweets()}
+    _fails(lambda: text_rows(ns, "tweets", "retweets"), r"Text columns: 'text', 'name'\.")
+    _fails(lambda: text_rows(ns, "tweets"), r"text columns: 'text', 'name'\)")

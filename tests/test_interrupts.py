@@ -131,7 +131,9 @@ def run_cell(shell, line, text, capsys):
 
 @pytest.mark.parametrize("stage", list(STAGES) + ["registering"])
 def test_magic_at_every_stage(stage, shell, reg, tiny_model, tiny_text, interrupt_at, capsys):
-    owner, attr, when, outcome = STAGES.get(stage, (ModelRegistry, "set", 1, "nothing"))
+    # A Ctrl-C while the finished run is registered keeps it as an interrupted run (the rule holds up to
+    # the registration, registry.register_run).
+    owner, attr, when, outcome = STAGES.get(stage, (ModelRegistry, "set", 1, "rule"))
     interrupt_at(owner, attr, when)
     names_before = reg.names()
     result, out = run_cell(shell, f"--name good {TINY}", tiny_text, capsys)
@@ -140,8 +142,7 @@ def test_magic_at_every_stage(stage, shell, reg, tiny_model, tiny_text, interrup
     assert reg.get("good") is tiny_model and reg.default == "good"           # never replaced
     if outcome == "nothing":
         assert isinstance(result.error_in_exec, KeyboardInterrupt)            # the cell stops, as Ctrl-C does
-        when_ = "before the model was registered" if stage == "registering" else "before the first step"
-        assert printed == [f"KeyboardInterrupt: Training interrupted {when_}; 'good' is unchanged."]
+        assert printed == ["KeyboardInterrupt: Training interrupted before the first step; 'good' is unchanged."]
         assert reg.names() == names_before
         return
     assert result.error_in_exec is None
@@ -187,8 +188,20 @@ def test_magic_numbers_the_derived_name_and_a_new_name_gets_the_result(shell, re
     monkeypatch.undo()
     interrupt_at(training, "train_step", 3)
     new = shell.run_cell_magic("lm_train", f"--name brand_new {TINY}", tiny_text)
-    assert reg.get("brand_new") is new.model and new.interrupted and reg.default == "brand_new"
-    assert "kept the best model so far as 'brand_new'" in capsys.readouterr().err
+    if new.model.report.history:      # validated before the Ctrl-C: a new name gets the result
+        assert reg.get("brand_new") is new.model and new.interrupted and reg.default == "brand_new"
+        assert "kept the best model so far as 'brand_new'" in capsys.readouterr().err
+    else:                             # stopped before its first validation: kept aside, not the default
+        assert reg.get("brand_new_interrupted") is new.model and "brand_new" not in reg
+        assert reg.default != "brand_new_interrupted" and "not the default" in new.note
+
+
+def test_magic_interrupted_before_the_first_validation_is_kept_aside(shell, reg, tiny_text, interrupt_at, capsys):
+    interrupt_at(training, "train_step", 2)
+    s = shell.run_cell_magic("lm_train", f"--name fresh_one {TINY}", tiny_text)
+    assert not s.model.report.history and s.name == "fresh_one_interrupted"
+    assert "fresh_one" not in reg and reg.default == "good"
+    assert "before its first validation" in repr(s)
 
 
 def test_magic_continue_interrupted_keeps_the_old_model(shell, reg, tiny_model, tiny_text, interrupt_at, capsys):

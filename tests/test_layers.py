@@ -98,7 +98,7 @@ def test_the_analysis_layer_sits_between_the_api_and_the_front_ends():
     assert not {d for d in graph["lm_magics.api"] if d == "lm_magics.analysis" or _is_front_end(d)}
     assert "lm_magics.api" in graph["lm_magics.analysis"]
     assert not [d for d in graph["lm_magics.analysis"] if _is_front_end(d) or d == "lm_magics.registry"]
-    for front in ("lm_magics.magics", "lm_magics.assistant.answers", "lm_magics.cli"):
+    for front in ("lm_magics.magics", "lm_magics.assistant.answers", "lm_magics.dask", "lm_magics.cli"):
         assert "lm_magics.analysis" in graph[front], f"{front} does not call the analysis layer"
     api_defs = {n.name for n in ast.parse((PKG / "api.py").read_text()).body if isinstance(n, ast.FunctionDef)}
     assert not api_defs & {"score_frame", "explain", "compare_groups"}

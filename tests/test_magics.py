@@ -333,8 +333,9 @@ def _interrupt_at(monkeypatch, at_step: int):
 
 
 def test_interrupt_keeps_best_model_and_says_so(shell, trained, tiny_text, monkeypatch, capsys):
-    _interrupt_at(monkeypatch, 3)
+    _interrupt_at(monkeypatch, 8)          # in the second epoch: the run has been validated
     s = shell.run_cell_magic("lm_train", f"--name cut {TINY}", tiny_text)
+    assert s.model.report.history, "the step is meant to come after the first validation"
     assert s.interrupted and get_registry(shell).get("cut") is s.model
     assert "interrupted" in repr(s)
     assert "kept the best model so far as 'cut'" in capsys.readouterr().err
@@ -378,7 +379,7 @@ def _bad_inputs(tiny_text):
         ("cell", f"--name tiny {TINY} --dropout 2", tiny_text, "dropout must be at most"),
         ("cell", f"--name tiny {TINY} --softmax fancy", tiny_text, "invalid choice"),
         ("cell", f"--name tiny {TINY} --bogus 1", tiny_text, "unrecognized arguments"),
-        ("cell", f"--name tiny {TINY} -o 'not a name'", tiny_text, "-o needs a variable name"),
+        ("cell", f"--name tiny {TINY} -o 'not a name'", tiny_text, "(-o VAR) must be a Python variable name"),
         ("lm_complete", "--name nosuch the cat", None, "No model named 'nosuch'"),
         ("lm_complete", "--name tiny -k 0 the", None, "-k must be at least 1"),
         ("lm_complete", "--name tiny -k x the", None, "invalid int value"),
@@ -559,7 +560,7 @@ def test_train_ngram_kind_and_score_beside_a_baseline(shell, ns, tiny_text, tiny
     ns["frame"] = pd.DataFrame({"text": ["The cat sat on the mat.", "import os, sys"] * 3,
                                 "code": [False, True] * 3})
     report = shell.run_line_magic("lm_score", "--name withbase --df frame --column text --baseline --label code")
-    assert set(report.auc) == {"lstm", "ngram", "mix"} and "text_ngram_ppl" in ns["frame"].columns
+    assert set(report.auc) == {"unusual", "lstm", "ngram", "mix"} and "text_ngram_ppl" in ns["frame"].columns
     assert "is an n-gram itself" in _usage(shell, "lm_score", "--name ng --df frame --column text --baseline "
                                            "--overwrite")
     assert "--positive needs --label" in _usage(shell, "lm_score", "--name withbase --df frame --column text "
@@ -637,3 +638,14 @@ def test_dataframe_labels_and_where_masks_through_the_magic(shell, trained, ns):
     shell.run_line_magic("lm_train", f"--name ints --df int_df --column 0 {TINY}")
     assert "mat" in reg.get("ints").vocab
     reg.drop("ints")
+
+
+def test_lm_train_takes_a_budget_and_says_what_it_bought(shell, tiny_text):
+    summary = shell.run_cell_magic("lm_train", "--name budgeted --hidden-dim 16 --embed-dim 8 --seed 0 --quiet "
+                                   "--budget 2m", tiny_text)
+    model = summary.model
+    assert model.meta["budget_s"] == 120.0 and model.report.plan.budget_s == 120.0
+    assert any(n.startswith("budget 2.0 min: bought") for n in model.report.notes)   # shown by the summary
+    assert "budget 2.0 min: bought" in repr(summary) and "thread" in repr(summary)
+    with pytest.raises(UsageError, match="budget 'soon' is not a time"):
+        shell.run_cell_magic("lm_train", "--name bad --budget soon --quiet", tiny_text)

@@ -38,7 +38,7 @@ def frame():
 def test_scores_are_per_row_aligned_and_nan_safe(model, frame):
     report = score_frame(model, frame, "text", top=2)
     assert isinstance(report, ScoreReport)
-    assert list(frame.columns) == ["text", "label", "text_ppl", "text_bits"]
+    assert list(frame.columns) == ["text", "label", "text_ppl", "text_bits", "text_unusual"]
     assert list(report.scores.index) == [10, 3, 7, 42, 5, 1]
     assert frame["text_ppl"].isna().tolist() == [False, True, False, False, True, False]
     # Each row scored on its own: the same as scoring that row alone.
@@ -101,7 +101,8 @@ def test_bad_input_is_one_line(model, frame):
 def test_report_renders_text_and_html(model, frame):
     report = score_frame(model, frame, "text", top=2)
     text = repr(report)
-    assert "Most surprising" in text and "zebra quantum lollipop" in text and "2 missing" in text
+    assert "Most unusual" in text and "zebra quantum lollipop" in text and "2 missing" in text
+    assert "why:" in text and "'text_unusual' (unusualness" in text
     page = report._repr_html_()
     assert page.count("<svg") == 1 and "lm-score-hist" in page
     assert "title='" in page and "bits'" in page  # per-word shading with the bits as tooltip

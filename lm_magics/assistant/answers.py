@@ -11,9 +11,13 @@ from config.py's option specs), so no flag is re-typed here.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
+import math
+import time
+import weakref
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
+from .. import progress
 from ..analysis import compare_groups, explain as explain_text, score_frame
 from ..display import DataOverview
 from ..errors import ConfigError, DataError
@@ -21,7 +25,8 @@ from ..formatting import num_text, pairs_text, token_text
 from ..frames import is_dataframe, ref_text, resolve_column, text_overview
 from .grammar import USAGE, column_and_options, quote
 
-__all__ = ["Answer", "Work", "magic_line", "data", "next_words", "score_text", "explain", "unusual", "compare"]
+__all__ = ["Answer", "Work", "magic_line", "data", "next_words", "score_text", "explain", "unusual", "compare",
+           "learn_line", "estimate_seconds", "record_time", "duration", "clock", "plan_line", "progress_line"]
 
 # Progress callback of a long computation: (units done, units in all); it may raise to stop the work.
 OnChunk = Callable[[int, int], None]
@@ -51,7 +56,7 @@ class Work:
     run: Callable[[Optional[OnChunk]], Answer]
     rows: int = 0
     seconds: float = 0.0
-    extra: Dict[str, Any] = field(default_factory=dict)
+    model: Any = None          # the model whose speed the estimate used (record_time learns from the run)
 
 
 # ---------------------------------------------------------------------------------------------- magic lines
@@ -87,10 +92,149 @@ def magic_line(magic: str, options: Mapping[str, Any], text: str = "") -> str:
         else:
             parts += [flag, quote(str(value).lower() if isinstance(value, bool) else str(value))]
     if text:
-        # The magics keep the text after the options verbatim; "--" ends the options before a text that
-        # starts like one.
-        parts += (["--"] if text.lstrip().startswith("-") else []) + [text]
+        # The magics keep the text after the options verbatim, but take a text that starts like an option
+        # for one and unwrap a quoted one: "--" ends the options and keeps the text as it is.
+        quoted = len(text) >= 2 and text[0] == text[-1] and text[0] in "'\""
+        parts += (["--"] if text.startswith("-") or quoted else []) + [text]
     return " ".join(parts)
+
+
+# ---------------------------------------------------------------------------------------------- how long
+
+# The time texts and the scoring estimate are progress.py's (the monitor, the bars and the magics use
+# them too); the fallbacks below stand in where that module has none of them yet.
+
+def _duration(seconds: float) -> str:
+    if not math.isfinite(seconds) or seconds < 0:
+        seconds = 0.0
+    if seconds < 9.95:
+        return f"{seconds:.1f} s"
+    s = int(round(seconds))
+    if s < 60:
+        return f"{s} s"
+    m, sec = divmod(s, 60)
+    if m < 60:
+        return f"{m} min {sec} s" if sec else f"{m} min"
+    h, m = divmod(m, 60)
+    return f"{h} h {m} min" if m else f"{h} h"
+
+
+def _clock(seconds: float) -> str:
+    s = max(0, int(round(seconds))) if math.isfinite(seconds) else 0
+    h, rest = divmod(s, 3600)
+    m, sec = divmod(rest, 60)
+    return f"{h}:{m:02d}:{sec:02d}" if h else f"{m}:{sec:02d}"
+
+
+def _time_left(info: Any) -> Optional[float]:
+    eta = getattr(info, "eta", None)
+    if eta is not None and math.isfinite(eta):
+        return max(0.0, float(eta))
+    if info.step < 2 or info.elapsed <= 0 or info.total_steps <= 0:
+        return None
+    return max(0, info.total_steps - info.step) * info.elapsed / info.step
+
+
+def _plan_text(plan: Any) -> str:
+    def get(*names: str) -> Any:
+        for n in names:
+            v = plan.get(n) if isinstance(plan, dict) else getattr(plan, n, None)
+            if v is not None:
+                return v
+        return None
+
+    parts = []
+    secs = get("seconds", "estimated_seconds", "estimate_s", "eta", "est_seconds")
+    if isinstance(secs, (int, float)) and math.isfinite(secs):
+        parts.append(f"about {duration(secs)}")
+    for key, word in (("epochs", "epoch"), ("steps", "step")):
+        v = get(key, "total_steps") if key == "steps" else get(key)
+        if isinstance(v, int):
+            parts.append(f"{v:,} {word}{'' if v == 1 else 's'}")
+    return ", ".join(parts)
+
+
+_rates: "weakref.WeakKeyDictionary[Any, float]" = weakref.WeakKeyDictionary()
+_SAMPLE_ROWS = 32       # rows whose scoring is timed (once per model) for the estimate: a fraction of a second
+
+
+def _measure_scoring(model: Any, texts: Sequence[Any], passes: int = 1) -> float:
+    values = [t for t in texts if isinstance(t, str) and t.strip()]
+    if not values:
+        return 0.0
+    step = max(1, len(values) // _SAMPLE_ROWS)
+    sample = values[::step][:_SAMPLE_ROWS]
+    mean_tokens = sum(len(model.tokenizer.tokenize(t)) for t in sample) / len(sample)
+    rate = _rates.get(model)
+    if rate is None:
+        t0 = time.perf_counter()
+        model.score(sample)
+        rate = len(sample) * (mean_tokens + 1.0) / max(time.perf_counter() - t0, 1e-6)
+        _rates[model] = rate
+    return passes * len(values) * (mean_tokens + 1.0) / rate
+
+
+duration: Callable[[float], str] = getattr(progress, "duration", _duration)     # "48 s", "2 min 5 s"
+clock: Callable[[float], str] = getattr(progress, "clock", _clock)              # "0:48", "2:05"
+_time_left_of: Callable[[Any], Optional[float]] = getattr(progress, "time_left", _time_left)
+_plan_of: Callable[[Any], str] = getattr(progress, "plan_text", _plan_text)
+
+
+_corrections: "weakref.WeakKeyDictionary[Any, float]" = weakref.WeakKeyDictionary()
+
+
+def estimate_seconds(model: Any, texts: Sequence[Any], passes: float = 1) -> float:
+    """How long scoring ``texts`` with ``model`` takes, ``passes`` times: rows x mean tokens / the model's
+    speed, measured once on a few evenly spaced rows (and kept for the model), times how far the model's
+    last long run was off (``record_time``). The chat's one estimate for /unusual and /compare; from
+    ``ChatAssistant.background_seconds`` on they run in the background."""
+    measure = getattr(progress, "measure_scoring", _measure_scoring)
+    return float(measure(model, texts, passes)) * _corrections.get(model, 1.0)
+
+
+def record_time(model: Any, estimated: float, real: float) -> None:
+    """After a command of a second or more: real / estimated, so the next estimate for the model is closer
+    (a speed measured on a few rows, on a busy machine, can be off by a few times)."""
+    if model is None or estimated <= 0 or real < 1.0:
+        return
+    try:
+        _corrections[model] = min(8.0, max(0.125, _corrections.get(model, 1.0) * real / estimated))
+    except TypeError:          # an object that cannot be weakly referenced: no memory of it
+        pass
+
+
+def plan_line(plan: Any = None, step: Any = None) -> str:
+    """What /learn says once the plan is known ("about 50 s, 8 epochs"): the engine's plan (``on_plan``)
+    when there is one, else an estimate from the first steps (total time from the time left); "" before."""
+    if plan is not None:
+        text = _plan_of(plan)
+        if text:
+            return text
+    if step is None:
+        return ""
+    left = _time_left_of(step)
+    if left is None:
+        return ""
+    return _plan_of({"seconds": step.elapsed + left, "steps": step.total_steps})
+
+
+def progress_line(elapsed: float, step: Any = None) -> str:
+    """``0:12 elapsed, about 0:38 left`` (the time left once the first steps are timed)."""
+    left = _time_left_of(step) if step is not None else None
+    return f"{clock(elapsed)} elapsed" + ("" if left is None else f", about {clock(left)} left")
+
+
+def work_line(elapsed: float, estimate: float, fraction: Optional[float]) -> str:
+    """The progress of a long command: ``42% · 0:12 elapsed, about 0:17 left``; the time left from the
+    work done so far (``fraction``), or from the estimate before the first part is done."""
+    if fraction:
+        left = elapsed * (1 - fraction) / fraction
+    else:
+        left = estimate - elapsed
+    head = f"{fraction:.0%} · " if fraction else ""
+    tail = f"about {clock(left)} left" if left >= 1 else "a little longer than estimated" if not fraction \
+        else "almost done"
+    return f"{head}{clock(elapsed)} elapsed, {tail}"
 
 
 # ---------------------------------------------------------------------------------------------- quick answers
@@ -102,19 +246,25 @@ def data(ns: Mapping[str, Any]) -> Answer:
 
 
 def next_words(model: Any, name: Optional[str], text: str, k: int) -> Answer:
-    """/next TEXT: the k likeliest next words."""
-    pairs = model.next_words(text, k, include_special=True)     # a line end that the model expects shows as ⏎
-    return Answer(f"after {text!r}: {pairs_text(pairs)}", result=pairs)
+    """/next TEXT: the k likeliest next words (``%lm_complete`` computes them again)."""
+    pairs = model.next_words(text, k)
+    code = (magic_line("lm_complete", {"name": name, "k": k}, text) if name
+            else f"model.next_words({text!r}, k={k})")
+    return Answer(f"after {text!r}: {pairs_text(pairs)}", code=code, result=pairs)
 
 
 def score_text(model: Any, name: Optional[str], text: str, k: int) -> Answer:
-    """/score TEXT: the perplexity of the text and its k most surprising words."""
-    if not text:
+    """/score TEXT: the perplexity of the text and its k most surprising words, as ``%lm_explain --top k``
+    computes them (the line it offers shows them again, with what the model expected there)."""
+    if not text.strip():
         raise ConfigError("Give the text to score: /score TEXT.")
-    ppl = model.perplexity(text)
-    worst = sorted(model.surprisal(text), key=lambda wb: -wb[1])[:k]
-    return Answer(f"perplexity {ppl:,.1f}; most surprising: "
-                  + (", ".join(f"{token_text(w)} ({num_text(b)} bits)" for w, b in worst) or "(none)"), result=ppl)
+    result = explain_text(model, text, top=k, k=k, model_name=name or "")
+    worst = [(w, b) for _, w, b, _ in result.alternatives]
+    code = (magic_line("lm_explain", {"name": name, "top": k, "k": k}, text) if name
+            else f"lm.explain(model, {text!r}, top={k}, k={k})")
+    return Answer(f"perplexity {2 ** result.bits:,.1f}; most surprising: "
+                  + (", ".join(f"{token_text(w)} ({num_text(b)} bits)" for w, b in worst) or "(none)"),
+                  code=code, result=result)
 
 
 def explain(model: Any, name: Optional[str], text: str, k: int) -> Answer:
@@ -137,7 +287,7 @@ def _score_columns(frame: Any, column: str, own: set, parts: Tuple[str, ...] = (
     n = 1
     while True:
         into = f"{column}_ppl" if n == 1 else f"{column}_{n}_ppl"
-        pair = (into, into[:-4] + "_bits", *(f"{into[:-4]}_{p}_ppl" for p in parts))
+        pair = (into, into[:-4] + "_bits", into[:-4] + "_unusual", *(f"{into[:-4]}_{p}_ppl" for p in parts))
         if not any(c in frame.columns and c not in own for c in pair):
             return into, any(c in frame.columns for c in pair)
         n += 1
@@ -168,18 +318,24 @@ def unusual(ns: Mapping[str, Any], arg: str, model_for: ModelFor, own: Callable[
     def run(on_chunk: Optional[OnChunk] = None) -> Answer:
         report = score_frame(model, frame, ref.column, into=None if default_into else into, overwrite=replace,
                              top=top, model_name=name or "", baseline=baseline, on_chunk=on_chunk)
+        # The columns exist now (the chat wrote them): the line replaces them, so it runs again as given.
         code = magic_line("lm_score", {"df": ref.var, "column": ref.column, "name": name,
-                                       "into": None if default_into else into, "overwrite": replace,
+                                       "into": None if default_into else into, "overwrite": True,
                                        "top": top, "baseline": baseline})
         if name is None:
-            code = (f"lm.score_frame(model, {ref.var}, {ref.column!r}, top={top}, overwrite={replace}"
+            code = (f"lm.score_frame(model, {ref.var}, {ref.column!r}"
+                    f"{'' if default_into else f', into={into!r}'}, overwrite=True, top={top}"
                     f"{', baseline=True' if baseline else ''})")
         note = "" if default_into else f" ('{ref.column}_ppl' is your column, so the scores went to '{into}')"
         body = (f"<div>{_esc(note.strip(' ()'))}</div>" if note else "") + report._repr_html_()
-        wrote = [report.ppl_column, report.bits_column, *(s.name for s in report.side.values())]
+        wrote = report.columns
         return Answer(repr(report) + note, body, code, report, (frame, wrote))
 
-    return Work(f"Scoring {len(frame):,} rows of {ref_text(ref.var, ref.column)}", run, rows=len(frame))
+    # The LSTM pass, and with the baseline the mixture's (an LSTM pass again; the n-gram's is quick).
+    # With the baseline: the mixture's pass costs about 1.3 LSTM passes, the n-gram's little.
+    seconds = estimate_seconds(model, frame[ref.column], 2.3 if baseline else 1)
+    return Work(f"Scoring {len(frame):,} rows of {ref_text(ref.var, ref.column)}", run, rows=len(frame),
+                seconds=seconds, model=model)
 
 
 def compare(ns: Mapping[str, Any], arg: str, model_for: ModelFor) -> Work:
@@ -202,9 +358,11 @@ def compare(ns: Mapping[str, Any], arg: str, model_for: ModelFor) -> Work:
                                 model_name=name or "", on_chunk=on_chunk)
         return Answer(repr(result), result._repr_html_(), code, result)
 
-    # Word counts (no model) are quick for any number of rows.
-    return Work(f"Comparing groups of {ref_text(ref.var, ref.column)}", run,
-                rows=len(ref.frame) if model is not None else 0)
+    # Word counts (no model) are quick for any number of rows; a model scores each row once (its n-gram
+    # beside it is quick).
+    seconds = estimate_seconds(model, ref.values) if model is not None else 0.0
+    return Work(f"Comparing groups of {ref_text(ref.var, ref.column)} ({len(ref.frame):,} rows)", run,
+                rows=len(ref.frame) if model is not None else 0, seconds=seconds, model=model)
 
 
 def learn_line(name: str, source: Mapping[str, Any]) -> str:

@@ -21,6 +21,7 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 from ..engine.data import files
 from ..errors import ConfigError, DataError
+from ..rules import check_name
 from ..frames import ColumnRef, lookup, parse_column_ref, ref_text, resolve_column, select_rows, spaced_column
 
 __all__ = ["HELP_ROWS", "HELP", "COMMANDS", "USAGE", "split_command", "quote", "number", "positive_int",
@@ -155,6 +156,7 @@ class LearnRequest:
     source: Dict[str, Any] = field(default_factory=dict)
     what: str = ""
     rows: Optional[int] = None
+    name_given: bool = True     # False: derived from the column or file (the chat then picks a free one)
 
 
 def learn_request(ns: Mapping[str, Any], arg: str) -> LearnRequest:
@@ -164,7 +166,7 @@ def learn_request(ns: Mapping[str, Any], arg: str) -> LearnRequest:
     if not arg.strip():
         raise ConfigError(f"Say what to learn from: {usage}, e.g. /learn reviews.text as reviews.")
     m = re.search(r"\s+as\s+(\S+)\s*$", arg)
-    name = m.group(1) if m else None
+    name = check_name(m.group(1), example="/learn reviews.text as reviews") if m else None
     body = arg[:m.start()] if m else arg
     var, column, rest = parse_column_ref(body) if re.match(r"\s*[A-Za-z_]", body) else ("", None, body)
     if var and var in ns:
@@ -184,7 +186,7 @@ def learn_request(ns: Mapping[str, Any], arg: str) -> LearnRequest:
         name = name or re.sub(r"\W+", "_", f"{var}_{column}" if column else var)
         source = {"df": var, "column": column, "where": where}
         what = f"{ref} ({len(data):,} rows{', where ' + where if where else ''})"
-        return LearnRequest(name, data, source, what, len(data))
+        return LearnRequest(name, data, source, what, len(data), name_given=m is not None)
     try:
         patterns = shlex.split(body)
     except ValueError:
@@ -199,7 +201,8 @@ def learn_request(ns: Mapping[str, Any], arg: str) -> LearnRequest:
     data = files(*patterns)
     paths = data.paths()                    # a DataError now for a pattern that matches nothing
     name = name or re.sub(r"\W+", "_", os.path.splitext(paths[0].name)[0]) or "model"
-    return LearnRequest(name, data, {"file": patterns}, f"{len(paths)} file{'s' if len(paths) != 1 else ''}")
+    return LearnRequest(name, data, {"file": patterns}, f"{len(paths)} file{'s' if len(paths) != 1 else ''}",
+                        name_given=m is not None)
 
 
 def hint(text: str, ns: Mapping[str, Any]) -> Optional[str]:

@@ -53,7 +53,8 @@ class Files:
         out: List[Path] = []
         for pat in self.patterns:
             pat = os.path.expanduser(str(pat))
-            hits = sorted(glob.glob(pat)) if glob.has_magic(pat) else [pat]
+            # A file literally named like a pattern ("a[1].txt") is that file; otherwise a pattern globs.
+            hits = [pat] if not glob.has_magic(pat) or os.path.lexists(pat) else sorted(glob.glob(pat))
             if not hits:
                 raise DataError(f"No file matches '{pat}'. Check the pattern (and the working directory "
                                 f"{os.getcwd()}).")

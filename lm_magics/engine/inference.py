@@ -24,6 +24,7 @@ from ..config import GenerateConfig
 from . import memory
 from .model import LSTMLanguageModel, State
 from .precision import scoring_bf16
+from .threads import inference_threads, using_threads
 from .tokenizer import SPECIALS, Tokenizer
 
 __all__ = ["Predictor", "RepeatRules", "REPEAT_WINDOW"]
@@ -95,18 +96,27 @@ class Vocabulary:
 
 
 class Predictor(Vocabulary):
-    """Inference over one (network, tokenizer) pair. Thread-safe; one per LanguageModel."""
+    """Inference over one (network, tokenizer) pair. Thread-safe; one per LanguageModel.
 
-    def __init__(self, net: LSTMLanguageModel, tokenizer: Tokenizer, precision: str = "auto"):
+    Every call runs on the thread count of ``threads.inference_threads`` (``threads`` given wins): on a
+    machine whose other processes hold the cores, one thread (torch's threads would stall on them)."""
+
+    def __init__(self, net: LSTMLanguageModel, tokenizer: Tokenizer, precision: str = "auto",
+                 threads: Optional[int] = None):
         super().__init__(tokenizer)
         self.net = net.eval()
         self.precision = precision   # scoring's output layer: see precision.scoring_bf16
+        self.threads = threads       # an explicit thread count (the model's threads= option), else decided
         self.device = next(net.parameters()).device
         self._lock = threading.RLock()
         self._checkpoints: List[Tuple[Tuple[int, ...], State]] = []   # (context ids, state after them)
         self._last: Optional[Tuple[Tuple[int, ...], torch.Tensor]] = None  # (ids, log-probs after them)
         self._no_ids = torch.zeros(0, dtype=torch.long)
         self._unk_only = torch.tensor([tokenizer.unk_id])
+
+    def _thread_count(self) -> int:
+        """Threads for the next call (the one decision of engine/threads.py; 1 off the CPU, where it is moot)."""
+        return inference_threads(self.threads)[0] if self.device.type == "cpu" else torch.get_num_threads()
 
     # ------------------------------------------------------------------------------ context state
 
@@ -141,7 +151,7 @@ class Predictor(Vocabulary):
 
     def log_probs_after(self, ids: Sequence[int]) -> torch.Tensor:
         """Log-probabilities (V,) of the next token after context ids."""
-        with torch.inference_mode():
+        with using_threads(self._thread_count()), torch.inference_mode():
             return self.net.log_probs(self.features_after(ids).unsqueeze(0))[0]
 
     def clear_cache(self) -> None:
@@ -159,7 +169,7 @@ class Predictor(Vocabulary):
             # The pruned top-k over the output layer: exact, without the whole distribution.
             exclude = self._no_ids if include_special else self._special_ids
             n = len(self.tok) - exclude.numel()
-            with self._lock, torch.inference_mode():
+            with self._lock, using_threads(self._thread_count()), torch.inference_mode():
                 vals, idx = self.net.topk_next(self.features_after(ids_ctx), max(0, min(k, n)), exclude)
             itos = self.tok.itos
             return [(itos[i], p) for i, p in zip(idx.tolist(), vals.exp().tolist())]
@@ -177,7 +187,7 @@ class Predictor(Vocabulary):
         out: List[int] = []
         unk, eos = self.tok.unk_id, self.tok.eos_id
         rules = self.repeat_rules(cfg)
-        with self._lock, torch.inference_mode():
+        with self._lock, using_threads(self._thread_count()), torch.inference_mode():
             feats = self.features_after(ids)
             state = self._state_for(ids)
             # Plain sampling needs no full distribution: the network samples hierarchically (exact), and
@@ -219,7 +229,7 @@ class Predictor(Vocabulary):
         ids = self.context_ids(prefix)
         unk, eos = self.tok.unk_id, self.tok.eos_id
         rules = self.repeat_rules(cfg)
-        with self._lock, torch.inference_mode():
+        with self._lock, using_threads(self._thread_count()), torch.inference_mode():
             lp = self.log_probs_after(ids).clone()
             h, c = self._state_for(ids)
             beams: List[List[int]] = [[]]
@@ -274,7 +284,7 @@ class Predictor(Vocabulary):
         lens = np.fromiter((len(encoded[i]) for i in keep), dtype=np.int64, count=len(keep))
         order = np.asarray(keep, dtype=np.int64)[np.argsort(lens, kind="stable")]
         lens = np.sort(lens, kind="stable")
-        threads = torch.get_num_threads() if self.device.type == "cpu" else 1
+        threads = self._thread_count() if self.device.type == "cpu" else 1
         # Enough batches for every thread to have some (but none under a few thousand tokens).
         budget = int(np.clip(lens.sum() // threads, _PART_MIN_TOKENS, _SCORE_BATCH_TOKENS))
         batches, start = [], 0
@@ -288,10 +298,11 @@ class Predictor(Vocabulary):
         bf16 = scoring_bf16(self.precision, self.device)
         with self._lock:
             if threads < 2 or len(batches) < 2:
-                done = (self._batch_nll(encoded, rows, n, bf16) for rows, n in batches)
-                for (rows, _), nll in zip(batches, done):
-                    for i, v in zip(rows.tolist(), nll):
-                        out[i] = v
+                with using_threads(threads if self.device.type == "cpu" else torch.get_num_threads()):
+                    done = (self._batch_nll(encoded, rows, n, bf16) for rows, n in batches)
+                    for (rows, _), nll in zip(batches, done):
+                        for i, v in zip(rows.tolist(), nll):
+                            out[i] = v
                 return out
             # CPU: one single-threaded batch per Python thread (torch releases the GIL). With torch's own
             # threads every op is a parallel region whose barrier stalls whenever another process holds
@@ -300,14 +311,15 @@ class Predictor(Vocabulary):
             global _POOL
             if _POOL is None or _POOL._max_workers < threads:
                 _POOL = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="lm_magics-score")
-            torch.set_num_threads(1)   # process-wide, so put back below
+            prev = torch.get_num_threads()
+            torch.set_num_threads(1)   # the pool's threads take it up; put back below
             try:
                 futs = [_POOL.submit(self._batch_nll, encoded, rows, n, bf16) for rows, n in batches]
                 for (rows, _), fut in zip(batches, futs):
                     for i, v in zip(rows.tolist(), fut.result()):
                         out[i] = v
             finally:
-                torch.set_num_threads(threads)
+                torch.set_num_threads(prev)
         return out
 
     def _batch_nll(self, encoded: Sequence[Optional[List[int]]], rows: np.ndarray, n: np.ndarray,

@@ -26,7 +26,8 @@ from typing import Dict, Optional, Sequence, Tuple, Type
 from ..errors import ConfigError, LMError
 
 __all__ = ["ENV", "parse_size", "fmt_bytes", "fmt_count", "limit", "check", "lstm_parameters", "Estimate",
-           "training_estimate", "check_training", "beam_bytes", "effective_beams"]
+           "training_estimate", "check_training", "beam_bytes", "effective_beams", "table_beam_bytes", "check_beam",
+           "check_count"]
 
 ENV = "LM_MAGICS_MEMORY_LIMIT"
 _UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "m": 10**6, "mb": 10**6, "g": 10**9, "gb": 10**9,
@@ -259,3 +260,31 @@ def beam_bytes(beam: int, vocab_size: int, n_words: int, hidden_dim: int, num_la
     (scores, their sum with the beams', the top-k), the LSTM state, and each beam's token list."""
     b = effective_beams(beam, vocab_size, n_words)
     return b * (4 * 7 * vocab_size + 4 * (6 * num_layers * hidden_dim + 2 * out_dim) + 200 + 8 * n_words)
+
+
+def table_beam_bytes(beam: int, vocab_size: int, n_words: int, lstm: Optional[Tuple[int, int, int]] = None) -> int:
+    """Peak bytes of beam search over a table model (an n-gram, or a mixture with an LSTM): per step a
+    (beams, V) block of float64 log-probabilities in a few copies (stacked, summed with the beams'
+    scores, the top-k), each beam's token list and Python bookkeeping, and for a mixture the LSTM's own
+    per-beam block and state (``lstm`` = (hidden_dim, num_layers, out_dim))."""
+    b = effective_beams(beam, vocab_size, n_words)
+    per_beam = 8 * 3 * vocab_size + 300 + 16 * n_words
+    if lstm is not None:
+        h, layers, out_dim = lstm
+        per_beam += 4 * 2 * vocab_size + 4 * (6 * layers * h + 2 * out_dim)
+    return b * per_beam
+
+
+def check_beam(beam: int, vocab_size: int, n_words: int, lstm: Optional[Tuple[int, int, int]] = None,
+               device: "Optional[object]" = None) -> None:
+    """Refuse, before the search starts, a beam whose blocks cannot fit (every model kind)."""
+    check(table_beam_bytes(beam, vocab_size, n_words, lstm), f"Beam search with beam={beam:,} over {vocab_size:,} words", "use a smaller beam (4 to 10 is "
+          f"usual)", device=device)
+
+
+def check_count(count: int, item_bytes: int, what: str, *, error: Type[LMError] = ConfigError) -> None:
+    """Refuse an allocation of ``count`` items a file or a user declared, before it is made: ``what``
+    says whose claim it is ("n-gram vocabulary of 200,000,000 words in model.lm")."""
+    if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+        raise error(f"{what}: {count!r} is not a count")
+    check(count * item_bytes, what, "check where the number comes from", error=error)

@@ -286,7 +286,14 @@ class NGramModel:
 
     @classmethod
     def from_dict(cls, d: dict) -> "NGramModel":
-        V = int(d["vocab_size"])
+        V = d["vocab_size"]
+        if isinstance(V, bool) or not isinstance(V, int) or V < 2:
+            raise ValueError(f"its n-gram declares vocab_size={V!r}")
+        # The unigram table and the per-order tables are V-sized: a file's claim is checked before they
+        # are allocated (a 1 MB file must not make this take gigabytes); 8 arrays of 8 bytes a word.
+        from . import memory
+
+        memory.check_count(V, 64, f"An n-gram vocabulary of {V:,} words")
         keys = [np.arange(V, dtype=np.int64)] + [_array(k) for k in d["keys"]]
         return cls(int(d["order"]), V, int(d["eos_id"]), keys, [_array(a) for a in d["counts"]],
                    _array(d["discounts"]))
@@ -408,6 +415,33 @@ class CopyIndex:
             i += 1
         return out
 
+    def coverage(self, encoded: Sequence[Sequence[int]]) -> np.ndarray:
+        """For each row of ids (no <eos>): the share of its runs of ``window`` tokens that repeat a run of a
+        training row (1.0: every run was in the training text); NaN for a row shorter than the window (or
+        none of whose runs the index samples). All rows in one vectorised pass."""
+        n = len(encoded)
+        out = np.full(n, np.nan)
+        lens = np.fromiter((len(e) for e in encoded), dtype=np.int64, count=n)
+        if n == 0 or lens.sum() < self.window:
+            return out
+        flat = np.fromiter((i for e in encoded for i in e), dtype=np.int64, count=int(lens.sum()))
+        h = _window_hashes(flat, self.window)
+        row = np.repeat(np.arange(n), lens)[: len(h)]
+        ends = np.cumsum(lens)
+        ok = np.arange(len(h)) + self.window <= ends[row]          # windows inside one row
+        if self.every > 1:
+            ok &= h % np.uint64(self.every) == 0                     # the index keeps only these
+        h, row = h[ok].view(np.int64), row[ok]
+        if self.hashes.size:
+            j = np.minimum(np.searchsorted(self.hashes, h), len(self.hashes) - 1)
+            hit = self.hashes[j] == h
+        else:
+            hit = np.zeros(len(h), bool)
+        total = np.bincount(row, minlength=n)
+        found = np.bincount(row, weights=hit.astype(float), minlength=n)
+        out[total > 0] = found[total > 0] / total[total > 0]
+        return out
+
     @property
     def nbytes(self) -> int:
         return int(self.hashes.nbytes + self.rows.nbytes)
@@ -463,29 +497,43 @@ class TablePredictor(Vocabulary):
                 break
         return out
 
+    def _beam_lstm_sizes(self) -> Optional[Tuple[int, int, int]]:
+        """(hidden_dim, num_layers, out_dim) of an LSTM part, for the beam's memory estimate (None: none)."""
+        return None
+
     def _beam(self, ctx: List[int], cfg: GenerateConfig, stop_at_eos: bool) -> List[int]:
-        beams: List[Tuple[float, List[int]]] = [(0.0, [])]
+        """Beam search: the cfg.beam most likely continuations, one (beams, V) block per step."""
+        from . import memory
+
+        V = len(self.tok)
+        memory.check_beam(cfg.beam, V, cfg.n_words, self._beam_lstm_sizes())   # before any block exists
+        beams: List[List[int]] = [[]]
+        scores = torch.zeros(1, dtype=torch.float64)
         done: List[Tuple[float, List[int]]] = []
         rules = self.repeat_rules(cfg)
         for _ in range(cfg.n_words):
-            cand = []
-            for score, seq in beams:
-                lp = rules.apply(self.log_probs_after(ctx + seq), ctx, seq).clone()
-                lp[self.tok.unk_id] = -math.inf
-                vals, idx = torch.topk(lp, min(cfg.beam, lp.numel()))
-                cand += [(score + v, seq + [i]) for v, i in zip(vals.tolist(), idx.tolist())]
-            cand.sort(key=lambda c: -c[0])
-            beams = []
-            for s, seq in cand[: cfg.beam]:
-                if rules.ends_text(ctx, seq[:-1], seq[-1]):       # a blank line: the text ends before it
-                    done.append((s / len(seq), seq[:-1]))
-                elif stop_at_eos and seq[-1] == self.tok.eos_id:
+            lp = torch.stack([rules.apply(self.log_probs_after(ctx + seq).double(), ctx, seq)
+                              for seq in beams])                                            # (beams, V)
+            lp[:, self.tok.unk_id] = -math.inf
+            total = (scores.unsqueeze(1) + lp).view(-1)                                    # (beams * V)
+            top_s, top_i = torch.topk(total, min(cfg.beam, total.numel()))
+            new_beams, new_scores = [], []
+            for s, i in zip(top_s.tolist(), top_i.tolist()):
+                if s == -math.inf:
+                    break
+                b, t = divmod(i, V)
+                seq = beams[b] + [t]
+                if rules.ends_text(ctx, beams[b], t):                # a blank line: the text ends before it
+                    done.append((s / len(seq), beams[b]))
+                elif stop_at_eos and t == self.tok.eos_id:
                     done.append((s / len(seq), seq))
                 else:
-                    beams.append((s, seq))
-            if not beams:
+                    new_beams.append(seq)
+                    new_scores.append(s)
+            if not new_beams:
                 break
-        done += [(s / max(1, len(seq)), seq) for s, seq in beams]
+            beams, scores = new_beams, torch.tensor(new_scores, dtype=torch.float64)
+        done += [(s / max(1, len(seq)), seq) for s, seq in zip(scores.tolist(), beams) if seq]
         return max(done, key=lambda c: c[0])[1] if done else []
 
     def row_nll(self, rows: Sequence[Optional[str]]) -> List[Optional[np.ndarray]]:
@@ -523,6 +571,12 @@ class MixPredictor(TablePredictor):
 
     def clear_cache(self) -> None:
         self.lstm.clear_cache()
+
+    def _beam_lstm_sizes(self) -> Optional[Tuple[int, int, int]]:
+        net = getattr(self.lstm, "net", None)
+        if net is None:
+            return None
+        return (net.hidden_dim, net.num_layers, net.embed_dim if net.proj is not None else net.hidden_dim)
 
     def log_probs_after(self, ids: Sequence[int]) -> torch.Tensor:
         a = self.lstm.log_probs_after(ids).double().cpu()

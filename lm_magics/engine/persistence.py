@@ -219,7 +219,18 @@ def _free_bytes(folder: Path) -> Optional[int]:
     return blocks * sv.f_frsize
 
 
+def _read_only(folder: Path) -> bool:
+    try:
+        return bool(os.statvfs(folder).f_flag & getattr(os, "ST_RDONLY", 1))
+    except (OSError, AttributeError):
+        return False
+
+
 def _check_space(target: Path, size: Optional[int], existed: bool) -> None:
+    """Refuse a save that cannot fit: ``size`` bytes (what will be written) against the free space; without
+    a size, a disk with no space at all. A read-only file system is named as such, not as a full disk."""
+    if _read_only(target.parent):
+        raise _save_error(OSError(errno.EROFS, "read-only file system"), target, existed)
     free = _free_bytes(target.parent)
     if free is None:
         return
@@ -345,11 +356,24 @@ def _sync_folder(folder: Path) -> None:
         os.close(fd)
 
 
+def payload_bytes(obj: Any) -> int:
+    """About how many bytes torch.save writes for obj: its tensors' bytes and its texts' lengths."""
+    if isinstance(obj, torch.Tensor):
+        return obj.numel() * obj.element_size()
+    if isinstance(obj, dict):
+        return sum(payload_bytes(k) + payload_bytes(v) for k, v in obj.items())
+    if isinstance(obj, (list, tuple)):
+        return sum(payload_bytes(v) for v in obj) + 2 * len(obj)
+    if isinstance(obj, str):
+        return len(obj) + 4
+    return 8
+
+
 def write_checkpoint(path: Any, payload: Dict[str, Any]) -> None:
     ckpt = {"format": FORMAT, "format_version": FORMAT_VERSION, **payload}
-    # The file is about the size of its tensors plus the vocabulary: checked against the free space first.
-    size = sum(t.numel() * t.element_size() for t in payload.get("state_dict", {}).values()
-               if isinstance(t, torch.Tensor)) + 16 * len(payload.get("tokenizer", {}).get("itos", ())) + 65_536
+    # The file is about the size of all its tensors (weights, n-gram tables, copy index) plus the
+    # vocabulary: checked against the free space before the first byte is written.
+    size = payload_bytes(payload) + 65_536
     atomic_write(path, lambda fh: torch.save(ckpt, fh), size=size)
 
 

@@ -1,35 +1,10 @@
 """The training loop: SGD or AdamW (sparse-aware), warm-up + cosine schedule, truncated BPTT with carried
 state, validation perplexity every epoch, early stopping, best weights kept, interrupt-safe.
 
-Defaults that fit the data (``auto_config``): options left at ``None`` are chosen from the number of
-training tokens N, so that a notebook cell of a few hundred words trains in seconds and a corpus of
-millions of words gets a larger model and fewer passes:
-
-    ===========  =====  ======  ======  =======  =====  =====================  ==========================
-    N tokens     embed  hidden  layers  dropout  batch  optimizer (lr, clip)   epochs
-    ===========  =====  ======  ======  =======  =====  =====================  ==========================
-    < 50k        200    200     1       0.6      1-16   SGD (20, 0.25)         30 (a cell: many tiny passes)
-    < 300k       200    200     1       0.6      8-32   SGD (20, 0.25)         clamp(6M / N, 3, 20)
-    < 3M         256    256     1       0.2      64     AdamW (0.003, 1.0)     clamp(6M / N, 1, 20)
-    >= 3M        256    512     2       0.2      64     AdamW (0.003, 1.0)     1
-    ===========  =====  ======  ======  =======  =====  =====================  ==========================
-
-(batch for tiny inputs: as many streams as leave each at least 4 windows of seq_len tokens; below 300k
-tokens: one stream per 6k tokens, 8 to 32.)
-Optimizer ('auto'): below 300k tokens the textbook's SGD with lr 20 and the gradient norm clipped at 0.25,
-which on a cell's text reached a validation perplexity 35-65% below AdamW's at any lr tried, and on
-columns of docstrings and Shakespeare 20-40% below; above, AdamW, which gets there in fewer steps on more
-text. A learning rate that is given picks the optimizer it was written for: below 1 AdamW, 1 and more SGD
-(their scales are a thousand times apart). AdamW chosen below 300k tokens (optimizer='adamw', or a given
-lr below 1) trains the network it was tuned with: 200/200 below 50k tokens, 128/256 with dropout 0.5 from
-there. AdamW runs with betas (0.7, 0.95), a shorter memory than the usual (0.9, 0.999) that reached a
-lower validation perplexity at every tier in the same steps (see ADAM_BETAS); its learning rate is 0.03
-below 50k tokens (few epochs of a cell learn fastest with it), 0.01 below 300k and 0.003 above (big data
-wants a gentler step).
-
-Why 1x256 up to 3M tokens: on WikiText-2 (2.1M tokens) it reaches the textbook model's one-epoch
-validation perplexity in 80 s of training where 1x512 needs 132 s (benchmarks/time_to_quality.py; 45 s
-since the betas above), and its keystroke update takes under 1 ms instead of 2+ ms (benchmarks/latency.py).
+The options a run trains with (network, optimizer, batch, epochs and steps) are planned by
+``planning.plan`` from the data, the options, the time budget and the measured step time; ``fit`` takes a
+resolved config, and a ``replan`` callback that fixes the steps once the first ones are timed. The
+thread count is decided by ``threads.ThreadProbe`` from the first steps (see engine/threads.py).
 """
 
 from __future__ import annotations
@@ -51,7 +26,9 @@ from ..errors import ConfigError, TrainingDiverged
 from .data import Corpus, batchify, windows
 from .distributed import DIVERGED, GO, INTERRUPTED, MAX_TIME, PLANNED, Ranks, deferred_signals
 from .model import LSTMLanguageModel, State
+from .planning import SGD_BELOW, Plan, fit_to_data, size_config
 from .precision import native_bf16
+from .threads import ThreadProbe, available_threads, machine_load
 
 __all__ = ["auto_config", "resolve_device", "StepInfo", "EpochInfo", "TrainReport", "fit", "evaluate",
            "StopTraining", "BestWeights", "train_step"]
@@ -63,62 +40,11 @@ class StopTraining(Exception):
 
 # ------------------------------------------------------------------------------------------ choices
 
-# Below this many training tokens optimizer='auto' is SGD (on a tied 200/200 network); from it on, AdamW.
-SGD_BELOW = 300_000
-# SGD's network: the textbook's optimizer wants a tied output layer as wide as the LSTM, and heavy dropout.
-_SGD_NET = dict(embed_dim=200, hidden_dim=200, num_layers=1, dropout=0.6)
-
-
 def auto_config(cfg: TrainConfig, n_tokens: int) -> Tuple[TrainConfig, List[str]]:
     """Fill the options left at None (and optimizer='auto') from the number of training tokens; return
-    (config, reasons)."""
-    optimizer = cfg.optimizer
-    if optimizer == "auto":
-        # A given learning rate tells which optimizer it was written for: AdamW's are 0.0003-0.1, SGD's
-        # 1-40 (every lr in the tutorials, and in notebooks from before SGD was a default, is AdamW's).
-        if cfg.lr is not None:
-            optimizer = "sgd" if cfg.lr >= 1 else "adamw"
-        else:
-            optimizer = "sgd" if n_tokens < SGD_BELOW else "adamw"
-    if n_tokens < 50_000:
-        # A cell or a short column: the textbook's optimizer (SGD lr 20, clip 0.25) on a tied 200-unit
-        # network with heavy dropout. Mean validation perplexity of seeds 0-1 on 463-7,206 tokens
-        # (Shakespeare, stdlib docstrings; benchmarks/RESULTS.md): AdamW at the old 64/128 defaults 142-411,
-        # this 51-172, the textbook's 200x2 network with its own recipe 64-245. From 20k to 46k tokens
-        # (Shakespeare, docstrings, WikiText-2) it matched or beat the AdamW column defaults, in time too.
-        size, tier = dict(_SGD_NET), "< 50k tokens"
-        batch = int(np.clip(n_tokens // (cfg.seq_len * 4), 1, 16))
-        epochs, adamw_lr = 30, 0.03
-    else:
-        batch = 64
-        epochs = int(np.clip(round(6e6 / n_tokens), 1, 20))
-        adamw_lr = 0.01 if n_tokens < 300_000 else 0.003
-        if n_tokens < 300_000:
-            # A column: more (smaller) steps the less text there is. Under SGD the cell's network: on
-            # 51k-228k tokens of docstrings and Shakespeare 20-40% lower validation perplexity than AdamW,
-            # sooner too; on WikiText-2 a tie at the end (benchmarks/RESULTS.md). AdamW's own: a column
-            # of tens of thousands of words overfits a 256-unit LSTM within a few passes, so more dropout
-            # (time_to_quality --tier column: val ppl 220 -> 156 on 56k tokens; 231 -> 201 in 60 s on 205k).
-            size = dict(_SGD_NET) if optimizer == "sgd" else dict(embed_dim=128, hidden_dim=256, num_layers=1,
-                                                                   dropout=0.5)
-            tier = "< 300k tokens"
-            batch = int(np.clip(n_tokens // 6_000, 8, 32))
-            epochs = max(epochs, 3)
-        elif n_tokens < 3_000_000:
-            size, tier = dict(embed_dim=256, hidden_dim=256, num_layers=1, dropout=0.2), "< 3M tokens"
-        else:
-            size, tier = dict(embed_dim=256, hidden_dim=512, num_layers=2, dropout=0.2), ">= 3M tokens"
-    sgd = optimizer == "sgd"
-    chosen = dict(size, batch_size=batch, epochs=epochs, lr=20.0 if sgd else adamw_lr,
-                  grad_clip=0.25 if sgd else 1.0)
-    fill = {k: v for k, v in chosen.items() if getattr(cfg, k) is None}
-    if cfg.optimizer == "auto":
-        fill = {"optimizer": optimizer, **fill}
-    reasons = []
-    if fill:
-        reasons.append(f"sized for {n_tokens:,} training tokens ({tier}): "
-                       + ", ".join(f"{k}={v}" for k, v in fill.items()))
-    return cfg.replace(**fill), reasons
+    (config, reasons). The sizing part of ``planning.plan`` (kept for callers and benchmarks)."""
+    cfg, _, reasons = size_config(cfg, n_tokens)
+    return cfg, reasons
 
 
 def resolve_device(name: str) -> torch.device:
@@ -176,21 +102,6 @@ def use_bf16(cfg: TrainConfig, device: torch.device) -> bool:
     return hidden >= _BF16_MIN_HIDDEN and hidden * (cfg.batch_size or 1) >= _BF16_MIN_WORK
 
 
-def fit_to_data(cfg: TrainConfig, n_tokens: int) -> Tuple[TrainConfig, List[str]]:
-    """Shrink batch_size and seq_len that the training tokens (one rank's shard) cannot fill, and say so."""
-    notes: List[str] = []
-    rows_per_stream = n_tokens // cfg.batch_size
-    if rows_per_stream < 2:
-        cfg = cfg.replace(batch_size=max(1, n_tokens // 2))
-        rows_per_stream = n_tokens // cfg.batch_size
-        notes.append(f"batch_size lowered to {cfg.batch_size} to fit {n_tokens} training tokens")
-    if cfg.seq_len > rows_per_stream - 1:
-        new_len = max(1, rows_per_stream - 1)
-        notes.append(f"seq_len {cfg.seq_len} is longer than the data allows; using {new_len}")
-        cfg = cfg.replace(seq_len=new_len)
-    return cfg, notes
-
-
 # ------------------------------------------------------------------------------------------ reports
 
 @dataclass
@@ -203,6 +114,8 @@ class StepInfo:
     tokens: int              # training tokens processed so far
     tokens_per_s: float
     elapsed: float
+    eta: Optional[float] = None      # estimated seconds of training left (None until the first steps are timed)
+    budget: Optional[float] = None   # the run's time budget in seconds (the whole call's; None: no budget)
 
 
 @dataclass
@@ -230,11 +143,14 @@ class TrainReport:
     best_val_ppl: Optional[float] = None
     interrupted: bool = False            # KeyboardInterrupt or Stop after the first step: the best model so
                                          # far was kept (front-ends never let it replace an existing one)
-    stop_reason: str = ""                # "finished", "early stop", "max_steps", "max_time", "interrupted"
+    stop_reason: str = ""                # "finished", "early stop", "max_steps", "max_time", "budget", "interrupted"
     notes: List[str] = field(default_factory=list)
     losses: List[float] = field(default_factory=list)   # per-step training loss, for the curve
     precision: str = "fp32"
     device: str = "cpu"
+    threads: Optional[int] = None        # torch threads the steps ran on (the last choice; see engine/threads.py)
+    plan: Optional[Plan] = None          # the plan the run followed (api.train sets it; see engine/planning.py)
+    outlook: str = ""                    # what more time would likely give, from the validation curve
 
     @property
     def tokens_per_s(self) -> float:
@@ -470,22 +386,36 @@ def evaluate(model: LSTMLanguageModel, ids: np.ndarray, seq_len: int = 35, batch
 # ------------------------------------------------------------------------------------------ the loop
 
 def one_thread_is_enough(hidden_dim: int, batch_size: int, vocab_size: int) -> bool:
-    """Train on one thread when none are given? Yes for tiny networks over small vocabularies. The output
+    """The old fixed rule (tiny networks over small vocabularies on one thread), kept for the benchmarks
+    that pin a thread count; training now times its first steps instead (engine/threads.py). The output
     layer counts: 200 units x 9 streams over 7,203 words (a 56k-token column) trained 1.5x faster on 2
-    threads than on 1 (2026-11-30, AMD EPYC, benchmarks/RESULTS.md)."""
+    threads than on 1 on a quiet machine (2026-11-30, AMD EPYC, benchmarks/RESULTS.md)."""
     return hidden_dim * batch_size <= 128 * 16 and vocab_size <= 2_000
+
+
+# replan(step_s, val_s, done_steps) -> (total_steps, deadline) or None: called once the first steps are
+# timed, and at each epoch's end when the run has a deadline; deadline is a time.perf_counter() value by
+# which training must have ended (None: none).
+Replan = Callable[[float, Optional[float], int], Optional[Tuple[int, Optional[float]]]]
 
 
 def fit(model: LSTMLanguageModel, corpus: Corpus, cfg: TrainConfig, *,
         on_step: Optional[Callable[[StepInfo], None]] = None,
         on_epoch: Optional[Callable[[EpochInfo], None]] = None,
         report: Optional[TrainReport] = None, ranks: Optional[Ranks] = None,
-        device: Optional[torch.device] = None) -> TrainReport:
+        device: Optional[torch.device] = None, replan: Optional[Replan] = None,
+        budget: Optional[float] = None) -> TrainReport:
     """Train ``model`` in place on ``corpus`` with a fully resolved ``cfg``; return the report.
 
     One loop for one process and many: with ``ranks`` from ``distributed.process_group`` each rank
     trains on its shard inside DistributedDataParallel, and every decision (stop, early stop, best
     weights) is taken by all ranks together. Callbacks run on every rank.
+
+    The thread count is timed on the first steps (``threads.ThreadProbe``; ``cfg.threads`` wins; ranks
+    on one machine share its cores). ``replan`` (see ``Replan``) hears the measured step time and may
+    shorten or lengthen the run (the learning-rate schedule follows) and set a deadline: reaching it is a
+    planned end (``stop_reason`` "budget"): the partial epoch is validated and the best weights kept.
+    ``budget`` is only shown (``StepInfo.budget``).
 
     On KeyboardInterrupt or StopTraining (raised from a callback) the best weights so far are restored
     and the report says ``interrupted``; so does a Ctrl-C while they are restored after the loop. A
@@ -496,29 +426,29 @@ def fit(model: LSTMLanguageModel, corpus: Corpus, cfg: TrainConfig, *,
     unresolved += ["optimizer"] if cfg.optimizer == "auto" else []
     if unresolved:
         raise ValueError(f"fit needs a resolved config ({', '.join(unresolved)} left to the data): pass it "
-                         f"through auto_config first")
+                         f"through planning.plan (or auto_config) first")
     ranks = ranks or Ranks()
-    # Tiny networks lose more to thread hand-offs than they gain from a second core (and suffer most
-    # when the machine is busy): they train on one thread unless told otherwise. Ranks on one machine
-    # share its cores. Restored afterwards.
-    threads = cfg.threads or (1 if one_thread_is_enough(model.hidden_dim, cfg.batch_size or 1, model.vocab_size)
-                              else None)
-    if ranks.distributed and not cfg.threads:
-        threads = max(1, (os.cpu_count() or 1) // ranks.local_world)
+    cpus = available_threads()
+    if ranks.distributed:
+        # Ranks on one machine share its cores: each takes its share, untimed (the ranks must agree).
+        probe = ThreadProbe(cpus, given=cfg.threads or max(1, (os.cpu_count() or 1) // ranks.local_world))
+    else:
+        probe = ThreadProbe(cpus, given=cfg.threads, load=machine_load())
     prev_threads = torch.get_num_threads()
-    if threads:
-        torch.set_num_threads(threads)
     try:
         with deferred_signals(ranks.distributed) as signals:
-            return _fit(model, corpus, cfg, on_step, on_epoch, report, ranks, device, signals)
+            return _fit(model, corpus, cfg, on_step, on_epoch, report, ranks, device, signals, probe, replan,
+                        budget)
     finally:
         torch.set_num_threads(prev_threads)
 
 
 _REASONS = {PLANNED: "finished", MAX_TIME: "max_time", INTERRUPTED: "interrupted"}
+STOPPED_VAL_TOKENS = 50_000   # a run stopped inside its first epoch is validated on this many tokens at most
 
 
-def _fit(model, corpus, cfg, on_step, on_epoch, report, ranks: Ranks, device, signals) -> TrainReport:
+def _fit(model, corpus, cfg, on_step, on_epoch, report, ranks: Ranks, device, signals, probe: ThreadProbe,
+         replan: Optional[Replan], budget: Optional[float]) -> TrainReport:
     device = device or resolve_device(cfg.device)
     report = report or TrainReport(config=cfg)
     report.device = str(device)
@@ -547,17 +477,41 @@ def _fit(model, corpus, cfg, on_step, on_epoch, report, ranks: Ranks, device, si
     opts = _make_optimizers(model, cfg, device)
     if ranks.distributed:
         torch.manual_seed(cfg.seed + ranks.rank)   # dropout masks differ per rank, repeatably
+    # Threads matter on the CPU only; elsewhere the probe still times the steps (for the plan).
+    timed_threads = device.type == "cpu"
 
-    def validate() -> float:
+    def validate(limit: Optional[int] = None) -> float:
+        ids = val_ids if limit is None else val_ids[:limit]
         if not ranks.distributed:
-            return evaluate(model, val_ids, cfg.seq_len, device=device)
-        total, count = ranks.sum(list(nll_totals(model, val_ids, cfg.seq_len, device=device)), device)
+            return evaluate(model, ids, cfg.seq_len, device=device)
+        total, count = ranks.sum(list(nll_totals(model, ids, cfg.seq_len, device=device)), device)
         return _ppl(total, count)
 
     best = BestWeights(cfg.patience)
     t0 = time.perf_counter()
     step = tokens = 0
+    deadline: Optional[float] = None
+    budget_hit = planned = False
+    step_ema: Optional[float] = None             # recent seconds per step (for the time left)
+    val_s: Optional[float] = None                # seconds of the last validation
+    threads_now = torch.get_num_threads()
     report.stop_reason = "finished"
+
+    def apply_plan(new: Optional[Tuple[int, Optional[float]]]) -> None:
+        nonlocal total_steps, deadline
+        if new is None:
+            return
+        planned, deadline = new
+        # Never fewer than the steps taken (as many ends the run now); never more than the loop's epochs.
+        total_steps = int(min(max(planned, step), n_windows * cfg.epochs, cfg.max_steps or 10**12))
+
+    def eta() -> Optional[float]:
+        if step_ema is None:
+            return None
+        epochs_left = math.ceil(total_steps / n_windows) - (step // n_windows)
+        left = (total_steps - step) * step_ema + max(0, epochs_left) * (val_s or 0.0)
+        return max(0.0, min(left, deadline - time.perf_counter()) if deadline is not None else left)
+
     try:
         for epoch in range(1, cfg.epochs + 1):
             model.train()
@@ -566,6 +520,10 @@ def _fit(model, corpus, cfg, on_step, on_epoch, report, ranks: Ranks, device, si
             epoch_windows = 0
             stop = GO
             for x, y in windows(train_data, cfg.seq_len):
+                t_step = time.perf_counter()
+                if timed_threads and probe.threads() != threads_now:
+                    threads_now = probe.threads()
+                    torch.set_num_threads(threads_now)
                 lr = _lr_at(step, total_steps, cfg)
                 loss, state = train_step(forward, model, opts, x, y, state, lr, cfg, bf16)
                 step += 1
@@ -577,12 +535,28 @@ def _fit(model, corpus, cfg, on_step, on_epoch, report, ranks: Ranks, device, si
                 stop = GO
                 if on_step is not None:
                     el = time.perf_counter() - t0
-                    stop = _call(on_step, StepInfo(step, total_steps, epoch, lv, lr, tokens, tokens / el, el),
-                                 ranks)
+                    stop = _call(on_step, StepInfo(step, total_steps, epoch, lv, lr, tokens, tokens / el, el,
+                                                   eta(), budget), ranks)
+                dt = time.perf_counter() - t_step          # the step as the budget sees it, callback included
+                if probe.decided:
+                    step_ema = 0.9 * (step_ema or dt) + 0.1 * dt
+                if probe.record(dt):
+                    step_ema = probe.step_s
+                    report.threads = probe.choice
+                    # Under DDP only the first decision re-plans: it comes at the same step on every rank
+                    # (the thread count is given there), a later one would not.
+                    if replan is not None and not (ranks.distributed and planned):
+                        planned = True
+                        # Every rank plans from rank 0's step time, so that all take the same steps.
+                        step_s = ranks.sum([probe.step_s if ranks.rank == 0 else 0.0], device)[0] \
+                            if ranks.distributed else probe.step_s
+                        apply_plan(replan(step_s, val_s, step))
                 if step >= total_steps:
                     stop = max(stop, PLANNED)
                 if cfg.max_time and time.perf_counter() - t0 >= cfg.max_time:
                     stop = max(stop, MAX_TIME)
+                if deadline is not None and stop < MAX_TIME and time.perf_counter() >= deadline:
+                    stop, budget_hit = MAX_TIME, True      # a planned end, like max_time
                 if signals.caught is not None:
                     stop = INTERRUPTED
                 if not math.isfinite(lv):
@@ -599,9 +573,11 @@ def _fit(model, corpus, cfg, on_step, on_epoch, report, ranks: Ranks, device, si
                 raise StopTraining("stopped")
             if stop:
                 report.stop_reason = ("max_steps" if cfg.max_steps and step >= total_steps
-                                      else _REASONS[stop])
+                                      else "budget" if stop == MAX_TIME and budget_hit else _REASONS[stop])
             # ---- end of epoch: validate, keep the best weights (the same decision on every rank)
+            t_val = time.perf_counter()
             val_ppl = validate() if has_val else math.nan
+            val_s = time.perf_counter() - t_val
             el = time.perf_counter() - t0
             loss_sum, n_win = ranks.sum([float(epoch_loss), float(epoch_windows)], device)
             better = has_val and best.update(model, epoch, val_ppl)
@@ -621,15 +597,27 @@ def _fit(model, corpus, cfg, on_step, on_epoch, report, ranks: Ranks, device, si
                 report.stop_reason = "early stop"
                 report.notes.append(f"stopped early: no better validation perplexity for {cfg.patience} epochs")
                 break
+            if replan is not None and deadline is not None and probe.decided:
+                # The validation is timed now, and the step time may have moved: fit the rest again.
+                step_s = ranks.sum([step_ema if ranks.rank == 0 else 0.0], device)[0] \
+                    if ranks.distributed else step_ema
+                val_all = ranks.sum([val_s if ranks.rank == 0 else 0.0], device)[0] if ranks.distributed else val_s
+                apply_plan(replan(step_s, val_all, step))
+            if step >= total_steps:
+                break            # a re-plan ended the run at this epoch's end
     except (KeyboardInterrupt, StopTraining) as exc:
         if step == 0 and isinstance(exc, KeyboardInterrupt):
             raise            # nothing trained yet: nothing to keep, and nothing of the caller's has changed
         report.interrupted, report.stop_reason = True, "interrupted"
         if best.state is None and has_val:
-            # Interrupted inside the first epoch: measure what we have so the report is honest. A second
-            # Ctrl-C skips the measuring; the perplexity is then unknown (None), not made up.
+            # Interrupted inside the first epoch: measure what we have so the report is honest, on at most
+            # STOPPED_VAL_TOKENS validation tokens (a stop must answer in a second, not after a whole
+            # validation pass). A second Ctrl-C skips the measuring; the perplexity is then unknown (None).
             try:
-                best.ppl = validate()
+                best.ppl = validate(STOPPED_VAL_TOKENS)
+                if val_ids.size > STOPPED_VAL_TOKENS:
+                    report.notes.append(f"stopped inside the first epoch: validation perplexity measured on the "
+                                        f"first {STOPPED_VAL_TOKENS:,} of {val_ids.size:,} validation tokens")
             except KeyboardInterrupt:
                 pass
     # The run is over: hand back the best weights whole. Ctrl-C is held while they are copied back (half
@@ -654,6 +642,10 @@ def _fit(model, corpus, cfg, on_step, on_epoch, report, ranks: Ranks, device, si
     report.steps, report.tokens_seen = step, tokens
     report.elapsed = time.perf_counter() - t0
     report.best_val_ppl = best.best_ppl
+    if report.threads is None:
+        report.threads = probe.choice or threads_now
+    if probe.reasons and timed_threads:
+        report.notes.append("threads: " + "; ".join(probe.reasons))
     return report
 
 

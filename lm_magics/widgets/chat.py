@@ -11,6 +11,7 @@ into a cell. Columns are named as in Python: ``reviews.text`` or ``reviews["revi
 from __future__ import annotations
 
 import threading
+import time
 import traceback
 import weakref
 from collections.abc import MutableMapping
@@ -23,7 +24,8 @@ from ..assistant.grammar import HELP, HELP_ROWS, PLAIN, number, positive_int
 from ..config import GenerateConfig
 from ..errors import ConfigError, DataError, LMError
 from ..formatting import pairs_text
-from ..registry import ModelRegistry
+from ..registry import ModelRegistry, fresh_name
+from ..rules import check_name
 from ._base import GIVEN, ModelWidget, _shell, copies_text, copy_check, esc, iter_words
 
 __all__ = ["ChatAssistant"]
@@ -37,13 +39,34 @@ _STYLE = {
     "error": "background:#fee2e2;color:#900;font-size:12px;margin:3px 0;",
 }
 
-# In the bubble the columns are a table: spaces cannot align a proportional font.
-_HELP_HTML = ("<table class='lm-chat-help' style='border-collapse:collapse'>" + "".join(
-    f"<tr><td style='padding:0 1.5em 0 0;white-space:nowrap'><code>{esc(command)}</code></td>"
-    f"<td style='padding:0 1.5em 0 0'>{esc(what)}</td>"
-    f"<td style='padding:0;white-space:nowrap;color:#555'><code>{esc(example)}</code></td></tr>"
-    for command, what, example in HELP_ROWS) + "</table>"
-    f"<div style='color:#666'>{esc(PLAIN)}</div>")
+# /help in the bubble: each command with its description, the example under them, all wrapping,
+# so it fits any width (a table squeezed the descriptions to a few words per line).
+_HELP_HTML = ("<div class='lm-chat-help'>" + "".join(
+    f"<div class='lm-chat-help-row' style='margin:0 0 4px 0'><code style='font-weight:600'>{esc(command)}</code>"
+    f" <span style='color:#888'>·</span> <span>{esc(what)}</span><div style='margin-left:1.2em;color:#555'>"
+    f"e.g. <code>{esc(example)}</code></div></div>"
+    for command, what, example in HELP_ROWS) + f"<div style='color:#666'>{esc(PLAIN)}</div></div>")
+
+# Where the history scrolls when a message arrives. A message whose bubble holds an anchor (an invisible
+# image whose onload runs once the bubble is on the page) scrolls the history: "end" (your messages: to
+# the newest message) or "top" (a long answer: to its first line, so /help is read from the top). Only
+# the last anchor of the history acts, whatever order the images load in; messages without one leave
+# the reader's place alone (the scroll box's column-reverse keeps the newest in view when it was).
+_ANCHOR_GIF = "data:image/gif;base64,R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAIBRAA7"
+_ANCHOR_JS = (
+    "(function(img){var n=0;function go(){var s=img.closest('.lm-chat-scroll');"
+    "if(!s){if(n++<40)requestAnimationFrame(go);return;}"
+    "var all=s.querySelectorAll('.lm-anchor');if(all[all.length-1]!==img)return;"
+    "var box=s.getBoundingClientRect(),b=(img.closest('.lm-chat-msg')||img).getBoundingClientRect(),"
+    "h=s.querySelector('.lm-chat-history').getBoundingClientRect();"
+    "s.scrollTop+=img.classList.contains('lm-anchor-top')?b.top-box.top:h.bottom-box.bottom;}"
+    "requestAnimationFrame(go);})(this)")
+
+
+def anchor_html(where: str) -> str:
+    """The invisible scroll anchor of a message: ``where`` is "end" or "top" (see _ANCHOR_JS)."""
+    return (f"<img class='lm-anchor lm-anchor-{where}' alt='' src='{_ANCHOR_GIF}' "
+            f"style='display:none' onload=\"{_ANCHOR_JS}\">")
 
 
 class ChatAssistant(ModelWidget):
@@ -62,14 +85,17 @@ class ChatAssistant(ModelWidget):
     n_words, temperature, k, seed, show_alternatives
         Answer length, sampling temperature, number of alternatives shown, sampling seed.
 
-    ``/unusual`` on a frame of ``background_rows`` rows or more (default 50,000: more than a few seconds of
-    scoring) runs in a thread with a progress bar and a Stop button; the kernel stays free meanwhile.
+    ``/unusual`` and ``/compare ... with MODEL`` estimate their time from the rows and the model's measured
+    speed (``assistant.answers.estimate_seconds``); from ``background_seconds`` on (default 3 s), or from
+    ``background_rows`` rows on, they run in a thread with a message that says how long, a progress bar,
+    the time elapsed and left, and a Stop button; the kernel stays free meanwhile.
 
     >>> chat = ChatAssistant(model, seed=0)        # doctest: +SKIP
     >>> chat.send("Beautiful is")                   # doctest: +SKIP
     'better than ugly . ...'
     """
 
+    background_seconds = 3.0
     background_rows = 50_000
 
     def __init__(self, model_or_name: Any = None, registry: Optional[ModelRegistry] = None,
@@ -185,13 +211,17 @@ class ChatAssistant(ModelWidget):
     # ------------------------------------------------------------------ messages
 
     def _add(self, role: str, text: str, *, body: Optional[str] = None, widget: Optional[W.Widget] = None,
-             **extra: Any) -> int:
+             scroll: Optional[str] = None, **extra: Any) -> int:
         """Append a message and its bubble (body: HTML shown instead of the text; widget: a live widget
-        shown below it, e.g. a training monitor); drop the oldest beyond max_messages. Returns its index."""
+        shown below it, e.g. a training monitor); drop the oldest beyond max_messages. Returns its index.
+        Your messages scroll the history to the end, answers with a body to their top (``scroll``: "end",
+        "top" or "" for neither; by default from the role and body)."""
+        if scroll is None:
+            scroll = "end" if role == "user" else "top" if body is not None else ""
         with self._lock:
             msg = {"role": role, "text": text, **extra}
             self.messages.append(msg)
-            bubble: W.Widget = W.HTML(_bubble_html(msg, body))
+            bubble: W.Widget = W.HTML(_bubble_html(msg, body, scroll))
             if widget is not None:
                 bubble = W.VBox([bubble, widget], layout=W.Layout(width="100%"))
             bubble.add_class("lm-chat-msg")
@@ -347,9 +377,7 @@ class ChatAssistant(ModelWidget):
         self._say("Conversation cleared.")
 
     def _cmd_export(self, arg: str) -> None:
-        var = arg.strip()
-        if not var.isidentifier():
-            raise ConfigError(f"/export needs a variable name, e.g. /export convo (got {var!r}).")
+        var = check_name(arg.strip(), "variable for /export", variable=True, example="/export convo")
         ns = self._ns("export into")
         records = self.to_records()[:-1]          # not the /export command itself
         try:
@@ -378,55 +406,88 @@ class ChatAssistant(ModelWidget):
         self._do(answers.compare(self._ns(), arg, self._model_for))
 
     def _do(self, work: "answers.Work") -> None:
-        """Run a long command: inline, or in the background when it is big."""
-        if work.rows and work.rows >= self.background_rows:
-            self._in_background(work.title, work.run, self._show)
+        """Run a long command: in the background when its estimate is background_seconds or more (or it
+        has background_rows rows or more), else inline."""
+        if work.seconds >= self.background_seconds or (work.rows and work.rows >= self.background_rows):
+            self._in_background(work)
         else:
-            self._show(work.run(None))
+            t0 = time.monotonic()
+            answer = work.run(None)
+            answers.record_time(work.model, work.seconds, time.monotonic() - t0)
+            self._show(answer)
 
-    def _in_background(self, title: str, work: Callable[..., Any], done: Callable[[Any], None]) -> None:
-        """Run a long command in a thread: a progress bar and a Stop button in the conversation, the kernel
-        free meanwhile. ``work(on_chunk)`` reports (done, total); Stop (or /stop) ends it at the next chunk,
-        before anything is written; ``done(result)`` posts the answer."""
-        stop = threading.Event()
+    def _in_background(self, work: "answers.Work") -> None:
+        """Run a long command in a thread: a message with its estimate, a progress bar, the time elapsed and
+        left, and a Stop button in the conversation, the kernel free meanwhile. ``work.run(on_chunk)``
+        reports (done, total); Stop (or /stop) ends it at the next chunk, before anything is written."""
+        title = work.title
+        stop, finished = threading.Event(), threading.Event()
         bar = W.FloatProgress(value=0.0, min=0.0, max=1.0, layout=W.Layout(width="200px"))
-        count = W.Label("starting…")
+        bar.add_class("lm-chat-progress")
+        count = W.Label(answers.work_line(0.0, work.seconds, None))
+        count.add_class("lm-chat-progress-text")
         button = W.Button(description="Stop", icon="stop", button_style="danger",
                           tooltip="Stop at the next chunk; nothing is written")
         button.add_class("lm-chat-stop")
         button.on_click(lambda _b: stop.set())
-        self._add("system", f"{title}… (Stop keeps the data as it was)",
+        about = f", about {answers.duration(work.seconds)}" if work.seconds else ""
+        self._add("system", f"{title}{about}… Stop (or /stop) keeps the data as it was.",
                   widget=W.HBox([bar, button, count]))
         job = {"stop": stop, "title": title}
         self.jobs.append(job)
+        t0 = time.monotonic()
+        done_part: List[Optional[float]] = [None]
+
+        def show() -> None:
+            count.value = answers.work_line(time.monotonic() - t0, work.seconds, done_part[0])
 
         def on_chunk(n: int, total: int) -> None:
-            bar.value = n / max(total, 1)
-            count.value = f"{n:,} / {total:,}"
+            done_part[0] = n / max(total, 1)
+            bar.value = done_part[0]
+            show()
             if stop.is_set():
                 raise _Stopped()
 
+        def tick() -> None:          # the time moves on between chunks (one chunk may take many seconds)
+            while not finished.wait(1.0):
+                show()
+
         def run() -> None:
+            answer, ended = None, "stopped"
             try:
-                result = work(on_chunk)
+                answer = work.run(on_chunk)
+                ended = "done"
             except _Stopped:
-                self._add("system", f"{title}: stopped; nothing was written.")
+                pass
             except LMError as exc:
+                ended = "failed"
                 self._add("error", str(exc))
             except Exception:   # a bug: keep its traceback visible in the conversation
+                ended = "failed"
                 self._add("error", traceback.format_exc())
-            else:
-                done(result)
             finally:
+                finished.set()
+                real = time.monotonic() - t0
+                took = answers.duration(real)
+                if ended == "done":
+                    answers.record_time(work.model, work.seconds, real)
+                count.value = f"{ended} after {took}" if ended != "done" else f"done in {took}"
                 button.disabled, button.button_style = True, ""
                 self.jobs.remove(job)
+            if ended == "stopped":
+                self._add("system", f"{title}: stopped after {took}; nothing was written.")
+            elif answer is not None:
+                self._show(answer)
 
+        threading.Thread(target=tick, daemon=True, name=f"lm-chat-tick-{title[:20]}").start()
         threading.Thread(target=run, daemon=True, name=f"lm-chat-{title[:20]}").start()
 
     # ------------------------------------------------------------------ training
 
     def _cmd_learn(self, arg: str) -> None:
         request = grammar.learn_request(self._ns(), arg)
+        if not request.name_given:     # a name derived from the column or file never replaces a model
+            request.name = fresh_name(self.registry, request.name)
         from .monitor import start_background_training
 
         name = request.name
@@ -434,23 +495,49 @@ class ChatAssistant(ModelWidget):
         self.trainings.append(monitor)
         code = answers.learn_line(name, request.source)
         what = request.what
-        self._add("system", f"Training '{name}' on {what} in the background; Stop (or /stop) keeps the best "
-                            f"model so far.\n{code}", code=code, widget=monitor.widget,
-                  body=f"Training <b>{esc(name)}</b> on {esc(what)} in the background; Stop (or /stop) keeps "
-                       f"the best model so far.")
-        threading.Thread(target=self._watch, args=(monitor,), daemon=True, name=f"lm-chat-{name}").start()
+        head = (f"Training '{name}' on {what} in the background; Stop (or /stop) keeps the best model so far.",
+                f"Training <b>{esc(name)}</b> on {esc(what)} in the background; Stop (or /stop) keeps the best "
+                f"model so far.")
+        with self._lock:
+            self._add("system", f"{head[0]}\n{code}", code=code, widget=monitor.widget, body=head[1])
+            msg, bubble = self.messages[-1], self._bubbles[-1].children[0]
+        threading.Thread(target=self._watch, args=(monitor, msg, bubble, head), daemon=True,
+                         name=f"lm-chat-{name}").start()
 
-    def _watch(self, monitor: Any) -> None:
-        """Wait for a /learn run and say in the conversation how it ended."""
-        monitor.join()
+    def _watch(self, monitor: Any, msg: Optional[Dict[str, Any]] = None, bubble: Optional[W.HTML] = None,
+               head: Tuple[str, str] = ("", "")) -> None:
+        """Follow a /learn run: its message says the plan as soon as it is known ("about 50 s, 8 epochs;
+        /stop to end early": the engine's plan, else the first steps' pace) and the time elapsed and left;
+        when it ends, a message says how."""
+        t0 = time.monotonic()
+        plan = ""
+        while not monitor.join(1.0 if plan else 0.25):
+            if msg is None or bubble is None:
+                continue
+            try:
+                if not plan:
+                    plan = answers.plan_line(getattr(monitor, "plan", None), monitor.step)
+                    if plan:
+                        msg["plan"] = plan
+                        msg["text"] = f"{head[0]}\nPlan: {plan}; /stop to end early.\n{msg['code']}"
+                self._redraw_learn(msg, bubble, head[1], plan, answers.progress_line(time.monotonic() - t0,
+                                                                                      monitor.step))
+            except Exception as exc:  # noqa: BLE001 - shown in the log, never lost
+                self.log.append_stderr(f"/learn progress: {exc}\n")
         try:
+            if msg is not None and bubble is not None:
+                self._redraw_learn(msg, bubble, head[1], plan,
+                                   f"ended after {answers.duration(time.monotonic() - t0)}")
             if monitor.model is None:
-                self._add("error", f"Training '{monitor.name}' failed: {monitor.error}")
+                stopped = (monitor.error or "").startswith("stopped")
+                self._add("system" if stopped else "error",
+                          f"Training '{monitor.name}' {monitor.error if stopped else 'failed: ' + str(monitor.error)}")
                 return
             got = getattr(monitor, "registered_as", None) or monitor.name
             ppl = monitor.model.meta.get("val_ppl")
             how = "stopped" if monitor.model.interrupted else "finished"
-            kept = f"; the earlier '{monitor.name}' is kept" if got != monitor.name else ""
+            placement = getattr(monitor, "placement", None)
+            kept = f"; {placement.note}" if placement is not None and placement.note else ""
             use = "" if self.name == got else f" /use {got} to answer with it."
             self._say(f"Training {how}: '{got}' is registered (validation perplexity "
                       f"{'n/a' if ppl is None else f'{ppl:,.1f}'}){kept}.{use}")
@@ -458,6 +545,14 @@ class ChatAssistant(ModelWidget):
             self._report(exc)
         finally:
             self._set_status()
+
+    @staticmethod
+    def _redraw_learn(msg: Dict[str, Any], bubble: W.HTML, body: str, plan: str, times: str) -> None:
+        """The /learn message with its plan and times (no scroll anchor: a redraw never moves the view)."""
+        extra = (f"<div class='lm-chat-plan'><b>Plan:</b> {esc(plan)}; <code>/stop</code> to end early.</div>"
+                 if plan else "")
+        bubble.value = _bubble_html(msg, f"{body}{extra}<div class='lm-chat-progress-text' style='color:#555'>"
+                                         f"{esc(times)}</div>")
 
     def _cmd_stop(self, arg: str) -> None:
         running = [m for m in self.trainings if m.running]
@@ -484,8 +579,10 @@ class ChatAssistant(ModelWidget):
         return grammar.hint(text, ns)
 
 
+COPY_RESET_MS = 1500     # a Copy button reads "Copied" this long, then "Copy" again (it can be pressed again)
 _COPY_JS = ("navigator.clipboard.writeText(this.parentElement.querySelector('code').textContent)"
-            ".then(() => { this.textContent = 'Copied'; })")
+            ".then(() => { this.textContent = 'Copied'; }, () => { this.textContent = 'Copy failed'; })"
+            f".finally(() => {{ setTimeout(() => {{ this.textContent = 'Copy'; }}, {COPY_RESET_MS}); }})")
 
 
 def code_html(code: str) -> str:
@@ -497,7 +594,8 @@ def code_html(code: str) -> str:
             f"onclick=\"{_COPY_JS}\">Copy</button></div>")
 
 
-def _bubble_html(msg: Dict[str, Any], body: Optional[str] = None) -> str:
+def _bubble_html(msg: Dict[str, Any], body: Optional[str] = None, scroll: Optional[str] = None) -> str:
+    """A message's bubble; ``scroll`` ("end" or "top") adds the anchor that scrolls the history to it."""
     role = msg["role"]
     text = body if body is not None else esc(msg["text"])
     if msg.get("code"):
@@ -515,9 +613,10 @@ def _bubble_html(msg: Dict[str, Any], body: Optional[str] = None) -> str:
                   f"{'⚠ ' if msg.get('copies') else ''}{esc(note)}</div>")
     who = {"user": "you", "assistant": esc(msg.get("model") or "model") + " · continuing your text",
            "system": "lm", "error": "error"}[role]
+    anchor = anchor_html(scroll) if scroll else ""
     return (f"<div class='lm-bubble lm-bubble-{role}' style='{_STYLE[role]}border-radius:8px;padding:4px 10px;"
-            f"white-space:pre-wrap;line-height:1.35'><span style='color:#888;font-size:10px'>{who}"
-            f"</span><br>{text}{extra}</div>")
+            f"white-space:pre-wrap;overflow-wrap:anywhere;line-height:1.35'><span style='color:#888;"
+            f"font-size:10px'>{who}</span>{anchor}<br>{text}{extra}</div>")
 
 
 class _Stopped(Exception):

@@ -23,6 +23,7 @@ from typing import Any, List, Optional, Tuple
 
 import ipywidgets as W
 
+from ..analysis import training_note
 from ..config import GenerateConfig
 from ..engine.tokenizer import EOS
 from ..errors import ConfigError, DataError
@@ -349,8 +350,11 @@ class CompletionPanel(ModelWidget):
                                  "<code>%%lm_train</code>; the panel picks it up.</span>")
             return
         ms = f"{self.latency_ms:.1f} ms" if self.latency_ms is not None else "–"
+        note = training_note(self.model)      # a model that learned little says so under its suggestions
         self.status.value = (f"<span class='lm-status' style='color:#666'>model <b>{esc(self.name)}</b> · "
-                             f"{len(self.suggestions)} suggestions · last update {ms}</span>")
+                             f"{len(self.suggestions)} suggestions · last update {ms}</span>"
+                             + (f"<div class='lm-training-note' style='color:#a15c00'>note: {esc(note)}</div>"
+                                if note else ""))
 
     def _show_error(self, text: str) -> None:
         self.status.value = f"<span class='lm-error' style='color:#c00'>Error: {esc(text)}</span>"

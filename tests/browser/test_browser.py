@@ -76,7 +76,7 @@ def notebook(jupyter_server, browser_page):
 
 def monitor(pg, name):
     return pg.locator(".jp-OutputArea-output .lm-monitor").filter(
-        has=pg.locator(".lm-monitor-title", has_text=f"Training '{name}'"))
+        has=pg.locator(".lm-monitor-title", has_text=f"'{name}'"))     # running: "Training 'x'", then "'x' · Done in"
 
 
 def test_panel_suggestions_follow_typing_and_clicks(page, notebook):
@@ -191,11 +191,10 @@ def test_chat_scrolls_to_the_newest_message_and_lays_out_bubbles(page, notebook)
         const r = sel => c.querySelector(sel).getBoundingClientRect();
         const hist = c.querySelector('.lm-chat-user .lm-bubble').parentElement.getBoundingClientRect();
         const user = r('.lm-chat-user .lm-bubble'), bot = r('.lm-chat-assistant .lm-bubble');
-        const cols = [...c.querySelectorAll('.lm-chat-help tr')].map(tr => tr.cells[1].getBoundingClientRect().left);
         return {overflows: s.scrollHeight > s.clientHeight + 50, lastTop: last.top, lastBottom: last.bottom,
                 boxTop: box.top, boxBottom: box.bottom, n: bubbles.length, width: hist.width,
                 userLeft: user.left - hist.left, userRight: hist.right - user.right,
-                botLeft: bot.left - hist.left, botRight: hist.right - bot.right, cols};
+                botLeft: bot.left - hist.left, botRight: hist.right - bot.right};
     }""")
     assert geo["n"] >= 12 and geo["overflows"], geo
     assert geo["boxTop"] - 1 <= geo["lastTop"] and geo["lastBottom"] <= geo["boxBottom"] + 1, geo
@@ -203,10 +202,61 @@ def test_chat_scrolls_to_the_newest_message_and_lays_out_bubbles(page, notebook)
     # (of the width the bubble's HTML widget gives it)
     assert geo["userLeft"] == pytest.approx(0.2 * geo["width"], abs=2) and geo["userRight"] < 2, geo
     assert geo["botRight"] == pytest.approx(0.2 * geo["width"], abs=2) and geo["botLeft"] < 2, geo
-    # /help: the descriptions start in one column
-    assert len(geo["cols"]) == len(HELP_ROWS) and max(geo["cols"]) - min(geo["cols"]) < 1, geo["cols"]
     SHOTS.mkdir(parents=True, exist_ok=True)
     chat.screenshot(path=str(SHOTS / "chat.png"))
+
+
+def test_chat_help_is_read_from_its_top_and_fits_the_width(page, notebook):
+    from playwright.sync_api import expect
+
+    chat = notebook.locator(".jp-OutputArea-output .lm-chat")
+    box = chat.locator(".lm-chat-input input")
+    for text in ["a dog", "the bird", "/help"]:
+        n = chat.locator(".lm-chat-msg").count()
+        box.fill(text)
+        box.press("Enter")
+        expect(chat.locator(".lm-chat-msg")).to_have_count(n + 2, timeout=ROUNDTRIP_MS)
+    help_msg = chat.locator(".lm-chat-msg").last
+    expect(help_msg.locator(".lm-chat-help-row")).to_have_count(len(HELP_ROWS))
+
+    def geometry():
+        return chat.evaluate("""c => {
+            const s = c.querySelector('.lm-chat-scroll'), box = s.getBoundingClientRect();
+            const hist = c.querySelector('.lm-chat-history').getBoundingClientRect();
+            const msgs = c.querySelectorAll('.lm-chat-msg'), help = msgs[msgs.length - 1];
+            const b = help.querySelector('.lm-bubble').getBoundingClientRect();
+            return {boxTop: box.top, boxBottom: box.bottom, top: b.top, bottom: b.bottom, left: b.left,
+                    right: b.right, histLeft: hist.left, histRight: hist.right, histWidth: hist.width,
+                    width: b.width, height: b.height, scrollWidth: s.scrollWidth, clientWidth: s.clientWidth};
+        }""")
+
+    # the anchor scrolls once the bubble is laid out: wait until the top of /help is in view
+    page.wait_for_function("""() => {
+        const c = document.querySelector('.jp-OutputArea-output .lm-chat');
+        const s = c.querySelector('.lm-chat-scroll').getBoundingClientRect();
+        const m = c.querySelectorAll('.lm-chat-msg'), b = m[m.length - 1].getBoundingClientRect();
+        return b.top >= s.top - 1 && b.top < s.top + 40;
+    }""", timeout=ROUNDTRIP_MS)
+    geo = geometry()
+    assert geo["height"] > geo["boxBottom"] - geo["boxTop"], geo      # taller than the box: only its top shows
+    assert geo["boxTop"] - 1 <= geo["top"] <= geo["boxTop"] + 40, geo  # ... and that is what the user sees
+    # it fits the width: inside the history, nothing to scroll sideways
+    assert geo["width"] <= geo["histWidth"] + 0.5 and geo["left"] >= geo["histLeft"] - 0.5, geo
+    assert geo["right"] <= geo["histRight"] + 0.5 and geo["scrollWidth"] <= geo["clientWidth"], geo
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    chat.screenshot(path=str(SHOTS / "chat-help.png"))
+    # the next message of yours brings the end of the conversation back into view
+    n = chat.locator(".lm-chat-msg").count()
+    box.fill("the cat")
+    box.press("Enter")
+    expect(chat.locator(".lm-chat-msg")).to_have_count(n + 2, timeout=ROUNDTRIP_MS)
+    expect(chat.locator(".lm-chat-assistant").last).to_contain_text("other first words", timeout=ROUNDTRIP_MS)
+    page.wait_for_function("""() => {
+        const c = document.querySelector('.jp-OutputArea-output .lm-chat');
+        const s = c.querySelector('.lm-chat-scroll').getBoundingClientRect();
+        const m = c.querySelectorAll('.lm-chat-msg'), b = m[m.length - 1].getBoundingClientRect();
+        return b.bottom <= s.bottom + 1 && b.top >= s.top - 1;
+    }""", timeout=ROUNDTRIP_MS)
 
 
 def test_background_training_stops_and_registers(page, notebook):
@@ -222,6 +272,16 @@ def test_background_training_stops_and_registers(page, notebook):
                                                               timeout=ROUNDTRIP_MS)
     expect(mon.locator(".lm-monitor-stop")).to_be_disabled()
     expect(mon.locator(".lm-monitor-stop")).not_to_have_class(re.compile(r"mod-danger"))   # grey, not red
+    # one line says what the run did; the bar is amber with its text, not the running blue
+    expect(mon.locator(".lm-monitor-title")).to_contain_text(re.compile(r"'pets_bg' · Stopped after [\d.]+ (s|min)"),
+                                                             timeout=ROUNDTRIP_MS)
+    expect(mon.locator(".lm-monitor-title")).not_to_contain_text("in the background")
+    expect(mon.locator(".lm-monitor-progress .progress-bar")).to_have_class(re.compile(r"progress-bar-warning"))
+    # the curve's value labels sit left of the curve, never over its start
+    gap = mon.locator(".lm-monitor-curve svg").evaluate(
+        "s => s.querySelector('polyline').getBBox().x - Math.max(...[...s.querySelectorAll('text')].map("
+        "t => t.getBBox().x + t.getBBox().width))")
+    assert gap > 0, gap
     # the panel heard the registry: the new models are in its dropdown
     options = notebook.locator(".jp-OutputArea-output .lm-panel .lm-panel-model select option")
     expect(options).to_have_count(4, timeout=ROUNDTRIP_MS)
@@ -260,8 +320,8 @@ def test_early_stops_look_like_an_early_success(page, notebook):
     def bar_agrees_with_its_label():
         label = cell.locator(".jp-OutputArea-output .widget-hbox").first.inner_text().replace("\u2007", " ")
         epoch = re.search(r"training 'early' \(early stop after epoch (\d+)\)", label)
-        assert epoch and f"epoch={epoch.group(1)}," in label, label
-        step, total = map(int, re.search(r"(\d+)/(\d+) \[", label).groups())
+        assert epoch and f"epoch={epoch.group(1)}," in label and " in all, " in label, label
+        step, total = map(int, re.search(r"(\d+)/(\d+), ", label).groups())
         filled, classes = _bar(progress)
         assert "danger" not in classes and step < total and filled == pytest.approx(step / total, abs=0.02), label
     _eventually(bar_agrees_with_its_label)
@@ -304,10 +364,11 @@ def test_chat_explores_a_column_with_copyable_lines(page, notebook, jupyter_serv
     answer = ask("/unusual reviews.text top 2")
     expect(answer.locator(".lm-score-report span[title$='bits']").first).to_be_visible()   # shaded words
     code = answer.locator(".lm-chat-code code")
-    expect(code).to_have_text("%lm_score --df reviews --column text --name pets --top 2 --baseline")
+    expect(code).to_have_text("%lm_score --df reviews --column text --name pets --overwrite --top 2 --baseline")
     answer.locator(".lm-copy").click()
     expect(answer.locator(".lm-copy")).to_have_text("Copied", timeout=ROUNDTRIP_MS)
     assert notebook.evaluate("navigator.clipboard.readText()") == code.inner_text()
+    expect(answer.locator(".lm-copy")).to_have_text("Copy", timeout=5_000)     # ready to be pressed again
     expect(ask("/unusual reviews.txt")).to_contain_text("Did you mean reviews.text")
     expect(ask("/explain the cat sat on the tree").locator(".lm-explain li")).to_have_count(3)
     answer = ask("/compare reviews.text by kind")

@@ -5,6 +5,7 @@ their magics (%lm_explain, %lm_compare). Tiny seeded data and models; properties
 from __future__ import annotations
 
 import random
+import re
 
 import pytest
 
@@ -89,7 +90,7 @@ def test_column_references_survive_dots_and_spaces(ns):
     ("review.text", "No variable named 'review' in the notebook. Did you mean 'reviews'?"),
     ("reviews.txt", "'reviews' has no column 'txt'. Did you mean reviews.text"),
     ("reviews.stars", "Column 'stars' of 'reviews' holds int values, not text. Text columns:"),
-    ("reviews", "'reviews' is a DataFrame; name one of its columns, e.g. reviews.product"),
+    ("reviews", "'reviews' is a DataFrame; name one of its columns, e.g. reviews.text (text columns: 'text', 'review text')"),
     ("reviews.review text", 'for a column name with spaces write reviews["review text"]'),
     ("n.text", "'n' is a int, which has no columns"),
     ("n", "'n' is a int, not a DataFrame, Series or list of str"),
@@ -113,6 +114,15 @@ def test_text_overview_lists_text_columns_with_rows_missing_and_words(ns):
     assert entries[("reviews", "text")]["mean_words"] > entries[("reviews", "product")]["mean_words"]
     text = repr(DataOverview(list(entries.values())))
     assert "reviews.text" in text and 'reviews["review text"]' in text and "no text columns" in text
+    # labels (few distinct short values) and times are listed apart, below the text columns
+    assert entries[("reviews", "product")]["role"] == "label" and entries[("reviews", "text")]["role"] == "text"
+    table, labels = text.split("\nLabels (few distinct short values, not text to model): ")
+    assert "reviews.product" not in table and labels.startswith("reviews.product (4 values)")
+    ns["tweets"] = pd.DataFrame({"text": [f"row {i} says something long enough" for i in range(20)],
+                                 "created": [f"2015-02-{10 + i} 11:35:52 -0800" for i in range(20)],
+                                 "at": pd.date_range("2020-01-01", periods=20)})
+    text = repr(DataOverview(text_overview(ns)))
+    assert text.endswith("\nDates and times: tweets.created, tweets.at") and "tweets.text" in text
 
 
 # ------------------------------------------------------------------------------------ the chat
@@ -130,8 +140,10 @@ def test_unusual_scores_a_column_and_replaces_only_its_own_columns(chat, ns):
     msg = last(chat)
     assert msg["role"] == "system", msg["text"]
     assert {"text_ppl", "text_bits", "text_ngram_ppl", "text_mix_ppl"} <= set(df.columns)
-    assert msg["code"] == "%lm_score --df reviews --column text --name pets --top 2 --baseline"
-    assert msg["text"].endswith(msg["code"]) and "Most surprising" in msg["text"]
+    # the columns exist now: the line replaces them, so pasted into a cell it runs as given
+    assert msg["code"] == "%lm_score --df reviews --column text --name pets --overwrite --top 2 --baseline"
+    assert msg["text"].endswith(msg["code"]) and "Most unusual" in msg["text"] and "why:" in msg["text"]
+    assert "text_unusual" in df.columns
     assert "rank agreement with the model" in msg["text"] and "n-gram" in msg["text"]   # the baseline beside it
     # the lone row with words the model never saw is the most surprising one
     assert df["text_ppl"].idxmax() == df.index[-1]
@@ -155,7 +167,7 @@ def test_unusual_scores_a_column_and_replaces_only_its_own_columns(chat, ns):
 def test_unusual_with_another_model(chat, reg, model):
     reg.set("other", model, make_default=False)
     chat.send("/unusual reviews.text with other top 1")
-    assert last(chat)["code"] == "%lm_score --df reviews --column text --name other --top 1 --baseline"
+    assert last(chat)["code"] == "%lm_score --df reviews --column text --name other --overwrite --top 1 --baseline"
     assert chat.name == "pets"
     # a model without a baseline: its own scores alone, and no claim about one
     bare = lm.train("\n".join(make_reviews(1).text), epochs=1, hidden_dim=16, embed_dim=8, seed=0, baseline=False)
@@ -255,21 +267,32 @@ def test_learn_trains_in_the_background_and_stops_from_the_chat(chat, reg, monke
 
     monkeypatch.setattr(monitor, "start_background_training", long_run)
     chat.send("/learn reviews.text where stars > 2 as happy")
-    msg = last(chat)
+    i = 1                                                          # yours, then the answer
+    msg = chat.messages[i]
     assert msg["role"] == "system", msg["text"]
     assert msg["code"] == '%lm_train --name happy --df reviews --column text --where "stars > 2" --background'
     mon = chat.trainings[0]
     assert isinstance(mon, TrainingMonitor) and mon.name == "happy"
-    assert mon.widget in chat.history.children[-1].children        # the monitor lives in the conversation
+    bubble = chat.history.children[i]
+    assert mon.widget in bubble.children                         # the monitor lives in the conversation
     assert wait_until(lambda: mon.step is not None)
+    # the message says the plan as soon as the first steps are timed, and the time elapsed and left
+    assert wait_until(lambda: "plan" in msg and "left" in bubble.children[0].value)
+    assert re.fullmatch(r"about [\d.]+ (s|min)( \d+ s)?, [\d,]+ steps|about .*epochs?.*", msg["plan"]), msg["plan"]
+    assert f"\nPlan: {msg['plan']}; /stop to end early.\n" in msg["text"]
+    assert re.search(r"\d:\d\d elapsed, about \d+:\d\d left", bubble.children[0].value)
+    assert "lm-anchor" not in bubble.children[0].value            # a redraw never moves the reader's view
     chat.send("/data")                                               # the kernel stays usable meanwhile
     assert last(chat)["role"] == "system"
     chat.send("/stop")
     assert "Stopping 'happy'" in last(chat)["text"]
     assert mon.join(30)
     assert wait_until(lambda: "Training stopped" in last(chat)["text"])
-    assert "'happy' is registered" in last(chat)["text"] and "/use happy" in last(chat)["text"]
-    assert reg.get("happy") is mon.model and mon.model.interrupted
+    # Stopped before its first validation, the run is kept aside as happy_interrupted (registry.register_run).
+    got = "happy" if mon.model.report.history else "happy_interrupted"
+    assert f"'{got}' is registered" in last(chat)["text"] and f"/use {got}" in last(chat)["text"]
+    assert re.search(r"ended after [\d.]+ s", bubble.children[0].value)
+    assert reg.get(got) is mon.model and mon.model.interrupted
     chat.send("/stop")
     assert last(chat)["text"] == "Nothing started here is running."
 
@@ -323,7 +346,7 @@ def test_compare_groups_api(model):
     df = make_reviews()
     result = lm.compare_groups(df, "text", "product")
     assert isinstance(result, GroupComparison)
-    assert list(result.table.columns) == ["rows", "bits", "rest_bits", "excess_bits", "words"]
+    assert list(result.table.columns) == ["rows", "bits", "rest_bits", "excess_bits", "words", "word_z"]
     assert result.table.index[0] == "toys" and result.table.index.name == "product"
     assert result.table.loc["toys", "words"][:2] in (["zap", "zip"], ["zip", "zap"])
     assert result.too_small == {"solo": 1} and result.table["rows"].sum() == 60
@@ -393,8 +416,9 @@ def test_lm_compare_and_lm_explain_magics(shell):
         shell.run_line_magic("lm_explain", "--name assist_pets")
 
 
-def test_the_line_to_copy_reruns_to_the_same_result_in_a_real_shell(model):
-    # What the chat offers to paste into a cell does what the chat did: same columns, same scores.
+def test_every_offered_line_reruns_as_given_twice_in_a_real_shell(model):
+    # What the chat offers to paste into a cell does what the chat did (same columns, same scores, same
+    # groups, same words), right after the answer and again later: each line runs twice.
     from IPython.core.interactiveshell import InteractiveShell
 
     from lm_magics.registry import get_registry
@@ -405,69 +429,136 @@ def test_the_line_to_copy_reruns_to_the_same_result_in_a_real_shell(model):
     shell.run_line_magic("load_ext", "lm_magics")
     reg = get_registry(shell)
     reg.set("copied_pets", model)
+    columns = ["text_ppl", "text_bits", "text_ngram_ppl", "text_mix_ppl"]
     try:
         shell.user_ns["copied"] = make_reviews()
         chat = ChatAssistant("copied_pets", registry=reg, user_ns=shell.user_ns, seed=0)
-        for command, columns in [("/unusual copied.text top 2", ["text_ppl", "text_bits", "text_ngram_ppl"]),
-                                 ("/compare copied.text by product", None)]:
+        for command in ["/unusual copied.text top 2", "/unusual copied.text top 2", "/compare copied.text by product",
+                        "/compare copied.text by product with copied_pets min 2", "/explain the cat sat on the zap",
+                        "/score the cat sat on the zap", "/next the cat", "/next 'quoted'", "/next -5 degrees",
+                        "/learn copied.text where stars > 2 as copied_learned"]:
             chat.send(command)
             msg = last(chat)
-            assert msg["role"] == "system" and msg["code"].startswith("%lm_"), msg["text"]
+            assert msg["role"] == "system" and msg["code"].startswith("%lm_"), (command, msg["text"])
             magic, _, line = msg["code"][1:].partition(" ")
-            if columns:
-                by_chat = shell.user_ns["copied"][columns].copy()
-                shell.user_ns["copied"] = make_reviews()           # a fresh frame, as in a new session
-                shell.run_line_magic(magic, line)
-                again = shell.user_ns["copied"][columns]
-                assert np.allclose(again.to_numpy(), by_chat.to_numpy(), rtol=1e-6, equal_nan=True)
-            else:
+            by_chat = shell.user_ns["copied"][columns].copy() if command.startswith("/unusual") else None
+            for _ in range(2):
                 result = shell.run_line_magic(magic, line)
-                assert repr(result).splitlines()[1:4] == msg["text"].splitlines()[1:4]   # the same groups, rows
+                if command.startswith("/learn"):         # it starts (the run itself is /learn's own test)
+                    assert isinstance(result, TrainingMonitor) and result.name == "copied_learned"
+                    assert len(result.data) == (shell.user_ns["copied"]["stars"] > 2).sum()
+                    for mon in (result, *chat.trainings):
+                        mon.stop()
+                        assert mon.join(30)
+                elif command.startswith("/unusual"):
+                    again = shell.user_ns["copied"][columns]
+                    assert np.allclose(again.to_numpy(), by_chat.to_numpy(), rtol=1e-6, equal_nan=True)
+                    assert list(shell.user_ns["copied"].columns).count("text_ppl") == 1
+                elif command.startswith("/compare"):
+                    assert repr(result).splitlines()[1:4] == msg["text"].splitlines()[1:4]   # the same groups
+                elif command.startswith("/explain"):
+                    assert repr(result) == msg["text"].rsplit("\n", 1)[0]
+                elif command.startswith("/score"):
+                    head, worst = msg["text"].split("\n")[0].split("; most surprising: ")
+                    assert head == f"perplexity {2 ** result.bits:,.1f}"
+                    assert [w.split(" (")[0] for w in worst.split(", ")] == [w for _, w, _, _ in result.alternatives]
+                else:
+                    said = msg["text"].split(": ", 1)[1].split("\n")[0]
+                    assert [w for w in result.words] == [w for w, _ in chat.model.next_words(
+                        command[6:], chat.k)] and result.prefix == command[6:], (said, result.prefix)
         chat.close()
     finally:
         reg.drop("copied_pets")
+        for name in ("copied_learned", "copied_learned_interrupted"):
+            if name in reg:
+                reg.drop(name)
 
 
-def test_long_unusual_runs_in_the_background_with_progress_and_stop(chat, ns, monkeypatch):
-    # Big frames score in a thread: a progress bar and Stop in the conversation; Stop writes nothing.
-    import ipywidgets as W
+def _held_scoring(monkeypatch):
+    """Make every scoring pass wait for the returned event (at most 10 s) before its first chunk."""
+    import threading
 
     from lm_magics import api
 
-    df = ns["reviews"]
-    chat.background_rows = 10
-    monkeypatch.setattr(api, "_SCORE_CHUNK_ROWS", 7)              # several chunks for a few dozen rows
-    chat.send("/unusual reviews.text top 2")
-    assert wait_until(lambda: not chat.jobs and last(chat).get("code")), last(chat)
-    assert "text_ppl" in df.columns and last(chat)["code"].startswith("%lm_score --df reviews")
-    progress = [m for m in chat.history.children if isinstance(m, W.VBox)][-1]
-    bar = progress.children[1].children[0]
-    assert bar.value == 1.0 and progress.children[1].children[1].disabled    # done: the full bar, Stop off
-
-    fresh = make_reviews()
-    ns["fresh"] = fresh
-    gate = __import__("threading").Event()
+    gate = threading.Event()
     real = api.LanguageModel._row_mean_nll
 
     def slow(self, texts, progress=True, on_chunk=None):
         def held(done, total):
-            gate.wait(10)                         # the first chunk waits until the test pressed Stop
-            on_chunk(done, total)
+            gate.wait(10)
+            if on_chunk is not None:
+                on_chunk(done, total)
         return real(self, texts, progress, held)
 
     monkeypatch.setattr(api.LanguageModel, "_row_mean_nll", slow)
-    chat.send("/unusual fresh.text")
-    stop = [m for m in chat.history.children if isinstance(m, W.VBox)][-1].children[1].children[1]
-    stop.click()
+    return gate
+
+
+def test_long_unusual_runs_in_the_background_with_progress_and_stop(chat, ns, monkeypatch):
+    # A command estimated to take seconds says so at once, scores in a thread with a progress bar, the time
+    # elapsed and left and a Stop button; the kernel is free meanwhile; Stop writes nothing.
+    import ipywidgets as W
+
+    from lm_magics import api
+    from lm_magics.assistant import answers
+
+    df = ns["reviews"]
+    monkeypatch.setattr(answers, "estimate_seconds", lambda model, texts, passes=1: 40.0)
+    monkeypatch.setattr(api, "_SCORE_CHUNK_ROWS", 7)              # several chunks for a few dozen rows
+    gate = _held_scoring(monkeypatch)
+    chat.send("/unusual reviews.text top 2")
+    # before any row is scored: the message with the estimate, the bar and Stop
+    msg = last(chat)
+    assert msg["text"].startswith("Scoring 61 rows of reviews.text, about 40 s… Stop (or /stop) keeps the data")
+    progress = chat.history.children[-1]
+    bar, stop, count = progress.children[1].children
+    assert isinstance(bar, W.FloatProgress) and stop.description == "Stop" and not stop.disabled
+    assert re.fullmatch(r"0:\d\d elapsed, about 0:[0-4]\d left", count.value) and len(chat.jobs) == 1
+    assert chat.send("the cat") is not None                     # the kernel (and the chat) answer meanwhile
     gate.set()
-    assert wait_until(lambda: not chat.jobs and "stopped; nothing was written" in last(chat)["text"])
-    assert list(fresh.columns) == list(make_reviews().columns)     # the frame is as it was
+    assert wait_until(lambda: not chat.jobs and last(chat).get("code")), last(chat)
+    assert "text_ppl" in df.columns and last(chat)["code"].startswith("%lm_score --df reviews")
+    assert bar.value == 1.0 and stop.disabled and count.value.startswith("done in ")
+
+    for how in ("button", "/stop"):
+        fresh = make_reviews()
+        ns["fresh"] = fresh
+        gate.clear()
+        chat.send("/unusual fresh.text")
+        stop = chat.history.children[-1].children[1].children[1]
+        if how == "button":
+            stop.click()
+        else:
+            chat.send("/stop")
+            assert last(chat)["text"] == "Stopping: Scoring 61 rows of fresh.text; nothing is written."
+        gate.set()
+        assert wait_until(lambda: not chat.jobs and "; nothing was written." in last(chat)["text"]), how
+        assert last(chat)["text"].startswith("Scoring 61 rows of fresh.text: stopped after ")
+        assert list(fresh.columns) == list(make_reviews().columns), how     # the frame is as it was
+        assert stop.disabled
     assert chat.send("the cat") is not None                       # and the chat answers as before
 
 
-def test_long_compare_with_a_model_runs_in_the_background(chat, ns):
-    chat.background_rows = 10
+def test_a_quick_unusual_runs_inline_and_the_estimate_grows_with_rows_and_passes(chat, ns, model, monkeypatch):
+    from lm_magics.assistant import answers
+
+    monkeypatch.setattr(answers, "estimate_seconds", lambda model, texts, passes=1: 0.5)
+    chat.send("/unusual reviews.text top 1")
+    assert not chat.jobs and last(chat)["code"].startswith("%lm_score")       # answered at once
+    monkeypatch.undo()
+    texts = list(make_reviews().text)
+    one = answers.estimate_seconds(model, texts)
+    assert one > 0 and answers.estimate_seconds(model, texts * 4) == pytest.approx(4 * one, rel=0.3)
+    assert answers.estimate_seconds(model, texts, passes=2) == pytest.approx(2 * one, rel=0.3)
+    assert answers.estimate_seconds(model, [None, "  "]) == 0.0
+
+
+def test_long_compare_with_a_model_runs_in_the_background(chat, ns, monkeypatch):
+    from lm_magics.assistant import answers
+
+    monkeypatch.setattr(answers, "estimate_seconds", lambda model, texts, passes=1: 32.0)
     chat.send("/compare reviews.text by product with pets")
+    assert last(chat)["text"].startswith("Comparing groups of reviews.text (61 rows), about 32 s…")
     assert wait_until(lambda: not chat.jobs and last(chat).get("code")), last(chat)
     assert last(chat)["code"] == "%lm_compare --df reviews --column text --by product --name pets"
     assert "3 groups compared" in last(chat)["text"]

@@ -14,7 +14,8 @@ from lm_magics.errors import ConfigError  # noqa: E402
 from lm_magics.registry import ModelRegistry  # noqa: E402
 from lm_magics.widgets import ChatAssistant  # noqa: E402
 from lm_magics.widgets._base import iter_words, prob_text, word_text  # noqa: E402
-from lm_magics.widgets.chat import HELP, HELP_ROWS  # noqa: E402
+from lm_magics.widgets._base import esc  # noqa: E402
+from lm_magics.widgets.chat import COPY_RESET_MS, HELP, HELP_ROWS, code_html  # noqa: E402
 
 
 pytest_plugins = ["widget_fixtures"]   # the shared fixtures: model, other, reg
@@ -101,7 +102,7 @@ def test_chat_bubbles_keep_their_side_offsets(reg):
                        "system": "3px 0"}
 
 
-def test_chat_help_is_a_table(reg):
+def test_chat_help_lists_each_command_with_its_example_under_it(reg):
     c = ChatAssistant("pets", registry=reg, seed=0)
     c.send("/help")
     assert c.messages[-1] == {"role": "system", "text": HELP}
@@ -111,11 +112,43 @@ def test_chat_help_is_a_table(reg):
     assert len({line.index(what) for line, (_, what, _) in zip(lines, HELP_ROWS)}) == 1
     assert all(f"(e.g. {example})" in line and example.split()[0] == command.split()[0]
                for line, (command, _, example) in zip(lines, HELP_ROWS))
+    # in the bubble: no table and nothing that cannot wrap, so it fits any width; the description and the
+    # example under each command
     html = c.history.children[-1].value
-    assert html.count("<tr>") == len(HELP_ROWS) and "<table class='lm-chat-help'" in html
-    assert "<td style='padding:0 1.5em 0 0;white-space:nowrap'><code>/export VAR</code></td>" in html
+    assert "<table" not in html and "nowrap" not in html and "overflow-wrap:anywhere" in html
+    assert html.count("class='lm-chat-help-row'") == len(HELP_ROWS)
+    for command, what, example in HELP_ROWS:
+        row = html.split(f"<code style='font-weight:600'>{esc(command)}</code>", 1)[1].split("lm-chat-help-row")[0]
+        assert esc(what) in row and f"e.g. <code>{esc(example)}</code>" in row, command
     for command in ("/data", "/unusual", "/explain", "/compare", "/learn", "/stop", "/next", "/score"):
         assert any(row[0].startswith(command) for row in HELP_ROWS), command
+
+
+def test_chat_scrolls_to_your_message_and_to_the_top_of_a_long_answer(reg):
+    # An invisible image's onload scrolls the history (ipywidgets' HTML runs no <script>): your message
+    # to the end, an answer with a body to its top; a streamed reply and short notes leave it alone.
+    c = ChatAssistant("pets", registry=reg, seed=0, n_words=3, user_ns={})
+    c.send("the cat")
+    c.send("/help")
+    c.send("/temp 0.5")
+    c.send("/data")
+    anchors = [re.findall(r"class='lm-anchor lm-anchor-(\w+)'", b.value) for b in c.history.children]
+    roles = [m["role"] for m in c.messages]
+    assert list(zip(roles, anchors)) == [("user", ["end"]), ("assistant", []), ("user", ["end"]),
+                                         ("system", ["top"]), ("user", ["end"]), ("system", []),
+                                         ("user", ["end"]), ("system", ["top"])]
+    js = c.history.children[3].value
+    assert "onload=" in js and "all[all.length-1]!==img" in js      # only the newest anchor acts
+    assert "<script" not in js
+
+
+def test_copy_buttons_say_copied_then_copy_again():
+    html = code_html("%lm_complete the cat")
+    assert "class='lm-copy'" in html and ">Copy</button>" in html
+    onclick = re.search(r'onclick="([^"]*)"', html).group(1)
+    assert "this.textContent = 'Copied'" in onclick
+    assert f"setTimeout(() => {{ this.textContent = 'Copy'; }}, {COPY_RESET_MS})" in onclick
+    assert 500 <= COPY_RESET_MS <= 3000
 
 
 def test_chat_submit_on_enter_and_send_button(reg):
@@ -155,11 +188,13 @@ def test_chat_slash_commands(reg, model, other):
     assert len(model.tokenizer.tokenize(answer)) <= 3 and len(c.messages[-1]["alternatives"]) == 4
     c.send("/next the cat sat")
     assert last()["text"] == "after 'the cat sat': " + ", ".join(
-        f"{word_text(w)} {prob_text(p)}" for w, p in model.next_words("the cat sat", 4, include_special=True))
+        f"{word_text(w)} {prob_text(p)}" for w, p in model.next_words("the cat sat", 4)) + "\n" + last()["code"]
+    assert last()["code"] == "%lm_complete --name pets -k 4 the cat sat"
     c.send("/score the cat sat on the mat .")
-    ppl = model.perplexity("the cat sat on the mat .")
+    explained = lm.explain(model, "the cat sat on the mat .", top=4, k=4)    # what the offered line shows
     worst = max(model.surprisal("the cat sat on the mat ."), key=lambda wb: wb[1])[0]
-    assert last()["text"].startswith(f"perplexity {ppl:,.1f}; most surprising: {worst} (")
+    assert last()["text"].startswith(f"perplexity {2 ** explained.bits:,.1f}; most surprising: {worst} (")
+    assert last()["code"] == "%lm_explain --name pets --top 4 -k 4 the cat sat on the mat ."
     n = len(c.messages)
     c.send("/export convo")
     df = ns["convo"]
@@ -192,7 +227,7 @@ def test_chat_export_without_pandas_is_a_list_of_dicts(reg, monkeypatch):
     ("/len", "/len N needs a whole number"),
     ("/len 0", "n_words must be"),
     ("/score", "Give the text to score"),
-    ("/export 2x", "/export needs a variable name"),
+    ("/export 2x", "for /export must be a Python variable name"),
 ])
 def test_chat_errors_appear_as_messages(reg, command, message):
     c = ChatAssistant("pets", registry=reg, user_ns={}, seed=0)
