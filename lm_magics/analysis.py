@@ -484,7 +484,9 @@ def explain(model: LanguageModel, text: str, top: int = 3, k: int = 3, model_nam
     # The most surprising positions, each with the words the model expected after everything before it.
     order = sorted(range(len(words)), key=lambda i: -words[i][1])[: int(top)]
     shown = [w for w, _ in words]
-    alternatives = [(i, words[i][0], words[i][1], model.next_words(model.tokenizer.join(shown[:i]), int(k)))
+    # include_special: where the model expected the line to end, the end of line is what it expected.
+    alternatives = [(i, words[i][0], words[i][1],
+                     model.next_words(model.tokenizer.join(shown[:i]), int(k), include_special=True))
                     for i in order]
     sig = model.signals([text], progress=False)
     why, pct = _reason(model, sig, 0, text)

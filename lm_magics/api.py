@@ -204,15 +204,21 @@ class LanguageModel:
 
     def generate(self, prefix: str = "", n_words: int = 20, temperature: float = 1.0, top_k: int = 0,
                  top_p: float = 1.0, beam: int = 1, seed: Optional[int] = None, *,
+                 repetition_penalty: float = GenerateConfig.repetition_penalty,
+                 no_repeat_ngram: int = GenerateConfig.no_repeat_ngram,
+                 stop_at_blank_line: bool = GenerateConfig.stop_at_blank_line,
                  stop_at_eos: bool = False, include_prefix: bool = False) -> str:
-        """Continue prefix by n_words tokens; returns the continuation (or prefix + continuation).
+        """Continue prefix by up to n_words tokens; returns the continuation (or prefix + continuation).
 
         temperature 0 is greedy; top_k / top_p restrict sampling; beam > 1 returns the most likely
-        continuation by beam search. A seed makes sampling repeatable.
+        continuation by beam search. A seed makes sampling repeatable. repetition_penalty,
+        no_repeat_ngram and stop_at_blank_line keep the text from looping (see GenerateConfig;
+        ``repetition_penalty=1, no_repeat_ngram=0, stop_at_blank_line=False`` samples the model as it is).
         """
         _check_text(prefix, "prefix")
         cfg = GenerateConfig(n_words=n_words, temperature=temperature, top_k=top_k, top_p=top_p, beam=beam,
-                             seed=seed)
+                             seed=seed, repetition_penalty=repetition_penalty, no_repeat_ngram=no_repeat_ngram,
+                             stop_at_blank_line=stop_at_blank_line)
         return self.generate_with(prefix, cfg, stop_at_eos=stop_at_eos, include_prefix=include_prefix)
 
     def generate_with(self, prefix: str, cfg: GenerateConfig, *, stop_at_eos: bool = False,

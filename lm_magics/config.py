@@ -200,11 +200,23 @@ class GenerateConfig:
                         min=0.0, max=1.0)
     beam: int = _opt(1, "beam search width (1: sampling; >1: the most likely continuation)", positive=True)
     seed: Optional[int] = _opt(None, "random seed for sampling (default: fresh randomness)", min=0, max=MAX_SEED)
+    # -- against loops (a small model on play-formatted text otherwise writes "MENENIUS:\nMENENIUS:\n..."):
+    # what text generators offer, with defaults that keep an answer readable; 1 / 0 / false give the model's
+    # own distribution. Both look at the last 128 tokens, the prefix's included.
+    repetition_penalty: float = _opt(1.3, "a word (not punctuation or a line end) already among the last 128 "
+                                     "tokens is this many times less likely (1: no penalty)", min=1.0, max=1e6)
+    no_repeat_ngram: int = _opt(4, "never repeat a run of this many tokens from the last 128, line ends "
+                                "included (0: allow any)", min=0, max=128)
+    stop_at_blank_line: bool = _opt(True, "end the text at a blank line (the end of a paragraph or a speech) "
+                                    "once it has a word")
 
     def __post_init__(self) -> None:
         _check(self)
         if self.top_p == 0:
             raise ConfigError("top_p must be above 0 (1.0 keeps every word); try --top-p 0.9.")
+        if self.no_repeat_ngram == 1:
+            raise ConfigError("no_repeat_ngram must be 0 (allow repeats) or at least 2 (1 would forbid every "
+                              "word already written); try --no-repeat-ngram 4.")
 
     def replace(self, **changes: Any) -> "GenerateConfig":
         return replace(self, **_checked_names(type(self), changes))

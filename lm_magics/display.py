@@ -14,6 +14,7 @@ from typing import Any, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from .formatting import num_text, pairs_text, prob_text, token_text
 from .frames import ref_text
 
 __all__ = ["Completions", "Generation", "TrainSummary", "ScoredRow", "ScoreReport", "model_text", "model_html",
@@ -106,18 +107,19 @@ class Completions:
         head = f"Next words after {self.prefix!r}" + (f" ({self.model_name})" if self.model_name else "") + ":"
         if not self.pairs:
             return head + "\n  (no candidates)"
-        width = max(len(w) for w in self.words)
+        shown = [token_text(w) for w in self.words]
+        width = max(len(w) for w in shown)
         top = max(self.probs) or 1.0
-        lines = [f"  {i + 1:>2}. {w:<{width}}  {p:6.1%}  {'█' * max(1, round(20 * p / top))}"
-                 for i, (w, p) in enumerate(self.pairs)]
+        lines = [f"  {i + 1:>2}. {w:<{width}}  {prob_text(p, 1):>6}  {'█' * max(1, round(20 * p / top))}"
+                 for i, (w, p) in enumerate(zip(shown, self.probs))]
         return "\n".join([head] + lines)
 
     def _repr_html_(self) -> str:
         top = max(self.probs, default=1.0) or 1.0
         rows = "".join(
             f"<tr><td style='color:#888;padding:1px 6px'>{i + 1}</td>"
-            f"<td style='padding:1px 8px;font-weight:600'>{_e(w)}</td>"
-            f"<td style='padding:1px 6px;text-align:right'>{p:.1%}</td>"
+            f"<td style='padding:1px 8px;font-weight:600'>{_e(token_text(w))}</td>"
+            f"<td style='padding:1px 6px;text-align:right'>{_e(prob_text(p, 1))}</td>"
             f"<td style='padding:1px 6px'><div style='background:{_BAR};height:10px;width:{max(2, round(160 * p / top))}px'>"
             f"</div></td></tr>" for i, (w, p) in enumerate(self.pairs))
         cap = f"Next words after <code>{_e(self.prefix)}</code>" + (f" · {_e(self.model_name)}" if self.model_name else "")
@@ -276,14 +278,15 @@ class TrainSummary:
         lines += [f"  {k}: {v}" for k, v in self._facts()]
         lines += [f"  note: {n}" for n in self._notes()]
         for prefix, pairs in self.samples:
-            lines.append(f"  after {prefix!r}: " + ", ".join(f"{w} {p:.0%}" for w, p in pairs))
+            lines.append(f"  after {prefix!r}: {pairs_text(pairs)}")
         return "\n".join(lines)
 
     def _repr_html_(self) -> str:
         rows = "".join(f"<tr><th style='text-align:left;padding:1px 8px'>{_e(k)}</th><td>{_e(v)}</td></tr>"
                        for k, v in self._facts())
         notes = "".join(f"<li>{_e(n)}</li>" for n in self._notes())
-        samples = "".join(f"<li><code>{_e(p)}</code> → " + ", ".join(f"<b>{_e(w)}</b> {q:.0%}" for w, q in pairs)
+        samples = "".join(f"<li><code>{_e(p)}</code> → " + ", ".join(f"<b>{_e(token_text(w))}</b> {_e(prob_text(q))}"
+                                                                 for w, q in pairs)
                           + "</li>" for p, pairs in self.samples)
         curve = sparkline_svg(self.report.losses if self.report else [], label="training loss")
         return (f"<div class='lm-train-summary' style='{_CSS}'><b>Trained '{_e(self.name)}'</b>"
@@ -408,7 +411,7 @@ class ScoreReport:
             med = f"median perplexity {float(ok.median()):,.1f}" if len(ok) else "no scores"
             rho = self.agreement.get(k)
             cells.append(f"{_PART_NAMES.get(k, k)} {med}"
-                         + ("" if rho is None else f", rank agreement with the model {rho:.2f}"))
+                         + ("" if rho is None else f", rank agreement with the model {num_text(rho, 2)}"))
         return (f"Beside it: {'; '.join(cells)} (Spearman, 1 = same order). Which ranking to trust: label some "
                 f"rows and pass --label COL (label=...) for the ROC AUC of each.")
 
@@ -439,8 +442,8 @@ class ScoreReport:
                 text = " ".join(r.text.split())
                 if len(text) > _TEXT_WIDTH:
                     text = text[: _TEXT_WIDTH - 1] + "…"
-                lines.append(f"  {str(r.index):>{width}}  ppl {r.ppl:9.1f}{self._side_cells(r)}  {r.bits:5.2f} bits"
-                             f"{self._unusual_cell(r)}  {text}")
+                lines.append(f"  {str(r.index):>{width}}  ppl {r.ppl:9.1f}{self._side_cells(r)}  "
+                             f"{num_text(r.bits, 2, width=5)} bits{self._unusual_cell(r)}  {text}")
                 if r.why and title.startswith("Most"):
                     lines.append(f"  {'':>{width}}  why: {r.why}")
         return "\n".join(lines)
@@ -485,7 +488,7 @@ def shade_words(words: Sequence[Tuple[str, float]]) -> str:
     out = []
     for w, bits in words:
         a = min(1.0, max(0.0, bits / _SHADE_MAX_BITS))
-        out.append(f"<span title='{bits:.1f} bits' style='background:rgba({r},{g},{b},{a:.2f});"
+        out.append(f"<span title='{num_text(bits)} bits' style='background:rgba({r},{g},{b},{a:.2f});"
                    f"padding:0 1px;border-radius:2px'>{_e(w)}</span>")
     return " ".join(out)
 
@@ -510,10 +513,10 @@ def histogram_svg(values: np.ndarray, bins: int = 30, width: int = 360, height: 
         for i, c in enumerate(counts) if c)
     return (f"<svg class='lm-score-hist' width='{width}' height='{height}' role='img' "
             f"aria-label='histogram of {_e(label)}'>{bars}"
-            f"<text x='2' y='{height - 2}' font-size='10' fill='#666'>{lo:.2f}</text>"
+            f"<text x='2' y='{height - 2}' font-size='10' fill='#666'>{num_text(lo, 2)}</text>"
             f"<text x='{width / 2:.0f}' y='{height - 2}' font-size='10' fill='#666' "
             f"text-anchor='middle'>{_e(label)}</text>"
-            f"<text x='{width - 2}' y='{height - 2}' font-size='10' fill='#666' text-anchor='end'>{hi:.2f}</text>"
+            f"<text x='{width - 2}' y='{height - 2}' font-size='10' fill='#666' text-anchor='end'>{num_text(hi, 2)}</text>"
             f"</svg>")
 
 
@@ -547,7 +550,8 @@ class Explanation:
         by = f" under '{self.model_name}'" if self.model_name else ""
         if not self.words:
             return f"No words to explain in {self.text!r}"
-        return f"{len(self.words)} words{by}: {self.bits:.2f} bits per word (perplexity {2 ** self.bits:,.1f})"
+        return (f"{len(self.words)} words{by}: {num_text(self.bits, 2)} bits per word "
+                f"(perplexity {2 ** self.bits:,.1f})")
 
     def _details(self) -> List[str]:
         """The unusualness lines: score and strongest signal, percentiles, unseen words, nearest row, notes."""
@@ -577,17 +581,16 @@ class Explanation:
     def __repr__(self) -> str:
         lines = [self._headline()]
         if self.words:
-            lines.append("  " + " ".join(f"{w}[{b:.1f}]" for w, b in self.words))
+            lines.append("  " + " ".join(f"{w}[{num_text(b)}]" for w, b in self.words))
         for pos, w, b, alts in self.alternatives:
-            lines.append(f"  word {pos + 1} {w!r} ({b:.1f} bits); expected: "
-                         + (", ".join(f"{a} {p:.0%}" for a, p in alts) or "(none)"))
+            lines.append(f"  word {pos + 1} {w!r} ({num_text(b)} bits); expected: {pairs_text(alts)}")
         lines += [f"  {d}" for d in self._details()]
         return "\n".join(lines)
 
     def _repr_html_(self) -> str:
         alts = "".join(
-            f"<li><b>{_e(w)}</b> <span style='color:#888'>({b:.1f} bits, word {pos + 1})</span> — expected "
-            + ", ".join(f"<code>{_e(a)}</code> {p:.0%}" for a, p in al) + "</li>"
+            f"<li><b>{_e(w)}</b> <span style='color:#888'>({num_text(b)} bits, word {pos + 1})</span> — expected "
+            + (", ".join(f"<code>{_e(token_text(a))}</code> {_e(prob_text(p))}" for a, p in al) or "(none)") + "</li>"
             for pos, w, b, al in self.alternatives)
         return (f"<div class='lm-explain' style='{_SCORE_CSS}'><div><b>{_e(self._headline())}</b></div>"
                 f"<div style='margin:4px 0;line-height:1.7'>{shade_words(self.words)}</div>"
@@ -619,9 +622,9 @@ def bars_svg(labels: Sequence[str], values: Sequence[float], width: int = 360, l
         shown = str(name) if len(str(name)) <= 16 else str(name)[:15] + "…"
         parts.append(f"<text x='{text_w - 4}' y='{y + 11}' font-size='11' text-anchor='end' fill='#333'>"
                      f"{_e(shown)}</text><rect x='{x:.1f}' y='{y + 2}' width='{max(w, 1):.1f}' height='{row - 5}' "
-                     f"fill='{_BAR if v >= 0 else '#bbb'}'><title>{_e(name)}: {v:+.3f}</title></rect>"
+                     f"fill='{_BAR if v >= 0 else '#bbb'}'><title>{_e(name)}: {num_text(v, 3, sign=True)}</title></rect>"
                      f"<text x='{zero + (w + 3 if v >= 0 else 3):.1f}' y='{y + 11}' font-size='10' fill='#666'>"
-                     f"{v:+.2f}</text>")
+                     f"{num_text(v, 2, sign=True)}</text>")
     axis = f"<line x1='{zero:.1f}' y1='0' x2='{zero:.1f}' y2='{height - 14}' stroke='#999' stroke-width='1'/>"
     return (f"<svg class='lm-bars' width='{width}' height='{height}' role='img' aria-label='{_e(label)}'>"
             f"{axis}{''.join(parts)}<text x='{zero:.1f}' y='{height - 2}' font-size='10' fill='#666' "
@@ -658,7 +661,7 @@ class GroupComparison:
         if not self.has_baseline:
             return ""
         agree = ("" if self.agreement is None else
-                 f"; rank agreement with the model {self.agreement:.2f} (Spearman, 1 = the same order of groups)")
+                 f"; rank agreement with the model {num_text(self.agreement, 2)} (Spearman, 1 = the same order of groups)")
         return f"beside it: the model's n-gram baseline (n-gram vs rest){agree}"
 
     def _notes(self) -> List[str]:
@@ -676,9 +679,10 @@ class GroupComparison:
         if len(self.table):
             width = max(len(str(g)) for g in self.table.index)
             for g, r in self.table.iterrows():
-                base = f" (n-gram {r['ngram_excess_bits']:+6.2f})" if self.has_baseline else ""
-                lines.append(f"  {str(g):<{width}}  {int(r['rows']):>6,} rows  {r['bits']:6.2f} bits  "
-                             f"{r['excess_bits']:+6.2f} vs rest{base}  {', '.join(r['words'])}")
+                base = f" (n-gram {num_text(r['ngram_excess_bits'], 2, sign=True, width=6)})" if self.has_baseline else ""
+                lines.append(f"  {str(g):<{width}}  {int(r['rows']):>6,} rows  {num_text(r['bits'], 2, width=6)} bits  "
+                             f"{num_text(r['excess_bits'], 2, sign=True, width=6)} vs rest{base}  "
+                             f"{', '.join(r['words'])}")
         lines += [f"  {self._baseline_line()}"] if self.has_baseline else []
         lines += [f"  note: {n}" for n in self._notes()]
         return "\n".join(lines)
@@ -686,9 +690,9 @@ class GroupComparison:
     def _repr_html_(self) -> str:
         body = "".join(
             f"<tr><td style='padding:2px 8px'><b>{_e(g)}</b></td><td style='padding:2px 8px;text-align:right'>"
-            f"{int(r['rows']):,}</td><td style='padding:2px 8px;text-align:right'>{r['bits']:.2f}</td>"
-            f"<td style='padding:2px 8px;text-align:right'>{r['excess_bits']:+.2f}</td>"
-            + (f"<td style='padding:2px 8px;text-align:right;color:#666'>{r['ngram_excess_bits']:+.2f}</td>"
+            f"{int(r['rows']):,}</td><td style='padding:2px 8px;text-align:right'>{num_text(r['bits'], 2)}</td>"
+            f"<td style='padding:2px 8px;text-align:right'>{num_text(r['excess_bits'], 2, sign=True)}</td>"
+            + (f"<td style='padding:2px 8px;text-align:right;color:#666'>{num_text(r['ngram_excess_bits'], 2, sign=True)}</td>"
                if self.has_baseline else "")
             + f"<td style='padding:2px 8px'>{_e(', '.join(r['words']))}</td></tr>" for g, r in self.table.iterrows())
         heads = [("group", "left"), ("rows", "right"), ("bits/word", "right"), ("vs rest", "right")]

@@ -420,7 +420,8 @@ class LMMagics(Magics):
         if self.sample_words <= 0:
             return []
         starts = [w for w, _ in model.next_words("", k=4 * self.sample_words) if any(c.isalnum() for c in w)]
-        return [(w, model.next_words(w, k=3)) for w in starts[:self.sample_words]]
+        # include_special: a model that expects the line to end says so ("⏎ (end of line) 93%").
+        return [(w, model.next_words(w, k=3, include_special=True)) for w in starts[:self.sample_words]]
 
     # ----------------------------------------------------------------------------------------- using
 

@@ -38,7 +38,8 @@ def test_option_names_are_the_config_fields():
     assert {"embed_dim", "hidden_dim", "num_layers", "dropout", "seq_len", "batch_size", "epochs", "lr",
             "seed", "device", "min_freq", "max_vocab", "lowercase", "val_fraction"} <= names
     gen = {f.name for f in dataclasses.fields(lm.GenerateConfig)}
-    assert gen == {"n_words", "temperature", "top_k", "top_p", "beam", "seed"}
+    assert gen == {"n_words", "temperature", "top_k", "top_p", "beam", "seed", "repetition_penalty",
+                   "no_repeat_ngram", "stop_at_blank_line"}
     # generate() takes exactly the GenerateConfig options (plus its own flags).
     params = set(inspect.signature(lm.LanguageModel.generate).parameters) - {"self", "prefix"}
     assert gen <= params

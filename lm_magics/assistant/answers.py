@@ -21,24 +21,9 @@ from .. import progress
 from ..analysis import compare_groups, explain as explain_text, score_frame
 from ..display import DataOverview
 from ..errors import ConfigError, DataError
+from ..formatting import num_text, pairs_text, token_text
 from ..frames import is_dataframe, ref_text, resolve_column, text_overview
 from .grammar import USAGE, column_and_options, quote
-
-try:                                   # one formatter for probabilities and tokens (lm_magics.formatting)
-    from ..formatting import num_text, pairs_text, token_text
-except ImportError:                    # pragma: no cover - before formatting.py landed
-    def token_text(token: str) -> str:
-        return f"“{token}”" if not any(c.isalnum() for c in token) else token
-
-    def pairs_text(pairs: Any, decimals: int = 0) -> str:
-        def prob(p: float) -> str:
-            text = f"{p:.0%}"
-            return "<1%" if text == "0%" else text
-        return ", ".join(f"{token_text(w)} {prob(p)}" for w, p in pairs) or "(none)"
-
-    def num_text(x: Any, decimals: int = 1, sign: bool = False, width: int = 0) -> str:
-        text = f"{x:{'+' if sign else ''}.{decimals}f}"
-        return text.replace("-0.0", "0.0") if float(text) == 0 else text
 
 __all__ = ["Answer", "Work", "magic_line", "data", "next_words", "score_text", "explain", "unusual", "compare",
            "learn_line", "estimate_seconds", "record_time", "duration", "clock", "plan_line", "progress_line"]

@@ -15,7 +15,7 @@ import math
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from itertools import chain as _chain
-from typing import List, Optional, Sequence, Tuple
+from typing import Any, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -27,13 +27,14 @@ from .precision import scoring_bf16
 from .threads import inference_threads, using_threads
 from .tokenizer import SPECIALS, Tokenizer
 
-__all__ = ["Predictor"]
+__all__ = ["Predictor", "RepeatRules", "REPEAT_WINDOW"]
 
 _MAX_CHECKPOINTS = 64
 _PART_MIN_TOKENS = 2_048       # the smallest scoring batch when splitting rows across threads
 _POOL: Optional[ThreadPoolExecutor] = None
 _SCORE_BATCH_TOKENS = 32_768   # tokens per scoring batch (rows x padded length); the output layer
                                # runs in blocks, so memory is O(batch x hidden), not O(batch x V)
+REPEAT_WINDOW = 128            # tokens back (prefix and generated) that the repetition rules look at
 
 
 class Vocabulary:
@@ -44,6 +45,17 @@ class Vocabulary:
         self.tok = tokenizer
         self._special_ids = torch.tensor([tokenizer.stoi[s] for s in SPECIALS])
         self._sorted_vocab: Optional[Tuple[List[str], np.ndarray]] = None
+        self._word_mask: Optional[torch.Tensor] = None
+
+    def word_mask(self) -> torch.Tensor:
+        """(V,) bool: True for tokens with a letter or digit (the words a repetition penalty applies to)."""
+        if self._word_mask is None:
+            self._word_mask = torch.tensor([any(c.isalnum() for c in w) and w not in SPECIALS
+                                            for w in self.tok.itos], dtype=torch.bool)
+        return self._word_mask
+
+    def repeat_rules(self, cfg: GenerateConfig) -> "RepeatRules":
+        return RepeatRules(cfg, self.word_mask(), self.tok.eos_id)
 
     def context_ids(self, prefix: str) -> List[int]:
         """<eos> + the prefix's ids (unseen words -> <unk>, lines separated by <eos>)."""
@@ -174,18 +186,26 @@ class Predictor(Vocabulary):
         ids = self.context_ids(prefix)
         out: List[int] = []
         unk, eos = self.tok.unk_id, self.tok.eos_id
+        rules = self.repeat_rules(cfg)
         with self._lock, using_threads(self._thread_count()), torch.inference_mode():
             feats = self.features_after(ids)
             state = self._state_for(ids)
-            # Plain sampling needs no full distribution: the network samples hierarchically (exact).
+            # Plain sampling needs no full distribution: the network samples hierarchically (exact), and
+            # the rules, if any, accept or reject what it draws (rules.sample).
             plain = cfg.temperature == 1.0 and cfg.top_k == 0 and cfg.top_p >= 1.0
             for _ in range(cfg.n_words):
                 if plain:
-                    nxt = self.net.sample_next(feats, gen, self._unk_only)
-                elif cfg.temperature == 0:
+                    nxt = rules.sample(lambda: self.net.sample_next(feats, gen, self._unk_only), gen, ids, out)
+                    if nxt is None:       # rejected again and again: draw from the whole distribution
+                        lp = rules.apply(self.net.log_probs(feats.unsqueeze(0))[0], ids, out)
+                        nxt = _pick(lp, cfg, gen, unk)
+                elif cfg.temperature == 0 and not rules.active:
                     nxt = int(self.net.topk_next(feats, 1, self._unk_only)[1][0])
                 else:
-                    nxt = _pick(self.net.log_probs(feats.unsqueeze(0))[0], cfg, gen, unk)
+                    lp = rules.apply(self.net.log_probs(feats.unsqueeze(0))[0], ids, out)
+                    nxt = _pick(lp, cfg, gen, unk)
+                if rules.ends_text(ids, out, nxt):
+                    break
                 out.append(nxt)
                 if stop_at_eos and nxt == eos:
                     break
@@ -208,6 +228,7 @@ class Predictor(Vocabulary):
                      "use a smaller beam (4 to 10 is usual)", device=self.device)
         ids = self.context_ids(prefix)
         unk, eos = self.tok.unk_id, self.tok.eos_id
+        rules = self.repeat_rules(cfg)
         with self._lock, using_threads(self._thread_count()), torch.inference_mode():
             lp = self.log_probs_after(ids).clone()
             h, c = self._state_for(ids)
@@ -216,6 +237,8 @@ class Predictor(Vocabulary):
             done: List[Tuple[float, List[int]]] = []
             for _ in range(cfg.n_words):
                 lp = lp.view(len(beams), -1).clone()
+                if rules.active:                                                 # each beam's own history
+                    lp = torch.stack([rules.apply(row, ids, b) for row, b in zip(lp, beams)])
                 lp[:, unk] = -math.inf
                 total = (scores.unsqueeze(1) + lp).view(-1)                       # (beams * V)
                 top_s, top_i = torch.topk(total, min(cfg.beam, total.numel()))
@@ -224,6 +247,9 @@ class Predictor(Vocabulary):
                 new_beams, keep, new_scores = [], [], []
                 for s, b, t in zip(top_s.tolist(), src, tok):
                     seq = beams[b] + [t]
+                    if rules.ends_text(ids, beams[b], t):                      # a blank line: ends before it
+                        done.append((s / len(seq), beams[b]))
+                        continue
                     if stop_at_eos and t == eos:
                         done.append((s / len(seq), seq))
                         continue
@@ -314,6 +340,89 @@ class Predictor(Vocabulary):
             nll = self.net.score_nll(feats.transpose(0, 1).reshape(B * T, -1)[pos],
                                      torch.from_numpy(tgt.ravel()).to(self.device)[pos], bf16=bf16)
         return np.split(nll.double().cpu().numpy(), np.cumsum(n)[:-1])
+
+class RepeatRules:
+    """What keeps generation from looping: ``repetition_penalty``, ``no_repeat_ngram`` and
+    ``stop_at_blank_line`` of a GenerateConfig, for every predictor (LSTM, n-gram, mixture) and for both
+    sampling and beam search.
+
+    The first two look at the last ``REPEAT_WINDOW`` tokens of the history (the context ids, the prefix's
+    included, then the generated ones). A penalty divides the probability of a word already there
+    (log-prob minus log(penalty)); punctuation and line ends are left alone (every line ends, most sentences
+    have a comma). An n-gram ban makes impossible the tokens that would repeat a run of ``no_repeat_ngram``
+    tokens. With ``stop_at_blank_line`` a generation never starts with a blank line (a line end right after
+    a line end is not sampled before the first word) and ends before one after it (``ends_text``).
+    All are pure functions of the history, so the same seed still gives the same text.
+    """
+
+    def __init__(self, cfg: GenerateConfig, word_mask: torch.Tensor, eos: int):
+        self.log_penalty = math.log(cfg.repetition_penalty)
+        self.n = cfg.no_repeat_ngram
+        self.blank_stop = cfg.stop_at_blank_line
+        self.active = self.log_penalty > 0 or self.n > 0 or self.blank_stop
+        self.words, self.eos = word_mask, eos
+
+    def banned(self, recent: Sequence[int]) -> List[int]:
+        """Tokens that would end a repeat of an n-gram of recent (the last n - 1 tokens seen before)."""
+        n = self.n
+        if n < 2 or len(recent) < n:
+            return []
+        tail = list(recent[len(recent) - n + 1:])
+        return [recent[i + n - 1] for i in range(len(recent) - n + 1) if list(recent[i:i + n - 1]) == tail]
+
+    def apply(self, lp: torch.Tensor, context: Sequence[int], out: Sequence[int]) -> torch.Tensor:
+        """Log-probs lp (V,) of the token after context + out, with the rules applied (a new tensor; not
+        renormalised: sampling does that)."""
+        if not self.active:
+            return lp
+        recent = (list(context) + list(out))[-REPEAT_WINDOW:]
+        res = lp.clone()
+        if self.log_penalty > 0 and recent:
+            seen = torch.tensor(sorted(set(recent)), dtype=torch.long)
+            seen = seen[self.words[seen]]
+            res[seen.to(res.device)] -= self.log_penalty
+        ban = self.banned(recent)
+        if self.blank_stop and recent[-1] == self.eos and not self._has_word(out):
+            ban.append(self.eos)                     # no blank line before the first word
+        if ban:
+            res[torch.tensor(ban, dtype=torch.long, device=res.device)] = -math.inf
+            if not torch.isfinite(res).any():        # every token banned (a tiny vocabulary): ban nothing
+                return lp.clone()
+        return res
+
+    def weight(self, token: int, context: Sequence[int], out: Sequence[int]) -> float:
+        """The factor the rules put on token's probability after context + out: 0 (banned), 1 / penalty
+        (a word seen in the window) or 1."""
+        recent = (list(context) + list(out))[-REPEAT_WINDOW:]
+        if token in self.banned(recent) or (self.blank_stop and token == self.eos and recent[-1] == self.eos
+                                            and not self._has_word(out)):
+            return 0.0
+        return math.exp(-self.log_penalty) if bool(self.words[token]) and token in recent else 1.0
+
+    def sample(self, draw: Any, gen: torch.Generator, context: Sequence[int], out: Sequence[int],
+               tries: int = 16) -> Optional[int]:
+        """A token drawn from p x weight by rejection: draw() samples p (temperature 1, no filtering),
+        a draw is kept with probability weight(token). Exact, without the whole distribution; None when
+        ``tries`` draws were all rejected (the caller then samples the whole, ruled distribution)."""
+        for _ in range(tries if self.active else 1):
+            token = draw()
+            if not self.active:
+                return token
+            w = self.weight(token, context, out)
+            if w >= 1.0 or (w > 0.0 and float(torch.rand(1, generator=gen)) < w):
+                return token
+        return None
+
+    def ends_text(self, context: Sequence[int], out: Sequence[int], nxt: int) -> bool:
+        """True when nxt, after context + out, would make a blank line and out has a word already
+        (stop_at_blank_line: the text ends at the end of its paragraph, before the blank line)."""
+        if not (self.blank_stop and nxt == self.eos and self._has_word(out)):
+            return False
+        return (out[-1] if out else context[-1]) == self.eos
+
+    def _has_word(self, out: Sequence[int]) -> bool:
+        return any(t != self.eos for t in out)
+
 
 def _pick(lp: torch.Tensor, cfg: GenerateConfig, gen: torch.Generator, unk: int) -> int:
     """Choose the next id from log-probs (V,): greedy at temperature 0, else filtered sampling.

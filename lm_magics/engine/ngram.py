@@ -486,9 +486,12 @@ class TablePredictor(Vocabulary):
             return self._beam(ctx, cfg, stop_at_eos)
         gen = torch.Generator(device="cpu")
         gen.manual_seed(cfg.seed if cfg.seed is not None else int(torch.seed() % 2**63))
+        rules = self.repeat_rules(cfg)
         out: List[int] = []
         for _ in range(cfg.n_words):
-            nxt = _pick(self.log_probs_after(ctx + out).float(), cfg, gen, self.tok.unk_id)
+            nxt = _pick(rules.apply(self.log_probs_after(ctx + out).float(), ctx, out), cfg, gen, self.tok.unk_id)
+            if rules.ends_text(ctx, out, nxt):
+                break
             out.append(nxt)
             if stop_at_eos and nxt == self.tok.eos_id:
                 break
@@ -507,8 +510,10 @@ class TablePredictor(Vocabulary):
         beams: List[List[int]] = [[]]
         scores = torch.zeros(1, dtype=torch.float64)
         done: List[Tuple[float, List[int]]] = []
+        rules = self.repeat_rules(cfg)
         for _ in range(cfg.n_words):
-            lp = torch.stack([self.log_probs_after(ctx + seq).double() for seq in beams])   # (beams, V)
+            lp = torch.stack([rules.apply(self.log_probs_after(ctx + seq).double(), ctx, seq)
+                              for seq in beams])                                            # (beams, V)
             lp[:, self.tok.unk_id] = -math.inf
             total = (scores.unsqueeze(1) + lp).view(-1)                                    # (beams * V)
             top_s, top_i = torch.topk(total, min(cfg.beam, total.numel()))
@@ -518,7 +523,9 @@ class TablePredictor(Vocabulary):
                     break
                 b, t = divmod(i, V)
                 seq = beams[b] + [t]
-                if stop_at_eos and t == self.tok.eos_id:
+                if rules.ends_text(ctx, beams[b], t):                # a blank line: the text ends before it
+                    done.append((s / len(seq), beams[b]))
+                elif stop_at_eos and t == self.tok.eos_id:
                     done.append((s / len(seq), seq))
                 else:
                     new_beams.append(seq)

@@ -11,9 +11,10 @@ from typing import Any, Callable, Iterator, List, Optional, Tuple
 import ipywidgets as W
 
 from ..api import LanguageModel
-from ..config import GenerateConfig
+from ..config import MAX_SEED, GenerateConfig
 from ..engine.tokenizer import EOS
 from ..errors import ConfigError, LMError
+from ..formatting import is_punct, pairs_text, prob_text, token_text, word_text  # noqa: F401 - re-exported
 from ..registry import ModelRegistry, get_registry
 
 GIVEN = "(given model)"   # dropdown label of a model passed in directly, not registered under a name
@@ -151,43 +152,30 @@ def _close_tree(w: W.Widget) -> None:
     w.close()
 
 
-def prob_text(p: float) -> str:
-    """A probability as a whole percentage; one that would round to 0% reads "<1%"."""
-    text = f"{p:.0%}"
-    return "<1%" if text == "0%" else text
-
-
-def is_punct(word: str) -> bool:
-    """True for tokens without a letter or digit (",", ".", "--"): shown quoted so they can be read."""
-    return not any(c.isalnum() for c in word)
-
-
-def word_text(word: str) -> str:
-    """A token as shown to the user: punctuation in quotes ('“,”'), words as they are."""
-    return f"“{word}”" if is_punct(word) else word
-
-
-def pairs_text(pairs: List[Tuple[str, float]]) -> str:
-    return ", ".join(f"{word_text(w)} {prob_text(p)}" for w, p in pairs) or "(none)"
-
-
 def iter_words(model: LanguageModel, prefix: str, cfg: GenerateConfig) -> Iterator[str]:
     """Tokens continuing prefix until cfg.n_words words are written, across line ends.
 
     ``model.iter_generate`` stops at the end of a line; here a line end is yielded as ``EOS`` (not
     counted as a word) and generation goes on with the next line, so "20 words" means 20 words. Each
-    line is one engine call, seeded ``seed``, ``seed + 1``, ... when a seed is given (repeatable).
+    line is one engine call, seeded from ``seed`` and the line's number when a seed is given (repeatable;
+    seed 1 is not seed 0 shifted by a line). With ``cfg.stop_at_blank_line`` an empty line after a written
+    one ends the text (the end of a speech or a paragraph).
     """
     left, context, line, empty, wrote = cfg.n_words, prefix, 0, 0, False
     while left > 0:
-        seed = None if cfg.seed is None else cfg.seed + line
-        words = list(model.iter_generate(context, cfg.replace(n_words=left, seed=seed)))
+        seed = None if cfg.seed is None else (cfg.seed + line * _LINE_SEED_STEP) % (MAX_SEED + 1)
+        # Before the first written line the engine skips blank lines; after it, an empty line is the
+        # blank line that ends the text, so the engine must let it come.
+        line_cfg = cfg.replace(n_words=left, seed=seed, stop_at_blank_line=cfg.stop_at_blank_line and not wrote)
+        words = list(model.iter_generate(context, line_cfg))
         if words:
             if wrote:
                 yield EOS                   # one line break between lines (an empty line adds none)
             yield from words
             wrote, empty = True, 0
         else:
+            if wrote and cfg.stop_at_blank_line:
+                return                      # a blank line after a written one: the paragraph ended
             # A model that only ever ends lines would loop forever: give up after 3 empty lines.
             empty += 1
             if empty >= 3:
@@ -195,6 +183,11 @@ def iter_words(model: LanguageModel, prefix: str, cfg: GenerateConfig) -> Iterat
         left -= len(words)
         context = f"{context} {' '.join(words)}\n"     # spacing does not matter to the tokenizer
         line += 1
+
+
+# Line i of a seeded generation uses seed + i * this (mod 2**63): an odd constant far from small numbers,
+# so the lines of seed s and of seed s + 1 do not coincide.
+_LINE_SEED_STEP = 0x9E3779B97F4A7C15
 
 
 def copy_check(model: LanguageModel, prefix: str, tokens: List[str]) -> Optional[List[dict]]:

@@ -23,9 +23,10 @@ from ..assistant import answers, grammar
 from ..assistant.grammar import HELP, HELP_ROWS, PLAIN, number, positive_int
 from ..config import GenerateConfig
 from ..errors import ConfigError, DataError, LMError
+from ..formatting import pairs_text
 from ..registry import ModelRegistry, fresh_name
 from ..rules import check_name
-from ._base import GIVEN, ModelWidget, _shell, copies_text, copy_check, esc, iter_words, pairs_text
+from ._base import GIVEN, ModelWidget, _shell, copies_text, copy_check, esc, iter_words
 
 __all__ = ["ChatAssistant"]
 

@@ -6,7 +6,10 @@ every keystroke: ipywidgets sends at most one change at a time and merges the ke
 meanwhile, so a fast typist is never queued behind stale updates.
 
 Two modes, shown left of the buttons: text ending inside a word ("to be") *completes* that word
-("be…" -> "belly"); text ending in a space or punctuation gets the *next word*.
+("be…" -> "belly"); text ending in a space or punctuation gets the *next word*. While completing, a button
+shows the word's share among the words that start with what was typed (the model's probability of the
+next word, which a typed stem has already narrowed, is in its tooltip). The label also says when the last
+word typed is not one the model knows.
 """
 
 from __future__ import annotations
@@ -25,11 +28,12 @@ from ..config import GenerateConfig
 from ..engine.tokenizer import EOS
 from ..errors import ConfigError, DataError
 from ..registry import ModelRegistry
-from ._base import ModelWidget, copy_check, copies_text, esc, is_punct, iter_words, pairs_text, prob_text, word_text
+from ..formatting import is_punct, pairs_text, prob_text, token_text
+from ._base import ModelWidget, copy_check, copies_text, esc, iter_words
 
 __all__ = ["CompletionPanel", "split_partial"]
 
-_WORD_TAIL = re.compile(r"\w+$")
+_WORD_TAIL = re.compile(r"\w+\Z")          # \Z: "$" would also match before a final line end
 _ATTACH = re.compile(r"^(?:[.,;:!?%)\]}]+|'\w*|n't)$")   # tokens written without a space before them
 
 
@@ -105,8 +109,10 @@ class CompletionPanel(ModelWidget):
     >>> panel = CompletionPanel(model, k=3)          # doctest: +SKIP
     >>> panel.value = "Beautiful is"; panel.refresh(); panel.words   # doctest: +SKIP
     ['better', ...]
-    >>> panel.mode, panel.mode_text                    # doctest: +SKIP
-    ('complete', 'completing “is…”')
+    >>> panel.value = "Beautiful is be"; panel.refresh(); panel.mode_text   # doctest: +SKIP
+    'completing “be…” (share among words starting with “be”)'
+    >>> panel.shares                                   # doctest: +SKIP
+    [0.93, ...]
     """
 
     max_k = 20
@@ -123,7 +129,11 @@ class CompletionPanel(ModelWidget):
         super().__init__(model_or_name, registry)
         self.debounce = float(debounce)
         self.seed = seed
-        self.suggestions: List[Tuple[str, float]] = []
+        self.suggestions: List[Tuple[str, float]] = []   # (word, probability as the next word)
+        # While completing: each suggestion's share among the words that start with the typed stem
+        # (its probability renormalised over them); [] in the other modes.
+        self.shares: List[float] = []
+        self._only_match = False      # the stem has a single match: its share is exactly 100%
         self.latency_ms: Optional[float] = None
         # What the last Continue copied from training rows: a list of runs ([]: none), or None when the
         # model cannot tell (no copy index) or nothing was generated since the text last changed.
@@ -221,12 +231,14 @@ class CompletionPanel(ModelWidget):
         model = self.model
         t0 = time.perf_counter()
         text = self.value
-        mode, pairs, hint = self._suggest(model, text)
+        mode, pairs, hint, shares = self._suggest_shares(model, text)
         latency = (time.perf_counter() - t0) * 1000
         with self._lock:
             if seq != self._seq:
                 return pairs
             self.latency_ms, self.suggestions, self.mode, self.hint = latency, pairs, mode, hint
+            self.shares, self._only_match = shares
+
             self._shown_text = text
             self.last_error = None
             self._show_buttons()
@@ -285,27 +297,44 @@ class CompletionPanel(ModelWidget):
     def _suggest(self, model: Any, text: str,
                  k: Optional[int] = None) -> Tuple[str, List[Tuple[str, float]], str]:
         """(mode, suggestions, hint) for text: completions of a half-typed word, else next words."""
+        return self._suggest_shares(model, text, k)[:3]
+
+    def _suggest_shares(self, model: Any, text: str, k: Optional[int] = None
+                        ) -> Tuple[str, List[Tuple[str, float]], str, Tuple[List[float], bool]]:
+        """``_suggest`` and, while completing, (each suggestion's share among the words starting with the
+        stem, whether the stem has a single match)."""
         k = self.k if k is None else k
         if model.tokenizer.level == "char":
-            return ("next" if text.strip() else "first"), model.next_words(text, k), ""
+            return ("next" if text.strip() else "first"), model.next_words(text, k), "", ([], False)
         context, partial = split_partial(text)
+        unknown = _unknown_hint(model.tokenizer, context)
         if partial:
-            pairs = model.next_words(context, k, startswith=partial)
-            if pairs:
-                return "complete", pairs, ""
+            # Every word that starts with the stem (most likely first), for the mass they share.
+            matching = model.next_words(context, len(model.tokenizer), startswith=partial)
+            if matching:
+                total = sum(p for _, p in matching)
+                pairs = matching[:k]
+                shares = [p / total if total > 0 else 0.0 for _, p in pairs]
+                return "complete", pairs, unknown, (shares, len(matching) == 1)
             # Nothing to complete: offer the next words instead (the model reads the word as unknown)
             # and say why, rather than showing an empty row.
-            return "next", model.next_words(text, k), f"“{partial}” is not in the vocabulary"
-        return ("next" if text.strip() else "first"), model.next_words(text, k), ""
+            return "next", model.next_words(text, k), f"“{partial}” is not in the vocabulary", ([], False)
+        return ("next" if text.strip() else "first"), model.next_words(text, k), unknown, ([], False)
 
     def _show_buttons(self) -> None:
         for i, b in enumerate(self.buttons):
             with b.hold_sync():            # one message per button, not one per trait
                 if i < len(self.suggestions):
                     w, p = self.suggestions[i]
-                    action = "complete to" if self.mode == "complete" else "add"
-                    b.description = f"{word_text(w)} {prob_text(p)}"
-                    b.tooltip = f"{action} {w!r} (probability {p:.4f})"
+                    if self.mode == "complete" and i < len(self.shares):
+                        share = prob_text(self.shares[i], exact=self._only_match)
+                        stem = split_partial(self._shown_text)[1]
+                        b.description = f"{token_text(w)} {share}"
+                        b.tooltip = (f"complete to {w!r} ({share} of the words starting with {stem!r}; "
+                                     f"{prob_text(p)} as the next word, probability {p:.4f})")
+                    else:
+                        b.description = f"{token_text(w)} {prob_text(p)}"
+                        b.tooltip = f"add {w!r} (probability {p:.4f})"
                     _set_punct_style(b, is_punct(w))
                     b.layout.display = None
                 else:
@@ -440,12 +469,23 @@ def _set_punct_style(b: W.Button, punct: bool) -> None:
     (b.add_class if punct else b.remove_class)("lm-panel-punct")
 
 
+def _unknown_hint(tokenizer: Any, context: str) -> str:
+    """A note when the last complete word of context is not in the model's vocabulary ("" otherwise):
+    the model reads it as <unk>, which the user cannot see."""
+    words = [t for t in tokenizer.tokenize(context) if any(c.isalnum() for c in t)]
+    if not words or tokenizer.unk_id not in tokenizer.encode_line(words[-1], eos=False):
+        return ""
+    return f"“{words[-1]}” is not a word the model knows; suggestions treat it as unknown"
+
+
 def _mode_text(mode: str, text: str, hint: str) -> str:
     if mode == "complete":
-        return f"completing “{split_partial(text)[1]}…”"
-    if mode == "first":
-        return "first word"
-    said = f"next word after “{_tail(text)}”"
+        stem = split_partial(text)[1]
+        said = f"completing “{stem}…” (share among words starting with “{stem}”)"
+    elif mode == "first":
+        said = "first word"
+    else:
+        said = f"next word after “{_tail(text)}”"
     return f"{hint}; {said}" if hint else said
 
 

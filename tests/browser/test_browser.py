@@ -92,10 +92,11 @@ def test_panel_suggestions_follow_typing_and_clicks(page, notebook):
     expect(mode).to_have_text("first word:")
     box.click()
     box.press_sequentially("the b", delay=30)                       # a half-typed word: completions
-    expect(mode).to_have_text("completing “b…”:", timeout=ROUNDTRIP_MS)      # the panel says so
-    expect(buttons.first).to_have_text(re.compile(r"^b\w* (\d+|<1)%$"), timeout=ROUNDTRIP_MS)
+    # the panel says so, and that a button shows its share among the words starting with "b"
+    expect(mode).to_have_text("completing “b…” (share among words starting with “b”):", timeout=ROUNDTRIP_MS)
+    expect(buttons.first).to_have_text(re.compile(r"^b\w* (\d+|<1|>99)%$"), timeout=ROUNDTRIP_MS)
     # every button is its own widget model: wait for all of them, not only the first
-    expect(buttons).to_have_text([re.compile(r"^b\w* (\d+|<1)%$")] * buttons.count(), timeout=ROUNDTRIP_MS)
+    expect(buttons).to_have_text([re.compile(r"^b\w* (\d+|<1|>99)%$")] * buttons.count(), timeout=ROUNDTRIP_MS)
     word = buttons.first.inner_text().split()[0]
 
     buttons.first.click()                                           # completes the word
@@ -127,7 +128,7 @@ def test_panel_suggestions_follow_typing_and_clicks(page, notebook):
     # punctuation reads as a quoted, monospace label; no button says "0%"
     expect(panel.locator(".lm-panel-suggestion:visible", has_text="“")).not_to_have_count(0, timeout=ROUNDTRIP_MS)
     punct = panel.locator(".lm-panel-punct:visible").first
-    expect(punct).to_have_text(re.compile(r"^“\W+” (\d+|<1)%$"))
+    expect(punct).to_have_text(re.compile(r"^“\W+” (\d+|<1|>99)%$"))
     # the style is its own widget model, synced in its own message: wait for it, do not sample it once
     expect(punct).to_have_css("font-family", re.compile("monospace"), timeout=ROUNDTRIP_MS)
     assert not any(t.endswith(" 0%") for t in buttons.all_inner_texts())

@@ -95,9 +95,13 @@ def _ids(model, text):
     return model.tokenizer.encode(text)
 
 
+# The model's own distribution: no rules against loops (GenerateConfig's defaults have them on).
+RAW = dict(repetition_penalty=1.0, no_repeat_ngram=0, stop_at_blank_line=False)
+
+
 def test_temperature_zero_is_the_argmax_chain(tiny_model):
     n = 8
-    out = tiny_model._predictor.generate("the dog", lm.GenerateConfig(n_words=n, temperature=0))
+    out = tiny_model._predictor.generate("the dog", lm.GenerateConfig(n_words=n, temperature=0, **RAW))
     # Rebuild the chain by hand from fresh full-prefix predictions.
     pred = _fresh(tiny_model)
     ctx = pred.context_ids("the dog")
@@ -112,8 +116,8 @@ def test_temperature_zero_is_the_argmax_chain(tiny_model):
     # top_k=1 sampling is greedy too, whatever the seed and temperature.
     for seed in (0, 1):
         assert tiny_model._predictor.generate(
-            "the dog", lm.GenerateConfig(n_words=n, temperature=1.5, top_k=1, seed=seed)) == chain
-    assert tiny_model.generate("the dog", n_words=n, temperature=0) == tiny_model.tokenizer.decode(chain)
+            "the dog", lm.GenerateConfig(n_words=n, temperature=1.5, top_k=1, seed=seed, **RAW)) == chain
+    assert tiny_model.generate("the dog", n_words=n, temperature=0, **RAW) == tiny_model.tokenizer.decode(chain)
 
 
 def test_top_p_small_is_greedy(tiny_model):
@@ -122,9 +126,9 @@ def test_top_p_small_is_greedy(tiny_model):
 
 
 def test_beam_search(tiny_model):
-    ids = tiny_model._predictor.generate("the cat", lm.GenerateConfig(n_words=7, beam=4))
+    ids = tiny_model._predictor.generate("the cat", lm.GenerateConfig(n_words=7, beam=4, **RAW))
     assert len(ids) == 7 and tiny_model.tokenizer.unk_id not in ids
-    beam_text = tiny_model.generate("the cat", n_words=7, beam=4)
+    beam_text = tiny_model.generate("the cat", n_words=7, beam=4, **RAW)
     assert beam_text == tiny_model.tokenizer.decode(ids)
     # Beam search finds a continuation at least as likely as greedy (per token, as it ranks them).
     def logp(cont):
@@ -133,7 +137,7 @@ def test_beam_search(tiny_model):
             total += float(pred.log_probs_after(ctx)[t])
             ctx = ctx + [t]
         return total
-    greedy = tiny_model._predictor.generate("the cat", lm.GenerateConfig(n_words=7, temperature=0))
+    greedy = tiny_model._predictor.generate("the cat", lm.GenerateConfig(n_words=7, temperature=0, **RAW))
     assert logp(ids) >= logp(greedy) - 1e-4
 
 

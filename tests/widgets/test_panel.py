@@ -82,7 +82,7 @@ def test_panel_shows_its_mode_next_to_the_buttons(reg, model):
     p = CompletionPanel("pets", registry=reg, debounce=0)
     assert p.mode == "first" and p.mode_text == "first word"
     p.value = "the bi"                                 # no trailing space: the click completes "bi"
-    assert p.mode == "complete" and p.mode_text == "completing “bi…”"
+    assert p.mode == "complete" and p.mode_text == "completing “bi…” (share among words starting with “bi”)"
     assert "completing “bi…”" in p.mode_label.value and "lm-panel-mode-complete" in p.mode_label.value
     assert p.words and all(w.startswith("bi") for w in p.words)
     assert p.buttons[0].tooltip.startswith(f"complete to '{p.words[0]}'")
@@ -107,9 +107,53 @@ def test_panel_says_why_when_no_word_matches(reg, model):
     assert "lm-panel-hint" in p.mode_label.value and "not in the vocabulary" in p.mode_label.value
     word = p.words[0]
     p.buttons[0].click()                               # what the label says: the word comes after "zq"
-    assert p.value == append_word("the cat zq", word) and p.hint == ""
+    assert p.value == append_word("the cat zq", word)
+    assert p.hint == ("" if word[0].isalnum() else
+                      "“zq” is not a word the model knows; suggestions treat it as unknown")
     p.value = "the cat zq"
     assert p.accept("dog") == "the cat zq dog "      # from code too
+
+
+def test_panel_says_when_the_last_word_is_unknown(reg, model):
+    p = CompletionPanel("pets", registry=reg, debounce=0)
+    hint = "“floob” is not a word the model knows; suggestions treat it as unknown"
+    for text in ("the floob ", "the floob, ", "the floob\n"):            # after a space, punctuation, a line end
+        p.value = text
+        assert p.mode == "next" and p.hint == hint and p.mode_text.startswith(hint + "; next word after")
+        assert "lm-panel-hint" in p.mode_label.value and "floob" in p.mode_label.value
+        assert p.suggestions == model.next_words(text, 5)           # the model reads it as <unk>
+    p.value = "the floob b"                                          # completing after the unknown word
+    assert p.mode == "complete" and p.hint == hint and p.mode_text.startswith(hint + "; completing “b…”")
+    for text in ("the cat ", "the cat sat", "", "floob cat "):       # the last complete word is known
+        p.value = text
+        assert p.hint == "", text
+
+
+def test_panel_completions_show_their_share_among_the_matching_words(reg, model):
+    p = CompletionPanel("pets", registry=reg, debounce=0, k=20)
+    p.value = "the b"
+    matching = model.next_words("the ", len(model.tokenizer), startswith="b")
+    total = sum(q for _, q in matching)
+    assert p.mode == "complete" and len(p.shares) == len(p.suggestions) == min(20, len(matching))
+    assert p.shares == pytest.approx([q / total for _, q in p.suggestions])
+    if len(matching) <= 20:
+        assert sum(p.shares) == pytest.approx(1.0)
+    for b, (w, q), share in zip(p.buttons, p.suggestions, p.shares):
+        assert b.description == f"{word_text(w)} {prob_text(share)}"    # the share, not P(word | text)
+        assert share >= q and f"as the next word, probability {q:.4f}" in b.tooltip
+    assert "share among words starting with “b”" in p.mode_label.value
+    p.value = "the "                                                 # next words: no shares
+    assert p.shares == [] and p.buttons[0].description == f"{word_text(p.words[0])} {prob_text(p.suggestions[0][1])}"
+
+
+def test_a_single_matching_word_has_all_of_the_share(reg, model, monkeypatch):
+    monkeypatch.setattr(model, "next_words", lambda *a, **kw: [("belly", 0.003)])
+    p = CompletionPanel("pets", registry=reg, debounce=0)
+    p.value = "the bel"
+    assert p.mode == "complete" and visible(p) == ["belly 100%"] and p.shares == [1.0]
+    monkeypatch.setattr(model, "next_words", lambda *a, **kw: [("belly", 0.003), ("bells", 0.000001)])
+    p.value = "the be"
+    assert visible(p) == ["belly >99%", "bells <1%"]                 # not exact: never 100% or 0%
 
 
 def test_panel_buttons_show_small_probabilities_and_punctuation(reg, model, monkeypatch):
@@ -157,8 +201,9 @@ def test_panel_continue_generates_n_words(reg, model):
 
 
 def test_panel_continue_writes_running_text(reg, model):
-    # Across seeds, Continue writes exactly `words` words as running text: line ends and spaces before
-    # punctuation ("mat . \n , and") would mean it joined tokens differently from generate.
+    # Across seeds, Continue writes the words iter_words generates (`words` of them, fewer when the text
+    # reaches a blank line) as running text: line ends and spaces before punctuation ("mat . \n , and")
+    # would mean it joined tokens differently from generate.
     tok = model.tokenizer
     crossed = 0
     for seed in range(12):
@@ -168,9 +213,10 @@ def test_panel_continue_writes_running_text(reg, model):
         new = p.value[len("the dog"):]
         assert "\n" not in p.value and p.value.endswith(" ") and not p.value.endswith("  ")
         assert not re.search(r" [,.!?;:]", p.value), p.value
-        assert len(tok.tokenize(new)) == 12
         cfg = lm.GenerateConfig(n_words=12, temperature=0.8, seed=seed)
-        crossed += EOS in iter_words(model, "the dog", cfg)
+        tokens = list(iter_words(model, "the dog", cfg))
+        assert 1 <= len(tok.tokenize(new)) == len([t for t in tokens if t != EOS]) <= 12
+        crossed += EOS in tokens
     assert crossed        # some of them did run past the end of a line
 
 
