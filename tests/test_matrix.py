@@ -18,7 +18,7 @@ from hypothesis import given, settings, strategies as st
 from IPython.core.error import UsageError
 
 import lm_magics as lm
-from lm_magics import api, registry as registry_module
+from lm_magics import api
 from lm_magics.cli import main
 from lm_magics.engine import memory, training
 from lm_magics.errors import ConfigError, LMError, ModelFileError

@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import shutil
 import sys
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -171,7 +170,7 @@ def test_lm_compare_on_spark_equals_the_pandas_table(spark, shell, tiny_model, f
     for name, model in ((None, None), ("tiny", tiny_model)):
         want = compare_groups(frame, "text", "g", model, min_rows=5, top_words=3)
         with registered(shell, "tiny", tiny_model):
-            got = shell.run_line_magic("lm_compare", f"--df sdf --column text --by g --min-rows 5 --top-words 3"
+            got = shell.run_line_magic("lm_compare", "--df sdf --column text --by g --min-rows 5 --top-words 3"
                                                      + (f" --name {name}" if name else ""))
         assert list(got.table.index) == list(want.table.index)
         assert got.table["rows"].tolist() == want.table["rows"].tolist()

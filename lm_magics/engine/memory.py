@@ -279,7 +279,7 @@ def check_beam(beam: int, vocab_size: int, n_words: int, lstm: Optional[Tuple[in
                device: "Optional[object]" = None) -> None:
     """Refuse, before the search starts, a beam whose blocks cannot fit (every model kind)."""
     check(table_beam_bytes(beam, vocab_size, n_words, lstm), f"Beam search with beam={beam:,} over {vocab_size:,} words", "use a smaller beam (4 to 10 is "
-          f"usual)", device=device)
+          "usual)", device=device)
 
 
 def check_count(count: int, item_bytes: int, what: str, *, error: Type[LMError] = ConfigError) -> None:

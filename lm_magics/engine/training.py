@@ -26,7 +26,7 @@ from ..errors import ConfigError, TrainingDiverged
 from .data import Corpus, batchify, windows
 from .distributed import DIVERGED, GO, INTERRUPTED, MAX_TIME, PLANNED, Ranks, deferred_signals
 from .model import LSTMLanguageModel, State
-from .planning import SGD_BELOW, Plan, fit_to_data, size_config
+from .planning import SGD_BELOW, Plan, fit_to_data, size_config  # noqa: F401  (SGD_BELOW, fit_to_data: the old names, kept)
 from .precision import native_bf16
 from .threads import ThreadProbe, available_threads, machine_load
 

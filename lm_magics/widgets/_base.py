@@ -6,7 +6,7 @@ from __future__ import annotations
 import functools
 import html
 import traceback
-from typing import Any, Callable, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Iterator, List, Optional
 
 import ipywidgets as W
 

@@ -172,7 +172,6 @@ def slow_steps(monkeypatch):
 
 
 def test_the_budget_ends_a_run_with_its_best_weights(tiny_text, slow_steps):
-    from lm_magics.engine.training import evaluate
 
     seen = {}
     m = lm.train(tiny_text * 4, seed=0, budget=6, hidden_dim=32, embed_dim=16, baseline=False, copy_window=0,

@@ -13,7 +13,7 @@ import pytest
 pytest.importorskip("ipywidgets", reason="the widgets need the widgets extra: pip install 'lm-magics[widgets]' (the test extra has it)")
 
 import lm_magics as lm  # noqa: E402
-from lm_magics.engine.training import StepInfo, StopTraining  # noqa: E402
+from lm_magics.engine.training import StepInfo  # noqa: E402
 from lm_magics.errors import DataError  # noqa: E402
 from lm_magics.magics import ModelTable  # noqa: E402
 from lm_magics.widgets import CompletionPanel  # noqa: E402
