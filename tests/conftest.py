@@ -207,6 +207,8 @@ def start_until_a_step(cmd: list, log: Path, env: dict, cwd: Path) -> "subproces
         proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=err, text=True,
                                 start_new_session=True)
     deadline = time.monotonic() + 120
-    while "step" not in log.read_text() and time.monotonic() < deadline and proc.poll() is None:
+    # The bar shows "N/TOTAL, 0:01 elapsed, ..." from the first step on (older bars said "step").
+    while not any(w in log.read_text() for w in ("step", "elapsed")) and time.monotonic() < deadline \
+            and proc.poll() is None:
         time.sleep(0.2)
     return proc

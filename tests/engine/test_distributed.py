@@ -115,6 +115,7 @@ def test_max_time_ends_every_rank(runs):
 def test_ctrl_c_ends_every_rank_after_the_same_step(runs):
     tmp = runs[0]
     flags = [f if f not in ("3", "--quiet") else "100000" for f in FLAGS if f != "--quiet"]
+    flags += ["--patience", "100000"]                  # no early stop before the Ctrl-C comes
     out = tmp / "stopped.lm"
     log = tmp / "stopped.err"
     cmd = torchrun_command(2, ["train", str(tmp / "corpus.txt"), "-o", str(out), *flags])
