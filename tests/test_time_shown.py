@@ -107,7 +107,8 @@ def test_cli_train_shows_times_on_stderr(tmp_path, tiny_text, capsys):
 
 # ------------------------------------------------------------------------------------------ long commands
 
-def test_measure_scoring_uses_the_rows_their_length_and_the_model_speed(tiny_model):
+def test_measure_scoring_uses_the_rows_their_length_and_the_model_speed(tiny_model, monkeypatch):
+    monkeypatch.setattr(P, "_rates", type(P._rates)())    # a speed measured by an earlier test is not this one's
     ticks = iter([0.0, 0.5])
     texts = ["the cat sat on the mat ."] * 1000          # 7 tokens + the end of the row
     secs = P.measure_scoring(tiny_model, texts, clock_fn=lambda: next(ticks))

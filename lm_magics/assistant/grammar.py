@@ -32,8 +32,8 @@ HELP_ROWS = [
     ("/help", "this list", "/help"),
     ("/data", "the DataFrames, Series and text lists of the notebook: text columns (rows, missing, mean "
      "words), then label and time columns", "/data"),
-    ("/unusual COLUMN [with MODEL] [top N]", "score every row (adds COL_ppl, COL_bits) and show the most "
-     "and least surprising", "/unusual reviews.text top 3"),
+    ("/unusual COLUMN [with MODEL] [top N]", "score every row (adds COL_ppl, COL_bits, COL_unusual) and show "
+     "the most and least unusual, with why", "/unusual reviews.text top 3"),
     ("/explain TEXT", "the surprisal of each word and what the model expected instead",
      "/explain the cat sat on the river"),
     ("/compare COLUMN by GROUP [with MODEL] [min N]", "which groups are most unusual, and their words",

@@ -362,10 +362,16 @@ class TrainingMonitor:
                                                    else "starting")
         if self.model is None:
             return f"training '{self.name}' failed: {self.error}"
-        if self.registered_as != self.name:     # stopped, and the earlier model kept the name
-            earlier = self.registry.get(self.name).meta.get("val_ppl") if self.name in self.registry else None
+        if self.registered_as != self.name:     # stopped: kept aside, beside the earlier model or before validating
+            p = self.placement
+            if p is not None and p.kept_earlier:
+                return interrupted_text("stopped", self.model.report.steps, f"'{self.registered_as}'",
+                                        self.model.meta.get("val_ppl"), f"'{self.name}'", p.earlier_ppl)
+            if p is not None and p.note:
+                steps = self.model.report.steps
+                return f"Training stopped after {steps:,} step{'' if steps == 1 else 's'}: {p.note}."
             return interrupted_text("stopped", self.model.report.steps, f"'{self.registered_as}'",
-                                    self.model.meta.get("val_ppl"), f"'{self.name}'", earlier)
+                                    self.model.meta.get("val_ppl"))
         note = self.placement.note if self.placement is not None else ""
         return (f"training '{self.name}' {'stopped' if self.model.interrupted else _how_it_ended(self.model)}"
                 + (f"; {note}" if note else ""))

@@ -309,7 +309,7 @@ def test_learn_a_stopped_run_never_replaces_a_model_of_its_name(chat, reg, model
     mon.stop_button.click()
     assert mon.join(30) and wait_until(lambda: "Training stopped" in last(chat)["text"])
     assert reg.get("pets") is model and reg.get("pets_interrupted") is mon.model
-    assert "the earlier 'pets' is kept" in last(chat)["text"]
+    assert "kept the earlier 'pets'" in last(chat)["text"]
 
 
 def test_learn_from_files(chat, reg, tmp_path):
