@@ -133,7 +133,7 @@ def test_panel_and_chat_work_while_training_runs(reg, other, monitors):
     assert c.messages[-1]["role"] == "assistant"
     assert not mon.done               # training really was running alongside
     mon.stop()
-    assert mon.join(30) and reg.get("bg2").interrupted
+    assert mon.join(30) and reg.get(mon.registered_as).interrupted   # bg2, or bg2_interrupted before a validation
 
 
 def test_background_training_errors(reg, monitors):
