@@ -11,8 +11,6 @@ from config.py's option specs), so no flag is re-typed here.
 
 from __future__ import annotations
 
-import math
-import time
 import weakref
 from dataclasses import dataclass
 from typing import Any, Callable, List, Mapping, Optional, Sequence, Tuple
@@ -101,83 +99,11 @@ def magic_line(magic: str, options: Mapping[str, Any], text: str = "") -> str:
 
 # ---------------------------------------------------------------------------------------------- how long
 
-# The time texts and the scoring estimate are progress.py's (the monitor, the bars and the magics use
-# them too); the fallbacks below stand in where that module has none of them yet.
-
-def _duration(seconds: float) -> str:
-    if not math.isfinite(seconds) or seconds < 0:
-        seconds = 0.0
-    if seconds < 9.95:
-        return f"{seconds:.1f} s"
-    s = int(round(seconds))
-    if s < 60:
-        return f"{s} s"
-    m, sec = divmod(s, 60)
-    if m < 60:
-        return f"{m} min {sec} s" if sec else f"{m} min"
-    h, m = divmod(m, 60)
-    return f"{h} h {m} min" if m else f"{h} h"
-
-
-def _clock(seconds: float) -> str:
-    s = max(0, int(round(seconds))) if math.isfinite(seconds) else 0
-    h, rest = divmod(s, 3600)
-    m, sec = divmod(rest, 60)
-    return f"{h}:{m:02d}:{sec:02d}" if h else f"{m}:{sec:02d}"
-
-
-def _time_left(info: Any) -> Optional[float]:
-    eta = getattr(info, "eta", None)
-    if eta is not None and math.isfinite(eta):
-        return max(0.0, float(eta))
-    if info.step < 2 or info.elapsed <= 0 or info.total_steps <= 0:
-        return None
-    return max(0, info.total_steps - info.step) * info.elapsed / info.step
-
-
-def _plan_text(plan: Any) -> str:
-    def get(*names: str) -> Any:
-        for n in names:
-            v = plan.get(n) if isinstance(plan, dict) else getattr(plan, n, None)
-            if v is not None:
-                return v
-        return None
-
-    parts = []
-    secs = get("seconds", "estimated_seconds", "estimate_s", "eta", "est_seconds")
-    if isinstance(secs, (int, float)) and math.isfinite(secs):
-        parts.append(f"about {duration(secs)}")
-    for key, word in (("epochs", "epoch"), ("steps", "step")):
-        v = get(key, "total_steps") if key == "steps" else get(key)
-        if isinstance(v, int):
-            parts.append(f"{v:,} {word}{'' if v == 1 else 's'}")
-    return ", ".join(parts)
-
-
-_rates: "weakref.WeakKeyDictionary[Any, float]" = weakref.WeakKeyDictionary()
-_SAMPLE_ROWS = 32       # rows whose scoring is timed (once per model) for the estimate: a fraction of a second
-
-
-def _measure_scoring(model: Any, texts: Sequence[Any], passes: int = 1) -> float:
-    values = [t for t in texts if isinstance(t, str) and t.strip()]
-    if not values:
-        return 0.0
-    step = max(1, len(values) // _SAMPLE_ROWS)
-    sample = values[::step][:_SAMPLE_ROWS]
-    mean_tokens = sum(len(model.tokenizer.tokenize(t)) for t in sample) / len(sample)
-    rate = _rates.get(model)
-    if rate is None:
-        t0 = time.perf_counter()
-        model.score(sample)
-        rate = len(sample) * (mean_tokens + 1.0) / max(time.perf_counter() - t0, 1e-6)
-        _rates[model] = rate
-    return passes * len(values) * (mean_tokens + 1.0) / rate
-
-
-duration: Callable[[float], str] = getattr(progress, "duration", _duration)     # "48 s", "2 min 5 s"
-clock: Callable[[float], str] = getattr(progress, "clock", _clock)              # "0:48", "2:05"
-_time_left_of: Callable[[Any], Optional[float]] = getattr(progress, "time_left", _time_left)
-_plan_of: Callable[[Any], str] = getattr(progress, "plan_text", _plan_text)
+# The time texts and the scoring estimate are progress.py's: the monitor, the bars and the magics use them too.
+duration = progress.duration          # "48 s", "2 min 5 s"
+clock = progress.clock                # "0:48", "2:05"
+_time_left_of = progress.time_left
+_plan_of = progress.plan_text
 
 
 _corrections: "weakref.WeakKeyDictionary[Any, float]" = weakref.WeakKeyDictionary()
@@ -188,8 +114,7 @@ def estimate_seconds(model: Any, texts: Sequence[Any], passes: float = 1) -> flo
     speed, measured once on a few evenly spaced rows (and kept for the model), times how far the model's
     last long run was off (``record_time``). The chat's one estimate for /unusual and /compare; from
     ``ChatAssistant.background_seconds`` on they run in the background."""
-    measure = getattr(progress, "measure_scoring", _measure_scoring)
-    return float(measure(model, texts, passes)) * _corrections.get(model, 1.0)
+    return float(progress.measure_scoring(model, texts, passes)) * _corrections.get(model, 1.0)
 
 
 def record_time(model: Any, estimated: float, real: float) -> None:
