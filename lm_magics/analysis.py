@@ -175,7 +175,7 @@ def score_frame(model: LanguageModel, df: Any, column: str, into: Optional[str] 
         return lambda done, total: on_chunk(k * total + done, passes * total)
 
     sig = model.signals(series, progress=on_chunk is None, on_chunk=progress_of(0))   # chunk by chunk
-    part_means = {name: part._row_mean_nll(series, progress=on_chunk is None, on_chunk=progress_of(k + 1))
+    part_means = {name: part.row_mean_nll(series, progress=on_chunk is None, on_chunk=progress_of(k + 1))
                   for k, (name, part) in enumerate(parts.items())}
     mean_bits = sig["bits"]
     unusual, used = combined(model, sig)
@@ -227,7 +227,7 @@ def row_scores(model: LanguageModel, texts: Any, what: str = "unusual") -> np.nd
     if what not in ROW_SCORES:
         raise ConfigError(f"what must be one of {', '.join(ROW_SCORES)}; got {what!r}.")
     if what in ("perplexity", "bits"):
-        mean = model._row_mean_nll(texts, progress=False)
+        mean = model.row_mean_nll(texts, progress=False)
         return np.exp(mean) if what == "perplexity" else mean / math.log(2)
     if what not in ("unusual",) and what not in available_signals(model):
         raise ConfigError(f"This model has no {what!r} signal ({why_missing(model, what)}).")
@@ -535,7 +535,7 @@ def compare_groups(df: Any, column: str, by: str, model: Optional[LanguageModel]
     from collections import Counter
 
     from .display import GroupComparison
-    from .frames import _check_text as check_column, column_of
+    from .frames import check_text_values as check_column, column_of
     import pandas as pd
 
     if not hasattr(df, "columns"):
@@ -551,7 +551,7 @@ def compare_groups(df: Any, column: str, by: str, model: Optional[LanguageModel]
     if by == column:
         raise DataError(f"Group by another column than the text itself ('{column}').")
 
-    from .engine.data import _is_missing
+    from .engine.data import is_missing as _is_missing
 
     texts, groups = text_col.to_list(), group_col.to_list()
     from .frames import check_hashable
@@ -571,7 +571,7 @@ def compare_groups(df: Any, column: str, by: str, model: Optional[LanguageModel]
     def row_bits(m: LanguageModel, k: int) -> np.ndarray:
         # Packed passes chunk by chunk (flat memory); on_chunk hears (rows done, rows in all passes).
         report = None if on_chunk is None else (lambda done, n: on_chunk(k * n + done, passes * n))
-        return m._row_mean_nll(texts, progress=on_chunk is None, on_chunk=report) / math.log(2)
+        return m.row_mean_nll(texts, progress=on_chunk is None, on_chunk=report) / math.log(2)
 
     base_bits = None
     if model is not None:

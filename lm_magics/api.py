@@ -23,7 +23,7 @@ from typing import Any, Callable, Iterable, List, Optional, Tuple, Union
 import numpy as np
 import torch
 
-from .config import _LSTM_ONLY, GenerateConfig, TrainConfig, precision_override
+from .config import LSTM_ONLY as _LSTM_ONLY, GenerateConfig, TrainConfig, precision_override
 from .engine import memory, persistence, planning, schema
 from .engine.data import DataStats, fingerprint_span, prepare
 from .engine.distributed import Ranks, peak_rss_mb, process_group, require_torchrun
@@ -296,6 +296,12 @@ class LanguageModel:
         stats = DataStats()
         values = _values_with_missing(texts, stats)
         return self._predictor.row_nll(values)
+
+    def row_mean_nll(self, texts: Any, progress: bool = True,
+                     on_chunk: Optional[Callable[[int, int], None]] = None) -> np.ndarray:
+        """Each row's mean negative log-likelihood in nats (NaN for a missing row), chunk by chunk: what the
+        analysis layer's scores are made of."""
+        return self._row_mean_nll(texts, progress=progress, on_chunk=on_chunk)
 
     def _row_mean_nll(self, texts: Any, progress: bool = True,
                       on_chunk: Optional[Callable[[int, int], None]] = None) -> np.ndarray:
@@ -1078,7 +1084,7 @@ def _check_generate(prefix: Any, cfg: Any) -> None:
 
 def _values_with_missing(texts: Any, stats: DataStats) -> List[Optional[str]]:
     """Rows of a scoring input with missing values kept in place as None (to align the output)."""
-    from .engine.data import _is_missing, _series_values
+    from .engine.data import is_missing as _is_missing, series_values as _series_values
 
     vals = _series_values(texts)
     if vals is None:

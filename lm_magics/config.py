@@ -423,3 +423,6 @@ def given(namespace: argparse.Namespace, cls: type) -> dict:
     """The config options the user actually gave on a command line (after ``check_parsed``)."""
     return {s.name: getattr(namespace, s.name) for s in option_specs(cls)
             if getattr(namespace, s.name, None) is not None}
+
+
+LSTM_ONLY = _LSTM_ONLY    # the public name, for the API

@@ -786,3 +786,8 @@ class DataOverview:
                         for r, n in refs) + "</div>"
             for heading, refs in self._others())
         return table + others
+
+
+# Public names for the magics.
+escape = _e
+ppl_text = _fmt_ppl

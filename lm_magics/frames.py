@@ -154,7 +154,7 @@ def _bool_mask(values: Any, data: Any, what: str, fix: str, data_name: str = "th
     in a verb ("--where 'n + 1' gives"); ``fix`` says what to do."""
     import numpy as np
 
-    from .engine.data import _is_missing
+    from .engine.data import is_missing as _is_missing
 
     n = len(data)
     if is_dataframe(values):
@@ -334,7 +334,7 @@ def column_role(values: Any, sample: int = 1000) -> Optional[str]:
     >>> column_role(["positive", "negative", "positive", "neutral", "negative"])
     'label'
     """
-    from .engine.data import _is_missing
+    from .engine.data import is_missing as _is_missing
 
     role = _dtype_role(values)
     if role != "?":
@@ -365,7 +365,7 @@ def column_role(values: Any, sample: int = 1000) -> Optional[str]:
 
 def _check_text(values: Any, what: str, df: Any = None) -> None:
     """Reject a column without any text: numbers, dates, or only missing values."""
-    from .engine.data import _is_missing
+    from .engine.data import is_missing as _is_missing
 
     texts = 0
     missing = 0
@@ -522,7 +522,7 @@ _SAMPLE_ROWS = 10_000   # mean words are counted over at most this many (evenly 
 def _column_facts(values: Any, role: Optional[str] = None) -> Dict[str, Any]:
     """Rows, missing values and mean words of a column (and, for a label column, its number of distinct
     values): one pass over at most _SAMPLE_ROWS values."""
-    from .engine.data import _is_missing
+    from .engine.data import is_missing as _is_missing
 
     n = len(values)
     if hasattr(values, "null_count"):                 # polars
@@ -577,3 +577,6 @@ def _has_text(values: Any) -> bool:
     head = values.head(50) if hasattr(values, "head") else values[:50]
     vals = head.to_list() if hasattr(head, "to_list") else list(head)
     return any(isinstance(v, str) for v in vals)
+
+
+check_text_values = _check_text    # the public name, for the analysis layer

@@ -31,7 +31,8 @@ from traitlets import Bool, Int, Unicode
 
 from . import analysis, api
 from .config import GenerateConfig, TrainConfig, add_arguments, check_parsed, given
-from .display import Completions, Generation, TrainSummary, _e, _fmt_ppl, interrupted_text
+from .display import Completions, Generation, TrainSummary, interrupted_text
+from .display import escape as _e, ppl_text as _fmt_ppl
 from .errors import ConfigError, DataError, Interrupted, LMError
 from .engine.data import files
 from .frames import column_of, is_dataframe, is_spark_dataframe, lookup, text_rows

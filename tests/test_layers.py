@@ -145,3 +145,20 @@ def test_the_assistant_runs_with_ipywidgets_unimportable(tmp_path):
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
                           cwd=PKG.parent)
     assert done.returncode == 0, done.stderr
+
+
+def test_no_module_imports_another_modules_underscored_names():
+    """Modules use what another module exports for them (its public names), never its underscored ones:
+    a private name may change without a look at who else uses it."""
+    found = []
+    for path in PKG.rglob("*.py"):
+        me = _module_name(path)
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.ImportFrom) or node.module == "__future__":
+                continue
+            if not node.level and not (node.module or "").startswith("lm_magics"):
+                continue              # third-party modules are not ours to judge here
+            for a in node.names:
+                if a.name.startswith("_") and not a.name.startswith("__"):
+                    found.append(f"{me} imports {a.name} from {'.' * node.level}{node.module or ''}")
+    assert not found, "; ".join(found)

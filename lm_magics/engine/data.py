@@ -606,3 +606,9 @@ class StreamBatches:
                 fh.seek(base + (j * self.rows + start) * item)
                 block[j] = np.frombuffer(fh.read(t * item), dtype=self.ids.dtype, count=t)
         return torch.from_numpy(np.ascontiguousarray(block.T, dtype=np.int64)).to(self.device)
+
+
+# Public names for the other modules of the package (front-ends never import underscored names).
+is_missing = _is_missing
+series_values = _series_values
+SPLIT_BLOCK = _SPLIT_BLOCK

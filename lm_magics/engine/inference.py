@@ -448,3 +448,6 @@ def _pick(lp: torch.Tensor, cfg: GenerateConfig, gen: torch.Generator, unk: int)
         logits[sorted_i[cut]] = -math.inf
     probs = torch.softmax(logits, -1).cpu()
     return int(torch.multinomial(probs, 1, generator=gen))
+
+
+pick_token = _pick    # the public name: the n-gram's sampling uses the LSTM's rule

@@ -479,7 +479,7 @@ class TablePredictor(Vocabulary):
         return self._top_words(self.log_probs_after(self.context_ids(prefix)), k, include_special, startswith)
 
     def generate(self, prefix: str, cfg: GenerateConfig, stop_at_eos: bool = False) -> List[int]:
-        from .inference import _pick   # the LSTM's sampling rule (temperature, top-k, top-p), shared
+        from .inference import pick_token as _pick   # the LSTM's sampling rule (temperature, top-k, top-p), shared
 
         ctx = self.context_ids(prefix)
         if cfg.beam > 1:

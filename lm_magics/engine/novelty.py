@@ -646,3 +646,6 @@ class Calibration:
             raise ValueError("its calibration rule is not a name")
         return cls(sig, _array(d.get("quantiles"), np.float64, "calibration.quantiles", ndim=2), w, d["rule"],
                    int(_number(d, "rows", 0, 2**62, integer=True)), d.get("source", "validation rows"), comb)
+
+
+checked_number = _number    # the public name, for engine.unusual

@@ -50,7 +50,8 @@ from typing import Any, Callable, Iterable, Iterator, List, Optional, Tuple
 import numpy as np
 
 from ..errors import ConfigError, DataError
-from .data import (_SPLIT_BLOCK, Corpus, DataStats, Files, StreamBatches, _is_missing, _series_values, check_val_text,
+from .data import SPLIT_BLOCK as _SPLIT_BLOCK, is_missing as _is_missing, series_values as _series_values
+from .data import (Corpus, DataStats, Files, StreamBatches, check_val_text,
                    files, rows_of)
 from .tokenizer import Tokenizer
 

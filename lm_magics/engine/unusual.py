@@ -19,7 +19,8 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from .ngram import CopyIndex, NGramModel, stream_rows
-from .novelty import DEFAULT_RULE, Calibration, NeighbourIndex, SpellingModel, _number, row_signals
+from .novelty import DEFAULT_RULE, Calibration, NeighbourIndex, SpellingModel, row_signals
+from .novelty import checked_number as _number
 from .tokenizer import SPECIALS, Tokenizer
 
 __all__ = ["Unusualness", "build_unusualness", "encode_rows", "rows_signals", "CALIBRATION_ROWS", "INDEX_ROWS"]

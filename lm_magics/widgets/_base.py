@@ -209,3 +209,8 @@ def copies_text(copies: Optional[List[dict]], width: int = 60) -> str:
         text = text if len(text) <= width else text[: width - 1] + "…"
         notes.append(f"reproduces {c['length']} tokens of training row {c['row']}: “{text}”")
     return "; ".join(notes)
+
+
+# Public names for the other widgets.
+current_shell = _shell
+close_tree = _close_tree

@@ -26,7 +26,8 @@ from ..errors import ConfigError, DataError, LMError
 from ..formatting import pairs_text
 from ..registry import ModelRegistry, fresh_name
 from ..rules import check_name
-from ._base import GIVEN, ModelWidget, _shell, copies_text, copy_check, esc, iter_words
+from ._base import GIVEN, ModelWidget, copies_text, copy_check, esc, iter_words
+from ._base import current_shell as _shell
 
 __all__ = ["ChatAssistant"]
 

@@ -33,7 +33,8 @@ from ..engine.training import EpochInfo, StepInfo, StopTraining
 from ..errors import ConfigError, LMError
 from ..progress import INTERIM, accepts, clock, duration, plan_text, run_line, time_text
 from ..registry import ModelRegistry, Placement, get_registry, register_run
-from ._base import _close_tree, _shell, error_text, esc
+from ._base import error_text, esc
+from ._base import close_tree as _close_tree, current_shell as _shell
 
 __all__ = ["TrainingMonitor", "start_background_training"]
 
