@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Callable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .api import LanguageModel
+from .api import check_model, check_text, LanguageModel
 from .engine.novelty import TOP_K_TOKENS
 from .engine.tokenizer import Tokenizer
 from .errors import ConfigError, DataError
@@ -648,11 +648,4 @@ def fighting_words(group: dict, column: dict, total: int) -> List[Tuple[str, flo
 
 # ---------------------------------------------------------------------------------------------- checks
 
-def _check_text(s: Any, what: str) -> None:
-    if not isinstance(s, str):
-        raise DataError(f"{what} must be text (str), got {type(s).__name__}.")
-
-
-def _check_model(model: Any) -> None:
-    if not isinstance(model, LanguageModel):
-        raise ConfigError(f"model must be a LanguageModel (from lm.train or lm.load), got {type(model).__name__}.")
+_check_text, _check_model = check_text, check_model     # the API's own checks, one message each

@@ -1130,3 +1130,8 @@ def _plain(obj: Any) -> Any:
     if obj is None or isinstance(obj, (str, int, float, bool)):
         return obj
     return str(obj)
+
+
+# The API's argument checks, for the analysis layer (one message for each mistake).
+check_text = _check_text
+check_model = _check_model
