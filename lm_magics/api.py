@@ -18,7 +18,7 @@ import hashlib
 import math
 import os
 import time
-from typing import Any, Callable, Iterable, List, Optional, Tuple, Union
+from typing import Any, Callable, Iterable, Iterator, List, Optional, Tuple, Union
 
 import numpy as np
 import torch
@@ -311,18 +311,8 @@ class LanguageModel:
             texts = [texts]
         values = _values_with_missing(texts, DataStats())
         out = np.full(len(values), np.nan)
-        bar = _score_bar(len(values)) if progress and len(values) > _SCORE_CHUNK_ROWS else None
-        try:
-            for a in range(0, len(values), _SCORE_CHUNK_ROWS):
-                chunk = self._predictor.row_nll(values[a:a + _SCORE_CHUNK_ROWS])
-                out[a:a + len(chunk)] = [v.mean() if v is not None else np.nan for v in chunk]
-                if bar is not None:
-                    bar.update(len(chunk))
-                if on_chunk is not None:          # (rows done, rows in all); may raise to stop the run
-                    on_chunk(a + len(chunk), len(values))
-        finally:
-            if bar is not None:
-                bar.close()
+        for a, rows in _in_chunks(values, progress, on_chunk):
+            out[a:a + len(rows)] = [v.mean() if v is not None else np.nan for v in self._predictor.row_nll(rows)]
         return out
 
     def signals(self, texts: Any, progress: bool = True,
@@ -340,20 +330,10 @@ class LanguageModel:
         fallback = u.unk_val_bits if u is not None else 0.0
         ngram = self.ngram if self.kind != "ngram" else None
         parts: List[dict] = []
-        bar = _score_bar(len(values)) if progress and len(values) > _SCORE_CHUNK_ROWS else None
-        try:
-            for a in range(0, len(values), _SCORE_CHUNK_ROWS):
-                chunk = values[a:a + _SCORE_CHUNK_ROWS]
-                encoded, spelled, novelty = encode_rows(self.tokenizer, spelling, chunk, fallback)
-                parts.append(rows_signals(encoded, novelty, self.tokenizer, self._predictor.encoded_nll, ngram,
-                                          self.neighbours, spelled, self.copy_index))
-                if bar is not None:
-                    bar.update(len(chunk))
-                if on_chunk is not None:          # (rows done, rows in all); may raise to stop the run
-                    on_chunk(a + len(chunk), len(values))
-        finally:
-            if bar is not None:
-                bar.close()
+        for _, chunk in _in_chunks(values, progress, on_chunk):
+            encoded, spelled, novelty = encode_rows(self.tokenizer, spelling, chunk, fallback)
+            parts.append(rows_signals(encoded, novelty, self.tokenizer, self._predictor.encoded_nll, ngram,
+                                      self.neighbours, spelled, self.copy_index))
         if not parts:
             return {"bits": np.zeros(0)}
         return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
@@ -1097,6 +1077,24 @@ def _values_with_missing(texts: Any, stats: DataStats) -> List[Optional[str]]:
 
 
 _SCORE_CHUNK_ROWS = 20_000   # rows per scoring chunk: a few seconds of work, bounded memory
+
+
+def _in_chunks(values: List[Optional[str]], progress: bool,
+               on_chunk: Optional[Callable[[int, int], None]]) -> Iterator[Tuple[int, List[Optional[str]]]]:
+    """(start, rows) in chunks of _SCORE_CHUNK_ROWS, so memory stays flat for a million rows: a progress bar
+    for a long run, and ``on_chunk(rows done, rows in all)`` after each chunk (it may raise to stop)."""
+    bar = _score_bar(len(values)) if progress and len(values) > _SCORE_CHUNK_ROWS else None
+    try:
+        for a in range(0, len(values), _SCORE_CHUNK_ROWS):
+            rows = values[a:a + _SCORE_CHUNK_ROWS]
+            yield a, rows
+            if bar is not None:
+                bar.update(len(rows))
+            if on_chunk is not None:
+                on_chunk(a + len(rows), len(values))
+    finally:
+        if bar is not None:
+            bar.close()
 
 
 def _score_bar(total: int) -> Any:
