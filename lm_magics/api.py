@@ -333,7 +333,8 @@ class LanguageModel:
         for _, chunk in _in_chunks(values, progress, on_chunk):
             encoded, spelled, novelty = encode_rows(self.tokenizer, spelling, chunk, fallback)
             parts.append(rows_signals(encoded, novelty, self.tokenizer, self._predictor.encoded_nll, ngram,
-                                      self.neighbours, spelled, self.copy_index))
+                                      self.neighbours, spelled, self.copy_index,
+                                      ngram_novelty=bool(u is not None and u.ngram_novelty)))
         if not parts:
             return {"bits": np.zeros(0)}
         return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
