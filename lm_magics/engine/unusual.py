@@ -97,7 +97,8 @@ def encode_rows(tokenizer: Tokenizer, spelling: Optional[SpellingModel], values:
 def rows_signals(encoded: Sequence[Optional[List[int]]], novelty: np.ndarray, tokenizer: Tokenizer,
                  nll: Callable[[List[List[int]]], List[np.ndarray]], ngram: Optional[NGramModel] = None,
                  neighbours: Optional[NeighbourIndex] = None, texts: Optional[Sequence[str]] = None,
-                 copy_index: Optional[CopyIndex] = None, ngram_novelty: bool = False) -> Dict[str, np.ndarray]:
+                 copy_index: Optional[CopyIndex] = None, ngram_novelty: bool = False,
+                 mix_weight: Optional[float] = None) -> Dict[str, np.ndarray]:
     """Per-row signals (NaN for a missing row). ``novelty``: bits of each unseen token in row order (NaN:
     keep the model's own bits for it, as a file without a spelling model does).
 
@@ -106,7 +107,10 @@ def rows_signals(encoded: Sequence[Optional[List[int]]], novelty: np.ndarray, to
     mean bits per token: its <unk> for an unseen word; with ``ngram_novelty``, unseen words at their novelty
     bits, as files from before 2026-12-03 were calibrated),
     ``knn``, ``nearest``, ``nearest_dist`` (the neighbour search; nearest = -1 without an index) and
-    ``copied`` (the share of the row's token runs that repeat a training row; NaN when it cannot tell)."""
+    ``copied`` (the share of the row's token runs that repeat a training row; NaN when it cannot tell).
+    With ``mix_weight`` (and an n-gram) also ``ngram_nats`` and ``mix_nats``: each row's mean NLL in nats
+    under the n-gram and under ``mix_weight * p_model + (1 - mix_weight) * p_ngram``, from the same
+    per-token values (what ``--baseline`` shows beside the scores, without another pass of the model)."""
     n = len(encoded)
     keep = [i for i, e in enumerate(encoded) if e is not None]
     rows = [encoded[i] for i in keep]
@@ -140,6 +144,14 @@ def rows_signals(encoded: Sequence[Optional[List[int]]], novelty: np.ndarray, to
         ng = ng if ngram_novelty else raw
         out["ngram"] = np.full(n, np.nan)
         out["ngram"][keep] = np.bincount(row, weights=ng, minlength=len(rows)) / np.maximum(lens, 1)
+        if mix_weight is not None:
+            with np.errstate(divide="ignore"):
+                la, lb = math.log(mix_weight) if mix_weight > 0 else -math.inf, math.log1p(-mix_weight) \
+                    if mix_weight < 1 else -math.inf
+                mix = -np.logaddexp(la - own * _LN2, lb - raw * _LN2)
+            for key, nats in (("ngram_nats", raw * _LN2), ("mix_nats", mix)):
+                out[key] = np.full(n, np.nan)
+                out[key][keep] = np.bincount(row, weights=nats, minlength=len(rows)) / np.maximum(lens, 1)
     if neighbours is not None and texts is not None:
         d, near, near_d = neighbours.search([texts[i] for i in keep])
         for k, v, fill in (("knn", d, np.nan), ("nearest", near, -1), ("nearest_dist", near_d, np.nan)):
