@@ -12,8 +12,8 @@ import torch
 
 import lm_magics as lm
 from lm_magics import analysis
-from lm_magics.engine.novelty import (DEFAULT_SIGNALS, Calibration, NeighbourIndex, SpellingModel, char_grams,
-                                      row_signals)
+from lm_magics.engine.novelty import (DEFAULT_SIGNALS, SIGNALS, Calibration, NeighbourIndex, SpellingModel,
+                                      char_grams, family_weights, row_signals)
 from lm_magics.errors import ConfigError, ModelFileError
 
 from conftest import registered
@@ -78,6 +78,19 @@ def test_the_combination_leaves_out_what_a_model_lacks():
     for rule in ("max", "mean_tail"):
         cal.rule = rule
         assert cal.combine(values)[0][1] > cal.combine(values)[0][0]
+
+
+def test_each_family_of_signals_gets_one_vote():
+    rng = np.random.default_rng(2)
+    cal = Calibration.fit({s: rng.random(300) for s in SIGNALS})
+    w = dict(zip(cal.signals, cal.weights))
+    assert (w["ppl"], w["max"], w["unseen"], w["ngram"], w["knn"], w["topk"]) == (0.5, 0.5, 1.0, 1.0, 1.0, 0.0)
+    # the two LSTM readings high, the three other families typical: a family's vote, not two
+    row = {s: np.array([cal.quantiles[cal.signals.index(s)][-1] if s in ("ppl", "max") else
+                        cal.quantiles[cal.signals.index(s)][50]]) for s in DEFAULT_SIGNALS}
+    score, _ = cal.combine(row)
+    assert score[0] == pytest.approx((1 * 1.0 + 3 * 0.5) / 4, abs=0.02)
+    assert family_weights(["ppl", "topk", "knn"], ["ppl", "topk", "knn"]) == [0.5, 0.5, 1.0]
 
 
 def test_char_grams_are_hashed_per_row():

@@ -39,7 +39,7 @@ import numpy as np
 import torch
 
 __all__ = ["SpellingModel", "NeighbourIndex", "Calibration", "row_signals", "SIGNALS", "RULES", "DEFAULT_RULE",
-           "DEFAULT_SIGNALS", "TOP_K_TOKENS"]
+           "DEFAULT_SIGNALS", "TOP_K_TOKENS", "FAMILIES", "family_weights"]
 
 # Every signal, in display order: mean surprisal (the 'ppl' signal), max, top-k mean, unseen words,
 # the n-gram baseline's mean surprisal, and the distance to the nearest usual rows.
@@ -56,6 +56,19 @@ QUANTILES = 101             # calibration points per signal (every percentile)
 #                (1.44 for a typical row; 6.6 for one at the 99th percentile of one signal).
 RULES = ("mean", "max", "mean_tail")
 DEFAULT_RULE = "mean"
+# Each signal's family: the weights give every family one vote, shared among its members (ppl and max
+# are two readings of the same LSTM pass: two votes would let it outvote the n-gram, the unseen words and
+# the neighbours). benchmarks/anomaly.py, 2026-12-03, mean AUROC over 5 sets: one vote per family 0.905,
+# one per signal 0.903; worst shortfall against the best single signal of a set 0.008 vs 0.009.
+FAMILIES = {"ppl": "lstm", "max": "lstm", "topk": "lstm", "unseen": "unseen", "ngram": "ngram", "knn": "knn"}
+
+
+def family_weights(signals: Sequence[str], combine: Sequence[str]) -> List[float]:
+    """One weight per signal: 1 / (members of its family among ``combine``), 0 for one left out."""
+    members: Dict[str, int] = {}
+    for name in combine:
+        members[FAMILIES.get(name, name)] = members.get(FAMILIES.get(name, name), 0) + 1
+    return [1.0 / members[FAMILIES.get(n, n)] if n in combine else 0.0 for n in signals]
 
 _MUL = np.uint64(0x9E3779B97F4A7C15)
 _PUNCT = re.compile(r"([^\w\s])")
@@ -560,7 +573,8 @@ class Calibration:
                 names.append(name)
                 qs.append(np.quantile(v, np.linspace(0, 1, QUANTILES)))
                 n = max(n, int(v.size))
-        return cls(names, np.array(qs).reshape(len(names), QUANTILES), np.ones(len(names)), rule, n, source, combine)
+        return cls(names, np.array(qs).reshape(len(names), QUANTILES), family_weights(names, combine), rule, n,
+                   source, combine)
 
     def percentile(self, name: str, x: np.ndarray) -> np.ndarray:
         """The share of calibration rows below each value (ties count half), in [0, 1], monotone in x.
