@@ -98,14 +98,15 @@ def score_frame(model: LanguageModel, df: Any, column: str, into: Optional[str] 
       the 3 most surprising (a row normal but for one odd word stands out in ``max``);
     * ``unseen``: words the model never saw count as new words (``-log2 p_new`` plus the bits of their
       spelling under a character model of the vocabulary), not as the ``<unk>`` learned from rare words;
-    * ``ngram``: the model's n-gram baseline (interpolated Kneser-Ney over the same rows);
+    * ``ngram``: the model's n-gram baseline (interpolated Kneser-Ney over the same rows), its own bits per
+      token (an unseen word is the ``unseen`` signal's, not counted twice);
     * ``knn``: the mean cosine distance to the 5 nearest training rows (TF-IDF of hashed character
       3-5-grams over at most 2,000 rows kept in the model file: catches rows made of odd characters,
       numbers and formats that a word model reads as ``<unk>``).
 
     Each signal is turned into its percentile among the validation rows (quantiles stored in the model
     file), so no scale dominates; the default rule (``model.unusualness.calibration.rule``) pools them as
-    the mean of the percentiles. A model file without some of them (older, or stripped of the neighbour
+    their weighted mean, one vote per family of signals (``ppl`` and ``max`` share the LSTM's). A model file without some of them (older, or stripped of the neighbour
     index) combines the ones it has, and the report says which were left out.
 
     ``signal`` ranks the report's rows by one signal instead and writes its column ``STEM_<signal>``
