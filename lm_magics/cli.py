@@ -565,7 +565,11 @@ def _in_rank() -> bool:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run the command line; returns the exit code (0 ok, 1 LMError, 2 usage, 130 interrupted)."""
-    parser = build_parser()
+    try:
+        parser = build_parser()
+    except KeyboardInterrupt:            # a Ctrl-C while the options are being set up: nothing was done yet
+        _line(f"{PROG}: interrupted while starting; nothing was done")
+        return 130
     if sys.stdout is None:               # started with descriptor 1 closed (`lm-magics ... >&-`)
         print(f"{PROG}: error: stdout is closed; send the output to a terminal, a file or a pipe.",
               file=sys.stderr)
