@@ -22,7 +22,7 @@ from .api import check_model, check_text, LanguageModel
 from .engine.novelty import TOP_K_TOKENS
 from .engine.tokenizer import Tokenizer
 from .errors import ConfigError, DataError
-from .rules import clip_text
+from .rules import MAX_ROWS, clip_text
 
 if TYPE_CHECKING:
     from .display import Explanation, GroupComparison, ScoreReport
@@ -131,6 +131,9 @@ def score_frame(model: LanguageModel, df: Any, column: str, into: Optional[str] 
 
     _check_model(model)
     if not hasattr(df, "columns") or not hasattr(df, "index"):
+        if type(df).__module__.split(".")[0] == "polars":
+            raise DataError("score_frame writes columns into a pandas DataFrame, and this is a polars DataFrame; "
+                            "pass df.to_pandas() (and keep the result), or score a column with model.score(...).")
         raise DataError(f"Expected a pandas DataFrame, got {type(df).__name__}.")
     series = column_of(df, column)            # missing, duplicated or MultiIndex: a DataError that says so
     column = series.name
@@ -205,7 +208,11 @@ def score_frame(model: LanguageModel, df: Any, column: str, into: Optional[str] 
     rank_by = {"unusual": unusual, "all": unusual, "ppl": mean_bits}.get(signal, sig.get(signal))
     valid = np.flatnonzero(np.isfinite(rank_by))
     order = valid[np.argsort(rank_by[valid], kind="stable")]   # least unusual first
-    n = min(int(top), order.size)
+    # The report holds (and shows) at most MAX_ROWS rows each way, whatever top asks: every row's score
+    # is in the frame's columns.
+    n = min(int(top), order.size, MAX_ROWS)
+    notes = [f"top={int(top):,} asks for more rows than a report shows: it holds the {MAX_ROWS} most and least "
+             f"unusual; every row's score is in '{unusual_col or ppl_col}'"] if n < min(int(top), order.size) else []
     texts = series.to_numpy()
     most = scored_rows(model, sig, order[::-1][:n], df.index, texts, side) if n else []
     least = scored_rows(model, sig, order[:n], df.index, texts, side) if n else []
@@ -213,7 +220,7 @@ def score_frame(model: LanguageModel, df: Any, column: str, into: Optional[str] 
     return ScoreReport(column, ppl_col, bits_col, ppl, bits, most, least, model_name, model.kind, side, auc,
                        label_text, int(np.count_nonzero(np.isfinite(y))) if y is not None else 0, agreement,
                        unusual=unusual_s, unusual_column=unusual_col, signal=signal, signals=signal_series,
-                       used=used, notes=score_notes(model, sig, used))
+                       used=used, notes=notes + score_notes(model, sig, used))
 
 
 # What row_scores (and the Dask path) can compute per row.
@@ -479,7 +486,9 @@ def explain(model: LanguageModel, text: str, top: int = 3, k: int = 3, model_nam
         if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
             raise ConfigError(f"{what} must be a whole number of at least 1, got {v!r}.")
     if not text.strip():
-        raise DataError("Give a text to explain, e.g. /explain the cat sat on the mat.")
+        raise DataError("Give a text to explain, e.g. lm.explain(model, 'the cat sat on the mat') "
+                        "(%lm_explain the cat sat on the mat; /explain the cat sat on the mat in the chat).")
+    top, k = min(int(top), MAX_ROWS), min(int(k), MAX_ROWS)     # what an explanation shows is bounded
     words = model.surprisal(text)
     # The most surprising positions, each with the words the model expected after everything before it.
     order = sorted(range(len(words)), key=lambda i: -words[i][1])[: int(top)]

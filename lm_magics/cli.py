@@ -27,7 +27,7 @@ import sys
 from typing import Iterator, List, Optional, Sequence
 
 from .config import GenerateConfig, TrainConfig, add_arguments, arg_type, check_parsed, given
-from .errors import ConfigError, DataError, Interrupted, LMError
+from .errors import ConfigError, DataError, Interrupted, LMError, clip_message
 from .rules import clip_text
 
 __all__ = ["main", "build_parser"]
@@ -41,7 +41,7 @@ class _Usage(Exception):
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:     # one line, not argparse's usage block
-        raise _Usage(f"{self.prog}: {message} (see `{self.prog} --help`)")
+        raise _Usage(clip_message(f"{self.prog}: {message} (see `{self.prog} --help`)"))
 
 
 def build_parser() -> argparse.ArgumentParser:

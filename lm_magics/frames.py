@@ -95,6 +95,9 @@ def select_rows(data: Any, where: str, user_ns: Mapping[str, Any], data_name: st
                             f"the mask from the same data (e.g. `{where} = df['label'] == 'ham'`).")
         keep = _bool_mask(mask, data, f"--where {where}: the variable '{where}' holds",
                           f"build a boolean mask like `{where} = df['label'] == 'ham'`", data_name)
+    elif re.search(r"__\w*__", where):
+        raise DataError(f"--where {where!r} reaches into Python internals (a __name__); a condition may use "
+                        f"the columns, their methods and plain values such as \"label == 'ham'\".")
     elif not is_dataframe(data):
         raise DataError(f"--where {where!r} is an expression, which needs a DataFrame; {data_name} is a "
                         f"{type(data).__name__}. Pass a boolean mask variable instead.")

@@ -33,12 +33,12 @@ from . import analysis, api
 from .config import GenerateConfig, TrainConfig, add_arguments, check_parsed, given
 from .display import Completions, Generation, TrainSummary, interrupted_text
 from .display import escape as _e, ppl_text as _fmt_ppl
-from .errors import ConfigError, DataError, Interrupted, LMError
+from .errors import ConfigError, DataError, Interrupted, LMError, clip_message
 from .engine.data import files
 from .frames import column_of, is_dataframe, is_spark_dataframe, lookup, text_rows
 from .progress import INTERIM, WorkProgress, accepts, measure_scoring
 from .registry import ModelRegistry, Placement, get_registry, register_run
-from .rules import check_name
+from .rules import MAX_ROWS, check_name, clip_rows, more_note
 
 __all__ = ["LMMagics", "ModelTable", "load_ipython_extension", "unload_ipython_extension"]
 
@@ -63,6 +63,11 @@ def _user_errors(method: Callable) -> Callable:
             if not self.short_errors:
                 raise
             raise UsageError(str(exc)) from None
+        except UsageError as exc:     # argparse's own ("unrecognized arguments: ..."): short whatever was typed
+            text = clip_message(str(exc))
+            if text == str(exc):
+                raise
+            raise UsageError(text) from None
     return wrapper
 
 
@@ -187,7 +192,12 @@ class ModelTable:
         self.default = registry.default
         self.rows: List[Tuple[str, int, int, Optional[float]]] = []
         self.interim: List[str] = []      # names answered by an n-gram while their LSTM trains (the monitor's)
-        for name in registry.names():
+        names = registry.names()
+        # What is shown is bounded: the default model and the first MAX_ROWS others; the rest are counted.
+        shown = ([self.default] if self.default in names else []) + [n for n in names if n != self.default]
+        where = {n: i for i, n in enumerate(names)}
+        shown, self.more = sorted(shown[:MAX_ROWS], key=where.__getitem__), max(0, len(names) - MAX_ROWS)
+        for name in shown:
             model = registry.get(name)
             info = model.info
             ppl = info["val_ppl"]
@@ -199,8 +209,8 @@ class ModelTable:
 
     @property
     def _caption(self) -> str:
-        more = "".join(f"; '{n}' is its n-gram baseline until its LSTM is done" for n in self.interim)
-        return f"* = default model{more}"
+        more = "".join(f"; '{n}' is its n-gram baseline until its LSTM is done" for n in self.interim[:5])
+        return f"* = default model{more}" + (f"; {more_note(self.more, 'models')}" if self.more else "")
 
     @property
     def names(self) -> List[str]:
@@ -210,8 +220,8 @@ class ModelTable:
         return len(self.rows)
 
     def _cells(self) -> List[Tuple[str, str, str, str, str]]:
-        return [("*" if n == self.default else "", n, f"{v:,}", f"{p:,}", _fmt_ppl(ppl))
-                for n, v, p, ppl in self.rows]
+        return [("*" if n == self.default else "", n if len(n) <= 60 else n[:59] + "…", f"{v:,}", f"{p:,}",
+                 _fmt_ppl(ppl)) for n, v, p, ppl in self.rows]
 
     def __repr__(self) -> str:
         if not self.rows:
@@ -567,6 +577,8 @@ class LMMagics(Magics):
         args = self._parse(self.lm_score, line)
         self._store(args.output, None)
         df = lookup(self._ns(), args.df)
+        if args.into_frame is not None:     # a name a user gives: the rule for names, whatever the frame
+            check_name(args.into_frame, "--into-frame variable", variable=True, example="--into-frame scored")
         if is_spark_dataframe(df):
             return self._score_spark(args, df)
         if args.into_frame is not None:
@@ -590,9 +602,8 @@ class LMMagics(Magics):
         only once every action has succeeded; the report holds only the rows it shows."""
         from .spark import score_report
 
-        target = args.into_frame or args.df
-        if not target.isidentifier():
-            raise ConfigError(f"--into-frame needs a variable name, got {target!r}.")
+        target = args.into_frame if args.into_frame is not None else args.df
+        check_name(target, "--into-frame variable", variable=True, example="--into-frame scored")
         if args.baseline or args.label is not None or args.positive is not None:
             raise ConfigError("--baseline, --label and --positive are for pandas frames; score a Spark DataFrame "
                               "without them (or score sdf.limit(N).toPandas() with them).")
@@ -642,8 +653,9 @@ class LMMagics(Magics):
         """Remove a model from the session (its files are not touched)."""
         args = self._parse(self.lm_drop, line)
         self.registry.drop(args.name)
-        left = self.registry.names()
-        print(f"Dropped '{args.name}'. Models left: {', '.join(left) if left else 'none'}.")
+        left, more = clip_rows(self.registry.names(), 10)
+        print(f"Dropped '{args.name}'. Models left: {', '.join(left) if left else 'none'}"
+              f"{' ' + more_note(more) if more else ''}.")
 
     # ----------------------------------------------------------------------------------------- exploring
 
