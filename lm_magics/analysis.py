@@ -211,8 +211,9 @@ def score_frame(model: LanguageModel, df: Any, column: str, into: Optional[str] 
     # The report holds (and shows) at most MAX_ROWS rows each way, whatever top asks: every row's score
     # is in the frame's columns.
     n = min(int(top), order.size, MAX_ROWS)
-    notes = [f"top={int(top):,} asks for more rows than a report shows: it holds the {MAX_ROWS} most and least "
-             f"unusual; every row's score is in '{unusual_col or ppl_col}'"] if n < min(int(top), order.size) else []
+    notes = [f"top={int(top):,}: the report holds the {MAX_ROWS} most and least unusual rows "
+             f"({min(int(top), order.size) - n:,} more each way not shown); every row's score is in "
+             f"'{unusual_col or ppl_col}'"] if n < min(int(top), order.size) else []
     texts = series.to_numpy()
     most = scored_rows(model, sig, order[::-1][:n], df.index, texts, side) if n else []
     least = scored_rows(model, sig, order[:n], df.index, texts, side) if n else []
@@ -488,8 +489,10 @@ def explain(model: LanguageModel, text: str, top: int = 3, k: int = 3, model_nam
     if not text.strip():
         raise DataError("Give a text to explain, e.g. lm.explain(model, 'the cat sat on the mat') "
                         "(%lm_explain the cat sat on the mat; /explain the cat sat on the mat in the chat).")
+    asked = int(top)
     top, k = min(int(top), MAX_ROWS), min(int(k), MAX_ROWS)     # what an explanation shows is bounded
     words = model.surprisal(text)
+    cut = min(asked, len(words)) - top
     # The most surprising positions, each with the words the model expected after everything before it.
     order = sorted(range(len(words)), key=lambda i: -words[i][1])[: int(top)]
     shown = [w for w, _ in words]
@@ -510,6 +513,8 @@ def explain(model: LanguageModel, text: str, top: int = 3, k: int = 3, model_nam
     if model.neighbours is not None and sig.get("nearest") is not None and sig["nearest"][0] >= 0:
         nearest, dist = model.neighbours.texts[int(sig["nearest"][0])], float(sig["nearest_dist"][0])
     notes = [n for n in [training_note(model)] if n]
+    if cut > 0:
+        notes.append(f"alternatives at the {top} most surprising words ({cut:,} more not shown)")
     copied = bool(copied_rows(sig)[0])
     unusual = float(combined(model, sig)[0][0]) if model.unusualness is not None else float("nan")
     return Explanation(text, words, alternatives, model_name, unusual=unusual, why=why, percentiles=pct,

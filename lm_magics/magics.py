@@ -396,6 +396,9 @@ class LMMagics(Magics):
         has_text = cell is not None and not _is_comments(cell)
         if args.df and args.file:
             raise DataError("Give either --df or --file, not both.")
+        if args.where is not None and not args.where.strip():
+            raise DataError("--where is empty; give a condition such as \"label == 'ham'\" or a boolean mask "
+                            "variable, or leave --where out.")
         if (args.column or args.where) and not args.df:
             raise DataError(f"--{'column' if args.column else 'where'} needs --df VAR (the DataFrame to read).")
         if args.sample is not None and not args.df:
