@@ -48,6 +48,11 @@ NAME_TAKERS = {
     "chat /learn as NAME": lambda env, v: env.chat(f"/learn {env.textfile} as {v}"),
     "api registry.set": lambda env, v: env.reg.set(v, env.models["ngram"]),
     "api register_run": lambda env, v: register_run(env.reg, v, env.models["ngram"]),
+    "api start_background_training": lambda env, v: __import__(
+        "lm_magics.widgets.monitor", fromlist=["x"]).start_background_training(registry=env.reg, name=v,
+                                                                               data=env.text, options={}),
+    "%%lm_train --background --name": lambda env, v: env.cell("lm_train", f"--name {q(v)} --kind ngram "
+                                                                          f"--background", env.text),
 }
 # Entry points that store a result in a variable: name -> run(env, value).
 VARIABLE_TAKERS = {
