@@ -433,9 +433,10 @@ class LMMagics(Magics):
         """Completions after the words the model most expects at the start of a row."""
         if self.sample_words <= 0:
             return []
-        starts = [w for w, _ in model.next_words("", k=4 * self.sample_words) if any(c.isalnum() for c in w)]
+        n = min(self.sample_words, MAX_ROWS)     # a summary shows a bounded number of samples
+        starts = [w for w, _ in model.next_words("", k=4 * n) if any(c.isalnum() for c in w)]
         # include_special: a model that expects the line to end says so ("⏎ (end of line) 93%").
-        return [(w, model.next_words(w, k=3, include_special=True)) for w in starts[:self.sample_words]]
+        return [(w, model.next_words(w, k=3, include_special=True)) for w in starts[:n]]
 
     # ----------------------------------------------------------------------------------------- using
 

@@ -609,3 +609,20 @@ def test_learn_without_a_name_never_replaces_the_model_of_the_derived_name(env):
         for n in list(env.reg.names()):
             if n.startswith(derived):
                 env.reg.drop(n)
+
+
+@pytest.mark.parametrize("command", ["/k 1000000000", "/k 0"])
+def test_the_chat_refuses_a_count_it_could_not_show(env, command):
+    k = env.chat_widget.k
+    one_line_refusal(lambda: env.chat(command))
+    assert env.chat_widget.k == k
+
+
+def test_a_summary_shows_a_bounded_number_of_samples(env):
+    magics = next(c for c in env.shell.configurables if type(c).__name__ == "LMMagics")
+    old = magics.sample_words
+    magics.sample_words = 10**9
+    try:
+        assert len(magics._samples(env.reg.get(_big_vocab(env)))) <= MAX_ROWS
+    finally:
+        magics.sample_words = old

@@ -25,7 +25,7 @@ from ..config import GenerateConfig
 from ..errors import ConfigError, DataError, LMError
 from ..formatting import pairs_text
 from ..registry import ModelRegistry, fresh_name
-from ..rules import MAX_CHAT_ECHO, check_name, clip_rows, clip_text, more_note
+from ..rules import MAX_CHAT_ECHO, MAX_ROWS, check_name, clip_rows, clip_text, more_note
 
 
 def _echo(text: str, limit: int = MAX_CHAT_ECHO) -> str:
@@ -113,7 +113,7 @@ class ChatAssistant(ModelWidget):
         if isinstance(max_messages, bool) or not isinstance(max_messages, int) or max_messages < 2:
             raise ConfigError(f"max_messages must be a whole number of at least 2, got {max_messages!r}.")
         self.settings = GenerateConfig(n_words=n_words, temperature=temperature, seed=seed)
-        self.k = positive_int(k, "k")
+        self.k = positive_int(k, "k", MAX_ROWS)
         if user_ns is not None and not isinstance(user_ns, MutableMapping):
             raise ConfigError(f"user_ns must be a dict (a namespace for /export), got {type(user_ns).__name__}.")
         if not isinstance(show_alternatives, bool):
@@ -373,7 +373,7 @@ class ChatAssistant(ModelWidget):
         self._say(f"temperature = {self.settings.temperature:g}")
 
     def _cmd_k(self, arg: str) -> None:
-        self.k = positive_int(number(arg, "/k K", int), "k")
+        self.k = positive_int(number(arg, "/k K", int), "k", MAX_ROWS)
         self._say(f"showing {self.k} alternatives")
 
     def _cmd_len(self, arg: str) -> None:
