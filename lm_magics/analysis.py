@@ -147,11 +147,6 @@ def score_frame(model: LanguageModel, df: Any, column: str, into: Optional[str] 
     stem = ppl_col[:-4] if ppl_col.endswith("_ppl") else ppl_col
     parts = side_parts(model) if baseline else {}
     part_cols = {name: f"{stem}_{name}_ppl" for name in parts}
-    clash = [c for c in (ppl_col, bits_col, *part_cols.values()) if c in (column, label)]
-    if clash:   # a target that is also an input: --overwrite would replace the text (or the labels) itself
-        raise ConfigError(f"The score column {clash[0]!r} is also the {'text' if clash[0] == column else 'label'} "
-                          f"column; give another with --into NAME (into=...).")
-    y = _binary_labels(df, label, positive) if label is not None else None
     available = available_signals(model)
     if signal not in ("unusual", "all", "ppl") and signal not in available:
         raise ConfigError(f"This model has no {signal!r} signal ({why_missing(model, signal)}); its signals: "
@@ -159,6 +154,12 @@ def score_frame(model: LanguageModel, df: Any, column: str, into: Optional[str] 
     shown = [s for s in available if s != "ppl"] if signal == "all" else (
         [] if signal in ("unusual", "ppl") else [signal])
     signal_cols = {name: f"{stem}_{name}" for name in shown}
+    written = (ppl_col, bits_col, unusual_col, *part_cols.values(), *signal_cols.values())
+    clash = [c for c in written if c and c in (column, label)]
+    if clash:   # a target that is also an input: --overwrite would replace the text (or the labels) itself
+        raise ConfigError(f"The score column {clash[0]!r} is also the {'text' if clash[0] == column else 'label'} "
+                          f"column; give another with --into NAME (into=...).")
+    y = _binary_labels(df, label, positive) if label is not None else None
     if not overwrite:
         taken = [c for c in (ppl_col, bits_col, unusual_col, *part_cols.values(), *signal_cols.values())
                  if c in df.columns]

@@ -537,6 +537,10 @@ DEGENERATE = {
     "--into is the text column": lambda env: env.line("lm_score", "--name m_ngram --df matrix_df --column text "
                                                                   "--into text"),
     "--by is the text column": lambda env: env.line("lm_compare", "--df matrix_df --column text --by text"),
+    "a score column is the label column": lambda env: env.line("lm_score", "--name m_ngram --df matrix_df "
+                                                                           "--column text --label g --into g "
+                                                                           "--overwrite"),
+
     "empty --where": lambda env: env.line("lm_train", "--name m_q --kind ngram --df matrix_df --column text "
                                                       "--where ''"),
     "empty text to explain": lambda env: env.line("lm_explain", "--name m_ngram"),
@@ -626,3 +630,18 @@ def test_a_summary_shows_a_bounded_number_of_samples(env):
         assert len(magics._samples(env.reg.get(_big_vocab(env)))) <= MAX_ROWS
     finally:
         magics.sample_words = old
+
+
+@pytest.mark.parametrize("line", ["--column text --label g_unusual --into g --overwrite",
+                                  "--column text_max --into text --signal max --overwrite",
+                                  "--column text --label g_unusual --into g --signal all --overwrite"])
+def test_no_column_a_score_writes_is_an_input(env, line):
+    import pandas as pd
+
+    df = pd.DataFrame({"text": ["the cat sat", "the dog ran"] * 5, "text_max": ["the cat sat", "a bird"] * 5,
+                       "g_unusual": [True, False] * 5})
+    before = df.copy()
+    env.shell.user_ns["matrix_inputs"] = df
+    msg = one_line_refusal(lambda: env.line("lm_score", f"--name m_ngram --df matrix_inputs {line}"))
+    assert "is also the" in msg
+    pd.testing.assert_frame_equal(df, before)
