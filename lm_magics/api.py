@@ -629,12 +629,13 @@ def train(data: Any, *, val_data: Any = None, init: Optional[LanguageModel] = No
             if not told and on_plan is not None:
                 on_plan(p)
             if p.budget_s is None:
-                return p.total_steps, None
+                return p.total_steps, None, None
             val_each = val_s if val_s is not None else planning.val_seconds(val_tokens, p.config, step_s)
             now = time.perf_counter()
             # The planned steps end by the deadline; only the fewest a run takes (a budget spent before
-            # training) may pass it.
-            return p.total_steps, max(t_start + p.budget_s - after - val_each, now + (p.total_steps - done) * step_s)
+            # training) may pass it. p.config may change the optimizer and dropout (few epochs fit).
+            return (p.total_steps, max(t_start + p.budget_s - after - val_each, now + (p.total_steps - done) * step_s),
+                    p.config)
 
         report = fit(net, corpus, cfg, on_step=on_step, on_epoch=on_epoch, report=report, ranks=ranks,
                      device=device, replan=replan, budget=first.budget_s)
@@ -660,7 +661,10 @@ def train(data: Any, *, val_data: Any = None, init: Optional[LanguageModel] = No
                     lambda: _mix_weight(net, tokenizer, corpus, cfg, report, ngram, baseline_val_ppl),
                     unfitted) if ngram is not None else {}
     if report.plan is not None:
-        cfg = cfg.replace(epochs=report.plan.epochs)      # the epochs the plan gave (the budget's, or all)
+        # The epochs the plan gave (the budget's, or all), and the optimizer and dropout the run ended with.
+        ran = report.config
+        cfg = cfg.replace(epochs=report.plan.epochs, optimizer=ran.optimizer, lr=ran.lr, grad_clip=ran.grad_clip,
+                          dropout=ran.dropout)
     report.config = cfg
     report.outlook = planning.outlook(report.history, report.elapsed, report.plan)
     report.notes += planning.summary_lines(report.plan, report.steps, report.tokens_seen, len(report.history),

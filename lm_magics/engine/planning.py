@@ -64,7 +64,7 @@ import numpy as np
 from ..config import TrainConfig
 from .model import network_hparams
 
-__all__ = ["Plan", "plan", "size_config", "fit_to_data", "default_budget", "resolve_budget", "val_seconds",
+__all__ = ["Plan", "plan", "size_config", "fit_to_data", "few_epochs_recipe", "adamw_lr_for", "FEW_EPOCHS", "default_budget", "resolve_budget", "val_seconds",
            "outlook", "summary_lines", "SGD_BELOW", "EVAL_COST"]
 
 # Below this many training tokens optimizer='auto' is SGD (on a tied 200/200 network); from it on, AdamW.
@@ -76,6 +76,9 @@ _COLUMN_BUDGET_S = 57.0
 # The fewest steps a budgeted run plans, even when the budget is spent before training starts: a model
 # that trained 20 steps predicts something; one that trained none does not exist.
 _MIN_STEPS = 20
+# A budget that buys fewer epochs than this trains with few_epochs_recipe's optimizer and dropout.
+FEW_EPOCHS = 3
+_FEW_EPOCHS_DROPOUT = 0.1
 # A validation token costs about this share of a training token (forward only, no dropout, no backward,
 # batches of 10 streams): what the planner assumes until the first validation has been timed.
 EVAL_COST = 0.5
@@ -157,6 +160,7 @@ def size_config(cfg: TrainConfig, n_tokens: int) -> Tuple[TrainConfig, str, List
             optimizer = "sgd" if cfg.lr >= 1 else "adamw"
         else:
             optimizer = "sgd" if n_tokens < SGD_BELOW else "adamw"
+    adamw_lr = adamw_lr_for(n_tokens)
     if n_tokens < 50_000:
         # A cell or a short column: the textbook's optimizer (SGD lr 20, clip 0.25) on a tied 200-unit
         # network with heavy dropout. Mean validation perplexity of seeds 0-1 on 463-7,206 tokens
@@ -165,11 +169,10 @@ def size_config(cfg: TrainConfig, n_tokens: int) -> Tuple[TrainConfig, str, List
         # (Shakespeare, docstrings, WikiText-2) it matched or beat the AdamW column defaults, in time too.
         size, tier = dict(_SGD_NET), "< 50k tokens"
         batch = int(np.clip(n_tokens // (cfg.seq_len * 4), 1, 16))
-        epochs, adamw_lr = 30, 0.03
+        epochs = 30
     else:
         batch = 64
         epochs = int(np.clip(round(6e6 / n_tokens), 1, 20))
-        adamw_lr = 0.01 if n_tokens < SGD_BELOW else 0.003
         if n_tokens < SGD_BELOW:
             # A column: more (smaller) steps the less text there is. Under SGD the cell's network: on
             # 51k-228k tokens of docstrings and Shakespeare 20-40% lower validation perplexity than AdamW,
@@ -196,6 +199,37 @@ def size_config(cfg: TrainConfig, n_tokens: int) -> Tuple[TrainConfig, str, List
         reasons.append(f"sized for {n_tokens:,} training tokens ({tier}): "
                        + ", ".join(f"{k}={v}" for k, v in fill.items()))
     return cfg.replace(**fill), tier, reasons
+
+
+def adamw_lr_for(n_tokens: int) -> float:
+    """AdamW's learning rate for n_tokens training tokens: 0.03 below 50k, 0.01 below 300k, 0.003 above."""
+    return 0.03 if n_tokens < 50_000 else 0.01 if n_tokens < SGD_BELOW else 0.003
+
+
+def few_epochs_recipe(asked: TrainConfig, sized: TrainConfig, epochs_that_fit: float,
+                      n_tokens: int) -> Tuple[TrainConfig, List[str]]:
+    """The optimizer and dropout for a run whose budget buys fewer than FEW_EPOCHS passes, and why.
+
+    The defaults above are recipes for training to convergence: SGD at lr 20 with dropout 0.6 wins over
+    many passes and loses over a few, where heavy dropout only slows learning (there is no time to
+    overfit). When the budget buys few passes, the options the user left to the data become AdamW at the
+    tier's learning rate and dropout 0.1. Measured (seed 0, 1 thread, the whole call's budget;
+    benchmarks/RESULTS.md): WikiText-2 sentences, 298k tokens in 57 s (1 epoch), validation perplexity 421
+    (SGD, dropout 0.6) -> 263 (AdamW, 0.1); 58k tokens in 18 s (2 epochs), 222 -> 204; but in 45 s (4
+    epochs) SGD's 176 beat AdamW's 183: the line is at 3 epochs. Options given are kept."""
+    if epochs_that_fit >= FEW_EPOCHS:
+        return sized, []
+    change: dict = {}
+    if asked.optimizer == "auto" and asked.lr is None and sized.optimizer != "adamw":
+        change.update(optimizer="adamw", lr=adamw_lr_for(n_tokens), grad_clip=1.0 if asked.grad_clip is None
+                      else asked.grad_clip)
+    if asked.dropout is None and (sized.dropout or 0.0) > _FEW_EPOCHS_DROPOUT:
+        change["dropout"] = _FEW_EPOCHS_DROPOUT
+    if not change:
+        return sized, []
+    shown = ", ".join(f"{k}={v}" for k, v in change.items())
+    return sized.replace(**change), [f"the budget buys {epochs_that_fit:.1f} epochs: {shown} (in few passes "
+                                     f"they learn faster than the recipe for training to convergence)"]
 
 
 def fit_to_data(cfg: TrainConfig, n_tokens: int) -> Tuple[TrainConfig, List[str]]:
@@ -267,6 +301,10 @@ def plan(cfg: TrainConfig, n_tokens: int, vocab_size: int, *, shard_tokens: Opti
         epochs_left = math.ceil(total / windows) - done_steps // windows
         estimate = spent_s + (total - done_steps) * step_s + max(1, epochs_left) * val_each + after_s
     epochs = max(1, math.ceil(total / windows))
+    if limited_by == "budget" and step_s:
+        sized, why = few_epochs_recipe(cfg, sized, total / windows, n_tokens)
+        hparams = dict(hparams, dropout=sized.dropout)
+        reasons += why
     if limited_by == "budget":
         reasons.append(f"{epochs} epoch{'s' if epochs != 1 else ''} ({total:,} steps of {_ms(step_s)}) fit the "
                        f"{_secs(budget_s)} budget (convergence would take {max_epochs})")

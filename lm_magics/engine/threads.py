@@ -10,8 +10,14 @@ helps (1.5x on a column's network). So the number is decided, not fixed:
 * training times its first steps on all threads and on one, keeps the faster (more threads only when
   they are at least 10% faster: one thread is the one that holds when the machine gets busy later), and
   times again when the step time jumps by more than 2x (``ThreadProbe``);
-* scoring and the keystroke path, whose calls are too short to time, read the machine's load (the
-  1-minute load average against the cores): with other processes holding cores, one thread.
+* before timing, and for scoring and the keystroke path (whose calls are too short to time), what the
+  *other* processes use now (``others_load``): with other processes holding cores, fewer threads.
+
+Why not the load average: it is smoothed over a minute and counts this process too, so a run that
+follows another run (or a benchmark's busy processes that just ended) saw "load 2.1 on 2 cores" and
+chose one thread on a quiet machine. ``others_load`` reads the CPU time the whole machine and this
+process spent (``/proc/stat``, ``/proc/self/stat``) over the last moments and takes the difference;
+where those files are missing (not Linux) it falls back to the load average less one.
 
 ``choose_threads`` is the pure decision (inputs in, ``(threads, reasons)`` out); ``ThreadProbe`` feeds
 it timings, ``inference_threads`` the load. The thread count changes results by float rounding only:
@@ -26,33 +32,33 @@ from __future__ import annotations
 import contextlib
 import os
 import statistics
+import time
 from typing import Dict, Iterator, List, Mapping, Optional, Tuple
 
 import torch
 
-__all__ = ["choose_threads", "machine_load", "available_threads", "inference_threads", "using_threads",
+__all__ = ["choose_threads", "others_load", "available_threads", "inference_threads", "using_threads",
            "ThreadProbe"]
 
 # More threads must beat one by this much to be kept: one thread is what holds up when the machine gets
 # busy later, and a smaller gain is within the noise of a few timed steps.
 _MORE_THREADS_GAIN = 1.10
-# Another process counts as holding a core from this much load beyond our own (the load average is
-# smoothed over a minute: half a core busy on average already stalls every barrier now and then).
+# Other processes count as holding a core from this much CPU use (half a core busy on average already
+# stalls every barrier now and then).
 _OTHERS_HOLD_A_CORE = 0.5
 
 
 def choose_threads(cpus: int, *, given: Optional[int] = None, timings: Optional[Mapping[int, float]] = None,
-                   load: Optional[float] = None, own_load: float = 1.0) -> Tuple[int, List[str]]:
+                   others: Optional[float] = None) -> Tuple[int, List[str]]:
     """The number of torch threads to use, and why. Pure: the same inputs give the same answer.
 
     cpus: the most threads to use (torch's count for this thread: a ``torch.set_num_threads`` the user
     made is respected); given: an explicit ``threads=`` option; timings: seconds per step measured at
-    some thread counts ({1: 0.041, 2: 0.380}); load: the machine's 1-minute load average; own_load: how
-    much of that load is this process (1 while it computes).
+    some thread counts ({1: 0.041, 2: 0.380}); others: the cores other processes use now (``others_load``).
 
     >>> choose_threads(2, timings={1: 0.041, 2: 0.380})[0]
     1
-    >>> choose_threads(2, load=2.1)[0], choose_threads(2, load=0.9)[0]
+    >>> choose_threads(2, others=1.0)[0], choose_threads(2, others=0.1)[0]
     (1, 2)
     """
     if given:
@@ -70,13 +76,11 @@ def choose_threads(cpus: int, *, given: Optional[int] = None, timings: Optional[
         why = (f"{best_n} thread{'s' if best_n > 1 else ''}: timed steps took {shown}"
                + (" (other processes hold cores)" if best_n < cpus and timings.get(cpus, 0) > 2 * best_s else ""))
         return min(best_n, cpus), [why]
-    if load is not None:
-        others = max(0.0, load - own_load)
-        if others >= _OTHERS_HOLD_A_CORE:
-            n = max(1, min(cpus, int(cpus - others + 0.5)))
-            if n < cpus:
-                return n, [f"{n} thread{'s' if n > 1 else ''}: load {load:.1f} on {cpus} cores (other processes "
-                           f"hold cores, and threads that wait on them stall every step)"]
+    if others is not None and others >= _OTHERS_HOLD_A_CORE:
+        n = max(1, min(cpus, int(cpus - others + 0.5)))
+        if n < cpus:
+            return n, [f"{n} thread{'s' if n > 1 else ''}: other processes use {others:.1f} of {cpus} cores "
+                       f"(threads that wait on them stall every step)"]
     return cpus, []
 
 
@@ -84,10 +88,98 @@ def _ms(seconds: float) -> str:
     return f"{seconds * 1e3:.0f} ms" if seconds >= 0.01 else f"{seconds * 1e3:.1f} ms"
 
 
-def machine_load() -> Optional[float]:
-    """The 1-minute load average (None where the system has none, e.g. Windows)."""
+class _CpuSample:
+    """When, and how much CPU time the machine (all cores) and this process had spent, in seconds."""
+
+    __slots__ = ("at", "machine", "own")
+
+    def __init__(self, at: float, machine: float, own: float):
+        self.at, self.machine, self.own = at, machine, own
+
+
+_TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+_last: Optional[_CpuSample] = None
+_last_value: Optional[float] = None
+# A difference over less than this is noise (the counters tick 100 times a second); over more than
+# _STALE_S it describes another moment.
+_MIN_WINDOW_S = 0.05
+_STALE_S = 10.0
+
+
+def _cpu_sample() -> Optional[_CpuSample]:
     try:
-        return os.getloadavg()[0]
+        with open("/proc/stat", "rb") as f:
+            fields = f.readline().split()
+        with open("/proc/self/stat", "rb") as f:
+            own = f.read().rsplit(b")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    if not fields or fields[0] != b"cpu":
+        return None
+    # user nice system idle iowait irq softirq steal: busy is all but idle and iowait. Niced processes
+    # count: beside a `nice -n 19` process on the other core, a column's training step on 2 threads took
+    # 1.6-2.5 s against 0.2 s on 1 (2-core EPYC). Steal counts too: a core the host gave away is as taken
+    # as one a process holds.
+    ticks = [int(x) for x in fields[1:9]]
+    busy = sum(ticks) - ticks[3] - ticks[4]
+    # After the ")" of the command name, utime and stime are the 12th and 13th fields (all threads').
+    return _CpuSample(time.monotonic(), busy / _TICK, (int(own[11]) + int(own[12])) / _TICK)
+
+
+def others_load(window_s: float = 0.0) -> Optional[float]:
+    """Cores' worth of CPU that processes other than this one used lately (0.0 on a quiet machine, about
+    1.0 beside one ``while True: pass``); None where it cannot be told.
+
+    Measured between this call and the previous one when that was 0.05-10 s ago (no waiting: the
+    keystroke path calls it per suggestion); else over ``window_s`` seconds of waiting (training's start
+    waits 0.2 s); else the runnable threads of other processes at this instant (``/proc/loadavg``), and
+    this call starts the window that the next one measures."""
+    global _last, _last_value
+    now = _cpu_sample()
+    if now is None:
+        return _load_average_others()
+    prev = _last
+    age = now.at - prev.at if prev is not None else None
+    if age is not None and age < _MIN_WINDOW_S and _last_value is not None and window_s <= 0:
+        return _last_value                       # a burst of calls: the window keeps growing
+    if age is None or not _MIN_WINDOW_S <= age <= _STALE_S:
+        if window_s <= 0:
+            if age is None or age > _STALE_S:
+                _last = now
+            return _running_others()
+        prev = now
+        time.sleep(window_s)
+        now = _cpu_sample() or now
+    wall = now.at - prev.at
+    if wall <= 0:
+        return _running_others()
+    _last = now
+    _last_value = max(0.0, ((now.machine - prev.machine) - (now.own - prev.own)) / wall)
+    return _last_value
+
+
+def _running_others() -> Optional[float]:
+    """Threads of other processes that are runnable at this instant (``/proc/loadavg``'s running count
+    less this process's threads in state R)."""
+    try:
+        with open("/proc/loadavg", "rb") as f:
+            running = int(f.read().split()[3].split(b"/")[0])
+        own = 0
+        for task in os.listdir("/proc/self/task"):
+            try:
+                with open(f"/proc/self/task/{task}/stat", "rb") as f:
+                    own += f.read().rsplit(b")", 1)[1].split()[0] == b"R"
+            except OSError:
+                continue
+    except (OSError, IndexError, ValueError):
+        return _load_average_others()
+    return float(max(0, running - own))
+
+
+def _load_average_others() -> Optional[float]:
+    """The 1-minute load average less this process (where /proc is missing)."""
+    try:
+        return max(0.0, os.getloadavg()[0] - 1.0)
     except (AttributeError, OSError):
         return None
 
@@ -98,10 +190,10 @@ def available_threads() -> int:
     return max(1, torch.get_num_threads())
 
 
-def inference_threads(given: Optional[int] = None, busy: bool = True) -> Tuple[int, List[str]]:
-    """Threads for scoring and the keystroke path, from the load (their calls are too short to time).
-    ``busy``: this process is about to compute, so one unit of the load may be its own."""
-    return choose_threads(available_threads(), given=given, load=machine_load(), own_load=1.0 if busy else 0.0)
+def inference_threads(given: Optional[int] = None) -> Tuple[int, List[str]]:
+    """Threads for scoring and the keystroke path, from what other processes use now (their calls are
+    too short to time)."""
+    return choose_threads(available_threads(), given=given, others=None if given else others_load())
 
 
 @contextlib.contextmanager
@@ -124,10 +216,12 @@ class ThreadProbe:
 
     The loop asks ``threads()`` before each step, runs the step on that many threads and hands its wall
     time to ``record()``. The first step (allocations, warm-up) runs on one thread and is not counted;
-    then ``steps_each`` steps on one thread and as many on all; then ``choose_threads`` keeps the faster.
+    then ``steps_each`` steps on one thread, one warm-up step on all (a thread team's first step sets up
+    its buffers: on a quiet 2-core EPYC it took 3x the next ones, and counted, it chose one thread for a
+    whole run) and ``steps_each`` counted ones; then ``choose_threads`` keeps the faster.
     A step on all threads that takes more than ``_ABORT`` times the one-thread median ends that round at
     once (a busy machine: each such step can take seconds). When the machine's load already says other
-    processes hold the cores (``load``), all threads are not tried at all. After a decision, a median
+    processes hold the cores (``others``: ``others_load()``), all threads are not tried at all. After a decision, a median
     step time over the last ``steps_each * 3`` steps above twice the chosen one's starts another round
     (at most ``max_rounds`` in all). ``step_s`` is the chosen count's median step time (None until
     decided); ``reasons`` says why.
@@ -135,7 +229,7 @@ class ThreadProbe:
 
     _ABORT = 2.0
 
-    def __init__(self, cpus: int, given: Optional[int] = None, load: Optional[float] = None, steps_each: int = 3,
+    def __init__(self, cpus: int, given: Optional[int] = None, others: Optional[float] = None, steps_each: int = 3,
                  max_rounds: int = 4):
         self.cpus, self.given, self.steps_each, self.max_rounds = max(1, cpus), given, steps_each, max_rounds
         self.rounds = 0
@@ -143,12 +237,13 @@ class ThreadProbe:
         self.reasons: List[str] = []
         self.step_s: Optional[float] = None
         self._queue: List[int] = []
+        self._warmed = {1}                   # thread counts that have run a step (the first is not timed)
         self._times: Dict[int, List[float]] = {}
         self._recent: List[float] = []
         self._warm = False
         self._fixed = bool(given) or self.cpus == 1
-        if not self._fixed and load is not None:
-            n, why = choose_threads(self.cpus, load=load)
+        if not self._fixed and others is not None:
+            n, why = choose_threads(self.cpus, others=others)
             if n < self.cpus:
                 self._fixed, self.choice, self.reasons = True, n, why      # not worth a slow step to confirm
         if given or self.cpus == 1:
@@ -165,7 +260,8 @@ class ThreadProbe:
         if self._fixed:
             self._queue = [self.choice or 1] * self.steps_each     # still timed: the planner needs a step time
         else:
-            self._queue = [1] * self.steps_each + [self.cpus] * self.steps_each
+            extra = [] if self.cpus in self._warmed else [self.cpus]      # its warm-up step
+            self._queue = [1] * self.steps_each + extra + [self.cpus] * self.steps_each
 
     def threads(self) -> int:
         """Threads for the next step."""
@@ -181,6 +277,9 @@ class ThreadProbe:
             return False
         if self._queue:
             n = self._queue.pop(0)
+            if n not in self._warmed:
+                self._warmed.add(n)
+                return False
             self._times.setdefault(n, []).append(seconds)
             one = self._times.get(1)
             if n != 1 and one and len(one) == self.steps_each and seconds > self._ABORT * statistics.median(one):

@@ -28,7 +28,7 @@ from .distributed import DIVERGED, GO, INTERRUPTED, MAX_TIME, PLANNED, Ranks, de
 from .model import LSTMLanguageModel, State
 from .planning import SGD_BELOW, Plan, fit_to_data, size_config  # noqa: F401  (SGD_BELOW, fit_to_data: the old names, kept)
 from .precision import native_bf16
-from .threads import ThreadProbe, available_threads, machine_load
+from .threads import ThreadProbe, available_threads, others_load
 
 __all__ = ["auto_config", "resolve_device", "StepInfo", "EpochInfo", "TrainReport", "fit", "evaluate",
            "StopTraining", "BestWeights", "train_step"]
@@ -285,6 +285,10 @@ def _clip(model: nn.Module, max_norm: float) -> None:
         g.mul_(scale)
 
 
+# What a re-plan may change in a running fit (planning.few_epochs_recipe).
+_RECIPE = ("optimizer", "lr", "grad_clip", "dropout")
+
+
 def _lr_at(step: int, total: int, cfg: TrainConfig) -> float:
     """Linear warm-up over the first 2% of steps (at most 200), then cosine down to 10% or constant."""
     warm = min(200, max(1, total // 50))
@@ -396,7 +400,7 @@ def one_thread_is_enough(hidden_dim: int, batch_size: int, vocab_size: int) -> b
 # replan(step_s, val_s, done_steps) -> (total_steps, deadline) or None: called once the first steps are
 # timed, and at each epoch's end when the run has a deadline; deadline is a time.perf_counter() value by
 # which training must have ended (None: none).
-Replan = Callable[[float, Optional[float], int], Optional[Tuple[int, Optional[float]]]]
+Replan = Callable[[float, Optional[float], int], Optional[Tuple[int, Optional[float], Optional[TrainConfig]]]]
 
 
 def fit(model: LSTMLanguageModel, corpus: Corpus, cfg: TrainConfig, *,
@@ -433,7 +437,7 @@ def fit(model: LSTMLanguageModel, corpus: Corpus, cfg: TrainConfig, *,
         # Ranks on one machine share its cores: each takes its share, untimed (the ranks must agree).
         probe = ThreadProbe(cpus, given=cfg.threads or max(1, (os.cpu_count() or 1) // ranks.local_world))
     else:
-        probe = ThreadProbe(cpus, given=cfg.threads, load=machine_load())
+        probe = ThreadProbe(cpus, given=cfg.threads, others=None if cfg.threads else others_load(window_s=0.2))
     prev_threads = torch.get_num_threads()
     try:
         with deferred_signals(ranks.distributed) as signals:
@@ -497,13 +501,27 @@ def _fit(model, corpus, cfg, on_step, on_epoch, report, ranks: Ranks, device, si
     threads_now = torch.get_num_threads()
     report.stop_reason = "finished"
 
-    def apply_plan(new: Optional[Tuple[int, Optional[float]]]) -> None:
-        nonlocal total_steps, deadline
+    switched = False
+
+    def apply_plan(new: Optional[Tuple[int, Optional[float], Optional[TrainConfig]]]) -> None:
+        nonlocal total_steps, deadline, cfg, opts, switched
         if new is None:
             return
-        planned, deadline = new
+        planned, deadline, recipe = new
         # Never fewer than the steps taken (as many ends the run now); never more than the loop's epochs.
         total_steps = int(min(max(planned, step), n_windows * cfg.epochs, cfg.max_steps or 10**12))
+        changes = {k: getattr(recipe, k) for k in _RECIPE if getattr(recipe, k) != getattr(cfg, k)} \
+            if recipe is not None and not switched else {}
+        if changes:
+            # The budget buys few epochs (planning.few_epochs_recipe): another optimizer and dropout from
+            # here on, once (every rank decides it at the same step, from the same step time).
+            switched = True
+            cfg = cfg.replace(**changes)
+            report.config = cfg
+            opts = _make_optimizers(model, cfg, device)
+            model.drop.p = cfg.dropout
+            if model.num_layers > 1:
+                model.lstm.dropout = cfg.dropout
 
     def eta() -> Optional[float]:
         if step_ema is None:

@@ -73,6 +73,20 @@ def test_a_spent_budget_still_trains_a_few_steps():
     assert later.total_steps == 25                        # once the fewest are taken, the budget ends it
 
 
+def test_a_budget_that_buys_few_epochs_trains_adamw_with_light_dropout():
+    few = _plan(8)                                        # about one epoch of 0.03 s steps
+    assert few.limited_by == "budget" and few.total_steps < planning.FEW_EPOCHS * few.windows
+    assert (few.config.optimizer, few.config.dropout, few.config.lr) == ("adamw", 0.1, planning.adamw_lr_for(60_000))
+    assert few.network["dropout"] == 0.1 and any(r.startswith("the budget buys") for r in few.reasons)
+    many = _plan(60)                                      # several epochs: the recipe for convergence
+    assert many.total_steps >= planning.FEW_EPOCHS * many.windows
+    assert (many.config.optimizer, many.config.dropout, many.config.lr) == ("sgd", 0.6, 20.0)
+    given = plan(lm.TrainConfig(budget=8, optimizer="sgd", dropout=0.4), 60_000, 7_000, step_s=0.03, spent_s=2.0,
+                 after_s=1.0, val_tokens=6_000)
+    assert (given.config.optimizer, given.config.dropout) == ("sgd", 0.4)      # what the user gave is kept
+    assert plan(lm.TrainConfig(budget=8), 60_000, 7_000).config.optimizer == "sgd"   # untimed: as before
+
+
 @pytest.mark.parametrize("given, expected", [
     ({}, "default"), ({"epochs": 3}, None), ({"max_steps": 10}, None), ({"budget": None}, None),
     ({"budget": "2m"}, 120.0), ({"epochs": 3, "budget": 30}, 30.0),
@@ -186,6 +200,17 @@ def test_the_budget_ends_a_run_with_its_best_weights(tiny_text, slow_steps):
     assert any(n.startswith("budget 6 s: bought") for n in r.notes)
     corpus_val = m.report.history[r.best_epoch - 1].val_ppl
     assert corpus_val == r.best_val_ppl
+
+
+def test_a_run_switches_to_the_few_epochs_recipe_once_it_is_timed(tiny_text, slow_steps):
+    m = lm.train(tiny_text * 40, seed=0, budget=6, hidden_dim=32, embed_dim=16, baseline=False, copy_window=0)
+    r = m.report
+    assert r.plan.total_steps < planning.FEW_EPOCHS * r.plan.windows       # the slow clock leaves few epochs
+    assert (m.config.optimizer, m.config.dropout, r.config.optimizer) == ("adamw", 0.1, "adamw")
+    assert m.net.drop.p == 0.1 and any(n.startswith("the budget buys") for n in r.notes + r.plan.reasons)
+    kept = lm.train(tiny_text * 40, seed=0, budget=6, hidden_dim=32, embed_dim=16, baseline=False, copy_window=0,
+                    optimizer="sgd", dropout=0.3)
+    assert (kept.config.optimizer, kept.config.dropout, kept.net.drop.p) == ("sgd", 0.3, 0.3)
 
 
 def test_a_run_with_epochs_has_no_budget(tiny_text, slow_steps):
