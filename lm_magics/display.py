@@ -215,11 +215,14 @@ def _provenance_text(p: dict) -> str:
     if p.get("cell"):
         parts.append("a notebook cell")
     if p.get("dataframe"):
-        parts.append(f"DataFrame {p['dataframe']}[{p.get('column')!r}]" + (f" where {p['where']}" if p.get("where") else ""))
-    for f in p.get("files") or []:
+        parts.append(f"DataFrame {p['dataframe']}[{p.get('column')!r}]"
+                     + (f" where {clip_text(str(p['where']), 200)[1:-1]}" if p.get("where") else ""))
+    listed, more = clip_rows(p.get("files") or [], 5)       # a summary names a few files and counts the rest
+    for f in listed:
         parts.append(f"{f['path']} ({f['bytes']:,} bytes, modified {f['mtime']})")
-    if p.get("files_not_listed"):
-        parts.append(f"and {p['files_not_listed']:,} more files")
+    more += int(p.get("files_not_listed") or 0)
+    if more:
+        parts.append(more_note(more, "files"))
     if not parts and p.get("source"):
         parts.append(str(p["source"]))
     c = p.get("continued_from")

@@ -445,7 +445,18 @@ SIZE_TAKERS = {
     "chat /unusual top": lambda env, n: (env.shell.user_ns.__setitem__("matrix_df", _frame(n)),
                                          env.chat_answer(f"/unusual matrix_df.text with m_ngram top {10**9}"))[1],
     "chat message echo": lambda env, n: env.chat_answer("the cat " * (n * 100), role="user"),
+    "model trained on files (summary)": lambda env, n: _trained_on_files(env, n),
 }
+
+
+def _trained_on_files(env, n):
+    folder = os.path.join(os.path.dirname(env.textfile), f"files_{n}")
+    os.makedirs(folder, exist_ok=True)
+    for i in range(n):
+        with open(os.path.join(folder, f"f{i}.txt"), "w") as fh:
+            fh.write(f"the cat sat on the mat {i}\n")
+    model = lm.train(lm.files(os.path.join(folder, "*.txt")), kind="ngram")
+    return __import__("lm_magics.display", fromlist=["x"]).TrainSummary("files", model)
 
 
 def _big_vocab(env) -> str:
