@@ -559,6 +559,11 @@ DEGENERATE = {
     "empty text to explain (chat)": lambda env: env.chat("/explain"),
     "empty column (api compare_groups)": lambda env: lm.compare_groups(_frame(10), "", by="g"),
     "empty group (api compare_groups)": lambda env: lm.compare_groups(_frame(10), "text", by=""),
+    "empty file name (cli train)": lambda env: env.cli("train", "", "-o", env.out, "--quiet"),
+    "empty file name (cli score)": lambda env: env.cli("score", env.files["ngram"], ""),
+    "empty file name (api files)": lambda env: lm.files(""),
+    "empty file name (%%lm_train --file)": lambda env: env.line("lm_train", "--name m_q --kind ngram --file ''"),
+    "empty file name (chat /learn)": lambda env: env.chat("/learn ''"),
     "cli train -o is the input": lambda env: env.cli("train", env.textfile, "-o", env.textfile, "--kind", "ngram",
                                                      "--quiet"),
 }
