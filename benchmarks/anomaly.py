@@ -26,16 +26,16 @@ AUPRC of each score (higher = more unusual) against the label.
 Every split: 10% of the training rows (seeded) are held out as validation rows and passed as ``val_data``;
 they are also the calibration rows of the combinations. Scores measured in the same run:
 
-- ``default``: what the project writes today for a row (``COL_unusual`` once the analysis layer has it,
-  else ``COL_ppl``), see ``project_default``;
-- the signals alone, from the LSTM trained with the project's defaults (``max_time`` only): ``ppl`` (per
-  row perplexity, as ``COL_ppl``), ``max`` (largest token surprisal), ``top5`` (mean of the five largest),
-  ``total`` (bits of the whole row), ``ngram`` (the model's n-gram baseline's perplexity), ``unseen``
-  (share of the row's words not in the vocabulary), ``knn`` (mean cosine distance to the 5 nearest training
-  rows over hashed character 3-5-grams);
-- combinations of the signals after calibration on the validation rows (each signal as its percentile
-  among them, interpolated, with an exponential tail beyond their range): ``cal_mean``, ``cal_max``,
-  ``cal_fisher`` (sum of -log(1 - p)) over all seven signals, and ``cal_mean3`` over ppl, max and knn;
+- ``default``: what the project writes for a row, ``COL_unusual`` of ``score_frame`` (the model's stored
+  rule over its calibrated signals), see ``project_default``;
+- the model's own signals alone (``model.signals``, the LSTM trained with the project's defaults: its time
+  budget): ``ppl`` (mean surprisal per token, as ``COL_bits``), ``max`` (the most surprising word),
+  ``topk`` (mean of the 3 most surprising), ``unseen`` (words never seen, at their novelty bits),
+  ``ngram`` (the n-gram baseline's bits per token), ``knn`` (mean distance to the 5 nearest training rows
+  of the model's neighbour index);
+- other combinations of them over the model's calibration on the validation rows (each signal as its
+  percentile among them): ``cal_mean6`` (the mean of all six; the default leaves ``topk`` out),
+  ``cal_max`` (the largest), ``cal_fisher`` (sum of -log2(1 - p));
 - scikit-learn baselines: TF-IDF of words and of character 3-5-grams, each with kNN (mean cosine distance
   to the 5 nearest training rows), IsolationForest and a one-class SVM (RBF, nu=0.1), as Ruff et al.'s
   OC-SVM baseline over TF-IDF bag-of-words.
@@ -50,7 +50,6 @@ from __future__ import annotations
 import argparse
 import csv
 import gzip
-import math
 import re
 import string
 import sys
@@ -302,14 +301,6 @@ def project_default(model, texts: List[str]) -> np.ndarray:
     return np.log(df["text_ppl"].to_numpy(dtype=np.float64))
 
 
-def char_hashes(texts: List[str]):
-    """Hashed character 3-5-grams (inside word boundaries), l2-normalised rows: memory flat in the rows."""
-    from sklearn.feature_extraction.text import HashingVectorizer
-
-    return HashingVectorizer(analyzer="char_wb", ngram_range=(3, 5), n_features=2 ** 18,
-                             alternate_sign=False, norm="l2").transform(texts)
-
-
 def knn_distance(train_x, test_x, k: int = 5, block: int = 512) -> np.ndarray:
     """Mean cosine distance of each test row to its k nearest training rows (rows l2-normalised), in blocks
     of test rows so that memory stays bounded."""
@@ -324,60 +315,29 @@ def knn_distance(train_x, test_x, k: int = 5, block: int = 512) -> np.ndarray:
     return out
 
 
-def lstm_signals(model, texts: List[str]) -> Dict[str, np.ndarray]:
-    """The model's own signals for each text (higher = more unusual). The token surprisals are those of
-    ``model.surprisal`` (end of row left out), computed for all rows in one batched pass: the model's
-    ``_row_nll`` is the batched form of ``surprisal`` (one call per row is ten times slower)."""
-    n = len(texts)
-    mx, top5, total, unseen = (np.full(n, np.nan) for _ in range(4))
-    tok = model.tokenizer
-    rows = [" ".join(t.splitlines()) for t in texts]
-    for i, nll in enumerate(model._row_nll(rows)):
-        bits = np.asarray(nll[:-1], dtype=np.float64) / math.log(2) if nll is not None else np.array([])
-        if bits.size:
-            mx[i] = bits.max()
-            top5[i] = np.sort(bits)[-5:].mean()
-            total[i] = bits.sum()
-        ids = tok.encode_line(rows[i], eos=False)
-        unseen[i] = (sum(1 for j in ids if j == tok.unk_id) / len(ids)) if ids else 0.0
-    return {"max": mx, "top5": top5, "total": total, "unseen": unseen,
-            "ngram": np.log(np.asarray(model.baseline.score(texts), dtype=np.float64))}
-
-
-def calibrate(val: np.ndarray, x: np.ndarray) -> np.ndarray:
-    """Each value's percentile among the validation values, in (0, 1): linear between the sorted validation
-    values, and an exponential tail beyond them (scale: their standard deviation), so that the order of
-    the values is kept everywhere and no signal's scale dominates a combination."""
-    v = np.sort(val[np.isfinite(val)])
-    x = np.asarray(x, dtype=np.float64)
-    if v.size < 2:
-        return np.full(x.shape, 0.5)
-    n = v.size
-    q = (np.arange(n) + 1) / (n + 1)
-    scale = float(v.std()) or 1.0
-    p = np.interp(x, v, q)
-    hi, lo = x > v[-1], x < v[0]
-    p[hi] = q[-1] + (1 - q[-1]) * (1 - np.exp(-(x[hi] - v[-1]) / scale))
-    p[lo] = q[0] * np.exp(-(v[0] - x[lo]) / scale)
-    p[~np.isfinite(x)] = 0.5
-    return p
-
-
-SIGNALS = ("ppl", "max", "top5", "total", "ngram", "unseen", "knn")
-COMBOS = ("cal_mean", "cal_max", "cal_fisher", "cal_mean3")
+SIGNALS = ("ppl", "max", "topk", "unseen", "ngram", "knn")
+COMBOS = ("cal_mean6", "cal_max", "cal_fisher")
 BASELINES = ("tfidf_word_knn", "tfidf_word_iforest", "tfidf_word_ocsvm",
              "tfidf_char_knn", "tfidf_char_iforest", "tfidf_char_ocsvm")
 
 
-def combine(cal: Dict[str, np.ndarray]) -> Dict[str, np.ndarray]:
-    allp = np.vstack([cal[s] for s in SIGNALS])
-    eps = 1e-12
-    return {
-        "cal_mean": allp.mean(axis=0),
-        "cal_max": allp.max(axis=0) + 1e-6 * allp.mean(axis=0),     # the mean breaks ties among saturated rows
-        "cal_fisher": -np.log(np.clip(1 - allp, eps, 1)).sum(axis=0),
-        "cal_mean3": np.vstack([cal[s] for s in ("ppl", "max", "knn")]).mean(axis=0),
-    }
+def project_signals(model, texts: List[str]) -> Dict[str, np.ndarray]:
+    """The model's own signals (``model.signals``: what ``COL_unusual`` combines), each alone, and other
+    combinations of them over the model's own calibration: the mean percentile of all six (the default
+    leaves ``topk`` out), the largest percentile, and Fisher-style pooling (sum of -log2(1 - p))."""
+    sig = model.signals(texts, progress=False)
+    out = {name: np.asarray(sig[name], dtype=np.float64) for name in SIGNALS if name in sig}
+    cal = model.unusualness.calibration if model.unusualness is not None else None
+    if cal is not None:
+        used = [n for n in SIGNALS if n in cal.signals and n in out]
+        pct = np.vstack([np.nan_to_num(cal.percentile(n, out[n]), nan=0.5) for n in used])
+        tail = np.vstack([np.nan_to_num(cal.tail_bits(n, out[n]), nan=1.0) for n in used])
+        out["cal_mean6"] = pct.mean(axis=0)
+        out["cal_max"] = pct.max(axis=0) + 1e-6 * pct.mean(axis=0)    # the mean breaks ties among saturated rows
+        out["cal_fisher"] = tail.sum(axis=0)
+        for n, p, t in zip(used, pct, tail):
+            out[f"pct_{n}"], out[f"tail_{n}"] = p, t
+    return out
 
 
 def sklearn_baselines(train: List[str], test: List[str], seed: int) -> Dict[str, np.ndarray]:
@@ -412,25 +372,6 @@ class Result:
     val_ppl: float = float("nan")
 
 
-def save_split(folder: Path, set_name: str, sp: Split, model, scores: Dict[str, np.ndarray]) -> None:
-    """Everything needed to weigh another combination rule without training again: the labels, every
-    score of this run, and the model's own calibrated signals (percentile and tail bits) on the test rows."""
-    sig = model.signals(sp.test, progress=False)
-    cal = model.unusualness.calibration if model.unusualness is not None else None
-    out = {f"score_{k}": np.asarray(v, dtype=np.float64) for k, v in scores.items()}
-    out["y"] = np.asarray(sp.y)
-    for k, v in sig.items():
-        if isinstance(v, np.ndarray) and v.dtype.kind == "f":
-            out[f"signal_{k}"] = v
-    if cal is not None:
-        for name in cal.signals:
-            if name in sig:
-                out[f"pct_{name}"] = cal.percentile(name, sig[name])
-                out[f"tail_{name}"] = cal.tail_bits(name, sig[name])
-    folder.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(folder / f"{set_name}__{sp.name}.npz", **out)
-
-
 def run_split(sp: Split, seed: int, max_time: Optional[float], save: Optional[Path] = None,
               set_name: str = "") -> Result:
     res = Result(sp)
@@ -444,25 +385,22 @@ def run_split(sp: Split, seed: int, max_time: Optional[float], save: Optional[Pa
 
     t0 = time.perf_counter()
     scores: Dict[str, np.ndarray] = {"default": project_default(model, sp.test)}
-    val_scores: Dict[str, np.ndarray] = {}
-    for rows, into in ((sp.test, scores), (sp.val, val_scores)):
-        into["ppl"] = np.log(np.asarray(model.score(rows), dtype=np.float64))
-        into.update(lstm_signals(model, rows))
-    tr_x = char_hashes(sp.train)
-    scores["knn"] = knn_distance(tr_x, char_hashes(sp.test))
-    val_scores["knn"] = knn_distance(tr_x, char_hashes(sp.val))
-    cal = {s: calibrate(val_scores[s], scores[s]) for s in SIGNALS}
-    scores.update(combine(cal))
     res.score_s = time.perf_counter() - t0
+    scores.update(project_signals(model, sp.test))
 
     t0 = time.perf_counter()
     scores.update(sklearn_baselines(sp.train + sp.val, sp.test, seed))
     res.base_s = time.perf_counter() - t0
     if save is not None:
-        save_split(save, set_name, sp, model, scores)
+        # Everything needed to weigh another combination rule without training again.
+        save.mkdir(parents=True, exist_ok=True)
+        np.savez_compressed(save / f"{set_name}__{sp.name}.npz", y=np.asarray(sp.y),
+                            **{k: np.asarray(v, dtype=np.float64) for k, v in scores.items()})
     for name, s in scores.items():
-        res.auroc[name] = auroc(s, sp.y)
-        res.auprc[name] = auprc(s, sp.y)
+        if name.startswith(("pct_", "tail_")):
+            continue
+        res.auroc[name] = auroc(np.nan_to_num(s, nan=float(np.nanmedian(s)) if np.isfinite(s).any() else 0.0), sp.y)
+        res.auprc[name] = auprc(np.nan_to_num(s, nan=float(np.nanmedian(s)) if np.isfinite(s).any() else 0.0), sp.y)
     return res
 
 
@@ -476,7 +414,7 @@ def print_set(set_name: str, results: List[Result]) -> None:
         sp = r.split
         print(f"  {sp.name}: train {len(sp.train)} rows (+{len(sp.val)} val), test {len(sp.test)} rows, "
               f"{int(sp.y.sum())} anomalies ({sp.y.mean():.1%}); val ppl {r.val_ppl:.1f}; "
-              f"train {r.train_s:.0f}s, LSTM+kNN scoring {r.score_s:.0f}s, sklearn {r.base_s:.0f}s")
+              f"train {r.train_s:.0f}s, scoring (score_frame) {r.score_s:.0f}s, sklearn {r.base_s:.0f}s")
     w = max(len(c) for c in cols + ["mean"]) + 1
     w = max(w, 7)                               # a cell is 0.000/0.000: 11 characters and a space
     header = f"{'method':<20}" + "".join(f"{c:>{w + 6}}" for c in cols) + (f"{'mean':>{w + 6}}" if len(cols) > 1 else "")

@@ -123,6 +123,8 @@ def score_frame(model: LanguageModel, df: Any, column: str, into: Optional[str] 
 
     Cost: one pass of the model (as for perplexity alone), a vectorised n-gram pass, and a chunked exact
     nearest-neighbour search against the (at most 2,000) indexed rows: about as long again as perplexity.
+    ``baseline=True`` on an LSTM model adds nothing but arithmetic (the n-gram and mixture columns come
+    from the same per-token values); on a 'mix' model, another pass for the LSTM alone.
 
     >>> report = score_frame(model, df, "text", top=3)     # doctest: +SKIP
     >>> df.sort_values("text_unusual").tail(3)              # doctest: +SKIP
@@ -170,17 +172,20 @@ def score_frame(model: LanguageModel, df: Any, column: str, into: Optional[str] 
 
     from .display import ScoreReport
 
-    # Every pass first, then every column: a run stopped from on_chunk (or by Ctrl-C) writes nothing.
-    passes = 1 + len(parts)
+    # Every pass first, then every column: a run stopped from on_chunk (or by Ctrl-C) writes nothing. An
+    # LSTM model's n-gram and mixture columns come from its own pass (the same per-token values).
+    from_pass = bool(parts) and model.kind == "lstm"
+    passes = 1 + (0 if from_pass else len(parts))
 
     def progress_of(k: int) -> Optional[Callable[[int, int], None]]:
         if on_chunk is None:
             return None
         return lambda done, total: on_chunk(k * total + done, passes * total)
 
-    sig = model.signals(series, progress=on_chunk is None, on_chunk=progress_of(0))   # chunk by chunk
-    part_means = {name: part.row_mean_nll(series, progress=on_chunk is None, on_chunk=progress_of(k + 1))
-                  for k, (name, part) in enumerate(parts.items())}
+    sig = model.signals(series, progress=on_chunk is None, on_chunk=progress_of(0), sides=from_pass)
+    part_means = {name: sig[f"{name}_nats"] for name in parts} if from_pass else \
+        {name: part.row_mean_nll(series, progress=on_chunk is None, on_chunk=progress_of(k + 1))
+         for k, (name, part) in enumerate(parts.items())}
     mean_bits = sig["bits"]
     unusual, used = combined(model, sig)
     ppl = pd.Series(np.exp2(mean_bits), index=df.index, name=ppl_col)

@@ -316,12 +316,14 @@ class LanguageModel:
         return out
 
     def signals(self, texts: Any, progress: bool = True,
-                on_chunk: Optional[Callable[[int, int], None]] = None) -> dict:
+                on_chunk: Optional[Callable[[int, int], None]] = None, sides: bool = False) -> dict:
         """Every per-row signal of the ``unusual`` score, as numpy arrays over the rows (NaN for a
         missing row): ``bits`` and ``ppl`` (the model's own mean bits per token: log2 of ``score``);
         ``max``, ``topk``, ``unseen``, ``unseen_words`` and ``ngram`` (with an n-gram baseline), where
         words the model never saw count at their novelty bits (``engine.novelty.SpellingModel``); ``knn``, ``nearest``, ``nearest_dist`` (with a neighbour
-        index) and ``copied`` (with a copy index). Chunk by chunk: memory stays flat."""
+        index) and ``copied`` (with a copy index). ``sides`` (an LSTM model with an n-gram baseline): also
+        ``ngram_nats`` and ``mix_nats``, each row's mean NLL under the n-gram and the mixture, from the same
+        pass. Chunk by chunk: memory stays flat."""
         if isinstance(texts, str):
             texts = [texts]
         values = _values_with_missing(texts, DataStats())
@@ -329,11 +331,15 @@ class LanguageModel:
         spelling = u.spelling if u is not None else None
         fallback = u.unk_val_bits if u is not None else 0.0
         ngram = self.ngram if self.kind != "ngram" else None
+        mix_weight = float(self.meta.get("mix_weight", 0.5)) if sides and self.kind == "lstm" and ngram is not None \
+            else None
         parts: List[dict] = []
         for _, chunk in _in_chunks(values, progress, on_chunk):
             encoded, spelled, novelty = encode_rows(self.tokenizer, spelling, chunk, fallback)
             parts.append(rows_signals(encoded, novelty, self.tokenizer, self._predictor.encoded_nll, ngram,
-                                      self.neighbours, spelled, self.copy_index))
+                                      self.neighbours, spelled, self.copy_index,
+                                      ngram_novelty=bool(u is not None and u.ngram_novelty),
+                                      mix_weight=mix_weight))
         if not parts:
             return {"bits": np.zeros(0)}
         return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}

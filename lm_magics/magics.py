@@ -593,7 +593,8 @@ class LMMagics(Magics):
         name, model = self._model(args.name)
         if args.positive is not None and args.label is None:
             raise ConfigError("--positive needs --label COL (the column it is a value of).")
-        passes = 1 + int(args.baseline and model.kind != "ngram")   # the n-gram pass is quick; mix/lstm is not
+        # An LSTM model's --baseline columns come from its own pass; a mix model's LSTM alone is another.
+        passes = 1 + int(args.baseline and model.kind == "mix")
         with _long_command(model, df, args.column, passes, "scoring") as bar:
             report = analysis.score_frame(model, df, args.column, into=args.into, overwrite=args.overwrite,
                                           top=args.top, model_name=name, baseline=args.baseline, label=args.label,

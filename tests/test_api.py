@@ -282,6 +282,10 @@ def test_score_frame_with_baseline_and_label(tiny_model):
     df = pd.DataFrame({"text": prose + code, "kind": ["prose"] * 12 + ["code"] * 11 + [None]})
     report = lm.score_frame(tiny_model, df, "text", baseline=True, label="kind", positive="code", top=1)
     assert {"text_ngram_ppl", "text_mix_ppl"} <= set(df.columns)
+    # The side columns come from the model's own pass; they are what the parts score on their own.
+    for part in ("ngram", "mix"):
+        alone = np.exp(tiny_model.part(part).row_mean_nll(df["text"], progress=False))
+        np.testing.assert_allclose(df[f"text_{part}_ppl"], alone, rtol=1e-6)
     assert set(report.auc) == {"unusual", "lstm", "ngram", "mix"} and report.labelled == 23
     assert all(v > 0.7 for v in report.auc.values())
     assert "ROC AUC" in repr(report) and "n-gram" in repr(report)

@@ -152,6 +152,26 @@ def test_an_unseen_word_scores_higher_than_a_seen_rare_word(usual):
     assert scores[1] > scores[0]
 
 
+def test_the_ngram_signal_is_the_ngrams_own_and_older_files_keep_theirs(usual, tmp_path):
+    # Unseen words are the 'unseen' signal's; the n-gram signal is the n-gram's own bits per token (its
+    # <unk>), so a new word is not counted twice. A file calibrated before keeps its form (ngram_novelty).
+    _, model = usual
+    new = "order 512 for a xylophone shipped to Bo on friday"             # 'xylophone' never seen
+    ids = model.tokenizer.encode_line(new)
+    own = float(np.mean(model.ngram.rows_nll([ids])[0]) / math.log(2))
+    sig = model.signals([new], progress=False)
+    assert model.unusualness.ngram_novelty is False
+    assert sig["ngram"][0] == pytest.approx(own, rel=1e-9)
+    path = tmp_path / "before.lm"
+    model.save(path)
+    ckpt = torch.load(path, weights_only=True)
+    del ckpt["unusual"]["ngram_novelty"]
+    torch.save(ckpt, path)
+    before = lm.load(path)
+    assert before.unusualness.ngram_novelty is True
+    assert before.signals([new], progress=False)["ngram"][0] > own       # the novelty bits, as it was calibrated
+
+
 def test_score_frame_writes_the_unusual_column_and_says_why(usual):
     rows, model = usual
     df = pd.DataFrame({"text": ["order 377 for shoes shipped to Cy on tuesday",

@@ -37,17 +37,21 @@ class Unusualness:
 
     ``unk_val_bits``: the novelty bits an <unk> of the validation rows gets while calibrating (their spelling
     is not kept: the median novelty of the vocabulary's words seen once); ``unigram_val_ppl``: the
-    validation perplexity of word frequencies alone (a model that barely beats it has learned little)."""
+    validation perplexity of word frequencies alone (a model that barely beats it has learned little);
+    ``ngram_novelty``: whether the ``ngram`` signal counts unseen words at their novelty bits (files from
+    before 2026-12-03 calibrated it so; since then it is the n-gram's own perplexity, see rows_signals)."""
 
     spelling: Optional[SpellingModel]
     calibration: Optional[Calibration]
     unigram_val_ppl: Optional[float] = None
     unk_val_bits: float = 0.0
+    ngram_novelty: bool = False
 
     def to_dict(self) -> dict:
         return {"version": 1, "spelling": None if self.spelling is None else self.spelling.to_dict(),
                 "calibration": None if self.calibration is None else self.calibration.to_dict(),
-                "unigram_val_ppl": self.unigram_val_ppl, "unk_val_bits": self.unk_val_bits}
+                "unigram_val_ppl": self.unigram_val_ppl, "unk_val_bits": self.unk_val_bits,
+                "ngram_novelty": self.ngram_novelty}
 
     @classmethod
     def from_dict(cls, d: dict) -> "Unusualness":
@@ -58,8 +62,12 @@ class Unusualness:
         if ppl is not None:
             ppl = _number(d, "unigram_val_ppl", 1.0, 1e12)
         sp, cal = d.get("spelling"), d.get("calibration")
+        novelty = d.get("ngram_novelty", True)          # absent: a file from before the n-gram's own form
+        if not isinstance(novelty, bool):
+            raise ValueError("its unusualness table's ngram_novelty is not True or False")
         return cls(None if sp is None else SpellingModel.from_dict(sp),
-                   None if cal is None else Calibration.from_dict(cal), ppl, _number(d, "unk_val_bits", 0, 1e4))
+                   None if cal is None else Calibration.from_dict(cal), ppl, _number(d, "unk_val_bits", 0, 1e4),
+                   novelty)
 
 
 def encode_rows(tokenizer: Tokenizer, spelling: Optional[SpellingModel], values: Sequence[Optional[str]],
@@ -89,14 +97,20 @@ def encode_rows(tokenizer: Tokenizer, spelling: Optional[SpellingModel], values:
 def rows_signals(encoded: Sequence[Optional[List[int]]], novelty: np.ndarray, tokenizer: Tokenizer,
                  nll: Callable[[List[List[int]]], List[np.ndarray]], ngram: Optional[NGramModel] = None,
                  neighbours: Optional[NeighbourIndex] = None, texts: Optional[Sequence[str]] = None,
-                 copy_index: Optional[CopyIndex] = None) -> Dict[str, np.ndarray]:
+                 copy_index: Optional[CopyIndex] = None, ngram_novelty: bool = False,
+                 mix_weight: Optional[float] = None) -> Dict[str, np.ndarray]:
     """Per-row signals (NaN for a missing row). ``novelty``: bits of each unseen token in row order (NaN:
     keep the model's own bits for it, as a file without a spelling model does).
 
     Keys: ``bits`` and ``ppl`` (the model's own mean bits per token), ``max``, ``topk``, ``unseen``,
-    ``unseen_words`` (novelty.row_signals, unseen words at their novelty bits), ``ngram`` (the n-gram's mean bits, unseen words as novelty),
+    ``unseen_words`` (novelty.row_signals, unseen words at their novelty bits), ``ngram`` (the n-gram's own
+    mean bits per token: its <unk> for an unseen word; with ``ngram_novelty``, unseen words at their novelty
+    bits, as files from before 2026-12-03 were calibrated),
     ``knn``, ``nearest``, ``nearest_dist`` (the neighbour search; nearest = -1 without an index) and
-    ``copied`` (the share of the row's token runs that repeat a training row; NaN when it cannot tell)."""
+    ``copied`` (the share of the row's token runs that repeat a training row; NaN when it cannot tell).
+    With ``mix_weight`` (and an n-gram) also ``ngram_nats`` and ``mix_nats``: each row's mean NLL in nats
+    under the n-gram and under ``mix_weight * p_model + (1 - mix_weight) * p_ngram``, from the same
+    per-token values (what ``--baseline`` shows beside the scores, without another pass of the model)."""
     n = len(encoded)
     keep = [i for i, e in enumerate(encoded) if e is not None]
     rows = [encoded[i] for i in keep]
@@ -123,9 +137,21 @@ def rows_signals(encoded: Sequence[Optional[List[int]]], novelty: np.ndarray, to
     # carry them instead.
     out["ppl"] = out["bits"]
     if ngram is not None:
-        _, ng = corrected(ngram.rows_nll(rows) if rows else [])
+        # The n-gram's own bits: unseen words are the 'unseen' signal's; counted here too they made the
+        # n-gram a second unseen-word count (AUROC of the n-gram alone, benchmarks/anomaly.py 2026-12-03:
+        # 20 Newsgroups 0.827 vs its own 0.842, AG News 0.882 vs 0.896, BGL 0.969 vs 0.992; SMS 0.973 vs 0.951).
+        raw, ng = corrected(ngram.rows_nll(rows) if rows else [])
+        ng = ng if ngram_novelty else raw
         out["ngram"] = np.full(n, np.nan)
         out["ngram"][keep] = np.bincount(row, weights=ng, minlength=len(rows)) / np.maximum(lens, 1)
+        if mix_weight is not None:
+            with np.errstate(divide="ignore"):
+                la, lb = math.log(mix_weight) if mix_weight > 0 else -math.inf, math.log1p(-mix_weight) \
+                    if mix_weight < 1 else -math.inf
+                mix = -np.logaddexp(la - own * _LN2, lb - raw * _LN2)
+            for key, nats in (("ngram_nats", raw * _LN2), ("mix_nats", mix)):
+                out[key] = np.full(n, np.nan)
+                out[key][keep] = np.bincount(row, weights=nats, minlength=len(rows)) / np.maximum(lens, 1)
     if neighbours is not None and texts is not None:
         d, near, near_d = neighbours.search([texts[i] for i in keep])
         for k, v, fill in (("knn", d, np.nan), ("nearest", near, -1), ("nearest_dist", near_d, np.nan)):
@@ -199,6 +225,7 @@ def build_unusualness(tokenizer: Tokenizer, train: np.ndarray, val: np.ndarray, 
     cal_rows = [cal_rows[i].tolist() for i in _sample(cal_rows, CALIBRATION_ROWS)]
     cal_texts = [tokenizer.decode(r[:-1]) for r in cal_rows]
     n_unk = sum(r.count(unk) for r in cal_rows)
-    sig = rows_signals(cal_rows, np.full(n_unk, unk_bits), tokenizer, nll, ngram, index, cal_texts, None)
+    sig = rows_signals(cal_rows, np.full(n_unk, unk_bits), tokenizer, nll, ngram, index, cal_texts, None,
+                       ngram_novelty=False)
     calibration = Calibration.fit(sig, rule=rule, source=source)
-    return Unusualness(spelling, calibration, unigram_ppl, unk_bits), index, notes
+    return Unusualness(spelling, calibration, unigram_ppl, unk_bits, ngram_novelty=False), index, notes
