@@ -64,7 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
     # Another front-end (torchrun DDP: `train --nproc N`) can add its flags to this parser and branch in
     # _run_train; everything else stays as is.
     p.add_argument("--nproc", type=arg_type(int), default=None, metavar="N",
-                   help="train with N processes (DistributedDataParallel, launched with torchrun)")
+                   help="train with N processes (DistributedDataParallel, launched with torchrun); the options "
+                        "are checked before they start, and a failed run ends in one line saying why")
     p.add_argument("--stream", action=argparse.BooleanOptionalAction, default=None,
                    help="tokenize into a memory-mapped token cache and train from it, so memory stays flat "
                         "[default: on for files of 256 MB or more, and with --nproc or under torchrun]")
