@@ -3,8 +3,12 @@
 import os
 import sys
 
-from .cli import main
-from .engine.distributed import in_torchrun
+try:   # a Ctrl-C while starting is one line and exit 130, as in the rest of the command
+    from .cli import main
+    from .engine.distributed import in_torchrun
+except KeyboardInterrupt:
+    sys.stderr.write("lm-magics: interrupted while starting; nothing was done\n")
+    raise SystemExit(130) from None
 
 code = main()
 if in_torchrun():

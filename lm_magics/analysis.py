@@ -22,7 +22,7 @@ from .api import check_model, check_text, LanguageModel
 from .engine.novelty import TOP_K_TOKENS
 from .engine.tokenizer import Tokenizer
 from .errors import ConfigError, DataError
-from .rules import clip_text
+from .rules import MAX_ROWS, clip_text
 
 if TYPE_CHECKING:
     from .display import Explanation, GroupComparison, ScoreReport
@@ -134,6 +134,9 @@ def score_frame(model: LanguageModel, df: Any, column: str, into: Optional[str] 
 
     _check_model(model)
     if not hasattr(df, "columns") or not hasattr(df, "index"):
+        if type(df).__module__.split(".")[0] == "polars":
+            raise DataError("score_frame writes columns into a pandas DataFrame, and this is a polars DataFrame; "
+                            "pass df.to_pandas() (and keep the result), or score a column with model.score(...).")
         raise DataError(f"Expected a pandas DataFrame, got {type(df).__name__}.")
     series = column_of(df, column)            # missing, duplicated or MultiIndex: a DataError that says so
     column = series.name
@@ -147,11 +150,6 @@ def score_frame(model: LanguageModel, df: Any, column: str, into: Optional[str] 
     stem = ppl_col[:-4] if ppl_col.endswith("_ppl") else ppl_col
     parts = side_parts(model) if baseline else {}
     part_cols = {name: f"{stem}_{name}_ppl" for name in parts}
-    clash = [c for c in (ppl_col, bits_col, *part_cols.values()) if c in (column, label)]
-    if clash:   # a target that is also an input: --overwrite would replace the text (or the labels) itself
-        raise ConfigError(f"The score column {clash[0]!r} is also the {'text' if clash[0] == column else 'label'} "
-                          f"column; give another with --into NAME (into=...).")
-    y = _binary_labels(df, label, positive) if label is not None else None
     available = available_signals(model)
     if signal not in ("unusual", "all", "ppl") and signal not in available:
         raise ConfigError(f"This model has no {signal!r} signal ({why_missing(model, signal)}); its signals: "
@@ -159,6 +157,12 @@ def score_frame(model: LanguageModel, df: Any, column: str, into: Optional[str] 
     shown = [s for s in available if s != "ppl"] if signal == "all" else (
         [] if signal in ("unusual", "ppl") else [signal])
     signal_cols = {name: f"{stem}_{name}" for name in shown}
+    written = (ppl_col, bits_col, unusual_col, *part_cols.values(), *signal_cols.values())
+    clash = [c for c in written if c and c in (column, label)]
+    if clash:   # a target that is also an input: --overwrite would replace the text (or the labels) itself
+        raise ConfigError(f"The score column {clash[0]!r} is also the {'text' if clash[0] == column else 'label'} "
+                          f"column; give another with --into NAME (into=...).")
+    y = _binary_labels(df, label, positive) if label is not None else None
     if not overwrite:
         taken = [c for c in (ppl_col, bits_col, unusual_col, *part_cols.values(), *signal_cols.values())
                  if c in df.columns]
@@ -211,7 +215,12 @@ def score_frame(model: LanguageModel, df: Any, column: str, into: Optional[str] 
     rank_by = {"unusual": unusual, "all": unusual, "ppl": mean_bits}.get(signal, sig.get(signal))
     valid = np.flatnonzero(np.isfinite(rank_by))
     order = valid[np.argsort(rank_by[valid], kind="stable")]   # least unusual first
-    n = min(int(top), order.size)
+    # The report holds (and shows) at most MAX_ROWS rows each way, whatever top asks: every row's score
+    # is in the frame's columns.
+    n = min(int(top), order.size, MAX_ROWS)
+    notes = [f"top={int(top):,}: the report holds the {MAX_ROWS} most and least unusual rows "
+             f"({min(int(top), order.size) - n:,} more each way not shown); every row's score is in "
+             f"'{unusual_col or ppl_col}'"] if n < min(int(top), order.size) else []
     texts = series.to_numpy()
     most = scored_rows(model, sig, order[::-1][:n], df.index, texts, side) if n else []
     least = scored_rows(model, sig, order[:n], df.index, texts, side) if n else []
@@ -219,7 +228,7 @@ def score_frame(model: LanguageModel, df: Any, column: str, into: Optional[str] 
     return ScoreReport(column, ppl_col, bits_col, ppl, bits, most, least, model_name, model.kind, side, auc,
                        label_text, int(np.count_nonzero(np.isfinite(y))) if y is not None else 0, agreement,
                        unusual=unusual_s, unusual_column=unusual_col, signal=signal, signals=signal_series,
-                       used=used, notes=score_notes(model, sig, used))
+                       used=used, notes=notes + score_notes(model, sig, used))
 
 
 # What row_scores (and the Dask path) can compute per row.
@@ -485,8 +494,12 @@ def explain(model: LanguageModel, text: str, top: int = 3, k: int = 3, model_nam
         if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
             raise ConfigError(f"{what} must be a whole number of at least 1, got {v!r}.")
     if not text.strip():
-        raise DataError("Give a text to explain, e.g. /explain the cat sat on the mat.")
+        raise DataError("Give a text to explain, e.g. lm.explain(model, 'the cat sat on the mat') "
+                        "(%lm_explain the cat sat on the mat; /explain the cat sat on the mat in the chat).")
+    asked = int(top)
+    top, k = min(int(top), MAX_ROWS), min(int(k), MAX_ROWS)     # what an explanation shows is bounded
     words = model.surprisal(text)
+    cut = min(asked, len(words)) - top
     # The most surprising positions, each with the words the model expected after everything before it.
     order = sorted(range(len(words)), key=lambda i: -words[i][1])[: int(top)]
     shown = [w for w, _ in words]
@@ -507,6 +520,8 @@ def explain(model: LanguageModel, text: str, top: int = 3, k: int = 3, model_nam
     if model.neighbours is not None and sig.get("nearest") is not None and sig["nearest"][0] >= 0:
         nearest, dist = model.neighbours.texts[int(sig["nearest"][0])], float(sig["nearest_dist"][0])
     notes = [n for n in [training_note(model)] if n]
+    if cut > 0:
+        notes.append(f"alternatives at the {top} most surprising words ({cut:,} more not shown)")
     copied = bool(copied_rows(sig)[0])
     unusual = float(combined(model, sig)[0][0]) if model.unusualness is not None else float("nan")
     return Explanation(text, words, alternatives, model_name, unusual=unusual, why=why, percentiles=pct,

@@ -27,7 +27,8 @@ import sys
 from typing import Iterator, List, Optional, Sequence
 
 from .config import GenerateConfig, TrainConfig, add_arguments, arg_type, check_parsed, given
-from .errors import ConfigError, DataError, Interrupted, LMError
+from .errors import ConfigError, DataError, Interrupted, LMError, clip_message
+from .rules import clip_text
 
 __all__ = ["main", "build_parser"]
 
@@ -40,7 +41,7 @@ class _Usage(Exception):
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:     # one line, not argparse's usage block
-        raise _Usage(f"{self.prog}: {message} (see `{self.prog} --help`)")
+        raise _Usage(clip_message(f"{self.prog}: {message} (see `{self.prog} --help`)"))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -63,7 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
     # Another front-end (torchrun DDP: `train --nproc N`) can add its flags to this parser and branch in
     # _run_train; everything else stays as is.
     p.add_argument("--nproc", type=arg_type(int), default=None, metavar="N",
-                   help="train with N processes (DistributedDataParallel, launched with torchrun)")
+                   help="train with N processes (DistributedDataParallel, launched with torchrun); the options "
+                        "are checked before they start, and a failed run ends in one line saying why")
     p.add_argument("--stream", action=argparse.BooleanOptionalAction, default=None,
                    help="tokenize into a memory-mapped token cache and train from it, so memory stays flat "
                         "[default: on for files of 256 MB or more, and with --nproc or under torchrun]")
@@ -192,6 +194,7 @@ def _run_train(args: argparse.Namespace) -> int:
     if args.nproc is not None and not in_torchrun():   # `--nproc N`: relaunch under torchrun
         if args.init or args.files == ["-"]:
             raise _Usage(f"{PROG} train: --nproc works with files, not --init or stdin")
+        _check_before_launch(args)       # a bad option is one line from here, not one from each rank
         return _launch_train(args)
     if args.files == ["-"]:
         data: object = "\n".join(_read_lines("-", args.encoding))
@@ -299,16 +302,68 @@ def torchrun_quietly(argv: Sequence[str]) -> int:
                     name = signal.Signals(-code).name
                 except ValueError:
                     name = f"signal {-code}"
-                _line(f"{PROG}: error: training process {rank} was killed by {name}"
-                      + (" (out of memory?)" if name == "SIGKILL" else ""))
+                _report("signal", rank, f"training process {rank} was killed by {name}"
+                        + (" (out of memory?)" if name == "SIGKILL" else ""))
         return next((c for c in codes if c > 0), 1)
     except SignalException as exc:   # Ctrl-C (or SIGTERM) reached torchrun with the ranks: they stop together
         return 128 + int(exc.sigval)  # and rank 0 says what became of the model
+    except Exception as exc:         # the launcher itself failed (its rendezvous, a port, a bad setting)
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        _report("launcher", 0, f"torchrun could not start the training processes ({clip_text(first, 200)})")
+        return 1
     return 0
 
 
-def launch(nproc: int, args: Sequence[str]) -> int:
+# Where the ranks and torchrun_quietly leave their one-line errors for the launcher (``train --nproc``),
+# which reads them after every process ended and prints the one that says why the run failed.
+_REPORT_ENV = "LM_MAGICS_RANK_REPORT"
+
+
+def _report(kind: str, rank: object, text: str) -> None:
+    """A rank's (or the launcher's) one-line error: to the launcher's report folder when there is one,
+    else to stderr."""
+    folder = os.environ.get(_REPORT_ENV)
+    if folder and os.path.isdir(folder):
+        try:
+            with open(os.path.join(folder, f"{kind}.{rank}"), "w", encoding="utf-8") as fh:
+                fh.write(text.strip().replace("\n", " "))
+            return
+        except OSError:
+            pass
+    _line(f"{PROG}: error: {text}")
+
+
+def failure_cause(folder: str, code: int) -> str:
+    """Why a ``train --nproc`` run failed, in one sentence, from what its processes left in ``folder``: a
+    rank's own error first (the cause; the others only lost it), then a rank killed by a signal other
+    than torchrun's SIGTERM to the survivors, then a launcher error, then a lost rank, else the exit code."""
+    found: dict = {}
+    try:
+        names = sorted(os.listdir(folder))
+    except OSError:
+        names = []
+    for name in names:
+        kind, _, rank = name.partition(".")
+        try:
+            with open(os.path.join(folder, name), encoding="utf-8") as fh:
+                text = fh.read().strip()
+        except OSError:
+            continue
+        if text:
+            found.setdefault(kind, []).append((int(rank) if rank.isdigit() else 0, text))
+    signals = sorted(found.get("signal", []), key=lambda rt: ("SIGTERM" in rt[1], rt[0]))
+    for kind, items in (("error", sorted(found.get("error", []))), ("signal", signals),
+                        ("launcher", found.get("launcher", [])), ("lost", sorted(found.get("lost", [])))):
+        if items:
+            return items[0][1]
+    return f"a training process failed (torchrun exit code {code})"
+
+
+def launch(nproc: int, args: Sequence[str], report: Optional[str] = None) -> int:
     """Run ``lm_magics <args>`` under torchrun with nproc processes; returns torchrun's exit code.
+
+    ``report``: a folder where the processes leave their one-line errors instead of printing them
+    (see ``failure_cause``).
 
     A Ctrl-C reaches every process of the terminal's group: the ranks agree to stop after the same step
     and rank 0 writes what the rule for interrupted runs says, so the launcher waits for them instead of
@@ -316,7 +371,8 @@ def launch(nproc: int, args: Sequence[str]) -> int:
     """
     import subprocess
 
-    proc = subprocess.Popen(torchrun_command(nproc, args))
+    env = dict(os.environ, **({_REPORT_ENV: report} if report else {}))
+    proc = subprocess.Popen(torchrun_command(nproc, args), env=env)
     try:
         return proc.wait()
     except KeyboardInterrupt:
@@ -338,13 +394,29 @@ def _train_options(args: argparse.Namespace) -> dict:
     return {"budget": None, **given(args, TrainConfig)}
 
 
+def _check_before_launch(args: argparse.Namespace) -> None:
+    """What one process would refuse at once (a bad option value, a kind that counts in one process) is
+    refused here, before torchrun starts N processes that would each say it."""
+    options = {k: v for k, v in _train_options(args).items() if k != "budget"}
+    cfg = TrainConfig(**options)
+    if getattr(cfg, "kind", None) == "ngram":
+        raise ConfigError("An n-gram model counts in one process (a million tokens take seconds); drop --nproc.")
+
+
 def _launch_train(args: argparse.Namespace) -> int:
-    """``train --nproc N``: run the ranks under torchrun and end a failed run with one line saying what
-    became of the model file (only rank 0 writes it, atomically, after every rank finished)."""
-    import os
+    """``train --nproc N``: run the ranks under torchrun and end a failed run with ONE line: why it failed
+    (the first rank's own error, or the rank that was killed) and what became of the model file (only
+    rank 0 writes it, atomically, after every rank finished)."""
+    import shutil
+    import tempfile
 
     before = os.stat(args.output) if os.path.exists(args.output) else None
-    code = launch(args.nproc, torchrun_args(args))
+    folder = tempfile.mkdtemp(prefix="lm_magics_ranks_")
+    try:
+        code = launch(args.nproc, torchrun_args(args), report=folder)
+        cause = failure_cause(folder, code)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
     if code in (0, 128 + signal.SIGINT, 128 + signal.SIGTERM):
         return code        # finished, or stopped by Ctrl-C / SIGTERM: rank 0 has said what it kept
     after = os.stat(args.output) if os.path.exists(args.output) else None
@@ -353,8 +425,8 @@ def _launch_train(args: argparse.Namespace) -> int:
         kept = f"'{args.output}' was left as it was"
     else:
         kept = f"no model was written to '{args.output}'" if after is None else f"'{args.output}' was written"
-    print(f"{PROG}: error: a training process failed (torchrun exit code {code}; its error is above), so the "
-          f"run stopped; {kept}. Fix the cause and run again.", file=sys.stderr)
+    cause = cause.rstrip().rstrip(".")
+    _line(f"{PROG}: error: {cause}; the run stopped and {kept}.")
     return 1
 
 
@@ -392,8 +464,8 @@ def _train_as_rank(args: argparse.Namespace, data) -> int:
         if progress is not None:
             progress.close(model.report.stop_reason if model.report else "")
     except dist.DistError as exc:         # another rank died mid-collective: say so in one line
-        _line(f"{PROG}: error: [rank {rank}] lost another training process ({str(exc).splitlines()[0][:200]}); "
-              f"nothing was saved.")
+        _report("lost", rank, f"training process {rank} lost another training process "
+                              f"({clip_text((str(exc).splitlines() or [''])[0], 200)}); nothing was saved")
         return 1
     finally:
         if progress is not None:
@@ -488,9 +560,17 @@ def _run_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _in_rank() -> bool:
+    return bool(os.environ.get(_REPORT_ENV)) and "RANK" in os.environ and "LOCAL_RANK" in os.environ
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run the command line; returns the exit code (0 ok, 1 LMError, 2 usage, 130 interrupted)."""
-    parser = build_parser()
+    try:
+        parser = build_parser()
+    except KeyboardInterrupt:            # a Ctrl-C while the options are being set up: nothing was done yet
+        _line(f"{PROG}: interrupted while starting; nothing was done")
+        return 130
     if sys.stdout is None:               # started with descriptor 1 closed (`lm-magics ... >&-`)
         print(f"{PROG}: error: stdout is closed; send the output to a terminal, a file or a pipe.",
               file=sys.stderr)
@@ -508,7 +588,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except SystemExit as exc:            # --help / --version
         return int(exc.code or 0) if not isinstance(exc.code, str) else 2
     except (LMError, FloatingPointError) as exc:   # FloatingPointError: training diverged (lr too high)
-        _line(f"{PROG}: error: {exc}")
+        if _in_rank():
+            _report("error", os.environ.get("RANK", "0"), str(exc))   # the launcher prints one line
+        else:
+            _line(f"{PROG}: error: {exc}")
         return 1
     except KeyboardInterrupt as exc:     # Interrupted says what was kept; a bare Ctrl-C says nothing
         _line(f"{PROG}: {exc or 'interrupted'}")

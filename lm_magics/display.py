@@ -16,6 +16,10 @@ import numpy as np
 
 from .formatting import num_text, pairs_text, prob_text, token_text
 from .frames import ref_text
+from .rules import MAX_ROWS, clip_rows, clip_text, more_note
+
+# Words of one text a display shows (shaded or listed); a longer text's other words are counted.
+MAX_WORDS = 400
 
 __all__ = ["Completions", "Generation", "TrainSummary", "ScoredRow", "ScoreReport", "model_text", "model_html",
            "sparkline_svg", "shade_words", "histogram_svg", "Explanation", "GroupComparison", "DataOverview",
@@ -104,15 +108,17 @@ class Completions:
         return self.pairs[i]
 
     def __repr__(self) -> str:
-        head = f"Next words after {self.prefix!r}" + (f" ({self.model_name})" if self.model_name else "") + ":"
+        head = (f"Next words after {clip_text(self.prefix, 200)}" + (f" ({clip_text(self.model_name, 60)[1:-1]})"
+                if self.model_name else "") + ":")
         if not self.pairs:
             return head + "\n  (no candidates)"
-        shown = [token_text(w) for w in self.words]
+        pairs, more = clip_rows(self.pairs)
+        shown = [clip_text(token_text(w), 60)[1:-1] if len(token_text(w)) > 60 else token_text(w) for w, _ in pairs]
         width = max(len(w) for w in shown)
         top = max(self.probs) or 1.0
         lines = [f"  {i + 1:>2}. {w:<{width}}  {prob_text(p, 1):>6}  {'█' * max(1, round(20 * p / top))}"
-                 for i, (w, p) in enumerate(zip(shown, self.probs))]
-        return "\n".join([head] + lines)
+                 for i, (w, (_, p)) in enumerate(zip(shown, pairs))]
+        return "\n".join([head] + lines + ([f"  {more_note(more, 'words')}"] if more else []))
 
     def _repr_html_(self) -> str:
         top = max(self.probs, default=1.0) or 1.0
@@ -121,8 +127,11 @@ class Completions:
             f"<td style='padding:1px 8px;font-weight:600'>{_e(token_text(w))}</td>"
             f"<td style='padding:1px 6px;text-align:right'>{_e(prob_text(p, 1))}</td>"
             f"<td style='padding:1px 6px'><div style='background:{_BAR};height:10px;width:{max(2, round(160 * p / top))}px'>"
-            f"</div></td></tr>" for i, (w, p) in enumerate(self.pairs))
-        cap = f"Next words after <code>{_e(self.prefix)}</code>" + (f" · {_e(self.model_name)}" if self.model_name else "")
+            f"</div></td></tr>" for i, (w, p) in enumerate(clip_rows(self.pairs)[0]))
+        more = more_note(clip_rows(self.pairs)[1], "words")
+        rows += f"<tr><td colspan='4' style='color:#888'>{more}</td></tr>" if more else ""
+        cap = (f"Next words after <code>{_e(clip_text(self.prefix, 200)[1:-1])}</code>"
+               + (f" · {_e(clip_text(self.model_name, 60)[1:-1])}" if self.model_name else ""))
         return (f"<table class='lm-completions' style='{_CSS}'><caption style='text-align:left'>{cap}</caption>"
                 f"{rows}</table>")
 
@@ -206,11 +215,14 @@ def _provenance_text(p: dict) -> str:
     if p.get("cell"):
         parts.append("a notebook cell")
     if p.get("dataframe"):
-        parts.append(f"DataFrame {p['dataframe']}[{p.get('column')!r}]" + (f" where {p['where']}" if p.get("where") else ""))
-    for f in p.get("files") or []:
+        parts.append(f"DataFrame {p['dataframe']}[{p.get('column')!r}]"
+                     + (f" where {clip_text(str(p['where']), 200)[1:-1]}" if p.get("where") else ""))
+    listed, more = clip_rows(p.get("files") or [], 5)       # a summary names a few files and counts the rest
+    for f in listed:
         parts.append(f"{f['path']} ({f['bytes']:,} bytes, modified {f['mtime']})")
-    if p.get("files_not_listed"):
-        parts.append(f"and {p['files_not_listed']:,} more files")
+    more += int(p.get("files_not_listed") or 0)
+    if more:
+        parts.append(more_note(more, "files"))
     if not parts and p.get("source"):
         parts.append(str(p["source"]))
     c = p.get("continued_from")
@@ -434,9 +446,10 @@ class ScoreReport:
         lines += [self._side_line()] if self._side_line() else []
         lines += [f"note: {n}" for n in self.notes]
         for title, rows in zip(self._titles(), (self.top, self.bottom)):
+            rows, more = clip_rows(rows)
             if not rows:
                 continue
-            lines.append(f"{title}:")
+            lines.append(f"{title}:" + (f" {more_note(more)}" if more else ""))
             width = max(len(str(r.index)) for r in rows)
             for r in rows:
                 text = " ".join(r.text.split())
@@ -459,8 +472,10 @@ class ScoreReport:
                  "<div style='display:flex;gap:24px;align-items:flex-start;flex-wrap:wrap'>"]
         cell = "padding:2px 6px;text-align:right;vertical-align:top"
         for title, rows in zip(self._titles(), (self.top, self.bottom)):
+            rows, more = clip_rows(rows)
             if not rows:
                 continue
+            title += f" {more_note(more)}" if more else ""
             why = title.startswith("Most")
             body = "".join(
                 f"<tr><td style='color:#888;padding:2px 6px;vertical-align:top'>{e(str(r.index))}</td>"
@@ -549,7 +564,7 @@ class Explanation:
     def _headline(self) -> str:
         by = f" under '{self.model_name}'" if self.model_name else ""
         if not self.words:
-            return f"No words to explain in {self.text!r}"
+            return f"No words to explain in {clip_text(self.text, 200)}"
         return (f"{len(self.words)} words{by}: {num_text(self.bits, 2)} bits per word "
                 f"(perplexity {2 ** self.bits:,.1f})")
 
@@ -581,9 +596,13 @@ class Explanation:
     def __repr__(self) -> str:
         lines = [self._headline()]
         if self.words:
-            lines.append("  " + " ".join(f"{w}[{num_text(b)}]" for w, b in self.words))
-        for pos, w, b, alts in self.alternatives:
-            lines.append(f"  word {pos + 1} {w!r} ({num_text(b)} bits); expected: {pairs_text(alts)}")
+            words, more = clip_rows(self.words, MAX_WORDS)
+            lines.append("  " + " ".join(f"{w}[{num_text(b)}]" for w, b in words)
+                         + (f" {more_note(more, 'words')}" if more else ""))
+        alternatives, more = clip_rows(self.alternatives)
+        for pos, w, b, alts in alternatives:
+            lines.append(f"  word {pos + 1} {w!r} ({num_text(b)} bits); expected: {pairs_text(clip_rows(alts)[0])}")
+        lines += [f"  {more_note(more, 'surprising words')}"] if more else []
         lines += [f"  {d}" for d in self._details()]
         return "\n".join(lines)
 
@@ -591,9 +610,11 @@ class Explanation:
         alts = "".join(
             f"<li><b>{_e(w)}</b> <span style='color:#888'>({num_text(b)} bits, word {pos + 1})</span> — expected "
             + (", ".join(f"<code>{_e(token_text(a))}</code> {_e(prob_text(p))}" for a, p in al) or "(none)") + "</li>"
-            for pos, w, b, al in self.alternatives)
+            for pos, w, b, al in clip_rows(self.alternatives)[0])
+        words, more = clip_rows(self.words, MAX_WORDS)
+        more = f" <span style='color:#888'>{more_note(more, 'words')}</span>" if more else ""
         return (f"<div class='lm-explain' style='{_SCORE_CSS}'><div><b>{_e(self._headline())}</b></div>"
-                f"<div style='margin:4px 0;line-height:1.7'>{shade_words(self.words)}</div>"
+                f"<div style='margin:4px 0;line-height:1.7'>{shade_words(words)}{more}</div>"
                 + (f"<div>At the most surprising words the model expected:</div><ul style='margin:2px 0'>"
                    f"{alts}</ul>" if alts else "")
                 + "".join(f"<div class='lm-why' style='color:#555'>{_e(d)}</div>" for d in self._details())
@@ -667,7 +688,7 @@ class GroupComparison:
     def _notes(self) -> List[str]:
         notes = []
         if self.too_small:
-            listed = ", ".join(f"{g!s} ({n})" for g, n in list(self.too_small.items())[:8])
+            listed = ", ".join(f"{_cell(g)} ({n})" for g, n in list(self.too_small.items())[:8])
             more = f", ... ({len(self.too_small)} in all)" if len(self.too_small) > 8 else ""
             notes.append(f"too small to compare (under {self.min_rows} rows): {listed}{more}")
         if self.skipped:
@@ -676,30 +697,39 @@ class GroupComparison:
 
     def __repr__(self) -> str:
         lines = [self._headline()]
-        if len(self.table):
-            width = max(len(str(g)) for g in self.table.index)
-            for g, r in self.table.iterrows():
+        table, more = self._shown()
+        if len(table):
+            width = min(60, max(len(str(g)) for g in table.index))
+            for g, r in table.iterrows():
                 base = f" (n-gram {num_text(r['ngram_excess_bits'], 2, sign=True, width=6)})" if self.has_baseline else ""
-                lines.append(f"  {str(g):<{width}}  {int(r['rows']):>6,} rows  {num_text(r['bits'], 2, width=6)} bits  "
+                lines.append(f"  {_cell(g):<{width}}  {int(r['rows']):>6,} rows  {num_text(r['bits'], 2, width=6)} bits  "
                              f"{num_text(r['excess_bits'], 2, sign=True, width=6)} vs rest{base}  "
-                             f"{', '.join(r['words'])}")
+                             f"{_words(r['words'])}")
+        lines += [f"  {more_note(more, 'groups')}"] if more else []
         lines += [f"  {self._baseline_line()}"] if self.has_baseline else []
         lines += [f"  note: {n}" for n in self._notes()]
         return "\n".join(lines)
 
+    def _shown(self) -> Tuple[Any, int]:
+        """The groups a display shows (the most unusual MAX_ROWS) and how many more there are."""
+        more = max(0, len(self.table) - MAX_ROWS)
+        return (self.table.iloc[:MAX_ROWS] if more else self.table), more
+
     def _repr_html_(self) -> str:
+        table, more = self._shown()
         body = "".join(
-            f"<tr><td style='padding:2px 8px'><b>{_e(g)}</b></td><td style='padding:2px 8px;text-align:right'>"
+            f"<tr><td style='padding:2px 8px'><b>{_e(_cell(g))}</b></td><td style='padding:2px 8px;text-align:right'>"
             f"{int(r['rows']):,}</td><td style='padding:2px 8px;text-align:right'>{num_text(r['bits'], 2)}</td>"
             f"<td style='padding:2px 8px;text-align:right'>{num_text(r['excess_bits'], 2, sign=True)}</td>"
             + (f"<td style='padding:2px 8px;text-align:right;color:#666'>{num_text(r['ngram_excess_bits'], 2, sign=True)}</td>"
                if self.has_baseline else "")
-            + f"<td style='padding:2px 8px'>{_e(', '.join(r['words']))}</td></tr>" for g, r in self.table.iterrows())
+            + f"<td style='padding:2px 8px'>{_e(_words(r['words']))}</td></tr>" for g, r in table.iterrows())
+        body += f"<tr><td colspan='6' style='color:#888;padding:2px 8px'>{more_note(more, 'groups')}</td></tr>" if more else ""
         heads = [("group", "left"), ("rows", "right"), ("bits/word", "right"), ("vs rest", "right")]
         heads += [("n-gram vs rest", "right")] if self.has_baseline else []
         head = "".join(f"<th style='padding:2px 8px;text-align:{a}'>{h}</th>" for h, a in
                        heads + [("characteristic words", "left")])
-        chart = bars_svg([str(g) for g in self.table.index], self.table["excess_bits"].tolist(),
+        chart = bars_svg([_cell(g) for g in table.index], table["excess_bits"].tolist(),
                          label="bits per word above the rest")
         notes = "".join(f"<div style='color:#777;font-size:12px'>{_e(n)}</div>"
                         for n in ([self._baseline_line()] if self.has_baseline else []) + self._notes())
@@ -707,6 +737,18 @@ class GroupComparison:
                 f"<div style='display:flex;gap:16px;align-items:flex-start;flex-wrap:wrap'>"
                 f"<table class='lm-compare-table' style='border-collapse:collapse'><tr>{head}</tr>{body}</table>"
                 f"{chart}</div>{notes}</div>")
+
+
+def _cell(value: Any) -> str:
+    """A value in a table cell: its text, cut to 60 characters."""
+    text = str(value)
+    return text if len(text) <= 60 else text[:59] + "…"
+
+
+def _words(words: Sequence[str]) -> str:
+    """A group's characteristic words, at most 20 of them."""
+    shown, more = clip_rows(words, 20)
+    return ", ".join(_cell(w) for w in shown) + (f" {more_note(more)}" if more else "")
 
 
 # ------------------------------------------------------------------------------------------ data overview
@@ -722,10 +764,17 @@ class DataOverview:
     def _of(self, role: str) -> List[dict]:
         return [d for d in self.entries if "missing" in d and d.get("role", "text") == role]
 
+    def _more(self) -> int:
+        return max(0, len(self._all_cells()) - MAX_ROWS)
+
     def _cells(self) -> List[Tuple[str, str, str, str, str]]:
+        """The rows the table shows (MAX_ROWS at most; _more() counts the rest)."""
+        return self._all_cells()[:MAX_ROWS]
+
+    def _all_cells(self) -> List[Tuple[str, str, str, str, str]]:
         out = []
         for d in self.entries:
-            name = ref_text(d["var"], d["column"])
+            name = _cell(ref_text(d["var"], d["column"]))
             if "missing" not in d:
                 out.append((name, d["kind"], _fmt_int(d["rows"]), "", "no text columns"))
                 continue
@@ -739,11 +788,14 @@ class DataOverview:
     def _others(self) -> List[Tuple[str, List[Tuple[str, str]]]]:
         """(heading, [(reference, note)]) for the label and the time columns that there are."""
         out = []
-        labels = [(ref_text(d["var"], d["column"]), f"{d['values']:,} value{'' if d['values'] == 1 else 's'}" if "values" in d else "")
+        labels = [(_cell(ref_text(d["var"], d["column"])), f"{d['values']:,} value{'' if d['values'] == 1 else 's'}" if "values" in d else "")
                   for d in self._of("label")]
+        labels, more = clip_rows(labels)
+        labels += [(more_note(more), "")] if more else []
         if labels:
             out.append(("labels (few distinct short values, not text to model)", labels))
-        times = [(ref_text(d["var"], d["column"]), "") for d in self._of("time")]
+        times, more = clip_rows([(_cell(ref_text(d["var"], d["column"])), "") for d in self._of("time")])
+        times += [(more_note(more), "")] if more else []
         if times:
             out.append(("dates and times", times))
         return out
@@ -758,6 +810,7 @@ class DataOverview:
             w = [max(len(r[i]) for r in cells) for i in range(5)]
             lines = ["  ".join(f"{c:{'>' if i in (2, 3) else '<'}{w[i]}}" for i, c in enumerate(r)).rstrip()
                      for r in cells]
+            lines += [more_note(self._more(), "columns")] if self._more() else []
         else:
             lines = ["No text columns."]
         for heading, refs in self._others():
@@ -778,6 +831,8 @@ class DataOverview:
                                             for i, (c, a) in enumerate(zip(r, ("left", "left", "right", "right",
                                                                                "right"))))
                            + "</tr>" for r in self._cells())
+            body += (f"<tr><td colspan='5' style='color:#888'>{more_note(self._more(), 'columns')}</td></tr>"
+                     if self._more() else "")
             table = f"<table class='lm-data' style='border-collapse:collapse'><tr>{head}</tr>{body}</table>"
         others = "".join(
             f"<div class='lm-data-{'labels' if heading.startswith('labels') else 'times'}' style='margin-top:4px'>"

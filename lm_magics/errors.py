@@ -22,12 +22,43 @@ from __future__ import annotations
 
 from typing import List
 
-__all__ = ["LMError", "ConfigError", "TrainingDiverged", "DataError", "ModelNotFoundError", "ModelFileError",
+__all__ = ["clip_message", "MAX_MESSAGE", "LMError", "ConfigError", "TrainingDiverged", "DataError", "ModelNotFoundError", "ModelFileError",
            "ExecutorError", "Interrupted"]
 
 
+# A message quotes what the user gave (a name, a column, a condition, a path); whatever its size, the
+# message stays short: a run of characters without a space longer than MAX_WORD is cut, and a message
+# longer than MAX_MESSAGE keeps its start and its end (where the fix is said).
+MAX_WORD = 200
+MAX_MESSAGE = 1000
+
+
+def clip_message(text: str) -> str:
+    """``text`` with every over-long word cut ("'xxxx…' (100,002 characters)") and its middle left out
+    when it is still longer than MAX_MESSAGE: an error quoting a 1 MB value stays one short line."""
+    if len(text) <= MAX_WORD:
+        return text
+    import re
+
+    def cut(m: "re.Match") -> str:
+        word = m.group(0)
+        return f"{word[:MAX_WORD // 2]}…({len(word):,} characters)"
+
+    text = re.sub(r"\S{%d,}" % (MAX_WORD + 1), cut, text)
+    if len(text) > MAX_MESSAGE:
+        left = len(text) - (MAX_MESSAGE - 400) - 300
+        text = f"{text[:MAX_MESSAGE - 400]} …({left:,} characters not shown)… {text[-300:]}"
+    return text
+
+
 class LMError(Exception):
-    """Base class of every user-facing lm_magics error."""
+    """Base class of every user-facing lm_magics error. Its message is kept short (``clip_message``)
+    however long the values it quotes."""
+
+    def __init__(self, *args: object) -> None:
+        if len(args) == 1 and isinstance(args[0], str):
+            args = (clip_message(args[0]),)
+        super().__init__(*args)
 
 
 class ConfigError(LMError, ValueError):

@@ -95,6 +95,9 @@ def select_rows(data: Any, where: str, user_ns: Mapping[str, Any], data_name: st
                             f"the mask from the same data (e.g. `{where} = df['label'] == 'ham'`).")
         keep = _bool_mask(mask, data, f"--where {where}: the variable '{where}' holds",
                           f"build a boolean mask like `{where} = df['label'] == 'ham'`", data_name)
+    elif re.search(r"__\w*__", where):
+        raise DataError(f"--where {where!r} reaches into Python internals (a __name__); a condition may use "
+                        f"the columns, their methods and plain values such as \"label == 'ham'\".")
     elif not is_dataframe(data):
         raise DataError(f"--where {where!r} is an expression, which needs a DataFrame; {data_name} is a "
                         f"{type(data).__name__}. Pass a boolean mask variable instead.")
@@ -112,7 +115,9 @@ def select_rows(data: Any, where: str, user_ns: Mapping[str, Any], data_name: st
                 values = data.eval(where, local_dict=plain_values(user_ns), global_dict={})
         except Exception as exc:  # pandas raises many kinds (SyntaxError, UndefinedVariableError, TypeError...)
             msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise DataError(f"Cannot filter {data_name} with --where {where!r}: {msg}. Columns: "
+            how = (" (a polars DataFrame takes a SQL condition, e.g. \"label = 'ham'\" or \"length(text) > 3\")"
+                   if _is_polars(data) else "")
+            raise DataError(f"Cannot filter {data_name} with --where {where!r}: {msg}{how}. Columns: "
                             f"{_listing(list(data.columns))}.") from None
         keep = _bool_mask(values, data, f"--where {where!r} gives",
                           "write a condition that is True or False for each row, such as \"label == 'ham'\"",
@@ -222,6 +227,8 @@ def column_of(df: Any, column: Any, df_name: str = "the DataFrame") -> Any:
         hash(column)
     except TypeError:
         raise DataError(f"A column is named by one label (str or int), got a {type(column).__name__}.") from None
+    if isinstance(column, str) and not column.strip() and column not in cols:
+        raise DataError(f"A column name cannot be empty; give one of {_listing(cols)}.")
     label = column
     if not any(_same(c, column) for c in cols) and isinstance(column, str):
         spelled = [c for c in cols if not isinstance(c, str) and str(c) == column.strip()]

@@ -33,12 +33,12 @@ from . import analysis, api
 from .config import GenerateConfig, TrainConfig, add_arguments, check_parsed, given
 from .display import Completions, Generation, TrainSummary, interrupted_text
 from .display import escape as _e, ppl_text as _fmt_ppl
-from .errors import ConfigError, DataError, Interrupted, LMError
+from .errors import ConfigError, DataError, Interrupted, LMError, clip_message
 from .engine.data import files
 from .frames import column_of, is_dataframe, is_spark_dataframe, lookup, text_rows
 from .progress import INTERIM, WorkProgress, accepts, measure_scoring
 from .registry import ModelRegistry, Placement, get_registry, register_run
-from .rules import check_name
+from .rules import MAX_ROWS, check_name, clip_rows, more_note
 
 __all__ = ["LMMagics", "ModelTable", "load_ipython_extension", "unload_ipython_extension"]
 
@@ -63,6 +63,11 @@ def _user_errors(method: Callable) -> Callable:
             if not self.short_errors:
                 raise
             raise UsageError(str(exc)) from None
+        except UsageError as exc:     # argparse's own ("unrecognized arguments: ..."): short whatever was typed
+            text = clip_message(str(exc))
+            if text == str(exc):
+                raise
+            raise UsageError(text) from None
     return wrapper
 
 
@@ -187,7 +192,12 @@ class ModelTable:
         self.default = registry.default
         self.rows: List[Tuple[str, int, int, Optional[float]]] = []
         self.interim: List[str] = []      # names answered by an n-gram while their LSTM trains (the monitor's)
-        for name in registry.names():
+        names = registry.names()
+        # What is shown is bounded: the default model and the first MAX_ROWS others; the rest are counted.
+        shown = ([self.default] if self.default in names else []) + [n for n in names if n != self.default]
+        where = {n: i for i, n in enumerate(names)}
+        shown, self.more = sorted(shown[:MAX_ROWS], key=where.__getitem__), max(0, len(names) - MAX_ROWS)
+        for name in shown:
             model = registry.get(name)
             info = model.info
             ppl = info["val_ppl"]
@@ -199,8 +209,8 @@ class ModelTable:
 
     @property
     def _caption(self) -> str:
-        more = "".join(f"; '{n}' is its n-gram baseline until its LSTM is done" for n in self.interim)
-        return f"* = default model{more}"
+        more = "".join(f"; '{n}' is its n-gram baseline until its LSTM is done" for n in self.interim[:5])
+        return f"* = default model{more}" + (f"; {more_note(self.more, 'models')}" if self.more else "")
 
     @property
     def names(self) -> List[str]:
@@ -210,8 +220,8 @@ class ModelTable:
         return len(self.rows)
 
     def _cells(self) -> List[Tuple[str, str, str, str, str]]:
-        return [("*" if n == self.default else "", n, f"{v:,}", f"{p:,}", _fmt_ppl(ppl))
-                for n, v, p, ppl in self.rows]
+        return [("*" if n == self.default else "", n if len(n) <= 60 else n[:59] + "…", f"{v:,}", f"{p:,}",
+                 _fmt_ppl(ppl)) for n, v, p, ppl in self.rows]
 
     def __repr__(self) -> str:
         if not self.rows:
@@ -386,6 +396,9 @@ class LMMagics(Magics):
         has_text = cell is not None and not _is_comments(cell)
         if args.df and args.file:
             raise DataError("Give either --df or --file, not both.")
+        if args.where is not None and not args.where.strip():
+            raise DataError("--where is empty; give a condition such as \"label == 'ham'\" or a boolean mask "
+                            "variable, or leave --where out.")
         if (args.column or args.where) and not args.df:
             raise DataError(f"--{'column' if args.column else 'where'} needs --df VAR (the DataFrame to read).")
         if args.sample is not None and not args.df:
@@ -420,9 +433,10 @@ class LMMagics(Magics):
         """Completions after the words the model most expects at the start of a row."""
         if self.sample_words <= 0:
             return []
-        starts = [w for w, _ in model.next_words("", k=4 * self.sample_words) if any(c.isalnum() for c in w)]
+        n = min(self.sample_words, MAX_ROWS)     # a summary shows a bounded number of samples
+        starts = [w for w, _ in model.next_words("", k=4 * n) if any(c.isalnum() for c in w)]
         # include_special: a model that expects the line to end says so ("⏎ (end of line) 93%").
-        return [(w, model.next_words(w, k=3, include_special=True)) for w in starts[:self.sample_words]]
+        return [(w, model.next_words(w, k=3, include_special=True)) for w in starts[:n]]
 
     # ----------------------------------------------------------------------------------------- using
 
@@ -567,6 +581,8 @@ class LMMagics(Magics):
         args = self._parse(self.lm_score, line)
         self._store(args.output, None)
         df = lookup(self._ns(), args.df)
+        if args.into_frame is not None:     # a name a user gives: the rule for names, whatever the frame
+            check_name(args.into_frame, "--into-frame variable", variable=True, example="--into-frame scored")
         if is_spark_dataframe(df):
             return self._score_spark(args, df)
         if args.into_frame is not None:
@@ -591,9 +607,8 @@ class LMMagics(Magics):
         only once every action has succeeded; the report holds only the rows it shows."""
         from .spark import score_report
 
-        target = args.into_frame or args.df
-        if not target.isidentifier():
-            raise ConfigError(f"--into-frame needs a variable name, got {target!r}.")
+        target = args.into_frame if args.into_frame is not None else args.df
+        check_name(target, "--into-frame variable", variable=True, example="--into-frame scored")
         if args.baseline or args.label is not None or args.positive is not None:
             raise ConfigError("--baseline, --label and --positive are for pandas frames; score a Spark DataFrame "
                               "without them (or score sdf.limit(N).toPandas() with them).")
@@ -643,8 +658,9 @@ class LMMagics(Magics):
         """Remove a model from the session (its files are not touched)."""
         args = self._parse(self.lm_drop, line)
         self.registry.drop(args.name)
-        left = self.registry.names()
-        print(f"Dropped '{args.name}'. Models left: {', '.join(left) if left else 'none'}.")
+        left, more = clip_rows(self.registry.names(), 10)
+        print(f"Dropped '{args.name}'. Models left: {', '.join(left) if left else 'none'}"
+              f"{' ' + more_note(more) if more else ''}.")
 
     # ----------------------------------------------------------------------------------------- exploring
 

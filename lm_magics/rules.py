@@ -16,9 +16,10 @@ import builtins
 import keyword
 from typing import Any
 
-from .errors import ConfigError
+from .errors import MAX_MESSAGE, ConfigError, clip_message
 
-__all__ = ["RESERVED_NAMES", "BUILTIN_NAMES", "check_name", "clip_text", "MAX_ECHO"]
+__all__ = ["RESERVED_NAMES", "BUILTIN_NAMES", "check_name", "clip_text", "clip_message", "clip_rows",
+           "more_note", "MAX_ECHO", "MAX_ROWS", "MAX_MESSAGE", "MAX_CHAT_ECHO"]
 
 # Names IPython and Python rely on in a user's namespace: overwriting one breaks the session (``In`` and
 # ``Out`` hold the history, ``get_ipython`` is how extensions find the shell, ``exit``/``quit`` end it).
@@ -28,6 +29,19 @@ RESERVED_NAMES = frozenset({"In", "Out", "get_ipython", "exit", "quit", "_", "__
 BUILTIN_NAMES = frozenset(n for n in dir(builtins) if not n.startswith("_"))
 
 MAX_ECHO = 80      # characters of a user's value shown back in a message
+MAX_ROWS = 50      # rows (models, groups, columns, scored rows, completions) a table shows; the rest are counted
+MAX_CHAT_ECHO = 2000   # characters of a user's chat message shown back in the conversation
+
+
+def clip_rows(items: Any, limit: int = MAX_ROWS) -> "tuple[list, int]":
+    """(the first ``limit`` items, how many more there are): what a table shows of a list of any length."""
+    items = list(items)
+    return items[:limit], max(0, len(items) - limit)
+
+
+def more_note(more: int, what: str = "") -> str:
+    """'(12,345 more not shown)' ('' for none): the line a clipped table ends with."""
+    return f"({more:,} more{' ' + what if what else ''} not shown)" if more > 0 else ""
 
 
 def clip_text(value: Any, limit: int = MAX_ECHO) -> str:

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any, Dict, Iterator, List, Optional, Tuple
 
 from .errors import ConfigError, DataError, ExecutorError, LMError, ModelFileError
 from .frames import is_spark_dataframe
+from .rules import MAX_ROWS
 
 if TYPE_CHECKING:
     from .api import LanguageModel
@@ -277,8 +278,9 @@ def score_report(sdf: Any, column: str, model: "LanguageModel", *, into: Optiona
             # Ranked by the unusualness, as the pandas path ranks by default.
             pick = [F.col(column), F.col(ppl_col), F.col(bits_col), F.col(unusual_col)]
             rank = F.col(unusual_col)
-            most = finite.orderBy(rank.desc()).select(*pick).limit(top).collect() if top else []
-            least = finite.orderBy(rank.asc()).select(*pick).limit(top).collect() if top else []
+            shown = min(top, MAX_ROWS)        # a report holds what it shows; every score is in the frame
+            most = finite.orderBy(rank.desc()).select(*pick).limit(shown).collect() if top else []
+            least = finite.orderBy(rank.asc()).select(*pick).limit(shown).collect() if top else []
     except BaseException:
         scored.unpersist()
         raise

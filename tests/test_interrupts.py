@@ -330,3 +330,45 @@ def test_cli_max_time_is_a_planned_end(tmp_path, tiny_text, existing, capsys):
     rc, _ = run_cli(tmp_path, tiny_text, path, capsys, "--epochs", "50", "--max-time", "1e-9")
     assert rc == 0 and path.read_bytes() != old_bytes and not lm.load(path).meta["interrupted"]
     assert not (tmp_path / "existing.interrupted.lm").exists()
+
+
+# ------------------------------------------------------------------- a Ctrl-C while the command starts
+
+def test_cli_ctrl_c_while_setting_up_the_options_is_one_line(monkeypatch, capsys):
+    from lm_magics import cli
+
+    def interrupted():
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "build_parser", interrupted)
+    assert main(["info", "x.lm"]) == 130
+    err = capsys.readouterr().err
+    assert err == "lm-magics: interrupted while starting; nothing was done\n"
+
+
+@pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="needs /proc to see the imports happen")
+@pytest.mark.parametrize("module", ["libtorch", "lm_magics"])
+def test_cli_real_ctrl_c_while_importing_is_one_line(module, tmp_path):
+    """A real SIGINT once the command's own imports run (torch's libraries mapped, or later): exit 130 and
+    one line, never a traceback. (Before that, Python itself is starting: no code of the package runs.)"""
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHONPATH": str(Path(lm.__file__).resolve().parents[1])}
+    proc = subprocess.Popen([sys.executable, "-m", "lm_magics", "info", str(tmp_path / "none.lm")],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True)
+    deadline = time.monotonic() + 60
+    maps = Path(f"/proc/{proc.pid}/maps")
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            if "libtorch" in maps.read_text():
+                break
+        except OSError:
+            break
+        time.sleep(0.005)
+    if module == "lm_magics":
+        time.sleep(0.3)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err[-2000:]
+    assert proc.returncode in (130, 1), (proc.returncode, err)     # 1: it had finished ("not found")

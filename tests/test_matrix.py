@@ -48,6 +48,11 @@ NAME_TAKERS = {
     "chat /learn as NAME": lambda env, v: env.chat(f"/learn {env.textfile} as {v}"),
     "api registry.set": lambda env, v: env.reg.set(v, env.models["ngram"]),
     "api register_run": lambda env, v: register_run(env.reg, v, env.models["ngram"]),
+    "api start_background_training": lambda env, v: __import__(
+        "lm_magics.widgets.monitor", fromlist=["x"]).start_background_training(registry=env.reg, name=v,
+                                                                               data=env.text, options={}),
+    "%%lm_train --background --name": lambda env, v: env.cell("lm_train", f"--name {q(v)} --kind ngram "
+                                                                          f"--background", env.text),
 }
 # Entry points that store a result in a variable: name -> run(env, value).
 VARIABLE_TAKERS = {
@@ -397,3 +402,262 @@ def test_a_file_named_like_a_pattern_is_read(tmp_path):
     p = tmp_path / "a[1].txt"
     p.write_text("the cat sat\nthe dog ran\n")
     assert lm.files(str(p)).paths() == [p]
+
+
+# ---------------------------------------------------------------------------------------------- output size
+# What an entry point echoes or renders is bounded whatever the input: a table shows at most MAX_ROWS rows
+# and says how many more there are; a message quotes at most a short piece of what was typed.
+
+from lm_magics.rules import MAX_ROWS  # noqa: E402
+
+
+def _frame(n: int):
+    import pandas as pd
+
+    words = ["the cat sat", "the dog ran", "a bird sat on the mat", "my friend walked past the door"]
+    return pd.DataFrame({"text": [words[i % 4] + f" w{i}" for i in range(n)], "g": [f"g{i}" for i in range(n)]})
+
+
+def _rendered(result) -> str:
+    return repr(result) + (getattr(result, "_repr_html_", lambda: "")() or "")
+
+
+# Entry points whose output follows the size of their input: name -> run(env, n) with n the input's size.
+SIZE_TAKERS = {
+    "%lm_score --top": lambda env, n: (env.shell.user_ns.__setitem__("matrix_df", _frame(n)),
+                                       env.line("lm_score", f"--name m_ngram --df matrix_df --column text "
+                                                            f"--top {10**9}"))[1],
+    "%lm_compare (groups)": lambda env, n: (env.shell.user_ns.__setitem__("matrix_df", _frame(n)),
+                                            env.line("lm_compare", "--df matrix_df --column text --by g "
+                                                                   "--min-rows 1 --top-words 1000000"))[1],
+    "api compare_groups (groups)": lambda env, n: lm.compare_groups(_frame(n), "text", by="g", min_rows=1),
+    "%lm_complete -k": lambda env, n: env.line("lm_complete", f"--name {_big_vocab(env)} -k {n} w1"),
+    "api next_words (Completions)": lambda env, n: __import__("lm_magics.display", fromlist=["x"]).Completions(
+        "w1", env.reg.get(_big_vocab(env)).next_words("w1", k=n)),
+    "%lm_explain --top -k": lambda env, n: env.line("lm_explain", f"--name {_big_vocab(env)} --top {n} -k {n} "
+                                                                  + " ".join(f"w{i}" for i in range(0, n, 2))),
+    "api explain (words)": lambda env, n: lm.explain(env.models["ngram"], "the cat sat " * (4 * n), top=n, k=n),
+    "%lm_models (models)": lambda env, n: _with_models(env, n, lambda: env.line("lm_models", "")),
+    "chat /models (models)": lambda env, n: _with_models(env, n, lambda: env.chat_answer("/models")),
+    "chat /data (columns)": lambda env, n: (env.shell.user_ns.__setitem__(
+        "matrix_wide", __import__("pandas").DataFrame({f"c{i}": ["the cat sat"] * 3 for i in range(n)})),
+        env.chat_answer("/data"))[1],
+    "chat /unusual top": lambda env, n: (env.shell.user_ns.__setitem__("matrix_df", _frame(n)),
+                                         env.chat_answer(f"/unusual matrix_df.text with m_ngram top {10**9}"))[1],
+    "chat message echo": lambda env, n: env.chat_answer("the cat " * (n * 100), role="user"),
+    "model trained on files (summary)": lambda env, n: _trained_on_files(env, n),
+}
+
+
+def _trained_on_files(env, n):
+    folder = os.path.join(os.path.dirname(env.textfile), f"files_{n}")
+    os.makedirs(folder, exist_ok=True)
+    for i in range(n):
+        with open(os.path.join(folder, f"f{i}.txt"), "w") as fh:
+            fh.write(f"the cat sat on the mat {i}\n")
+    model = lm.train(lm.files(os.path.join(folder, "*.txt")), kind="ngram")
+    return __import__("lm_magics.display", fromlist=["x"]).TrainSummary("files", model)
+
+
+def _big_vocab(env) -> str:
+    """A model with more words than a table shows (an n-gram: trained in a moment)."""
+    if "m_bigvocab" not in env.reg:
+        words = [f"w{i}" for i in range(10 * MAX_ROWS)]
+        env.reg.set("m_bigvocab", lm.train("\n".join(" ".join(words[i:i + 7]) for i in range(len(words))),
+                                           kind="ngram"), make_default=False)
+    return "m_bigvocab"
+
+
+def _with_models(env, n, run):
+    names = [f"many_{i}" for i in range(n)]
+    for name in names:
+        env.reg.set(name, env.models["ngram"], make_default=False)
+    try:
+        return run()
+    finally:
+        for name in names:
+            env.reg.drop(name)
+
+
+def _chat_answer(self, text, role="system"):
+    n = len(self.chat_widget.messages)
+    self.chat_widget.send(text)
+    out = [m["text"] for m in self.chat_widget.messages[n:] if m["role"] in (role, "error")]
+    assert out, self.chat_widget.messages[n:]
+    return "\n".join(out)
+
+
+Env.chat_answer = _chat_answer
+
+
+@pytest.mark.parametrize("taker", list(SIZE_TAKERS))
+def test_what_is_rendered_stays_bounded_whatever_the_input(env, taker):
+    small = _rendered(SIZE_TAKERS[taker](env, 2 * MAX_ROWS))
+    large = _rendered(SIZE_TAKERS[taker](env, 8 * MAX_ROWS))
+    assert "not shown" in large, large[-500:]
+    # Four times the input, not four times the output (the counts in the text grow by a digit or so).
+    assert len(large) < 1.3 * len(small) + 500, (len(small), len(large))
+
+
+# Entry points that quote a value the user typed in their one-line refusal: run(env, value).
+QUOTERS = {
+    **ECHOERS,
+    "%lm_score --column": lambda env, v: (env.shell.user_ns.__setitem__("matrix_df", _frame(10)),
+                                          env.line("lm_score", f"--name m_ngram --df matrix_df --column {q(v)}"))[1],
+    "%lm_score --df": lambda env, v: env.line("lm_score", f"--name m_ngram --column text --df {q(v)}"),
+    "%lm_compare --by": lambda env, v: (env.shell.user_ns.__setitem__("matrix_df", _frame(10)),
+                                        env.line("lm_compare", f"--df matrix_df --column text --by {q(v)}"))[1],
+    "%lm_compare unknown option": lambda env, v: env.line("lm_compare", f"--df matrix_df --column text --by g "
+                                                                        f"--where {q(v)}"),
+    "%%lm_train --where": lambda env, v: (env.shell.user_ns.__setitem__("matrix_df", _frame(10)),
+                                          env.line("lm_train", f"--name m_q --kind ngram --df matrix_df "
+                                                               f"--column text --where {q(v + ' > 1')}"))[1],
+    "%%lm_train --device": lambda env, v: env.cell("lm_train", f"--name m_q --device {q(v)}", env.text),
+    "chat /unusual COLUMN": lambda env, v: env.chat(f"/unusual matrix_df.{v}"),
+    "api compare_groups by": lambda env, v: lm.compare_groups(_frame(10), "text", by=v),
+    "api load": lambda env, v: lm.load(v + ".lm"),
+    "cli info": lambda env, v: env.cli("info", v + ".lm"),
+}
+
+
+@pytest.mark.parametrize("taker", list(QUOTERS))
+def test_a_refusal_quotes_a_huge_value_in_a_short_line(env, taker, capsys):
+    n = 3_000 if taker.startswith("%") else 100_000      # a magic's line: see the test of ECHOERS above
+    msg = one_line_refusal(lambda: QUOTERS[taker](env, "x" * n), capsys=capsys)
+    assert len(msg) < 1_200, len(msg)
+
+
+@pytest.mark.parametrize("argv", [["info", "m.lm", "--" + "x" * 100_000], ["x" * 100_000],
+                                  ["generate", "m.lm", "--temperature", "x" * 100_000]])
+def test_a_cli_usage_mistake_quotes_a_huge_value_in_a_short_line(argv, capsys):
+    assert main(argv) in (1, 2)
+    err = capsys.readouterr().err.strip()
+    assert err and "\n" not in err and len(err) < 1_200, len(err)
+
+
+# ---------------------------------------------------------------------------------------------- degenerate values
+# Empty where something is needed, a target that is also the input: one line, nothing changed.
+
+DEGENERATE = {
+    "empty --column (%lm_score)": lambda env: env.line("lm_score", "--name m_ngram --df matrix_df --column ''"),
+    "empty --column (%lm_compare)": lambda env: env.line("lm_compare", "--df matrix_df --column '' --by g"),
+    "empty --by (%lm_compare)": lambda env: env.line("lm_compare", "--df matrix_df --column text --by ''"),
+    "empty --column (%lm_train)": lambda env: env.line("lm_train", "--name m_q --kind ngram --df matrix_df "
+                                                                   "--column ''"),
+    "empty --into": lambda env: env.line("lm_score", "--name m_ngram --df matrix_df --column text --into ''"),
+    "--into is the text column": lambda env: env.line("lm_score", "--name m_ngram --df matrix_df --column text "
+                                                                  "--into text"),
+    "--by is the text column": lambda env: env.line("lm_compare", "--df matrix_df --column text --by text"),
+    "a score column is the label column": lambda env: env.line("lm_score", "--name m_ngram --df matrix_df "
+                                                                           "--column text --label g --into g "
+                                                                           "--overwrite"),
+
+    "empty --where": lambda env: env.line("lm_train", "--name m_q --kind ngram --df matrix_df --column text "
+                                                      "--where ''"),
+    "empty text to explain": lambda env: env.line("lm_explain", "--name m_ngram"),
+    "empty text to explain (api)": lambda env: lm.explain(env.models["ngram"], "   "),
+    "empty text to explain (chat)": lambda env: env.chat("/explain"),
+    "empty column (api compare_groups)": lambda env: lm.compare_groups(_frame(10), "", by="g"),
+    "empty group (api compare_groups)": lambda env: lm.compare_groups(_frame(10), "text", by=""),
+    "empty file name (cli train)": lambda env: env.cli("train", "", "-o", env.out, "--quiet"),
+    "empty file name (cli score)": lambda env: env.cli("score", env.files["ngram"], ""),
+    "empty file name (api files)": lambda env: lm.files(""),
+    "empty file name (%%lm_train --file)": lambda env: env.line("lm_train", "--name m_q --kind ngram --file ''"),
+    "empty file name (chat /learn)": lambda env: env.chat("/learn ''"),
+    "cli train -o is the input": lambda env: env.cli("train", env.textfile, "-o", env.textfile, "--kind", "ngram",
+                                                     "--quiet"),
+}
+
+
+@pytest.mark.parametrize("case", list(DEGENERATE))
+def test_a_degenerate_option_value_is_one_line(env, case, capsys):
+    env.shell.user_ns["matrix_df"] = _frame(10)
+    before = env.state()
+    text = open(env.textfile).read()
+    one_line_refusal(lambda: DEGENERATE[case](env), capsys=capsys)
+    assert env.state()[:3] == before[:3] and open(env.textfile).read() == text
+    assert list(env.shell.user_ns["matrix_df"].columns) == ["text", "g"]
+
+
+def test_into_frame_follows_the_rule_for_names(env):
+    env.shell.user_ns["matrix_df"] = _frame(10)
+    for value in BAD_VARIABLES.values():
+        one_line_refusal(lambda: env.line("lm_score", f"--name m_ngram --df matrix_df --column text "
+                                                      f"--into-frame {q(value)}"))
+
+
+def test_a_where_condition_cannot_reach_python_internals():
+    import pandas as pd
+
+    from lm_magics.frames import select_rows
+
+    df = pd.DataFrame({"text": ["a b", "c d"], "n": [1, 2]})
+    for where in ("text.__class__.__name__ == 'str'", "n.__len__() > 0"):
+        with pytest.raises(LMError, match="Python internals"):
+            select_rows(df, where, {}, "df")
+
+
+def test_a_polars_where_is_told_in_polars_terms():
+    pl = pytest.importorskip("polars")
+    from lm_magics.frames import select_rows
+
+    df = pl.DataFrame({"text": ["a b", "c d"], "n": [1, 2]})
+    assert len(select_rows(df, "n > 1", {}, "df")) == 1
+    with pytest.raises(LMError, match="SQL condition") as exc:
+        select_rows(df, "text.str.len() > 3", {}, "df")
+    assert "pandas" not in str(exc.value)
+
+
+def test_score_frame_on_polars_says_so(env):
+    pl = pytest.importorskip("polars")
+    with pytest.raises(LMError, match="polars DataFrame") as exc:
+        lm.score_frame(env.models["ngram"], pl.DataFrame({"text": ["a b"]}), "text")
+    assert "to_pandas" in str(exc.value)
+
+
+def test_learn_without_a_name_never_replaces_the_model_of_the_derived_name(env):
+    derived = os.path.splitext(os.path.basename(env.textfile))[0]
+    env.reg.set(derived, env.models["ngram"], make_default=False)
+    try:
+        env.chat_widget.send(f"/learn {env.textfile}")
+        mon = env.chat_widget.trainings[-1]
+        assert mon.name != derived and mon.name.startswith(derived)
+        mon.stop()
+        mon.join(60)
+        assert env.reg.get(derived) is env.models["ngram"]
+    finally:
+        for n in list(env.reg.names()):
+            if n.startswith(derived):
+                env.reg.drop(n)
+
+
+@pytest.mark.parametrize("command", ["/k 1000000000", "/k 0"])
+def test_the_chat_refuses_a_count_it_could_not_show(env, command):
+    k = env.chat_widget.k
+    one_line_refusal(lambda: env.chat(command))
+    assert env.chat_widget.k == k
+
+
+def test_a_summary_shows_a_bounded_number_of_samples(env):
+    magics = next(c for c in env.shell.configurables if type(c).__name__ == "LMMagics")
+    old = magics.sample_words
+    magics.sample_words = 10**9
+    try:
+        assert len(magics._samples(env.reg.get(_big_vocab(env)))) <= MAX_ROWS
+    finally:
+        magics.sample_words = old
+
+
+@pytest.mark.parametrize("line", ["--column text --label g_unusual --into g --overwrite",
+                                  "--column text_max --into text --signal max --overwrite",
+                                  "--column text --label g_unusual --into g --signal all --overwrite"])
+def test_no_column_a_score_writes_is_an_input(env, line):
+    import pandas as pd
+
+    df = pd.DataFrame({"text": ["the cat sat", "the dog ran"] * 5, "text_max": ["the cat sat", "a bird"] * 5,
+                       "g_unusual": [True, False] * 5})
+    before = df.copy()
+    env.shell.user_ns["matrix_inputs"] = df
+    msg = one_line_refusal(lambda: env.line("lm_score", f"--name m_ngram --df matrix_inputs {line}"))
+    assert "is also the" in msg
+    pd.testing.assert_frame_equal(df, before)

@@ -21,6 +21,7 @@ from ..display import DataOverview
 from ..errors import ConfigError, DataError
 from ..formatting import num_text, pairs_text, token_text
 from ..frames import is_dataframe, ref_text, resolve_column, text_overview
+from ..rules import MAX_ROWS, clip_text
 from .grammar import USAGE, column_and_options, quote
 
 __all__ = ["Answer", "Work", "magic_line", "data", "next_words", "score_text", "explain", "unusual", "compare",
@@ -175,7 +176,7 @@ def next_words(model: Any, name: Optional[str], text: str, k: int) -> Answer:
     pairs = model.next_words(text, k)
     code = (magic_line("lm_complete", {"name": name, "k": k}, text) if name
             else f"model.next_words({text!r}, k={k})")
-    return Answer(f"after {text!r}: {pairs_text(pairs)}", code=code, result=pairs)
+    return Answer(f"after {clip_text(text, 200)}: {pairs_text(pairs[:MAX_ROWS])}", code=code, result=pairs)
 
 
 def score_text(model: Any, name: Optional[str], text: str, k: int) -> Answer:

@@ -47,7 +47,7 @@ HELP_ROWS = [
     ("/next TEXT", "the most likely next words after TEXT", "/next the cat"),
     ("/score TEXT", "perplexity of TEXT and its most surprising words", "/score the cat sat"),
     ("/temp T", "sampling temperature (0 = always the most likely word)", "/temp 0.5"),
-    ("/k K", "how many next-word alternatives to show", "/k 5"),
+    ("/k K", "how many next-word alternatives to show (1 to 50)", "/k 5"),
     ("/len N", "words per answer", "/len 30"),
     ("/clear", "forget the conversation", "/clear"),
     ("/export VAR", "the conversation as a DataFrame (or list of dicts) in variable VAR", "/export convo"),
@@ -111,9 +111,11 @@ def number(arg: str, usage: str, typ: type) -> Any:
     return v
 
 
-def positive_int(v: Any, name: str) -> int:
+def positive_int(v: Any, name: str, most: Optional[int] = None) -> int:
     if isinstance(v, bool) or not isinstance(v, int) or v < 1:
         raise ConfigError(f"{name} must be a whole number of at least 1, got {v!r}.")
+    if most is not None and v > most:
+        raise ConfigError(f"{name} must be a whole number from 1 to {most}, got {v!r}.")
     return v
 
 

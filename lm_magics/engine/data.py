@@ -91,6 +91,8 @@ def file_lines(path: "str | os.PathLike", encoding: str = "utf-8",
     """The lines of one text file, ending in "\\n" (see :func:`text_lines` for what is refused; ``notes``
     gets a line when a few bytes could not be decoded). Anything but a regular file is refused before
     it is read: a FIFO would block, /dev/zero would never end."""
+    if not str(os.fspath(path)).strip():
+        raise DataError("A file name is empty; give the path of a text file ('-' reads stdin).")
     try:
         fh = open_regular(path)
     except NotRegularFile as exc:
@@ -112,6 +114,8 @@ def files(*patterns: "str | os.PathLike", encoding: str = "utf-8") -> Files:
         if not isinstance(p, (str, os.PathLike)) or isinstance(os.fspath(p), bytes):
             raise DataError(f"files() takes paths or glob patterns (str or pathlib.Path), got "
                             f"{type(p).__name__}.")
+        if not str(os.fspath(p)).strip():     # Path('') is '.', the working directory: not what was meant
+            raise DataError("A file name is empty; give a file or a glob pattern, e.g. 'notes/*.txt'.")
     return Files(tuple(os.fspath(p) for p in patterns), encoding)
 
 

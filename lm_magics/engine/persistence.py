@@ -380,8 +380,13 @@ def write_checkpoint(path: Any, payload: Dict[str, Any]) -> None:
 def read_checkpoint(path: PathLike) -> Dict[str, Any]:
     """Read and check a model file; raise ModelFileError with what to do on any problem."""
     p = model_path(path)
-    if not p.exists():
-        raise ModelFileError(f"Model file '{p}' not found (working directory {os.getcwd()}).")
+    try:
+        p.stat()
+    except (FileNotFoundError, NotADirectoryError):
+        raise ModelFileError(f"Model file {shown_path(p)} not found (working directory {os.getcwd()}).") from None
+    except OSError as exc:     # a name too long, a loop of links, a folder that may not be searched
+        raise ModelFileError(f"Cannot read {shown_path(p)}: {(exc.strerror or str(exc)).lower()}; give the path "
+                             f"of a model file.") from None
     if p.is_dir():
         raise ModelFileError(f"'{p}' is a directory, not a model file.")
     kind = not_regular(p)     # a FIFO would block the open below, /dev/zero would never end
@@ -392,6 +397,8 @@ def read_checkpoint(path: PathLike) -> Dict[str, Any]:
             head = fh.read(4)
     except PermissionError:
         raise ModelFileError(f"No permission to read '{p}'; fix its permissions.") from None
+    except OSError as exc:
+        raise ModelFileError(f"Cannot read {shown_path(p)}: {(exc.strerror or str(exc)).lower()}.") from None
     if head != _ZIP_MAGIC:
         kind = "it is empty" if not head else "it is not a saved lm_magics model"
         raise ModelFileError(f"'{p}' is not a model file ({kind}); save one with model.save(path).")

@@ -13,7 +13,7 @@ import ipywidgets as W
 from ..api import LanguageModel
 from ..config import MAX_SEED, GenerateConfig
 from ..engine.tokenizer import EOS
-from ..errors import ConfigError, LMError
+from ..errors import ConfigError, LMError, clip_message
 from ..formatting import is_punct, pairs_text, prob_text, token_text, word_text  # noqa: F401 - re-exported
 from ..registry import ModelRegistry, get_registry
 
@@ -41,7 +41,7 @@ def error_text(exc: BaseException) -> str:
     """One line for the user: LMError messages as they are, anything else with its type."""
     if isinstance(exc, LMError):
         return str(exc)
-    return f"{type(exc).__name__}: {exc}"
+    return clip_message(f"{type(exc).__name__}: {exc}")
 
 
 class ModelWidget:

@@ -25,7 +25,14 @@ from ..config import GenerateConfig
 from ..errors import ConfigError, DataError, LMError
 from ..formatting import pairs_text
 from ..registry import ModelRegistry, fresh_name
-from ..rules import check_name
+from ..rules import MAX_CHAT_ECHO, MAX_ROWS, check_name, clip_rows, clip_text, more_note
+
+
+def _echo(text: str, limit: int = MAX_CHAT_ECHO) -> str:
+    """A message as the conversation shows it: at most ``limit`` characters (the model reads it all)."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]} …({len(text) - limit:,} more characters not shown)"
 from ._base import GIVEN, ModelWidget, copies_text, copy_check, esc, iter_words
 from ._base import current_shell as _shell
 
@@ -106,7 +113,7 @@ class ChatAssistant(ModelWidget):
         if isinstance(max_messages, bool) or not isinstance(max_messages, int) or max_messages < 2:
             raise ConfigError(f"max_messages must be a whole number of at least 2, got {max_messages!r}.")
         self.settings = GenerateConfig(n_words=n_words, temperature=temperature, seed=seed)
-        self.k = positive_int(k, "k")
+        self.k = positive_int(k, "k", MAX_ROWS)
         if user_ns is not None and not isinstance(user_ns, MutableMapping):
             raise ConfigError(f"user_ns must be a dict (a namespace for /export), got {type(user_ns).__name__}.")
         if not isinstance(show_alternatives, bool):
@@ -170,10 +177,10 @@ class ChatAssistant(ModelWidget):
             return None
         try:
             if text.startswith("/"):
-                self._add("user", text)
+                self._add("user", _echo(text))
                 self._command(text)
                 return None
-            self._add("user", text)
+            self._add("user", _echo(text))
             hint = self._hint(text)
             try:
                 return self._answer(text)
@@ -304,6 +311,11 @@ class ChatAssistant(ModelWidget):
     def _computed(self, text: str, body: Optional[str], code: Optional[str], **extra: Any) -> None:
         """An answer that computed something: its text (and HTML body) and the line that computes it again
         in a cell (shown with a Copy button; also at the end of the message's text)."""
+        if code is not None and len(code) > MAX_CHAT_ECHO:     # a line quoting a huge text: not echoed
+            text += f"\n(the line that computes it again is not shown: it would quote {len(code):,} characters)"
+            code = None
+        if len(text) > 20 * MAX_CHAT_ECHO:
+            text = _echo(text, 20 * MAX_CHAT_ECHO)
         if code is None:
             self._add("system", text, body=body, **extra)
         else:
@@ -345,7 +357,10 @@ class ChatAssistant(ModelWidget):
         if not names:
             self._say("No models yet: train one with %%lm_train.")
         else:
-            self._say("Models: " + ", ".join(f"{n} (in use)" if n == self.name else n for n in names))
+            shown, more = clip_rows(names)
+            self._say("Models: " + ", ".join(f"{clip_text(n, 60)[1:-1]} (in use)" if n == self.name
+                                             else clip_text(n, 60)[1:-1] for n in shown)
+                      + (f" {more_note(more)}" if more else ""))
 
     def _cmd_use(self, arg: str) -> None:
         if not arg:
@@ -358,7 +373,7 @@ class ChatAssistant(ModelWidget):
         self._say(f"temperature = {self.settings.temperature:g}")
 
     def _cmd_k(self, arg: str) -> None:
-        self.k = positive_int(number(arg, "/k K", int), "k")
+        self.k = positive_int(number(arg, "/k K", int), "k", MAX_ROWS)
         self._say(f"showing {self.k} alternatives")
 
     def _cmd_len(self, arg: str) -> None:

@@ -33,6 +33,7 @@ from ..engine.training import EpochInfo, StepInfo, StopTraining
 from ..errors import ConfigError, LMError
 from ..progress import INTERIM, accepts, clock, duration, plan_text, run_line, time_text
 from ..registry import ModelRegistry, Placement, get_registry, register_run
+from ..rules import check_name
 from ._base import error_text, esc
 from ._base import close_tree as _close_tree, current_shell as _shell
 
@@ -54,6 +55,7 @@ class TrainingMonitor:
 
     def __init__(self, name: str, data: Any, *, registry: ModelRegistry, options: Optional[dict] = None,
                  continue_from: Optional[LanguageModel] = None, max_updates_per_s: float = 5.0):
+        check_name(name)        # refused before any training, not when the finished run is registered
         self.name, self.registry = name, registry
         self.data, self.options, self.continue_from = data, dict(options or {}), continue_from
         self.min_interval = 1.0 / max_updates_per_s if max_updates_per_s > 0 else 0.0

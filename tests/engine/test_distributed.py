@@ -156,8 +156,9 @@ def test_every_rank_refuses_a_size_that_cannot_fit(tmp_path):
 
 
 def test_a_failed_rank_ends_nproc_with_one_line_errors_only(tmp_path):
-    """`train --nproc 2` on text too short for two shards: each rank's one-line error and the launcher's
-    line, and nothing of torchrun's (no banner, traceback, failure table or error log lines)."""
+    """`train --nproc 2` on text too short for two shards: ONE line, the ranks' own error and what became of
+    the file, and nothing of torchrun's (no banner, traceback, failure table, error log lines, or a false
+    'killed by SIGTERM' for the rank torchrun stopped)."""
     corpus = tmp_path / "tiny.txt"
     corpus.write_text("hi\n")
     env = {k: v for k, v in ENV.items() if k != "OMP_NUM_THREADS"}       # torchrun's banner would name it
@@ -166,9 +167,9 @@ def test_a_failed_rank_ends_nproc_with_one_line_errors_only(tmp_path):
                           timeout=240)
     assert proc.returncode == 1
     lines = proc.stderr.splitlines()
-    assert lines and all(ln.startswith("lm-magics: error: ") for ln in lines), proc.stderr[-3000:]
-    assert any("Too little text for 2 processes" in ln and "drop --nproc" in ln for ln in lines)
-    assert "no model was written" in lines[-1]
+    assert len(lines) == 1 and lines[0].startswith("lm-magics: error: "), proc.stderr[-3000:]
+    assert "Too little text for 2 processes" in lines[0] and "drop --nproc" in lines[0]
+    assert "no model was written" in lines[0] and "SIGTERM" not in lines[0]
     assert not (tmp_path / "m.lm").exists()
 
 
@@ -187,3 +188,49 @@ def test_a_rank_killed_by_a_signal_is_named(monkeypatch, capsys):
     assert capsys.readouterr().err == ("lm-magics: error: training process 1 was killed by SIGKILL "
                                        "(out of memory?)\n")
     assert "LOGLEVEL" not in os.environ                  # the ranks see the user's logging setting
+
+
+def test_the_launcher_says_one_true_line_whatever_the_ranks_left(tmp_path, monkeypatch, capsys):
+    """The cause of a failed `--nproc` run: a rank's own error before a killed rank, a killed rank before
+    the SIGTERM torchrun sends the survivors, and a rank that only lost another last."""
+    from lm_magics import cli
+
+    cases = [
+        ({"error.1": "epochs must be above 0.", "signal.0": "training process 0 was killed by SIGTERM"},
+         "epochs must be above 0"),
+        ({"signal.0": "training process 0 was killed by SIGTERM",
+          "signal.1": "training process 1 was killed by SIGKILL (out of memory?)",
+          "lost.0": "training process 0 lost another training process (x); nothing was saved"},
+         "training process 1 was killed by SIGKILL"),
+        ({"lost.0": "training process 0 lost another training process (x); nothing was saved"}, "lost another"),
+        ({"launcher.0": "torchrun could not start the training processes (address in use)"}, "address in use"),
+        ({}, "torchrun exit code 1"),
+    ]
+    (tmp_path / "t.txt").write_text("the cat sat\n" * 50)
+    for files, expected in cases:
+        def launch(nproc, args, report=None, files=files):
+            for name, text in files.items():
+                (Path(report) / name).write_text(text)
+            return 1
+
+        monkeypatch.setattr(cli, "launch", launch)
+        assert cli.main(["train", str(tmp_path / "t.txt"), "-o", str(tmp_path / "m.lm"), "--nproc", "2"]) == 1
+        err = capsys.readouterr().err
+        assert len(err.splitlines()) == 1 and expected in err and "no model was written" in err, err
+    monkeypatch.setattr(cli, "launch", lambda *a, **k: pytest.fail("launched with a bad option"))
+    assert cli.main(["train", str(tmp_path / "t.txt"), "-o", str(tmp_path / "m.lm"), "--nproc", "2",
+                     "--epochs", "0"]) == 1
+    assert len(capsys.readouterr().err.splitlines()) == 1
+
+
+def test_a_launcher_failure_is_one_line(monkeypatch, capsys):
+    import torch.distributed.run as torchrun
+    from lm_magics.cli import torchrun_quietly
+
+    def main(argv):
+        raise RuntimeError("The server socket has failed to listen on any local network address.\nmore")
+
+    monkeypatch.setattr(torchrun, "main", main)
+    assert torchrun_quietly(["--standalone"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "could not start the training processes" in err
