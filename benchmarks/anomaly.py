@@ -399,8 +399,8 @@ def run_split(sp: Split, seed: int, max_time: Optional[float], save: Optional[Pa
     for name, s in scores.items():
         if name.startswith(("pct_", "tail_")):
             continue
-        res.auroc[name] = auroc(np.nan_to_num(s, nan=float(np.nanmedian(s)) if np.isfinite(s).any() else 0.0), sp.y)
-        res.auprc[name] = auprc(np.nan_to_num(s, nan=float(np.nanmedian(s)) if np.isfinite(s).any() else 0.0), sp.y)
+        res.auroc[name] = auroc(s, sp.y)          # a row that could not be scored (NaN) is not flagged
+        res.auprc[name] = auprc(s, sp.y)
     return res
 
 

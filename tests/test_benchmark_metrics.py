@@ -1,9 +1,10 @@
-"""The measuring instrument of benchmarks/anomaly.py: its AUROC/AUPRC and its calibration, on fixed inputs."""
+"""The measuring instrument of benchmarks/anomaly.py: its AUROC/AUPRC on fixed inputs, and the model's own
+signals and their combinations as it reads them."""
 
 import numpy as np
 import pytest
 
-from benchmarks.anomaly import auprc, auroc, calibrate, knn_distance
+from benchmarks.anomaly import SIGNALS, auprc, auroc, knn_distance, project_signals
 
 
 def test_auroc_and_auprc_by_hand():
@@ -28,13 +29,16 @@ def test_metrics_agree_with_scikit_learn():
         assert auprc(s, y) == pytest.approx(metrics.average_precision_score(y, s))
 
 
-def test_calibration_keeps_the_order_inside_and_beyond_the_validation_range():
-    val = np.array([1.0, 2.0, 3.0, 4.0])
-    x = np.array([-5.0, 0.5, 1.0, 1.5, 2.5, 4.0, 4.5, 9.0, 20.0])
-    p = calibrate(val, x)
-    assert np.all((p > 0) & (p < 1))
-    assert np.all(np.diff(p) > 0)
-    assert calibrate(val, np.array([2.0]))[0] == pytest.approx(0.4)     # the 2nd of 4: 2/5
+def test_the_signals_alone_are_the_models_own(tiny_model):
+    texts = ["the cat sat on the mat", "zebra quantum 0x7f3a", "the dog ran"]
+    got = project_signals(tiny_model, texts)
+    sig = tiny_model.signals(texts, progress=False)
+    for name in SIGNALS:
+        if name in sig:
+            np.testing.assert_array_equal(got[name], sig[name])
+    for combo in ("cal_mean6", "cal_max"):
+        assert got[combo].shape == (3,) and np.all((got[combo] >= 0) & (got[combo] <= 1 + 1e-6))
+    assert np.all(got["cal_fisher"] > 0)
 
 
 def test_knn_distance_is_zero_for_a_training_row_and_one_for_an_orthogonal_row():

@@ -165,7 +165,7 @@ def test_a_long_score_shows_a_bar_at_once(long_frame, monkeypatch):
     seen = []
     monkeypatch.setattr(magics_module, "estimate_seconds", lambda m, texts, passes=1: seen.append(passes) or 40.0)
     shell.run_line_magic("lm_score", "--name timed --df big --column text --baseline")
-    assert seen == [2] and len(Recorder.made) == 1               # the LSTM and the mixture: two long passes
+    assert seen == [1] and len(Recorder.made) == 1       # one pass: the n-gram and mixture columns come from it
     bar = Recorder.made[0]
     assert bar.total == 40 and bar.estimate_s == 40.0 and bar.desc == "scoring 'text':"
     assert bar.chunks and bar.chunks[-1][0] == bar.chunks[-1][1] and bar.closed == "closed"
