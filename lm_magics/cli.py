@@ -6,6 +6,7 @@
     lm-magics generate notes.lm "the cat" -n 20 --seed 0
     lm-magics score notes.lm test.txt          # perplexity<TAB>line, one per line
     lm-magics score notes.lm test.txt --baseline   # perplexity<TAB>n-gram baseline perplexity<TAB>line
+    lm-magics score notes.lm test.txt --unusual    # perplexity<TAB>unusualness<TAB>line
     lm-magics info notes.lm
     lm-magics demo                              # train on the stdlib's docstrings, show completions
 
@@ -94,12 +95,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("score", help="perplexity of each line of a file",
                        description="Print the perplexity of each line of FILE: perplexity<TAB>line "
                                    "(nan for a blank line); with --baseline, perplexity<TAB>baseline "
-                                   "perplexity<TAB>line.")
+                                   "perplexity<TAB>line; with --unusual, the unusualness after the "
+                                   "perplexities.")
     p.add_argument("model", metavar="MODEL", help="a model file")
     p.add_argument("file", metavar="FILE", help="a text file ('-' reads stdin)")
     p.add_argument("--baseline", action="store_true",
                    help="also print the perplexity under the model's n-gram baseline (same rows and vocabulary), "
                         "in a column between the model's and the line")
+    p.add_argument("--unusual", action="store_true",
+                   help="also print each line's unusualness (higher = more unusual: the model's calibrated "
+                        "signals combined, as %%lm_score's COL_unusual), in a column before the line")
     p.add_argument("--encoding", metavar="ENC", default="utf-8",
                    help="text encoding of FILE, e.g. latin-1, cp1252, utf-16 [default: utf-8]")
     p.set_defaults(run=_run_score)
@@ -535,7 +540,9 @@ _SCORE_LINES = 20_000   # lines read, scored and written at a time: memory stays
 
 
 def _run_score(args: argparse.Namespace) -> int:
-    from .analysis import side_parts
+    import numpy as np
+
+    from .analysis import combined, side_parts
 
     model = _load(args.model)
     # The baseline is checked before scoring: a model without one fails at once, not after the file.
@@ -546,7 +553,13 @@ def _run_score(args: argparse.Namespace) -> int:
         if not lines:
             break
         rows = [ln if ln.strip() else None for ln in lines]
-        columns = [model.score(rows)] + ([baseline.score(rows)] if baseline is not None else [])
+        if args.unusual:      # one pass gives the perplexity and every signal of the unusualness
+            sig = model.signals(rows, progress=False)
+            columns = [list(np.exp2(sig["bits"]))]
+        else:
+            columns = [model.score(rows)]
+        columns += [baseline.score(rows)] if baseline is not None else []
+        columns += [list(combined(model, sig)[0])] if args.unusual else []
         sys.stdout.write("".join("\t".join(["nan" if math.isnan(p) else f"{p:.3f}" for p in ppls] + [line]) + "\n"
                                  for line, *ppls in zip(lines, *columns)))
         sys.stdout.flush()

@@ -108,6 +108,21 @@ def test_score_with_the_baseline_beside(model_file, tmp_path, capsys):
     assert "no n-gram baseline" in capsys.readouterr().err
 
 
+def test_score_prints_the_unusualness(model_file, tmp_path, capsys):
+    f = tmp_path / "score.txt"
+    f.write_text("The cat sat on the mat.\n\nzebra quantum 0x7f3a 0x7f3a\n")
+    assert main(["score", str(model_file), str(f), "--unusual", "--baseline"]) == 0
+    rows = [line.split("\t") for line in capsys.readouterr().out.splitlines()]
+    assert [len(r) for r in rows] == [4, 4, 4] and rows[2][3] == "zebra quantum 0x7f3a 0x7f3a"
+    model = lm.load(model_file)
+    texts = ["The cat sat on the mat.", "zebra quantum 0x7f3a 0x7f3a"]
+    want = model.unusual(texts)
+    assert [float(rows[0][2]), float(rows[2][2])] == pytest.approx(list(want), rel=1e-3)
+    assert float(rows[0][0]) == pytest.approx(model.score(texts[:1])[0], rel=1e-3)
+    assert math.isnan(float(rows[1][2]))
+    assert main(["score", "--help"]) == 0 and "--unusual" in capsys.readouterr().out
+
+
 def test_score_streams_the_file_in_chunks(model_file, tmp_path, capsys, monkeypatch):
     import lm_magics.cli as cli
 
