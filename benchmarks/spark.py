@@ -11,8 +11,10 @@ about 21 tokens (WikiText-2 valid sentences of 15-27 words, repeated), written o
   whole batch per thread, as in a notebook): rows/s;
 - ``score_spark`` in ``local[2]`` (two Python workers, one torch thread each), after a warm-up job that
   starts the workers, on 10% of ``--rows`` and then all of them, read from the Parquet file and written back as (id, ppl, bits) Parquet: rows/s, and the peak
-  memory of the driver (this Python process: RSS and its anonymous part; the JVM, which in local mode is
-  the driver and the executors at once, separately), sampled every 0.2 s;
+  memory of the driver (this Python process: RSS, its anonymous part and its growth during the job; the
+  model and the rows are written by a child process, so the driver holds what a notebook would: torch,
+  pyspark and the model; the JVM, which in local mode is the driver and the executors at once,
+  separately), sampled every 0.2 s;
 - the scores of the rows both scored, compared: the largest relative difference of the perplexities.
 
 Part 2 (training). A text file of ``--train-mb`` MB (WikiText-2 train lines, repeated) is trained on for
@@ -86,6 +88,7 @@ class Peak:
             self._stop.wait(self.every)
 
     def __enter__(self) -> "Peak":
+        self.start = self.proc.memory_info().rss
         self._thread.start()
         return self
 
@@ -95,8 +98,8 @@ class Peak:
 
     def line(self) -> str:
         mb = 2 ** 20
-        return (f"driver RSS peak {self.rss / mb:,.0f} MB (anonymous {self.anon / mb:,.0f} MB), "
-                f"JVM RSS peak {self.children / mb:,.0f} MB")
+        return (f"driver RSS peak {self.rss / mb:,.0f} MB (anonymous {self.anon / mb:,.0f} MB; "
+                f"{(self.rss - self.start) / mb:+,.0f} MB during the job), JVM RSS peak {self.children / mb:,.0f} MB")
 
 
 def make_model(path: Path, steps: int) -> None:
@@ -151,8 +154,12 @@ def scoring(args, work: Path, spark) -> None:
 
     model_path, rows_path = work / "model.lm", work / "rows.parquet"
     t0 = time.perf_counter()
-    make_model(model_path, args.train_steps)
-    make_rows(rows_path, args.rows)
+    # In a child process: the driver holds only what a notebook scoring a Spark frame holds.
+    env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    made = subprocess.run([sys.executable, "-m", "benchmarks.spark", "--make-data", str(model_path), str(rows_path),
+                           str(args.train_steps), str(args.rows)], cwd=REPO, env=env, capture_output=True, text=True)
+    if made.returncode:
+        sys.exit(made.stderr[-3000:])
     print(f"model and {args.rows:,} rows written in {time.perf_counter() - t0:.0f} s")
     import lm_magics as lm
 
@@ -161,7 +168,6 @@ def scoring(args, work: Path, spark) -> None:
           f"embed {info['embed_dim']}")
 
     n_pd = min(args.pandas_rows, args.rows)
-    env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     child = subprocess.run([sys.executable, "-m", "benchmarks.spark", "--pandas-part", str(model_path),
                             str(rows_path), str(n_pd), str(work / "pandas.npy")], cwd=REPO, env=env,
                            capture_output=True, text=True)
@@ -239,7 +245,12 @@ def main() -> None:
     p.add_argument("--skip-training", action="store_true")
     p.add_argument("--quick", action="store_true", help="20k rows, 5 MB: a smoke run")
     p.add_argument("--pandas-part", nargs=4, help=argparse.SUPPRESS)
+    p.add_argument("--make-data", nargs=4, help=argparse.SUPPRESS)
     args = p.parse_args()
+    if args.make_data:
+        make_model(Path(args.make_data[0]), int(args.make_data[2]))
+        make_rows(Path(args.make_data[1]), int(args.make_data[3]))
+        return
     if args.pandas_part:
         pandas_part(args.pandas_part[0], args.pandas_part[1], int(args.pandas_part[2]), args.pandas_part[3])
         return
