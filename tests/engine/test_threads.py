@@ -120,7 +120,9 @@ def test_others_load_counts_other_processes_and_not_this_one():
         time.sleep(0.3)
         threads_mod._last = None
         beside = others_load(window_s=0.4)
+        assert others_load() == beside              # within a second: the same value, no /proc read
         time.sleep(0.2)
+        threads_mod._value_at = 0.0                 # as if a second had passed
         later = others_load()                       # measured since the call before, no waiting
     finally:
         spin.kill()
